@@ -1,0 +1,316 @@
+"""Message types and their typed bodies.
+
+Every body is a frozen dataclass registered for one ``MsgType``; ``body_from_wire`` turns the decoded msgpack map
+into that dataclass, checking every field's type, so code past the decoder only ever sees typed messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
+
+from protocol.errors import ErrorCode, ProtocolError
+
+
+class MsgType(StrEnum):
+    # handshake (not sealed) and the first sealed frame
+    CHALLENGE = "challenge"
+    AUTH = "auth"
+    WELCOME = "welcome"
+    # any direction
+    ERROR = "error"
+    PING = "ping"
+    PONG = "pong"
+    RESPONSE = "response"
+    # master -> hub requests (answered by RESPONSE or ERROR with reply_to set)
+    SCENARIO_CREATE = "scenario.create"
+    SCENARIO_LIST = "scenario.list"
+    SCENARIO_SHOW = "scenario.show"
+    SCENARIO_DELETE = "scenario.delete"
+    ORDER_SUBMIT = "order.submit"
+    ORDER_CANCEL = "order.cancel"
+    RESULTS_QUERY = "results.query"
+    EVENTS_SUBSCRIBE = "events.subscribe"
+    EVENTS_UNSUBSCRIBE = "events.unsubscribe"
+    # hub -> master
+    EVENT = "event"
+    # hub <-> daemon
+    DELIVER = "deliver"
+    FILE_CHUNK = "file.chunk"
+    CANCEL = "cancel"
+    RESULT_ACK = "result.ack"
+    SYSTEM_READY = "system.ready"
+    ORDER_ACK = "order.ack"
+    ORDER_STARTED = "order.started"
+    OUTPUT = "output"
+    RESULT = "result"
+
+
+@dataclass(frozen=True)
+class Body:
+    """Base of every message body."""
+
+    TYPE: ClassVar[MsgType]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class Challenge(Body):
+    TYPE = MsgType.CHALLENGE
+    nonce: bytes
+    hub_id: str
+    ephemeral_key: bytes
+    versions: list[int]
+
+
+@dataclass(frozen=True)
+class Auth(Body):
+    TYPE = MsgType.AUTH
+    client_id: str
+    role: str
+    ephemeral_key: bytes
+    signature: bytes
+    version: int
+
+
+@dataclass(frozen=True)
+class Welcome(Body):
+    TYPE = MsgType.WELCOME
+    session_id: str
+    heartbeat_interval: float
+    dead_after: float
+    max_frame: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Error(Body):
+    TYPE = MsgType.ERROR
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Ping(Body):
+    TYPE = MsgType.PING
+
+
+@dataclass(frozen=True)
+class Pong(Body):
+    TYPE = MsgType.PONG
+
+
+@dataclass(frozen=True)
+class Response(Body):
+    TYPE = MsgType.RESPONSE
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScenarioCreate(Body):
+    """``machines``: ``[{"name", "os", "role", "public_key"}]``; only public keys ever reach the hub."""
+
+    TYPE = MsgType.SCENARIO_CREATE
+    name: str
+    machines: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ScenarioList(Body):
+    TYPE = MsgType.SCENARIO_LIST
+
+
+@dataclass(frozen=True)
+class ScenarioShow(Body):
+    TYPE = MsgType.SCENARIO_SHOW
+    name: str
+
+
+@dataclass(frozen=True)
+class ScenarioDelete(Body):
+    TYPE = MsgType.SCENARIO_DELETE
+    name: str
+
+
+@dataclass(frozen=True)
+class OrderSubmit(Body):
+    """A master-signed order (see ``protocol.orders``) and, for files, its content in chunks."""
+
+    TYPE = MsgType.ORDER_SUBMIT
+    order: dict[str, Any]
+    chunks: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OrderCancel(Body):
+    TYPE = MsgType.ORDER_CANCEL
+    scenario: str
+    order_id: str
+
+
+@dataclass(frozen=True)
+class ResultsQuery(Body):
+    TYPE = MsgType.RESULTS_QUERY
+    scenario: str
+    order_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EventsSubscribe(Body):
+    """Replay the scenario's events numbered above ``after`` then stream new ones (and live output)."""
+
+    TYPE = MsgType.EVENTS_SUBSCRIBE
+    scenario: str
+    after: int = 0
+
+
+@dataclass(frozen=True)
+class EventsUnsubscribe(Body):
+    TYPE = MsgType.EVENTS_UNSUBSCRIBE
+    scenario: str
+
+
+@dataclass(frozen=True)
+class Event(Body):
+    TYPE = MsgType.EVENT
+    scenario: str
+    cursor: int
+    kind: str
+    machine: str
+    ts: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Deliver(Body):
+    """An order for the daemon; a file order is followed by ``chunk_count`` FILE_CHUNK messages."""
+
+    TYPE = MsgType.DELIVER
+    order: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FileChunk(Body):
+    TYPE = MsgType.FILE_CHUNK
+    order_id: str
+    index: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Cancel(Body):
+    TYPE = MsgType.CANCEL
+    order_id: str
+
+
+@dataclass(frozen=True)
+class ResultAck(Body):
+    TYPE = MsgType.RESULT_ACK
+    order_id: str
+
+
+@dataclass(frozen=True)
+class SystemReady(Body):
+    TYPE = MsgType.SYSTEM_READY
+    facts: dict[str, Any]
+    daemon_version: str
+
+
+@dataclass(frozen=True)
+class OrderAck(Body):
+    TYPE = MsgType.ORDER_ACK
+    order_id: str
+
+
+@dataclass(frozen=True)
+class OrderStarted(Body):
+    TYPE = MsgType.ORDER_STARTED
+    order_id: str
+
+
+@dataclass(frozen=True)
+class Output(Body):
+    """A live chunk of a command's output; the hub adds ``machine`` when forwarding it to masters."""
+
+    TYPE = MsgType.OUTPUT
+    order_id: str
+    stream: str
+    data: bytes
+    machine: str = ""
+
+
+@dataclass(frozen=True)
+class Result(Body):
+    """A daemon-signed result (see ``protocol.orders.SignedResult``)."""
+
+    TYPE = MsgType.RESULT
+    result: dict[str, Any]
+
+
+BODY_TYPES: dict[MsgType, type[Body]] = {
+    cls.TYPE: cls
+    for cls in (
+        Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
+        ScenarioDelete, OrderSubmit, OrderCancel, ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event,
+        Deliver, FileChunk, Cancel, ResultAck, SystemReady, OrderAck, OrderStarted, Output, Result,
+    )
+}  # fmt: skip
+
+B = TypeVar("B", bound=Body)
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether a decoded msgpack value fits a field annotation (shallow for containers' items, deep for lists)."""
+    if annotation is Any:
+        return True
+    origin = get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        return any(_matches(value, arg) for arg in get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is list:
+        (item,) = get_args(annotation)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def body_from_wire(msg_type: MsgType, raw: Any) -> Body:
+    """Build the typed body for ``msg_type`` from a decoded map.
+
+    Raises:
+        ProtocolError: BAD_FIELD if a field is missing, unknown or of the wrong type.
+    """
+    cls = BODY_TYPES[msg_type]
+    if not isinstance(raw, dict):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{msg_type.value} body must be a map", type=msg_type.value)
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ProtocolError(
+                    ErrorCode.BAD_FIELD, f"{msg_type.value} lacks field {f.name!r}", field=f.name
+                )
+            continue
+        value = raw[f.name]
+        if not _matches(value, hints[f.name]):
+            raise ProtocolError(
+                ErrorCode.BAD_FIELD,
+                f"{msg_type.value}.{f.name} has the wrong type ({type(value).__name__})",
+                field=f.name,
+            )
+        values[f.name] = float(value) if hints[f.name] is float else value
+    return cls(**values)

@@ -1,0 +1,214 @@
+"""End-to-end signed orders (master -> daemon) and results (daemon -> master).
+
+The hub routes and stores these but cannot forge them: an order carries the master's Ed25519 signature over
+(scenario, target machine, order id, kind, body, expiry) and the daemon checks it against the master public key
+in its own config; a result carries the daemon's signature, so the master can check it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from protocol.envelope import pack
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.identity import Identity, PublicKey
+
+FILE_CHUNK_SIZE = 256 * 1024
+
+
+class OrderKind(StrEnum):
+    EXEC = "exec"
+    PUT_FILE = "put_file"
+    HOSTS = "hosts"
+
+
+class OrderState(StrEnum):
+    """Where an order is, as the hub records it. The last six are final."""
+
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def final(self) -> bool:
+        return self not in (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
+
+
+def canonical(value: Any) -> Any:
+    """A form of ``value`` whose msgpack encoding is deterministic: maps sorted by key, tuples as lists."""
+    if isinstance(value, dict):
+        return [[k, canonical(value[k])] for k in sorted(value)]
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return value
+
+
+def _require(raw: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = raw.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"order field {name!r} is missing or of the wrong type", field=name)
+    return value
+
+
+@dataclass(frozen=True)
+class Order:
+    """What a master asks one machine to do, signed by the master."""
+
+    id: str
+    scenario: str
+    machine: str
+    kind: OrderKind
+    body: dict[str, Any]
+    expires: float
+    master: str
+    signature: bytes = b""
+
+    def signing_payload(self) -> bytes:
+        return pack(
+            ["crc-order-v1", self.scenario, self.machine, self.id, self.kind.value, canonical(self.body),
+             self.expires, self.master]
+        )  # fmt: skip
+
+    def signed(self, master: Identity) -> Order:
+        """This order with the master's signature."""
+        unsigned = Order(self.id, self.scenario, self.machine, self.kind, self.body, self.expires, master.id)
+        return Order(**{**unsigned.__dict__, "signature": master.sign(unsigned.signing_payload())})
+
+    def verify(self, master_key: PublicKey, machine_id: str, scenario: str, now: float) -> None:
+        """What a daemon checks before doing anything.
+
+        Raises:
+            ProtocolError: BAD_SIGNATURE (not signed by this master), WRONG_TARGET (meant for another machine or
+                scenario) or EXPIRED.
+        """
+        if self.master != master_key.id:
+            raise ProtocolError(
+                ErrorCode.BAD_SIGNATURE, "order is not from this daemon's master", master=self.master
+            )
+        master_key.verify(self.signature, self.signing_payload())
+        if self.machine != machine_id or self.scenario != scenario:
+            raise ProtocolError(
+                ErrorCode.WRONG_TARGET, "order is addressed to another machine", machine=self.machine
+            )
+        if now > self.expires:
+            raise ProtocolError(ErrorCode.EXPIRED, "order expired before it could run", expires=self.expires)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "scenario": self.scenario, "machine": self.machine, "kind": self.kind.value,
+            "body": self.body, "expires": self.expires, "master": self.master, "signature": self.signature,
+        }  # fmt: skip
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Order:
+        """Raises ProtocolError BAD_FIELD for a malformed order."""
+        if not isinstance(raw, dict):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "an order is a map")
+        try:
+            kind = OrderKind(_require(raw, "kind", str))
+        except ValueError:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown order kind {raw['kind']!r}") from None
+        return cls(
+            id=_require(raw, "id", str),
+            scenario=_require(raw, "scenario", str),
+            machine=_require(raw, "machine", str),
+            kind=kind,
+            body=_require(raw, "body", dict),
+            expires=float(_require(raw, "expires", (int, float))),
+            master=_require(raw, "master", str),
+            signature=_require(raw, "signature", bytes),
+        )
+
+
+@dataclass(frozen=True)
+class SignedResult:
+    """What a daemon reports for an order, signed by the daemon's key."""
+
+    order_id: str
+    scenario: str
+    machine: str
+    status: OrderState
+    exit_code: int | None
+    started: float | None
+    finished: float
+    error: str = ""
+    stdout: bytes = b""
+    stderr: bytes = b""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    signature: bytes = b""
+
+    def signing_payload(self) -> bytes:
+        d = self.to_wire()
+        d.pop("signature")
+        return pack(["crc-result-v1", canonical(d)])
+
+    def signed(self, daemon: Identity) -> SignedResult:
+        return SignedResult(**{**self.__dict__, "signature": daemon.sign(self.signing_payload())})
+
+    def verify(self, machine_key: PublicKey) -> None:
+        """Raises ProtocolError BAD_SIGNATURE if the machine did not sign this result."""
+        machine_key.verify(self.signature, self.signing_payload())
+
+    def to_wire(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["status"] = self.status.value
+        return d
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> SignedResult:
+        """Raises ProtocolError BAD_FIELD for a malformed result."""
+        if not isinstance(raw, dict):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "a result is a map")
+        try:
+            status = OrderState(_require(raw, "status", str))
+        except ValueError:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown result status {raw['status']!r}") from None
+        exit_code = raw.get("exit_code")
+        started = raw.get("started")
+        if exit_code is not None and not isinstance(exit_code, int):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "result exit_code must be an integer or nil")
+        if started is not None and not isinstance(started, int | float):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "result started must be a number or nil")
+        return cls(
+            order_id=_require(raw, "order_id", str),
+            scenario=_require(raw, "scenario", str),
+            machine=_require(raw, "machine", str),
+            status=status,
+            exit_code=exit_code,
+            started=None if started is None else float(started),
+            finished=float(_require(raw, "finished", (int, float))),
+            error=_require(raw, "error", str),
+            stdout=_require(raw, "stdout", bytes),
+            stderr=_require(raw, "stderr", bytes),
+            stdout_truncated=_require(raw, "stdout_truncated", bool),
+            stderr_truncated=_require(raw, "stderr_truncated", bool),
+            extra=_require(raw, "extra", dict),
+            signature=_require(raw, "signature", bytes),
+        )
+
+
+def file_chunks(data: bytes, chunk_size: int = FILE_CHUNK_SIZE) -> list[bytes]:
+    """Split file content into chunks that each fit a frame."""
+    return [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
+
+
+def file_body(path: str, data: bytes, mode: int, chunk_size: int = FILE_CHUNK_SIZE) -> dict[str, Any]:
+    """The signed body of a PUT_FILE order: the content itself travels in chunks, bound by its SHA-256."""
+    return {
+        "path": path,
+        "mode": mode,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "chunks": len(file_chunks(data, chunk_size)),
+    }
