@@ -392,3 +392,25 @@ def plain_error_frame(message_id: str, sender: str, now: float, error: ProtocolE
 
 def _wire_safe(details: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in details.items() if isinstance(v, str | int | float | bool | None)}
+
+
+def _is_map_frame(frame: bytes) -> bool:
+    """Plain (unsealed) frames are msgpack maps; sealed ones are arrays. Checked on the first byte only."""
+    return bool(frame) and (0x80 <= frame[0] <= 0x8F or frame[0] in (0xDE, 0xDF))
+
+
+def refusal(frame: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> RemoteError | None:
+    """If ``frame`` is the peer's unsealed ERROR (it refused or dropped the session), that error; else None.
+
+    Peers send such frames when the session's keys can no longer be trusted (a bad tag, a replay), so they are
+    only ever used to explain why the connection is closing, never acted on otherwise.
+    """
+    if not _is_map_frame(frame):
+        return None
+    try:
+        envelope = envelope_from_wire(unpack(frame, max_frame))
+    except ProtocolError:
+        return None
+    if isinstance(envelope.body, Error):
+        return RemoteError(envelope.body.code, envelope.body.message, envelope.body.details)
+    return None

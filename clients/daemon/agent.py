@@ -1,0 +1,415 @@
+"""The OS-independent daemon: connects out to the hub, verifies and runs master-signed orders, reports results.
+
+Guarantees, backed by the journal in the state dir:
+- an order id is carried out at most once, even when the hub delivers it again or the daemon restarts;
+- results are kept until the hub acknowledges them, and resent on every reconnect;
+- an order that was running when the daemon died is reported as ``interrupted``, never rerun.
+Orders run in the order they arrived (``parallel = 1``), also across reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from clients.daemon.config import DaemonConfig
+from clients.daemon.executor import ExecRequest, Executor, ExecStatus, ProcessExecutor
+from clients.daemon.facts import collect_facts
+from clients.daemon.files import FileIntegrityError, StagedFile
+from clients.daemon.hosts import apply_hosts_file, parse_entries
+from clients.daemon.journal import Journal
+from clients.daemon.journal import OrderState as JournalState
+from clients.daemon.platform import PlatformDefaults, current_platform
+from clients.link import HubLink, LinkClosed
+from protocol import (
+    CrcError,
+    Envelope,
+    ErrorCode,
+    MsgType,
+    Order,
+    OrderKind,
+    OrderState,
+    ProtocolError,
+    RemoteError,
+    Role,
+    SignedResult,
+)
+from protocol.messages import (
+    Cancel,
+    Deliver,
+    Error,
+    FileChunk,
+    OrderAck,
+    OrderStarted,
+    Output,
+    Result,
+    ResultAck,
+    SystemReady,
+)
+from protocol.retry import backoff_delays, is_retryable
+
+log = logging.getLogger(__name__)
+
+try:
+    DAEMON_VERSION = metadata.version("cloudremotecontrol")
+except metadata.PackageNotFoundError:  # running from a source tree
+    DAEMON_VERSION = "0.0.0+source"
+
+_EXEC_STATES = {
+    ExecStatus.SUCCEEDED: OrderState.SUCCEEDED,
+    ExecStatus.FAILED: OrderState.FAILED,
+    ExecStatus.TIMED_OUT: OrderState.TIMED_OUT,
+    ExecStatus.CANCELLED: OrderState.CANCELLED,
+}
+
+
+class Revoked(CrcError):
+    """The hub no longer accepts this machine (its scenario was deleted or its key revoked)."""
+
+
+@dataclass
+class _IncomingFile:
+    """A file order whose chunks are still arriving; it is acknowledged only once complete."""
+
+    order: Order
+    spool: Path
+    expected: int
+    received: int = 0
+
+
+@dataclass
+class DaemonOptions:
+    state_dir: Path
+    hosts_file: Path
+    platform: PlatformDefaults = field(default_factory=current_platform)
+    reconnect_initial: float = 0.5
+    reconnect_max: float = 30.0
+
+
+class Daemon:
+    """One machine's daemon. ``await Daemon(config, options).run(stop)`` until ``stop`` is set."""
+
+    def __init__(
+        self, config: DaemonConfig, options: DaemonOptions, executor: Executor | None = None
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.executor = executor or ProcessExecutor()
+        options.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.spool_dir = options.state_dir / "incoming"
+        self.spool_dir.mkdir(exist_ok=True, mode=0o700)
+        self.journal = Journal(options.state_dir)
+        self.link: HubLink | None = None
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._incoming: dict[str, _IncomingFile] = {}
+        self._cancels: dict[str, asyncio.Event] = {}
+        self._handlers: dict[MsgType, Callable[[Envelope], Awaitable[None]]] = {
+            MsgType.DELIVER: self._on_deliver,
+            MsgType.FILE_CHUNK: self._on_file_chunk,
+            MsgType.CANCEL: self._on_cancel,
+            MsgType.RESULT_ACK: self._on_result_ack,
+            MsgType.ERROR: self._on_error,
+        }
+
+    # lifecycle
+    async def run(self, stop: asyncio.Event) -> None:
+        """Recover from the journal, start the workers, and stay connected until ``stop`` is set.
+
+        Raises:
+            Revoked: the hub refused this machine for good.
+        """
+        self._recover()
+        workers = [
+            asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.config.parallel)
+        ]
+        connector = asyncio.create_task(self._connect_loop(), name="connect")
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({connector, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if connector.done():
+                connector.result()  # re-raise Revoked
+        finally:
+            for task in (connector, stopper, *workers):
+                task.cancel()
+            await asyncio.gather(connector, stopper, *workers, return_exceptions=True)
+            if self.link is not None:
+                await self.link.close()
+            self.journal.close()
+
+    def _recover(self) -> None:
+        """After a crash: report interrupted orders, requeue received ones, drop half-received files."""
+        now = time.time()
+        for entry in self.journal.running():
+            order = Order.from_wire(entry.order)
+            log.warning("order %s was running when the daemon stopped: reporting it interrupted", order.id)
+            self._record(
+                order, OrderState.INTERRUPTED, None, now, error="the daemon stopped while it ran; not rerun"
+            )
+        for entry in self.journal.received_not_started():
+            self._queue.put_nowait(entry.order_id)
+        for leftover in self.spool_dir.iterdir():
+            if not self.journal.get(leftover.name):
+                leftover.unlink(missing_ok=True)
+
+    async def _connect_loop(self) -> None:
+        delays = backoff_delays(
+            random.random, initial=self.options.reconnect_initial, maximum=self.options.reconnect_max
+        )
+        while True:
+            try:
+                link = await HubLink.connect(self.config.hub, self.config.identity, Role.DAEMON)
+            except (OSError, TimeoutError, asyncio.TimeoutError, CrcError) as exc:
+                if isinstance(exc, RemoteError | ProtocolError) and not is_retryable(exc):
+                    raise Revoked(f"hub refused this machine: {exc}") from exc
+                delay = next(delays)
+                log.info("cannot reach the hub at %s (%s); retrying in %.1f s", self.config.hub, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            delays = backoff_delays(
+                random.random, initial=self.options.reconnect_initial, maximum=self.options.reconnect_max
+            )
+            log.info(
+                "connected to hub %s as %s (%s)",
+                link.session.hub_id,
+                self.config.machine_name,
+                self.config.machine_id,
+            )
+            self.link = link
+            try:
+                await self._session(link)
+            except (LinkClosed, ProtocolError, OSError) as exc:
+                log.info("lost the hub: %s", exc)
+                if "revoked" in link.closed_reason:
+                    raise Revoked(link.closed_reason) from exc
+            finally:
+                self.link = None
+                self._drop_incoming()
+                with contextlib.suppress(Exception):
+                    await link.close()
+            await asyncio.sleep(next(delays))
+
+    async def _session(self, link: HubLink) -> None:
+        facts = await asyncio.to_thread(collect_facts, DAEMON_VERSION)
+        await link.send(SystemReady(facts, DAEMON_VERSION), scenario=self.config.scenario)
+        for result in self.journal.unacked_results():
+            await link.send(Result(result), scenario=self.config.scenario)
+        while True:
+            envelope = await link.recv()
+            handler = self._handlers.get(envelope.type)
+            if handler is None:
+                log.debug("ignoring %s from the hub", envelope.type.value)
+                continue
+            await handler(envelope)
+
+    async def _send(self, body: Any) -> None:
+        """Best effort: while disconnected, the journal keeps what matters and it is resent on reconnect."""
+        link = self.link
+        if link is not None:
+            with contextlib.suppress(LinkClosed, ProtocolError):
+                await link.send(body, scenario=self.config.scenario)
+
+    # messages from the hub
+    async def _on_deliver(self, envelope: Envelope) -> None:
+        body = envelope.body
+        assert isinstance(body, Deliver)
+        try:
+            order = Order.from_wire(body.order)
+        except ProtocolError as exc:
+            log.warning("hub delivered a malformed order: %s", exc)
+            return
+        entry = self.journal.get(order.id)
+        if entry is not None:  # redelivered: acknowledge again, resend the result if the hub lacks it
+            await self._send(OrderAck(order.id))
+            if entry.result is not None and not entry.result_acked:
+                await self._send(Result(entry.result))
+            return
+        try:
+            order.verify(self.config.master_key, self.config.machine_id, self.config.scenario, time.time())
+        except ProtocolError as exc:
+            log.warning("refusing order %s: %s", order.id, exc)
+            await self._send(OrderAck(order.id))
+            await self._finish(
+                order, OrderState.REJECTED, None, time.time(), error=f"refused by the daemon: {exc}"
+            )
+            return
+        if order.kind is OrderKind.PUT_FILE:
+            expected = order.body.get("chunks")
+            if not isinstance(expected, int) or expected < 1:
+                await self._send(OrderAck(order.id))
+                await self._finish(
+                    order, OrderState.REJECTED, None, time.time(), error="file order lacks a chunk count"
+                )
+                return
+            self._incoming[order.id] = _IncomingFile(order, self.spool_dir / order.id, expected)
+            (self.spool_dir / order.id).write_bytes(b"")
+            return
+        self._accept(order)
+        await self._send(OrderAck(order.id))
+
+    def _accept(self, order: Order) -> None:
+        if self.journal.record_received(order.id, order.to_wire(), time.time()):
+            self._queue.put_nowait(order.id)
+
+    async def _on_file_chunk(self, envelope: Envelope) -> None:
+        body = envelope.body
+        assert isinstance(body, FileChunk)
+        incoming = self._incoming.get(body.order_id)
+        if incoming is None:
+            return  # for a rejected or already received order
+        if body.index != incoming.received:
+            log.warning("file chunk %d of %s out of order; dropping the transfer", body.index, body.order_id)
+            self._incoming.pop(body.order_id, None)
+            incoming.spool.unlink(missing_ok=True)
+            return
+        with incoming.spool.open("ab") as f:
+            f.write(body.data)
+        incoming.received += 1
+        if incoming.received == incoming.expected:
+            del self._incoming[body.order_id]
+            self._accept(incoming.order)
+            await self._send(OrderAck(body.order_id))
+
+    def _drop_incoming(self) -> None:
+        """Half-received files are discarded: unacknowledged, the hub sends them again whole."""
+        for incoming in self._incoming.values():
+            incoming.spool.unlink(missing_ok=True)
+        self._incoming.clear()
+
+    async def _on_cancel(self, envelope: Envelope) -> None:
+        body = envelope.body
+        assert isinstance(body, Cancel)
+        event = self._cancels.setdefault(body.order_id, asyncio.Event())
+        event.set()
+
+    async def _on_result_ack(self, envelope: Envelope) -> None:
+        body = envelope.body
+        assert isinstance(body, ResultAck)
+        self.journal.mark_acked(body.order_id)
+
+    async def _on_error(self, envelope: Envelope) -> None:
+        body = envelope.body
+        assert isinstance(body, Error)
+        log.warning("hub reported %s: %s", body.code, body.message)
+
+    # running orders
+    async def _worker(self) -> None:
+        while True:
+            order_id = await self._queue.get()
+            entry = self.journal.get(order_id)
+            if entry is None or entry.state is not JournalState.RECEIVED:
+                continue
+            order = Order.from_wire(entry.order)
+            cancel = self._cancels.setdefault(order.id, asyncio.Event())
+            started = time.time()
+            if cancel.is_set():
+                await self._finish(
+                    order, OrderState.CANCELLED, None, started, error="cancelled before it started"
+                )
+                continue
+            self.journal.mark_running(order.id)
+            await self._send(OrderStarted(order.id))
+            try:
+                await self._execute(order, started, cancel)
+            finally:
+                self._cancels.pop(order.id, None)
+
+    async def _execute(self, order: Order, started: float, cancel: asyncio.Event) -> None:
+        if order.kind is OrderKind.EXEC:
+            await self._run_command(order, started, cancel)
+        elif order.kind is OrderKind.PUT_FILE:
+            await self._write_file(order, started)
+        elif order.kind is OrderKind.HOSTS:
+            await self._write_hosts(order, started)
+
+    async def _run_command(self, order: Order, started: float, cancel: asyncio.Event) -> None:
+        body = order.body
+        env = body.get("env") or {}
+        timeout = body.get("timeout")
+        request = ExecRequest(
+            command=str(body.get("command", "")),
+            shell=self.options.platform.shell,
+            cwd=body.get("cwd") or None,
+            env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
+            timeout=float(timeout) if isinstance(timeout, int | float) and timeout > 0 else None,
+        )
+
+        async def stream(name: str, chunk: bytes) -> None:
+            await self._send(Output(order.id, name, chunk))
+
+        outcome = await self.executor.run(request, stream, cancel)
+        await self._finish(
+            order, _EXEC_STATES[outcome.status], outcome.exit_code, started, error=outcome.error,
+            stdout=outcome.stdout, stderr=outcome.stderr,
+            stdout_truncated=outcome.stdout_truncated, stderr_truncated=outcome.stderr_truncated,
+        )  # fmt: skip
+
+    async def _write_file(self, order: Order, started: float) -> None:
+        spool = self.spool_dir / order.id
+        body = order.body
+        try:
+            sha = await asyncio.to_thread(_install_file, spool, body)
+        except (FileIntegrityError, OSError, ValueError, KeyError) as exc:
+            await self._finish(
+                order, OrderState.FAILED, None, started, error=f"cannot write {body.get('path')}: {exc}"
+            )
+        else:
+            await self._finish(
+                order, OrderState.SUCCEEDED, 0, started, extra={"sha256": sha, "path": body["path"]}
+            )
+        finally:
+            spool.unlink(missing_ok=True)
+
+    async def _write_hosts(self, order: Order, started: float) -> None:
+        path = self.options.hosts_file
+        try:
+            entries = parse_entries(order.body.get("entries") or [])
+            changed = await asyncio.to_thread(apply_hosts_file, path, entries, self.options.platform.newline)
+        except (ValueError, OSError) as exc:
+            await self._finish(order, OrderState.FAILED, None, started, error=f"cannot update {path}: {exc}")
+        else:
+            await self._finish(
+                order,
+                OrderState.SUCCEEDED,
+                0,
+                started,
+                extra={"path": str(path), "changed": changed, "entries": len(entries)},
+            )
+
+    def _record(
+        self, order: Order, status: OrderState, exit_code: int | None, started: float | None, **fields: Any
+    ) -> dict[str, Any]:
+        result = SignedResult(
+            order_id=order.id, scenario=order.scenario, machine=self.config.machine_id, status=status,
+            exit_code=exit_code, started=started, finished=time.time(), **fields,
+        ).signed(self.config.identity)  # fmt: skip
+        wire = result.to_wire()
+        self.journal.record_result(order.id, wire)
+        return wire
+
+    async def _finish(
+        self, order: Order, status: OrderState, exit_code: int | None, started: float | None, **fields: Any
+    ) -> None:
+        """Journal the signed result first (it survives a crash), then try to send it."""
+        await self._send(Result(self._record(order, status, exit_code, started, **fields)))
+
+
+def _install_file(spool: Path, body: dict[str, Any]) -> str:
+    """Copy a received file from the spool into place atomically, checking size and SHA-256."""
+    path, mode, sha, size = body["path"], body.get("mode", 0o644), body["sha256"], body.get("size")
+    if not isinstance(path, str) or not Path(path).is_absolute():
+        raise ValueError(f"remote path {path!r} must be absolute")
+    with StagedFile(path) as staged, spool.open("rb") as source:
+        while chunk := source.read(1024 * 1024):
+            staged.write(chunk)
+        return staged.commit(int(mode), str(sha), size if isinstance(size, int) else None)
+
+
+__all__ = ["DAEMON_VERSION", "Daemon", "DaemonOptions", "Revoked"]

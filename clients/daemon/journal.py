@@ -1,0 +1,276 @@
+"""The daemon's durable memory of orders, so a crash never reruns a command nor loses a result.
+
+Every order is written down before it runs, marked running when it starts and updated with its
+result when it ends; the result stays "unacked" until the hub confirms it. After a restart the
+daemon asks the journal what was received but never started (run it), what was running (report
+it as interrupted — it must not be rerun) and which results still need delivering.
+
+Storage is one SQLite file in WAL mode with ``synchronous=FULL``; every call commits before it
+returns. Order and result dicts are stored msgpack-encoded, so they may contain bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, cast
+
+import msgpack
+
+__all__ = ["JOURNAL_FILE", "Journal", "JournalEntry", "OrderState"]
+
+JOURNAL_FILE = "journal.sqlite3"
+_SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- receive order
+    order_id     TEXT    NOT NULL UNIQUE,
+    state        TEXT    NOT NULL,
+    order_data   BLOB    NOT NULL,
+    result_data  BLOB,
+    result_acked INTEGER NOT NULL DEFAULT 0,
+    received_at  REAL    NOT NULL,
+    finished_seq INTEGER                               -- finishing order
+);
+CREATE INDEX IF NOT EXISTS orders_state ON orders (state, result_acked);
+-- Outlives pruned orders so that a redelivered old order is still recognised as a duplicate.
+CREATE TABLE IF NOT EXISTS seen_ids (
+    order_id    TEXT PRIMARY KEY,
+    received_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class OrderState(StrEnum):
+    """Where an order is in its life."""
+
+    RECEIVED = "received"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One order as recorded in the journal."""
+
+    order_id: str
+    state: OrderState
+    order: dict[str, Any]
+    """The order as received; ``{}`` for a result recorded without a received order."""
+    result: dict[str, Any] | None
+    result_acked: bool
+    received_at: float
+
+
+class Journal:
+    """Durable record of orders and results in ``<state_dir>/journal.sqlite3``.
+
+    Safe to use from several threads (e.g. via ``asyncio.to_thread``); calls are serialised.
+    """
+
+    def __init__(self, state_dir: str | Path) -> None:
+        """Open (creating if needed) the journal; a missing ``state_dir`` is created with mode 0700."""
+        self.state_dir = Path(state_dir)
+        if not self.state_dir.exists():
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.state_dir.chmod(0o700)  # mkdir's mode is filtered through the umask
+        self.path = self.state_dir / JOURNAL_FILE
+        self._lock = threading.Lock()
+        # Autocommit mode: each statement outside an explicit transaction commits on its own.
+        self._db: sqlite3.Connection | None = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        elif version != _SCHEMA_VERSION:
+            self._db.close()
+            raise RuntimeError(f"{self.path}: journal schema version {version} is not supported")
+
+    def record_received(self, order_id: str, order: dict[str, Any], now: float) -> bool:
+        """Write down a newly received order; False (and nothing written) if this id was ever seen."""
+        data = _pack(order)
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO seen_ids (order_id, received_at) VALUES (?, ?)", (order_id, now)
+            )
+            if cursor.rowcount == 0:
+                return False
+            db.execute(
+                "INSERT INTO orders (order_id, state, order_data, received_at) VALUES (?, ?, ?, ?)",
+                (order_id, OrderState.RECEIVED.value, data, now),
+            )
+            return True
+
+    def get(self, order_id: str) -> JournalEntry | None:
+        """The entry for ``order_id``, or None if unknown (or pruned)."""
+        with self._lock:
+            row = self._conn().execute(f"{_SELECT} WHERE order_id = ?", (order_id,)).fetchone()
+        return _entry(row) if row else None
+
+    def mark_running(self, order_id: str) -> None:
+        """Record that the order's command is about to start.
+
+        Raises ``KeyError`` for an unknown id and ``ValueError`` if the order already finished.
+        """
+        with self._transaction() as db:
+            row = db.execute("SELECT state FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+            if row is None:
+                raise KeyError(order_id)
+            if row[0] == OrderState.FINISHED:
+                raise ValueError(f"order {order_id} already finished")
+            db.execute("UPDATE orders SET state = ? WHERE order_id = ?", (OrderState.RUNNING.value, order_id))
+
+    def record_result(self, order_id: str, result: dict[str, Any]) -> None:
+        """Store the order's result (state FINISHED, not yet acknowledged).
+
+        Also accepted for ids that were never received (e.g. orders rejected before being
+        recorded); such an entry gets an empty order and the current time as receive time.
+        """
+        data = _pack(result)
+        with self._transaction() as db:
+            finished_seq = db.execute("SELECT COALESCE(MAX(finished_seq), 0) + 1 FROM orders").fetchone()[0]
+            cursor = db.execute(
+                "UPDATE orders SET state = ?, result_data = ?, result_acked = 0, finished_seq = ?"
+                " WHERE order_id = ?",
+                (OrderState.FINISHED.value, data, finished_seq, order_id),
+            )
+            if cursor.rowcount == 0:
+                now = time.time()
+                db.execute(
+                    "INSERT OR IGNORE INTO seen_ids (order_id, received_at) VALUES (?, ?)", (order_id, now)
+                )
+                db.execute(
+                    "INSERT INTO orders (order_id, state, order_data, result_data, received_at, finished_seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (order_id, OrderState.FINISHED.value, _pack({}), data, now, finished_seq),
+                )
+
+    def mark_acked(self, order_id: str) -> None:
+        """Record that the hub has the result; unknown ids are ignored (acks may be repeated)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE orders SET result_acked = 1 WHERE order_id = ? AND state = ?",
+                (order_id, OrderState.FINISHED.value),
+            )
+
+    def unacked_results(self) -> list[dict[str, Any]]:
+        """Results not yet acknowledged by the hub, in the order they finished."""
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT result_data FROM orders WHERE state = ? AND result_acked = 0"
+                    " ORDER BY finished_seq",
+                    (OrderState.FINISHED.value,),
+                )
+                .fetchall()
+            )
+        return [_unpack(row[0]) for row in rows]
+
+    def received_not_started(self) -> list[JournalEntry]:
+        """Orders received but never started, in receive order: to be run after a restart."""
+        return self._in_state(OrderState.RECEIVED)
+
+    def running(self) -> list[JournalEntry]:
+        """Orders that were running when the daemon stopped: to be reported as interrupted, not rerun."""
+        return self._in_state(OrderState.RUNNING)
+
+    def prune(self, older_than: float, *, forget_ids_older_than: float | None = None) -> int:
+        """Delete finished, acknowledged entries received before ``older_than``; return how many.
+
+        Their ids stay known, so redelivered orders are still rejected as duplicates. Pass
+        ``forget_ids_older_than`` to also drop remembered ids received before that time (once the
+        hub can no longer redeliver them) and keep the id table from growing forever.
+        """
+        with self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM orders WHERE state = ? AND result_acked = 1 AND received_at < ?",
+                (OrderState.FINISHED.value, older_than),
+            )
+            pruned = cursor.rowcount
+            if forget_ids_older_than is not None:
+                # Ids of entries still in `orders` stay, or dedupe for them would silently break.
+                db.execute(
+                    "DELETE FROM seen_ids WHERE received_at < ?"
+                    " AND order_id NOT IN (SELECT order_id FROM orders)",
+                    (forget_ids_older_than,),
+                )
+            return pruned
+
+    def close(self) -> None:
+        """Close the database; safe to call more than once."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise ValueError("journal is closed")
+        return self._db
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Serialise and wrap the block in one transaction, committed (durably) on success."""
+        with self._lock:
+            db = self._conn()
+            # IMMEDIATE takes the write lock up front, so check-then-write sequences are atomic
+            # even against another process opening the same journal.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def _in_state(self, state: OrderState) -> list[JournalEntry]:
+        with self._lock:
+            rows = self._conn().execute(f"{_SELECT} WHERE state = ? ORDER BY seq", (state.value,)).fetchall()
+        return [_entry(row) for row in rows]
+
+
+_SELECT = "SELECT order_id, state, order_data, result_data, result_acked, received_at FROM orders"
+
+
+def _entry(row: tuple[Any, ...]) -> JournalEntry:
+    order_id, state, order_data, result_data, acked, received_at = row
+    return JournalEntry(
+        order_id=order_id,
+        state=OrderState(state),
+        order=_unpack(order_data),
+        result=_unpack(result_data) if result_data is not None else None,
+        result_acked=bool(acked),
+        received_at=received_at,
+    )
+
+
+def _pack(value: dict[str, Any]) -> bytes:
+    return cast(bytes, msgpack.packb(value, use_bin_type=True))
+
+
+def _unpack(data: bytes) -> dict[str, Any]:
+    return cast(dict[str, Any], msgpack.unpackb(data, raw=False))

@@ -1,0 +1,180 @@
+"""A client's connection to the hub (shared by masters and daemons): handshake, sealed frames, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from protocol import (
+    DEFAULT_MAX_FRAME,
+    ClientSession,
+    CrcError,
+    Envelope,
+    ErrorCode,
+    Identity,
+    MsgType,
+    ProtocolError,
+    Role,
+)
+from protocol.messages import Body, Ping, Pong, Welcome
+from protocol.session import HUB_RECIPIENT, refusal
+
+WS_PATH = "/v1/ws"
+
+
+class LinkClosed(CrcError):
+    """The connection to the hub is gone; ``reason`` says why as well as we know."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"connection to the hub closed: {reason}")
+        self.reason = reason
+
+
+def hub_ws_url(url: str) -> str:
+    """Accept ``http://``, ``https://``, ``ws://`` or ``wss://`` hub URLs, with or without the ``/v1/ws`` path."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"hub URL {url!r} must look like http://host:port, https://, ws:// or wss://")
+    path = parts.path.rstrip("/")
+    if not path.endswith(WS_PATH):
+        path += WS_PATH
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class HubLink:
+    """One authenticated session with the hub. Use ``HubLink.connect``."""
+
+    def __init__(self, ws: ClientConnection, session: ClientSession, identity: Identity, welcome: Welcome) -> None:
+        self.ws = ws
+        self.session = session
+        self.identity = identity
+        self.welcome = welcome
+        self.last_received = time.monotonic()
+        self._send_lock = asyncio.Lock()
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop())
+        self.closed_reason = ""
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        identity: Identity,
+        role: Role,
+        *,
+        open_timeout: float = 10.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> HubLink:
+        """Connect and authenticate.
+
+        Raises:
+            OSError / TimeoutError: the hub cannot be reached.
+            RemoteError: the hub refused us (unknown identity, revoked...).
+            ProtocolError: the hub broke the handshake.
+        """
+        ws = await asyncio.wait_for(
+            connect(hub_ws_url(url), compression=None, max_size=4 * max_frame, ping_interval=None, open_timeout=open_timeout,
+                    close_timeout=2),
+            timeout=open_timeout + 1,
+        )
+        try:
+            session = ClientSession(identity, role, secrets.token_bytes(32), max_frame=max_frame)
+            challenge = await asyncio.wait_for(ws.recv(decode=False), open_timeout)
+            await ws.send(session.answer(challenge, new_id(), time.time()))
+            answer = await asyncio.wait_for(ws.recv(decode=False), open_timeout)
+            envelope = session.welcome(answer, time.time())
+        except websockets.ConnectionClosed as exc:
+            await ws.close()
+            raise LinkClosed(f"hub closed the connection during the handshake ({exc})") from exc
+        except BaseException:
+            await ws.close()
+            raise
+        assert isinstance(envelope.body, Welcome)
+        return cls(ws, session, identity, envelope.body)
+
+    async def send(
+        self, body: Body, *, scenario: str = "", reply_to: str = "", recipient: str = HUB_RECIPIENT, msg_id: str = ""
+    ) -> str:
+        """Seal and send one message; returns its id.
+
+        Raises:
+            LinkClosed: the connection is gone.
+            ProtocolError: FRAME_TOO_LARGE if the message does not fit a frame.
+        """
+        envelope = Envelope(msg_id or new_id(), self.identity.id, recipient, scenario, time.time(), body, reply_to)
+        async with self._send_lock:
+            if self.session.state.value != "ready":
+                raise LinkClosed(self.closed_reason or "session is closed")
+            frame = self.session.seal(envelope)
+            try:
+                await self.ws.send(frame)
+            except websockets.ConnectionClosed as exc:
+                raise LinkClosed(self.closed_reason or str(exc)) from exc
+        return envelope.id
+
+    async def recv(self) -> Envelope:
+        """The next message (PINGs are answered here and not returned).
+
+        Raises:
+            LinkClosed: the connection ended (the hub's stated reason included when it gave one).
+            ProtocolError: the hub sent a broken frame; the link is closed.
+        """
+        while True:
+            try:
+                frame = await self.ws.recv(decode=False)
+            except websockets.ConnectionClosed as exc:
+                raise LinkClosed(self.closed_reason or f"{exc}") from exc
+            self.last_received = time.monotonic()
+            if not isinstance(frame, bytes):
+                await self._abandon(ProtocolError(ErrorCode.MALFORMED_FRAME, "hub sent a text frame"))
+            refused = refusal(frame, self.session.max_frame)
+            if refused is not None:
+                self.closed_reason = f"{refused.code}: {refused.message}"
+                await self.ws.close()
+                raise LinkClosed(self.closed_reason)
+            try:
+                envelope = self.session.open(frame, time.time())
+            except ProtocolError as exc:
+                await self._abandon(exc)
+                raise
+            if envelope.type is MsgType.PING:
+                await self.send(Pong(), reply_to=envelope.id)
+                continue
+            if envelope.type is MsgType.ERROR and not envelope.reply_to:
+                # An unsolicited sealed ERROR precedes the hub closing the session (revoked, replaced...).
+                self.closed_reason = f"{envelope.body.code}: {envelope.body.message}"  # type: ignore[attr-defined]
+            return envelope
+
+    async def _abandon(self, error: ProtocolError) -> None:
+        self.closed_reason = str(error)
+        await self.ws.close()
+        raise error
+
+    async def _heartbeat_loop(self) -> None:
+        """PING on the hub's interval; a hub silent for ``dead_after`` is treated as gone (half-open socket)."""
+        interval, dead_after = self.welcome.heartbeat_interval, self.welcome.dead_after
+        with contextlib.suppress(CrcError, asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(interval)
+                if time.monotonic() - self.last_received > dead_after:
+                    self.closed_reason = f"hub silent for {dead_after:.0f} s"
+                    await self.ws.close()
+                    return
+                await self.send(Ping())
+
+    async def close(self) -> None:
+        self._heartbeat.cancel()
+        if self.session.state.value == "ready":
+            self.session.close()
+        await self.ws.close()

@@ -1,0 +1,353 @@
+"""``crc``: the command line over the master SDK (and ``crc hub`` / ``crc demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from clients.daemon.config import DaemonConfig, write_config
+from clients.link import LinkClosed
+from clients.master.keys import KeyFileError, default_key_path, load_master_key, write_private_key
+from clients.master.models import CommandResult, EventInfo, OutputChunk
+from clients.master.sdk import Master, MasterError
+from protocol import CrcError, Identity, RemoteError
+
+EXIT_USAGE = 2
+EXIT_WAIT_TIMEOUT = 124
+
+
+def _hub_url(args: argparse.Namespace) -> str:
+    url = args.hub or os.environ.get("CRC_HUB")
+    if not url:
+        raise MasterError("no hub given: pass --hub URL or set CRC_HUB (e.g. http://127.0.0.1:8750)")
+    return str(url)
+
+
+async def _connect(args: argparse.Namespace) -> Master:
+    return await Master.connect(_hub_url(args), args.key)
+
+
+def _print_json(value: Any) -> None:
+    def default(o: Any) -> Any:
+        if isinstance(o, bytes):
+            return o.decode("utf-8", "replace")
+        raise TypeError(type(o).__name__)
+
+    print(json.dumps(value, indent=2, default=default))
+
+
+def _result_json(r: CommandResult) -> dict[str, Any]:
+    return {
+        "order_id": r.order_id, "machine": r.machine, "kind": r.kind, "status": r.status, "exit_code": r.exit_code,
+        "error": r.error, "stdout": r.stdout, "stderr": r.stderr, "stdout_truncated": r.stdout_truncated,
+        "stderr_truncated": r.stderr_truncated, "verified": r.verified, "started": r.started, "finished": r.finished,
+    }  # fmt: skip
+
+
+# commands
+def cmd_keygen(args: argparse.Namespace) -> int:
+    path = Path(args.key) if args.key else default_key_path()
+    identity = Identity.generate(secrets.token_bytes)
+    write_private_key(path, identity, overwrite=args.force)
+    print(f"wrote {path} (mode 0600); master id {identity.id}", file=sys.stderr)
+    print(identity.public.to_text())
+    return 0
+
+
+def cmd_pubkey(args: argparse.Namespace) -> int:
+    print(load_master_key(args.key).public.to_text())
+    return 0
+
+
+def _machine_decl(text: str) -> tuple[str, str, str]:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise argparse.ArgumentTypeError(f"--machine {text!r} must be NAME:OS or NAME:OS:ROLE (OS linux|windows)")
+    return (parts[0], parts[1], parts[2] if len(parts) == 3 else parts[0])
+
+
+async def cmd_scenario_create(args: argparse.Namespace) -> int:
+    hub = _hub_url(args)
+    async with await _connect(args) as master:
+        machines = await master.create_scenario(args.name, args.machine)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for m in machines:
+            config = DaemonConfig(hub, args.name, m.name, m.identity, master.identity.public)
+            write_config(out / f"{m.name}.toml", config)
+            print(f"{m.name}: {m.id} -> {out / (m.name + '.toml')}")
+    return 0
+
+
+async def cmd_scenario_list(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        items = await master.scenarios()
+    if args.json:
+        _print_json(items)
+    else:
+        for s in items:
+            print(f"{s['name']:<24} {s['ready']}/{s['machines']} ready")
+    return 0
+
+
+async def cmd_scenario_show(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        sc = await master.scenario(args.name)
+    if args.json:
+        _print_json({"name": sc.name, "cursor": sc.cursor, "machines": [m.__dict__ for m in sc.machines]})
+        return 0
+    print(f"scenario {sc.name} (events up to {sc.cursor})")
+    for m in sc.machines:
+        seen = time.strftime("%H:%M:%S", time.localtime(m.last_seen)) if m.last_seen else "never"
+        print(f"  {m.name:<16} {m.status:<10} {m.os:<8} {','.join(m.ips) or '-':<20} last seen {seen}  {m.id}")
+    return 0
+
+
+async def cmd_scenario_delete(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        data = await master.delete_scenario(args.name)
+    print(f"deleted {args.name}; revoked {len(data['revoked'])} machine keys")
+    return 0
+
+
+async def cmd_wait(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        try:
+            sc = await master.wait_ready(args.scenario, timeout=args.timeout)
+        except MasterError as exc:
+            print(f"crc wait: {exc}", file=sys.stderr)
+            return 1
+    print(f"{sc.name}: all {len(sc.machines)} machines ready")
+    return 0
+
+
+def _printer(multi: bool) -> Callable[[OutputChunk], None]:
+    def show(chunk: OutputChunk) -> None:
+        stream = sys.stdout if chunk.stream == "stdout" else sys.stderr
+        text = chunk.data.decode("utf-8", "replace")
+        if multi:
+            text = "".join(f"[{chunk.machine}] {line}\n" for line in text.splitlines())
+        stream.write(text)
+        stream.flush()
+
+    return show
+
+
+def _exit_code(results: list[CommandResult]) -> int:
+    if all(r.ok for r in results):
+        return 0
+    if any(not r.final for r in results):
+        return EXIT_WAIT_TIMEOUT
+    for r in results:
+        if not r.ok:
+            return r.exit_code if r.exit_code else 1
+    return 1
+
+
+def _report(results: list[CommandResult], *, json_out: bool, quiet_ok: bool) -> None:
+    if json_out:
+        _print_json([_result_json(r) for r in results])
+        return
+    for r in results:
+        if r.ok and quiet_ok:
+            continue
+        detail = f"exit {r.exit_code}" if r.exit_code is not None else r.status
+        note = f": {r.error}" if r.error else ""
+        trust = "" if r.verified or not r.final else " (UNVERIFIED signature)"
+        print(f"{r.machine}: {r.status} ({detail}){note}{trust}", file=sys.stderr)
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    command = " ".join(args.command)
+    if not command:
+        print("crc run: give the command after --", file=sys.stderr)
+        return EXIT_USAGE
+    env = dict(item.split("=", 1) for item in args.env)
+    async with await _connect(args) as master:
+        sc, machines = await master._targets(args.scenario, args.target)
+        results = await master.run(
+            args.scenario, args.target, command, cwd=args.cwd, env=env, timeout=args.command_timeout,
+            wait_timeout=args.timeout, wait=not args.no_wait,
+            on_output=None if args.json else _printer(len(machines) > 1),
+        )  # fmt: skip
+    if args.no_wait:
+        for r in results:
+            print(f"{r.machine}\t{r.order_id}\t{r.status}")
+        return 0
+    _report(results, json_out=args.json, quiet_ok=True)
+    return _exit_code(results)
+
+
+async def cmd_put(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        results = await master.put_file(
+            args.scenario, args.target, Path(args.local), args.remote, mode=int(args.mode, 8), wait_timeout=args.timeout
+        )
+    _report(results, json_out=args.json, quiet_ok=False)
+    return _exit_code(results)
+
+
+async def cmd_hosts(args: argparse.Namespace) -> int:
+    extra = dict(item.split("=", 1) for item in args.extra)
+    async with await _connect(args) as master:
+        results = await master.distribute_hosts(args.scenario, args.target, extra=extra, wait_timeout=args.timeout)
+    _report(results, json_out=args.json, quiet_ok=False)
+    return _exit_code(results)
+
+
+def format_event(event: EventInfo) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(event.ts))
+    details = " ".join(f"{k}={v}" for k, v in event.data.items() if k != "session")
+    return f"{event.cursor:>5} {when} {event.machine or '-':<12} {event.kind:<22} {details}"
+
+
+async def cmd_watch(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        async for item in master.events(args.scenario, args.after, follow=not args.no_follow, output=args.output):
+            if isinstance(item, OutputChunk):
+                _printer(True)(item)
+            elif args.json:
+                print(json.dumps(item.__dict__), flush=True)
+            else:
+                print(format_event(item), flush=True)
+    return 0
+
+
+async def cmd_results(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        results = await master.results(args.scenario, args.order_ids or None)
+    if args.json:
+        _print_json([_result_json(r) for r in results])
+        return 0
+    for r in results:
+        code = "-" if r.exit_code is None else str(r.exit_code)
+        print(f"{r.order_id}  {r.machine:<12} {r.kind:<9} {r.status:<11} exit {code:<4} {'verified' if r.verified else ''}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from clients.master.demo import run_demo
+
+    return asyncio.run(run_demo(verbose=args.verbose))
+
+
+# parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crc", description="CloudRemoteControl: drive a scenario's machines through a hub.")
+    parser.add_argument("--hub", help="hub URL (env CRC_HUB): http(s)://host:port or ws(s)://")
+    parser.add_argument("--key", help="master private key file (env CRC_KEY; default ~/.config/crc/master.key)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="command_name", required=True)
+
+    p = sub.add_parser("keygen", help="create the master key pair")
+    p.add_argument("--force", action="store_true", help="replace an existing key")
+    p.set_defaults(func=cmd_keygen)
+    sub.add_parser("pubkey", help="print the master public key").set_defaults(func=cmd_pubkey)
+
+    from server.cli import add_hub_parser
+
+    add_hub_parser(sub)
+
+    scenario = sub.add_parser("scenario", help="create, list, show or delete scenarios").add_subparsers(
+        dest="scenario_action", required=True
+    )
+    p = scenario.add_parser("create", help="declare machines and write one daemon config per machine")
+    p.add_argument("name")
+    p.add_argument("--machine", action="append", type=_machine_decl, required=True, help="NAME:OS[:ROLE]")
+    p.add_argument("--out", required=True, help="directory for the daemon configs (they hold private keys)")
+    p.set_defaults(func=cmd_scenario_create)
+    scenario.add_parser("list").set_defaults(func=cmd_scenario_list)
+    p = scenario.add_parser("show")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_scenario_show)
+    p = scenario.add_parser("delete", help="delete it and revoke its machines' keys")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_scenario_delete)
+
+    p = sub.add_parser("wait", help="wait until every machine is ready")
+    p.add_argument("scenario")
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.set_defaults(func=cmd_wait)
+
+    p = sub.add_parser("run", help="run a shell command: crc run SCENARIO TARGET -- COMMAND")
+    p.add_argument("scenario")
+    p.add_argument("target", help="a machine name, NAME1,NAME2, or all")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait for results (default: until done)")
+    p.add_argument("--command-timeout", type=float, default=None, help="kill the command after this many seconds")
+    p.add_argument("--cwd")
+    p.add_argument("--env", action="append", default=[], help="KEY=VALUE")
+    p.add_argument("--no-wait", action="store_true", help="only queue; print the command ids")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("put", help="write a local file on the target machines")
+    p.add_argument("scenario")
+    p.add_argument("target")
+    p.add_argument("local")
+    p.add_argument("remote")
+    p.add_argument("--mode", default="644", help="octal file mode (default 644)")
+    p.add_argument("--timeout", type=float, default=None)
+    p.set_defaults(func=cmd_put)
+
+    p = sub.add_parser("hosts", help="write every machine's address into each machine's hosts file")
+    p.add_argument("scenario")
+    p.add_argument("--target", default="all")
+    p.add_argument("--extra", action="append", default=[], help="NAME=IP entries to add")
+    p.add_argument("--timeout", type=float, default=None)
+    p.set_defaults(func=cmd_hosts)
+
+    p = sub.add_parser("watch", help="follow the scenario's events live")
+    p.add_argument("scenario")
+    p.add_argument("--after", type=int, default=0, help="start after this event number (-1: only new)")
+    p.add_argument("--output", action="store_true", help="also show live command output")
+    p.add_argument("--no-follow", action="store_true", help="print the log so far and exit")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("results", help="stored results of the scenario's commands")
+    p.add_argument("scenario")
+    p.add_argument("order_ids", nargs="*")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("demo", help="run the shop scenario on local machines, end to end")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    func: Callable[[argparse.Namespace], int | Awaitable[int]] = args.func
+    try:
+        outcome = func(args)
+        if asyncio.iscoroutine(outcome):
+            return asyncio.run(outcome)
+        assert isinstance(outcome, int)
+        return outcome
+    except KeyboardInterrupt:
+        return 130
+    except (KeyFileError, MasterError) as exc:
+        print(f"crc: {exc}", file=sys.stderr)
+        return 1
+    except RemoteError as exc:
+        print(f"crc: the hub said {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except (LinkClosed, CrcError) as exc:
+        print(f"crc: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, asyncio.TimeoutError) as exc:
+        print(f"crc: cannot reach the hub at {getattr(args, 'hub', None) or os.environ.get('CRC_HUB')}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

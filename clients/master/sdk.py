@@ -1,0 +1,455 @@
+"""The async master SDK: what scenario scripts use to drive their machines through the hub.
+
+    async with await Master.connect("http://127.0.0.1:8750") as master:
+        created = await master.create_scenario("shop", [("mysql", "linux"), ("web", "linux")])
+        ...start daemons with configs written from ``created``...
+        await master.wait_ready("shop", timeout=120)
+        for r in await master.run("shop", "all", "uname -a"):
+            print(r.machine, r.exit_code, r.stdout.decode())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from protocol import (
+    CrcError,
+    Envelope,
+    Identity,
+    MsgType,
+    Order,
+    OrderKind,
+    RemoteError,
+    Role,
+)
+from protocol.messages import (
+    Body,
+    Error,
+    Event,
+    EventsSubscribe,
+    EventsUnsubscribe,
+    OrderCancel,
+    OrderSubmit,
+    Output,
+    Response,
+    ResultsQuery,
+    ScenarioCreate,
+    ScenarioDelete,
+    ScenarioList,
+    ScenarioShow,
+)
+from protocol.orders import file_body, file_chunks
+from protocol.retry import backoff_delays, is_retryable
+from clients.link import HubLink, LinkClosed, new_id
+from clients.master.keys import load_master_key
+from clients.master.models import CommandResult, EventInfo, MachineInfo, NewMachine, OutputChunk, Scenario
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ORDER_TTL = 24 * 3600.0
+OutputCallback = Callable[[OutputChunk], Awaitable[None] | None]
+MachineDecl = tuple[str, str] | tuple[str, str, str]
+
+
+class MasterError(CrcError):
+    """A master-side failure that is not the hub's answer (timeouts waiting for machines, bad targets...)."""
+
+
+@dataclass(eq=False)
+class _Consumer:
+    scenario: str
+    cursor: int
+    queue: asyncio.Queue[EventInfo | OutputChunk] = field(default_factory=asyncio.Queue)
+
+
+class Master:
+    """A connected master. Build it with ``Master.connect``; it reconnects by itself and resumes event streams."""
+
+    def __init__(self, url: str, identity: Identity, link: HubLink) -> None:
+        self.url = url
+        self.identity = identity
+        self._link: HubLink | None = link
+        self._connected = asyncio.Event()
+        self._connected.set()
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._consumers: dict[str, set[_Consumer]] = defaultdict(set)
+        self._closing = False
+        self._scenarios: dict[str, Scenario] = {}
+        self._reader = asyncio.create_task(self._read_loop(), name="master-reader")
+
+    @classmethod
+    async def connect(cls, url: str, key: Identity | str | Path | None = None, *, timeout: float = 10.0) -> Master:
+        """Connect and authenticate to the hub at ``url`` with the master key (default: ``crc keygen``'s file).
+
+        Raises:
+            RemoteError: the hub does not know this key (enrol it with ``crc hub enroll-master``).
+            OSError / TimeoutError: the hub is unreachable.
+        """
+        identity = key if isinstance(key, Identity) else load_master_key(key)
+        link = await HubLink.connect(url, identity, Role.MASTER, open_timeout=timeout)
+        return cls(url, identity, link)
+
+    async def __aenter__(self) -> Master:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closing = True
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        if self._link is not None:
+            await self._link.close()
+        self._fail_pending(LinkClosed("master closed"))
+
+    # plumbing
+    async def _read_loop(self) -> None:
+        delays = backoff_delays(random.random, initial=0.2, maximum=5.0)
+        while not self._closing:
+            link = self._link
+            if link is None:
+                try:
+                    link = await HubLink.connect(self.url, self.identity, Role.MASTER)
+                except Exception as exc:
+                    if not is_retryable(exc):
+                        log.error("cannot reconnect to the hub: %s", exc)
+                        self._fail_pending(exc if isinstance(exc, CrcError) else LinkClosed(str(exc)))
+                    await asyncio.sleep(next(delays))
+                    continue
+                self._link = link
+                self._connected.set()
+                delays = backoff_delays(random.random, initial=0.2, maximum=5.0)
+                asyncio.create_task(self._resubscribe())
+            try:
+                while True:
+                    self._route(await link.recv())
+            except (LinkClosed, CrcError, OSError) as exc:
+                log.info("lost the hub (%s); reconnecting", exc)
+                self._connected.clear()
+                self._link = None
+                self._fail_pending(LinkClosed(getattr(exc, "reason", str(exc))))
+                await asyncio.sleep(next(delays))
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+
+    def _route(self, envelope: Envelope) -> None:
+        body = envelope.body
+        if envelope.reply_to and envelope.type in (MsgType.RESPONSE, MsgType.ERROR):
+            fut = self._pending.pop(envelope.reply_to, None)
+            if fut is not None and not fut.done():
+                if isinstance(body, Response):
+                    fut.set_result(body.data)
+                elif isinstance(body, Error):
+                    fut.set_exception(RemoteError(body.code, body.message, body.details))
+        elif isinstance(body, Event):
+            info = EventInfo(body.scenario, body.cursor, body.kind, body.machine, body.ts, body.data)
+            for consumer in self._consumers.get(body.scenario, ()):
+                if info.cursor > consumer.cursor:
+                    consumer.cursor = info.cursor
+                    consumer.queue.put_nowait(info)
+        elif isinstance(body, Output):
+            chunk = OutputChunk(envelope.scenario, body.machine, body.order_id, body.stream, body.data)
+            for consumer in self._consumers.get(envelope.scenario, ()):
+                consumer.queue.put_nowait(chunk)
+        elif isinstance(body, Error):
+            log.warning("hub: %s: %s", body.code, body.message)
+
+    async def _resubscribe(self) -> None:
+        for scenario, consumers in list(self._consumers.items()):
+            if consumers:
+                with contextlib.suppress(CrcError):
+                    await self.request(EventsSubscribe(scenario, min(c.cursor for c in consumers)), scenario=scenario)
+
+    async def request(self, body: Body, *, scenario: str = "", timeout: float = 30.0) -> dict[str, Any]:
+        """Send one request and wait for its answer.
+
+        Raises:
+            RemoteError: the hub answered with an error (``code`` says which).
+            LinkClosed: the connection dropped before the answer came (the request may or may not have run).
+        """
+        await asyncio.wait_for(self._connected.wait(), timeout)
+        link = self._link
+        if link is None:
+            raise LinkClosed("not connected")
+        msg_id = new_id()
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = fut
+        try:
+            await link.send(body, scenario=scenario, msg_id=msg_id)
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(msg_id, None)
+
+    # scenarios
+    async def create_scenario(self, name: str, machines: Iterable[MachineDecl]) -> list[NewMachine]:
+        """Declare a scenario and its machines, minting one key pair per machine locally.
+
+        Args:
+            machines: ``(name, os)`` or ``(name, os, role)``; os is ``linux`` or ``windows``.
+
+        Returns:
+            the machines with their private keys, to be written into daemon configs.
+        """
+        minted = []
+        for decl in machines:
+            name_, os_ = decl[0], decl[1]
+            role = decl[2] if len(decl) > 2 else name_  # type: ignore[misc]
+            minted.append(NewMachine(name_, os_, role, Identity.generate(secrets.token_bytes)))
+        wire = [{"name": m.name, "os": m.os, "role": m.role, "public_key": m.identity.public.to_text()} for m in minted]
+        data = await self.request(ScenarioCreate(name, wire), scenario=name)
+        self._scenarios[name] = Scenario.from_wire(data)
+        return minted
+
+    async def scenarios(self) -> list[dict[str, Any]]:
+        return list((await self.request(ScenarioList()))["scenarios"])
+
+    async def scenario(self, name: str) -> Scenario:
+        scenario = Scenario.from_wire(await self.request(ScenarioShow(name), scenario=name))
+        self._scenarios[name] = scenario
+        return scenario
+
+    async def delete_scenario(self, name: str) -> dict[str, Any]:
+        """Delete a scenario: its machines' keys are revoked and their sessions closed at once."""
+        self._scenarios.pop(name, None)
+        return await self.request(ScenarioDelete(name), scenario=name)
+
+    async def _known(self, name: str) -> Scenario:
+        return self._scenarios.get(name) or await self.scenario(name)
+
+    async def _targets(self, scenario: str, target: str | Sequence[str]) -> tuple[Scenario, list[MachineInfo]]:
+        sc = await self._known(scenario)
+        spec = target if isinstance(target, str) else ",".join(target)
+        try:
+            machines = sc.select(spec)
+        except KeyError:
+            sc = await self.scenario(scenario)  # maybe stale
+            try:
+                machines = sc.select(spec)
+            except KeyError as exc:
+                raise MasterError(str(exc.args[0])) from None
+        if not machines:
+            raise MasterError(f"target {spec!r} names no machine")
+        return sc, machines
+
+    # events
+    @contextlib.asynccontextmanager
+    async def _consume(self, scenario: str, after: int) -> AsyncIterator[_Consumer]:
+        others = self._consumers.get(scenario)
+        if others and after < 0:
+            consumer = _Consumer(scenario, max(c.cursor for c in others))
+            self._consumers[scenario].add(consumer)
+        else:
+            consumer = _Consumer(scenario, after)
+            self._consumers[scenario].add(consumer)
+            try:
+                data = await self.request(EventsSubscribe(scenario, after), scenario=scenario)
+            except BaseException:
+                self._consumers[scenario].discard(consumer)
+                raise
+            consumer.cursor = max(consumer.cursor, int(data["after"]))
+        try:
+            yield consumer
+        finally:
+            self._consumers[scenario].discard(consumer)
+            if not self._consumers[scenario] and self._link is not None and not self._closing:
+                with contextlib.suppress(CrcError, asyncio.TimeoutError):
+                    await self.request(EventsUnsubscribe(scenario), scenario=scenario, timeout=5)
+
+    async def events(
+        self, scenario: str, after: int = 0, *, follow: bool = True, output: bool = False
+    ) -> AsyncIterator[EventInfo | OutputChunk]:
+        """The scenario's events numbered above ``after`` (``-1``: only new ones), then live ones if ``follow``.
+
+        Survives reconnects: the stream resumes from the last event seen. With ``output``, live command output
+        chunks are interleaved as ``OutputChunk``.
+        """
+        async with self._consume(scenario, after) as consumer:
+            start = consumer.cursor  # the queue may already hold events past it
+            head: int | None = None
+            if not follow:
+                head = (await self.scenario(scenario)).cursor
+                if start >= head:
+                    return
+            while True:
+                item = await consumer.queue.get()
+                if isinstance(item, OutputChunk) and not output:
+                    continue
+                yield item
+                if head is not None and isinstance(item, EventInfo) and item.cursor >= head:
+                    return
+
+    async def wait_ready(self, scenario: str, *, timeout: float = 300.0) -> Scenario:
+        """Wait until every machine of the scenario reported SystemReady.
+
+        Raises:
+            MasterError: not all ready in time (the message names the machines still missing).
+        """
+        deadline = time.monotonic() + timeout
+        async with self._consume(scenario, -1) as consumer:
+            while True:
+                sc = await self.scenario(scenario)
+                missing = [m.name for m in sc.machines if m.status != "ready"]
+                if not missing:
+                    return sc
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise MasterError(f"not ready after {timeout:.0f} s: {', '.join(missing)}")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._next_event(consumer, {"machine_ready", "machine_offline"}), remaining)
+
+    @staticmethod
+    async def _next_event(consumer: _Consumer, kinds: set[str]) -> EventInfo:
+        while True:
+            item = await consumer.queue.get()
+            if isinstance(item, EventInfo) and item.kind in kinds:
+                return item
+
+    # orders
+    def _sign(self, sc: Scenario, machine: MachineInfo, kind: OrderKind, body: dict[str, Any], ttl: float) -> Order:
+        order = Order(new_id(), sc.name, machine.id, kind, body, time.time() + ttl, self.identity.id)
+        return order.signed(self.identity)
+
+    async def submit(self, order: Order, chunks: list[bytes] | None = None) -> str:
+        """Queue one signed order; returns its id."""
+        data = await self.request(OrderSubmit(order.to_wire(), chunks or []), scenario=order.scenario)
+        return str(data["order_id"])
+
+    async def cancel(self, scenario: str, order_id: str) -> str:
+        return str((await self.request(OrderCancel(scenario, order_id), scenario=scenario))["state"])
+
+    async def results(self, scenario: str, order_ids: Sequence[str] | None = None) -> list[CommandResult]:
+        """Stored results (and states of unfinished orders), daemon signatures checked."""
+        sc = await self._known(scenario)
+        data = await self.request(ResultsQuery(scenario, list(order_ids or [])), scenario=scenario)
+        by_id = {m.id: m for m in sc.machines}
+        if any(o["machine"] not in by_id for o in data["orders"]):
+            sc = await self.scenario(scenario)
+            by_id = {m.id: m for m in sc.machines}
+        return [CommandResult.from_order(o, by_id.get(o["machine"])) for o in data["orders"]]
+
+    async def dispatch(
+        self,
+        scenario: str,
+        target: str | Sequence[str],
+        kind: OrderKind,
+        body: dict[str, Any],
+        *,
+        chunks: list[bytes] | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+        ttl: float = DEFAULT_ORDER_TTL,
+    ) -> list[CommandResult]:
+        """Send one order per target machine and (unless ``wait`` is False) wait for every result.
+
+        Waits also while machines are offline and the orders queued, up to ``timeout`` (None: no limit);
+        orders still unfinished then are returned with their current state.
+        """
+        sc, machines = await self._targets(scenario, target)
+        async with self._consume(scenario, -1) as consumer:
+            ids = [await self.submit(self._sign(sc, m, kind, body, ttl), chunks) for m in machines]
+            if wait:
+                await self._await_finished(consumer, set(ids), timeout, on_output)
+        return await self.results(scenario, ids)
+
+    async def _await_finished(
+        self, consumer: _Consumer, ids: set[str], timeout: float | None, on_output: OutputCallback | None
+    ) -> None:
+        pending = set(ids)
+
+        async def collect() -> None:
+            while pending:
+                item = await consumer.queue.get()
+                if isinstance(item, OutputChunk):
+                    if on_output is not None and item.order_id in ids:
+                        maybe = on_output(item)
+                        if maybe is not None:
+                            await maybe
+                elif item.kind == "command_finished":
+                    pending.discard(str(item.data.get("order_id")))
+
+        # Results that finished before we subscribed (a resumed wait) are found by asking once up front.
+        for result in await self.results(consumer.scenario, list(ids)):
+            if result.final:
+                pending.discard(result.order_id)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(collect(), timeout)
+
+    async def run(
+        self,
+        scenario: str,
+        target: str | Sequence[str],
+        command: str,
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        wait_timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+        wait: bool = True,
+    ) -> list[CommandResult]:
+        """Run a shell command on the target machines (``all``, a name, or several names).
+
+        Args:
+            timeout: the command's own time limit on the machine (killed with its whole process group).
+            wait_timeout: how long to wait for results (None: until they come).
+            on_output: called with each live output chunk.
+        """
+        body: dict[str, Any] = {"command": command, "cwd": cwd, "env": dict(env or {}), "timeout": timeout}
+        return await self.dispatch(
+            scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output
+        )
+
+    async def put_file(
+        self,
+        scenario: str,
+        target: str | Sequence[str],
+        content: bytes | Path,
+        remote_path: str,
+        *,
+        mode: int = 0o644,
+        wait_timeout: float | None = None,
+    ) -> list[CommandResult]:
+        """Write a file on the target machines atomically (content checked by SHA-256)."""
+        data = content.read_bytes() if isinstance(content, Path) else content
+        return await self.dispatch(
+            scenario, target, OrderKind.PUT_FILE, file_body(remote_path, data, mode),
+            chunks=file_chunks(data), timeout=wait_timeout,
+        )  # fmt: skip
+
+    async def distribute_hosts(
+        self,
+        scenario: str,
+        target: str | Sequence[str] = "all",
+        *,
+        extra: dict[str, str] | None = None,
+        wait_timeout: float | None = None,
+    ) -> list[CommandResult]:
+        """Write every machine's name and address into the managed block of each target's hosts file.
+
+        Each machine appears as ``NAME`` and ``NAME.SCENARIO`` with its first reported address; ``extra`` adds
+        ``{name: ip}`` entries.
+        """
+        sc = await self.scenario(scenario)
+        entries = [
+            {"ip": m.ips[0], "names": [m.name, f"{m.name}.{sc.name}"]} for m in sc.machines if m.ips
+        ]
+        entries += [{"ip": ip, "names": [name]} for name, ip in (extra or {}).items()]
+        return await self.dispatch(scenario, target, OrderKind.HOSTS, {"entries": entries}, timeout=wait_timeout)

@@ -1,0 +1,100 @@
+"""Build and run the hub's aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from protocol import Identity, PublicKey
+from server.hub import Hub
+from server.settings import HubSettings
+from server.store import SqliteStore, Store
+from server.ws import HUB_KEY, websocket_handler
+
+log = logging.getLogger(__name__)
+
+
+def load_or_create_identity(path: Path) -> Identity:
+    """The hub's own key pair, created on first start (0600)."""
+    if path.exists():
+        return Identity.from_private_text(path.read_text())
+    identity = Identity.generate(secrets.token_bytes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(identity.private_text() + "\n")
+    return identity
+
+
+async def health(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    return web.json_response(
+        {
+            "ok": True,
+            "hub_id": hub.id,
+            "uptime": round(time.time() - hub.started, 3),
+            "daemons": len(hub.daemons),
+            "masters": sum(len(c) for c in hub.masters.values()),
+        }
+    )
+
+
+def create_app(settings: HubSettings, *, store: Store | None = None, identity: Identity | None = None) -> web.Application:
+    """The hub as an aiohttp application; backends are injected (defaults: SQLite in the data dir)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    hub = Hub(
+        settings,
+        store or SqliteStore(settings.database),
+        identity or load_or_create_identity(settings.key_file),
+    )
+    app = web.Application()
+    app[HUB_KEY] = hub
+    app.router.add_get("/v1/ws", websocket_handler)
+    app.router.add_get("/healthz", health)
+
+    async def on_shutdown(app: web.Application) -> None:
+        await hub.close_all()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await hub.store.close()
+
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def serve(settings: HubSettings, *, ready_file: Path | None = None) -> None:
+    """Run the hub until SIGINT/SIGTERM. Prints the bound URL (useful with port 0) and writes it to ready_file."""
+    app = create_app(settings)
+    if settings.dev_master_key:
+        record = await app[HUB_KEY].store.enroll_master(
+            "dev-" + PublicKey.from_text(settings.dev_master_key).id, settings.dev_master_key, time.time()
+        )
+        log.info("dev mode: enrolled the local master %s", record.id)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=2.0)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"http://{settings.host}:{port}"
+    log.info("hub %s listening on %s (data in %s)", app[HUB_KEY].id, url, settings.data_dir)
+    print(f"crc hub listening on {url}", flush=True)
+    if ready_file is not None:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(url)
+        tmp.replace(ready_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,77 @@
+"""``crc hub``: run a hub, or enrol a master's public key into its data dir."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+
+from protocol import ProtocolError, PublicKey
+from server.app import serve
+from server.settings import SettingsError, settings_from
+from server.store import SqliteStore, StoreConflict, StoreError
+
+
+def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hub = subparsers.add_parser("hub", help="run the hub (or manage its data dir)")
+    hub.add_argument("--host", help="address to listen on (default 127.0.0.1, env CRC_HUB_HOST)")
+    hub.add_argument("--port", type=int, help="port (default 8750, 0 for any free one; env CRC_HUB_PORT)")
+    hub.add_argument("--data-dir", type=Path, help="database and hub key (env CRC_DATA_DIR)")
+    hub.add_argument("--dev", action="store_true", help="enrol the local master key (created if missing)")
+    hub.add_argument("--ready-file", type=Path, help="write the hub URL here once listening")
+    hub.set_defaults(func=run_hub)
+    actions = hub.add_subparsers(dest="hub_action")
+    enrol = actions.add_parser("enroll-master", help="allow a master's public key to connect")
+    enrol.add_argument("name")
+    enrol.add_argument("public_key", help="ed25519:... as printed by `crc keygen` / `crc pubkey`")
+    enrol.add_argument("--data-dir", type=Path, dest="enrol_data_dir", help="the hub's data dir")
+    enrol.set_defaults(func=enroll_master)
+
+
+def run_hub(args: argparse.Namespace) -> int:
+    dev_key = ""
+    if args.dev:
+        from clients.master.keys import load_or_create_master_key
+
+        identity, path = load_or_create_master_key(args.key)
+        dev_key = identity.public.to_text()
+        print(f"dev mode: master key {path} ({identity.id}) is enrolled", file=sys.stderr)
+    try:
+        settings = settings_from(host=args.host, port=args.port, data_dir=args.data_dir, dev_master_key=dev_key)
+    except SettingsError as exc:
+        print(f"crc hub: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s crc-hub %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(settings, ready_file=args.ready_file))
+    except OSError as exc:
+        print(f"crc hub: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def enroll_master(args: argparse.Namespace) -> int:
+    try:
+        key = PublicKey.from_text(args.public_key)
+        settings = settings_from(data_dir=args.enrol_data_dir or args.data_dir)
+    except (ProtocolError, SettingsError) as exc:
+        print(f"crc hub enroll-master: {exc}", file=sys.stderr)
+        return 2
+
+    async def enrol() -> str:
+        store = SqliteStore(settings.database)
+        try:
+            return (await store.enroll_master(args.name, key.to_text(), time.time())).id
+        finally:
+            await store.close()
+
+    try:
+        master_id = asyncio.run(enrol())
+    except (StoreConflict, StoreError) as exc:
+        print(f"crc hub enroll-master: {exc}", file=sys.stderr)
+        return 1
+    print(f"enrolled master {args.name!r} ({master_id}) in {settings.data_dir}")
+    return 0

@@ -1,0 +1,130 @@
+"""One authenticated WebSocket session on the hub: sealed sends through an outbox, heartbeats, closing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from protocol import Authenticated, Envelope, ErrorCode, HubSession, ProtocolError, Role
+from protocol.messages import Body, Error, Ping
+from protocol.session import plain_error_frame
+
+log = logging.getLogger(__name__)
+
+# Frames waiting for a slow peer beyond this are a sign it is not reading; we drop it rather than grow forever.
+OUTBOX_LIMIT = 10_000
+OUTBOX_HIGH_WATER = 1_000
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Connection:
+    """An authenticated peer (master or daemon) and the socket it came on."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, session: HubSession, peer: Authenticated, hub_id: str
+    ) -> None:
+        self.ws = ws
+        self.session = session
+        self.peer = peer
+        self.hub_id = hub_id
+        self.last_received = time.monotonic()
+        self.closed = False
+        # Daemon sessions: the machine's scenario, and which orders went out on this session already.
+        self.scenario_id = ""
+        self.scenario_name = ""
+        self.machine_name = ""
+        self.delivered: set[str] = set()
+        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{peer.client_id}")
+
+    @property
+    def id(self) -> str:
+        return self.peer.client_id
+
+    @property
+    def role(self) -> Role:
+        return self.peer.role
+
+    def send(self, body: Body, *, scenario: str = "", reply_to: str = "", recipient: str = "") -> None:
+        """Seal and queue one message; never blocks (fan-out writes to many peers without awaiting each)."""
+        if self.closed:
+            return
+        envelope = Envelope(new_id(), self.hub_id, recipient or self.id, scenario, time.time(), body, reply_to)
+        try:
+            frame = self.session.seal(envelope)
+        except ProtocolError as exc:
+            log.warning("cannot send %s to %s: %s", body.TYPE.value, self.id, exc)
+            return
+        self._outbox.put_nowait(frame)
+        if self._outbox.qsize() >= OUTBOX_HIGH_WATER:
+            self._writable.clear()
+        if self._outbox.qsize() > OUTBOX_LIMIT:
+            log.warning("dropping %s %s: it stopped reading (%d frames queued)", self.role.value, self.id, OUTBOX_LIMIT)
+            self.abort()
+
+    def reply_error(self, request: Envelope, code: ErrorCode, message: str, **details: Any) -> None:
+        safe = {k: v for k, v in details.items() if isinstance(v, str | int | float | bool | None)}
+        self.send(Error(code.value, message, safe), scenario=request.scenario, reply_to=request.id)
+
+    async def wait_writable(self) -> None:
+        """Wait until the outbox drained below the high-water mark (used by bulk senders such as replays)."""
+        await self._writable.wait()
+
+    async def _write_loop(self) -> None:
+        try:
+            while (frame := await self._outbox.get()) is not None:
+                await self.ws.send_bytes(frame)
+                if self._outbox.qsize() < OUTBOX_HIGH_WATER // 2:
+                    self._writable.set()
+        except (ConnectionError, RuntimeError) as exc:
+            log.debug("writer for %s stopped: %s", self.id, exc)
+            self.abort()
+        finally:
+            self._writable.set()
+
+    async def heartbeat(self, interval: float, dead_after: float) -> None:
+        """PING every ``interval``; drop the peer if nothing arrived for ``dead_after`` (half-open socket)."""
+        while not self.closed:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self.last_received > dead_after:
+                log.info("%s %s silent for %.0f s: dropping it", self.role.value, self.id, dead_after)
+                self.abort()
+                return
+            self.send(Ping())
+
+    async def close(self, code: ErrorCode | None = None, message: str = "") -> None:
+        """Say why (if there is a reason), flush what is queued, and close the socket."""
+        if self.closed:
+            return
+        if code is not None:
+            self.send(Error(code.value, message, {}))
+        self.closed = True
+        self._outbox.put_nowait(None)
+        with contextlib.suppress(asyncio.TimeoutError, ConnectionError, RuntimeError):
+            await asyncio.wait_for(asyncio.shield(self._writer), timeout=2.0)
+        await self.ws.close()
+
+    def abort(self) -> None:
+        """Close at once without flushing (slow or dead peer)."""
+        self.closed = True
+        self._writer.cancel()
+        asyncio.get_running_loop().create_task(self.ws.close())
+
+    async def fail(self, error: ProtocolError) -> None:
+        """The peer broke the session (bad tag, replay...): tell it why, unsealed, since the session is gone."""
+        self.closed = True
+        self._writer.cancel()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.send_bytes(plain_error_frame(new_id(), self.hub_id, time.time(), error))
+        await self.ws.close()

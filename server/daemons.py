@@ -1,0 +1,140 @@
+"""What the hub does with each message a daemon sends: readiness, acknowledgements, output and results."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from protocol import Envelope, ErrorCode, MsgType, OrderState, ProtocolError, SignedResult
+from protocol.messages import OrderAck, OrderStarted, Output, Result, ResultAck, SystemReady
+from server.connection import Connection
+from server.errors import RequestError
+from server.hub import Hub
+from server.store import MachineStatus
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Hub, Connection, Envelope], Awaitable[None]]
+
+
+def addresses_from_facts(facts: dict[str, Any]) -> list[str]:
+    """Routable addresses first (IPv4 before IPv6), as reported by the daemon; junk is ignored."""
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for raw in facts.get("ips") or []:
+        try:
+            ip = ipaddress.ip_address(str(raw).split("%")[0])
+        except ValueError:
+            continue
+        if not ip.is_loopback and not ip.is_link_local and ip not in found:
+            found.append(ip)
+    return [str(ip) for ip in sorted(found, key=lambda ip: (ip.version, ip.is_private is False))]
+
+
+_KEY_FACTS = ("hostname", "os", "os_release", "kernel", "cpus", "memory_total", "daemon_version")
+
+
+async def system_ready(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, SystemReady)
+    ips = addresses_from_facts(body.facts)
+    await hub.store.update_machine(
+        conn.id, status=MachineStatus.READY, last_seen=time.time(), facts=body.facts, ips=ips
+    )
+    summary = {k: body.facts[k] for k in _KEY_FACTS if k in body.facts}
+    summary["ips"] = ips
+    await hub.emit(conn.scenario_id, "machine_ready", conn.machine_name, summary)
+
+
+async def _own_order(hub: Hub, conn: Connection, order_id: str) -> bool:
+    order = await hub.store.order(order_id)
+    if order is None or order.machine_id != conn.id:
+        log.warning("machine %s referred to order %s which is not its own", conn.id, order_id)
+        return False
+    return True
+
+
+async def order_ack(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, OrderAck)
+    if await _own_order(hub, conn, body.order_id) and await hub.store.set_order_state(
+        body.order_id, OrderState.DELIVERED, time.time()
+    ):
+        await hub.emit(conn.scenario_id, "command_delivered", conn.machine_name, {"order_id": body.order_id})
+
+
+async def order_started(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, OrderStarted)
+    if await _own_order(hub, conn, body.order_id) and await hub.store.set_order_state(
+        body.order_id, OrderState.RUNNING, time.time()
+    ):
+        await hub.emit(conn.scenario_id, "command_started", conn.machine_name, {"order_id": body.order_id})
+
+
+async def output(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, Output)
+    if body.stream not in ("stdout", "stderr"):
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"unknown output stream {body.stream!r}")
+    hub.forward_output(
+        conn.scenario_id, conn.scenario_name, Output(body.order_id, body.stream, body.data, conn.machine_name)
+    )
+
+
+def _bounded(result: SignedResult, limit: int) -> dict[str, Any]:
+    """The wire form, flagged truncated where the hub keeps less output than the daemon sent."""
+    wire = result.to_wire()
+    for stream in ("stdout", "stderr"):
+        data: bytes = wire[stream]
+        if len(data) > limit:
+            wire[stream] = data[-limit:]
+            wire[f"{stream}_truncated"] = True
+    return wire
+
+
+async def result(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """Store a finished order's signed result (once) and acknowledge it so the daemon can drop its spool."""
+    body = env.body
+    assert isinstance(body, Result)
+    signed = SignedResult.from_wire(body.result)
+    if signed.machine != conn.id:
+        raise ProtocolError(ErrorCode.WRONG_TARGET, "a machine can only report its own results", machine=signed.machine)
+    signed.verify(conn.peer.public_key)
+    if not signed.status.final:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"result status {signed.status.value} is not final")
+    order = await hub.store.order(signed.order_id)
+    if order is not None and order.machine_id == conn.id:
+        stored = await hub.store.store_result(
+            signed.order_id, signed.status, _bounded(signed, hub.settings.output_limit), time.time()
+        )
+        if stored:
+            await hub.emit(
+                conn.scenario_id,
+                "command_finished",
+                conn.machine_name,
+                {
+                    "order_id": signed.order_id,
+                    "status": signed.status.value,
+                    "exit_code": signed.exit_code,
+                    "error": signed.error,
+                },
+            )
+    # Acknowledge even duplicates and orders the hub no longer knows, or the daemon would resend forever.
+    conn.send(ResultAck(signed.order_id), scenario=conn.scenario_name)
+
+
+async def nothing(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """PONG (and any answer we did not ask for): receiving it already refreshed the heartbeat."""
+
+
+DAEMON_HANDLERS: dict[MsgType, Handler] = {
+    MsgType.SYSTEM_READY: system_ready,
+    MsgType.ORDER_ACK: order_ack,
+    MsgType.ORDER_STARTED: order_started,
+    MsgType.OUTPUT: output,
+    MsgType.RESULT: result,
+    MsgType.PONG: nothing,
+}

@@ -1,0 +1,245 @@
+"""What the hub does with each request a master sends. Every handler answers with RESPONSE or raises
+``RequestError`` (answered as ERROR). A master only ever sees and targets its own scenarios."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from protocol import Envelope, ErrorCode, MsgType, Order, OrderKind, OrderState, ProtocolError, PublicKey
+from protocol.messages import (
+    Cancel,
+    EventsSubscribe,
+    EventsUnsubscribe,
+    OrderCancel,
+    OrderSubmit,
+    Response,
+    ResultsQuery,
+    ScenarioCreate,
+    ScenarioDelete,
+    ScenarioShow,
+)
+from server.connection import Connection
+from server.errors import RequestError
+from server.hub import Hub
+from server.store import MachineSpec, OrderRecord, ScenarioRecord, StoreConflict
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+OPERATING_SYSTEMS = ("linux", "windows")
+
+Handler = Callable[[Hub, Connection, Envelope], Awaitable[None]]
+
+
+def _check_name(what: str, name: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f"{what} name {name!r} must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+
+
+async def owned_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
+    """The master's scenario of that name; another master's scenario is reported as not found."""
+    scenario = await hub.store.scenario_by_name(conn.id, name)
+    if scenario is None:
+        raise RequestError(ErrorCode.NOT_FOUND, f"you have no scenario named {name!r}", scenario=name)
+    return scenario
+
+
+async def scenario_wire(hub: Hub, scenario: ScenarioRecord) -> dict[str, Any]:
+    machines = await hub.store.machines(scenario.id)
+    return {
+        "id": scenario.id,
+        "name": scenario.name,
+        "created": scenario.created,
+        "cursor": await hub.store.last_cursor(scenario.id),
+        "machines": [m.to_wire() for m in machines],
+    }
+
+
+def _machine_specs(raw: list[dict[str, Any]]) -> list[MachineSpec]:
+    if not raw:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "a scenario needs at least one machine")
+    specs: list[MachineSpec] = []
+    for item in raw:
+        name, os_name, role, key = (item.get(k) for k in ("name", "os", "role", "public_key"))
+        if not all(isinstance(v, str) for v in (name, os_name, role, key)):
+            raise RequestError(ErrorCode.INVALID_REQUEST, "each machine needs name, os, role and public_key strings")
+        assert isinstance(name, str) and isinstance(os_name, str) and isinstance(role, str) and isinstance(key, str)
+        _check_name("machine", name)
+        if os_name not in OPERATING_SYSTEMS:
+            raise RequestError(ErrorCode.INVALID_REQUEST, f"machine {name!r}: os must be one of {OPERATING_SYSTEMS}")
+        try:
+            PublicKey.from_text(key)
+        except ProtocolError as exc:
+            raise RequestError(ErrorCode.INVALID_REQUEST, f"machine {name!r}: {exc.message}") from None
+        specs.append(MachineSpec(name, os_name, role, key))
+    if len({s.name for s in specs}) != len(specs):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "machine names in a scenario must be unique")
+    if len({s.id for s in specs}) != len(specs):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "each machine needs its own key")
+    return specs
+
+
+async def scenario_create(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, ScenarioCreate)
+    _check_name("scenario", body.name)
+    specs = _machine_specs(body.machines)
+    try:
+        scenario = await hub.store.create_scenario(conn.id, body.name, specs, time.time())
+    except StoreConflict:
+        raise RequestError(
+            ErrorCode.ALREADY_EXISTS, f"scenario {body.name!r} exists already, or a machine key is in use elsewhere"
+        ) from None
+    await hub.emit(scenario.id, "scenario_created", "", {"machines": [s.name for s in specs]})
+    conn.send(Response(await scenario_wire(hub, scenario)), scenario=body.name, reply_to=env.id)
+
+
+async def scenario_list(hub: Hub, conn: Connection, env: Envelope) -> None:
+    items = []
+    for scenario in await hub.store.scenarios(conn.id):
+        machines = await hub.store.machines(scenario.id)
+        items.append(
+            {
+                "name": scenario.name,
+                "created": scenario.created,
+                "machines": len(machines),
+                "ready": sum(1 for m in machines if m.status.value == "ready"),
+            }
+        )
+    conn.send(Response({"scenarios": items}), reply_to=env.id)
+
+
+async def scenario_show(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, ScenarioShow)
+    scenario = await owned_scenario(hub, conn, body.name)
+    conn.send(Response(await scenario_wire(hub, scenario)), scenario=body.name, reply_to=env.id)
+
+
+async def scenario_delete(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, ScenarioDelete)
+    scenario = await owned_scenario(hub, conn, body.name)
+    for watcher in list(hub.subscriptions.get(scenario.id, {})):
+        hub.unsubscribe(watcher, scenario.id)
+    machine_ids = await hub.store.delete_scenario(scenario.id)
+    await hub.revoke(machine_ids, f"scenario {body.name!r} was deleted; this machine's key is revoked")
+    conn.send(Response({"deleted": body.name, "revoked": machine_ids}), reply_to=env.id)
+
+
+def _order_summary(order: Order) -> dict[str, Any]:
+    summary: dict[str, Any] = {"order_id": order.id, "kind": order.kind.value}
+    if order.kind is OrderKind.EXEC:
+        summary["command"] = str(order.body.get("command", ""))[:200]
+    elif order.kind is OrderKind.PUT_FILE:
+        summary["path"] = order.body.get("path", "")
+    return summary
+
+
+async def order_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """Queue a master-signed order for one machine of the master's scenario.
+
+    The hub checks tenancy but deliberately does not need to trust the signature: the daemon verifies it
+    against its own copy of the master key, so a compromised hub still cannot run anything.
+    """
+    body = env.body
+    assert isinstance(body, OrderSubmit)
+    order = Order.from_wire(body.order)
+    if order.master != conn.id:
+        raise RequestError(ErrorCode.FORBIDDEN, "orders must be signed by the master that submits them")
+    scenario = await owned_scenario(hub, conn, order.scenario)
+    machine = await hub.store.machine(order.machine)
+    if machine is None or machine.scenario_id != scenario.id:
+        raise RequestError(
+            ErrorCode.NOT_FOUND, f"scenario {scenario.name!r} has no machine {order.machine!r}", machine=order.machine
+        )
+    if order.expires > time.time() + hub.settings.order_ttl_max:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "order expiry is too far in the future")
+    if order.kind is OrderKind.PUT_FILE and len(body.chunks) != order.body.get("chunks"):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "file order chunk count does not match its body")
+    now = time.time()
+    record = OrderRecord(order.id, scenario.id, machine.id, order.kind.value, order.to_wire(), OrderState.QUEUED, now, now)
+    try:
+        await hub.store.add_order(record, body.chunks)
+    except StoreConflict:
+        raise RequestError(ErrorCode.ALREADY_EXISTS, f"order id {order.id} was used before") from None
+    await hub.emit(scenario.id, "command_queued", machine.name, _order_summary(order))
+    conn.send(Response({"order_id": order.id, "state": OrderState.QUEUED.value}), reply_to=env.id)
+    await hub.deliver_queued(machine.id)
+
+
+async def order_cancel(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, OrderCancel)
+    scenario = await owned_scenario(hub, conn, body.scenario)
+    order = await hub.store.order(body.order_id)
+    if order is None or order.scenario_id != scenario.id:
+        raise RequestError(ErrorCode.NOT_FOUND, f"no order {body.order_id} in scenario {body.scenario!r}")
+    machine = await hub.store.machine(order.machine_id)
+    machine_name = machine.name if machine else ""
+    if order.state is OrderState.QUEUED and order.machine_id not in hub.daemons:
+        # Never reached the machine: cancelling it here is final and nothing runs.
+        await hub.store.store_result(order.id, OrderState.CANCELLED, {}, time.time())
+        await hub.emit(
+            scenario.id, "command_finished", machine_name,
+            {"order_id": order.id, "status": OrderState.CANCELLED.value, "exit_code": None, "error": "cancelled before delivery"},
+        )  # fmt: skip
+        state = OrderState.CANCELLED
+    elif order.state.final:
+        state = order.state
+    else:
+        daemon = hub.daemons.get(order.machine_id)
+        if daemon is not None:
+            daemon.send(Cancel(order.id), scenario=scenario.name)
+        await hub.emit(scenario.id, "command_cancel_requested", machine_name, {"order_id": order.id})
+        state = order.state
+    conn.send(Response({"order_id": order.id, "state": state.value}), reply_to=env.id)
+
+
+async def results_query(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, ResultsQuery)
+    scenario = await owned_scenario(hub, conn, body.scenario)
+    names = {m.id: m.name for m in await hub.store.machines(scenario.id)}
+    orders = []
+    for record in await hub.store.orders(scenario.id, body.order_ids or None):
+        item = record.to_wire()
+        item["machine_name"] = names.get(record.machine_id, "")
+        orders.append(item)
+    conn.send(Response({"orders": orders}), scenario=body.scenario, reply_to=env.id)
+
+
+async def events_subscribe(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, EventsSubscribe)
+    scenario = await owned_scenario(hub, conn, body.scenario)
+    head = await hub.store.last_cursor(scenario.id)
+    after = head if body.after < 0 else min(body.after, head)
+    # Answer first so the master knows the subscription exists before the first EVENT arrives.
+    conn.send(Response({"cursor": head, "after": after}), scenario=body.scenario, reply_to=env.id)
+    hub.subscribe(conn, scenario, after)
+
+
+async def events_unsubscribe(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, EventsUnsubscribe)
+    scenario = await owned_scenario(hub, conn, body.scenario)
+    hub.unsubscribe(conn, scenario.id)
+    conn.send(Response({}), reply_to=env.id)
+
+
+MASTER_HANDLERS: dict[MsgType, Handler] = {
+    MsgType.SCENARIO_CREATE: scenario_create,
+    MsgType.SCENARIO_LIST: scenario_list,
+    MsgType.SCENARIO_SHOW: scenario_show,
+    MsgType.SCENARIO_DELETE: scenario_delete,
+    MsgType.ORDER_SUBMIT: order_submit,
+    MsgType.ORDER_CANCEL: order_cancel,
+    MsgType.RESULTS_QUERY: results_query,
+    MsgType.EVENTS_SUBSCRIBE: events_subscribe,
+    MsgType.EVENTS_UNSUBSCRIBE: events_unsubscribe,
+}

@@ -1,0 +1,98 @@
+"""The hub's typed settings, from CLI flags and ``CRC_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import DEFAULT_MAX_FRAME
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Everything one hub process is configured with.
+
+    Attributes:
+        data_dir: where the database and the hub's own key live.
+        dev_master_key: a master public key to enrol at start-up (``crc hub --dev``: one-person setups, demos).
+        heartbeat_interval: seconds between PINGs on every session.
+        dead_after: a session that sent nothing for this long is dropped (half-open sockets).
+        max_skew: largest accepted clock difference for message timestamps, in seconds.
+        handshake_timeout: a connection that has not authenticated after this long is dropped.
+        output_limit: bytes of stdout and of stderr kept per command.
+    """
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8750
+    dev_master_key: str = ""
+    heartbeat_interval: float = 5.0
+    dead_after: float = 20.0
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_skew: float = 120.0
+    handshake_timeout: float = 10.0
+    output_limit: int = 256 * 1024
+    order_ttl_max: float = 7 * 24 * 3600.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"port must be 0-65535, not {self.port}")
+        if self.heartbeat_interval <= 0 or self.dead_after <= self.heartbeat_interval:
+            raise SettingsError("dead_after must be greater than heartbeat_interval, both positive")
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "hub.sqlite3"
+
+    @property
+    def key_file(self) -> Path:
+        return self.data_dir / "hub.key"
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("CRC_DATA_DIR"):
+        return Path(env["CRC_DATA_DIR"])
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "crc" / "hub"
+
+
+def settings_from(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    data_dir: str | Path | None = None,
+    dev_master_key: str = "",
+    env: Mapping[str, str] | None = None,
+) -> HubSettings:
+    """Combine CLI values (which win) with ``CRC_HUB_*`` environment variables and defaults."""
+    env = os.environ if env is None else env
+    raw_port = port if port is not None else env.get("CRC_HUB_PORT") or 8750
+    try:
+        port_value = int(raw_port)
+    except ValueError:
+        raise SettingsError(f"CRC_HUB_PORT={raw_port!r} is not a port number") from None
+    return HubSettings(
+        data_dir=Path(data_dir) if data_dir else default_data_dir(env),
+        host=host or env.get("CRC_HUB_HOST") or "127.0.0.1",
+        port=port_value,
+        dev_master_key=dev_master_key,
+        heartbeat_interval=_env_float(env, "CRC_HEARTBEAT_INTERVAL", 5.0),
+        dead_after=_env_float(env, "CRC_DEAD_AFTER", 20.0),
+    )

@@ -1,0 +1,29 @@
+"""Where the hub keeps masters, scenarios, machines, orders and events: an interface and its implementations."""
+
+from server.store.base import (
+    EventRecord,
+    MachineRecord,
+    MachineSpec,
+    MachineStatus,
+    MasterRecord,
+    OrderRecord,
+    ScenarioRecord,
+    Store,
+    StoreConflict,
+    StoreError,
+)
+from server.store.sqlite import SqliteStore
+
+__all__ = [
+    "EventRecord",
+    "MachineRecord",
+    "MachineSpec",
+    "MachineStatus",
+    "MasterRecord",
+    "OrderRecord",
+    "ScenarioRecord",
+    "SqliteStore",
+    "Store",
+    "StoreConflict",
+    "StoreError",
+]

@@ -1,0 +1,206 @@
+"""The store interface: everything the hub must not lose on restart.
+
+Implementations: ``SqliteStore`` (embedded default, one file in the data dir). A Redis implementation for
+several hub replicas passes the same contract tests (``tests/server/test_store_contract.py``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from protocol import CrcError, OrderState
+
+
+class StoreError(CrcError):
+    """The store could not do what was asked (a bug, a full disk, a broken backend)."""
+
+
+class StoreConflict(StoreError):
+    """The record already exists (a scenario name, a machine key, an order id)."""
+
+
+class MachineStatus(StrEnum):
+    OFFLINE = "offline"
+    CONNECTED = "connected"
+    READY = "ready"
+
+
+@dataclass(frozen=True)
+class MasterRecord:
+    id: str
+    name: str
+    public_key: str
+    created: float
+
+
+@dataclass(frozen=True)
+class ScenarioRecord:
+    id: str
+    owner: str
+    name: str
+    created: float
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """A machine as a master declares it: only its public key, never the private one."""
+
+    name: str
+    os: str
+    role: str
+    public_key: str
+
+    @property
+    def id(self) -> str:
+        from protocol import PublicKey
+
+        return PublicKey.from_text(self.public_key).id
+
+
+@dataclass(frozen=True)
+class MachineRecord:
+    id: str
+    scenario_id: str
+    name: str
+    os: str
+    role: str
+    public_key: str
+    status: MachineStatus
+    facts: dict[str, Any] = field(default_factory=dict)
+    ips: list[str] = field(default_factory=list)
+    last_seen: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "os": self.os, "role": self.role, "public_key": self.public_key,
+            "status": self.status.value, "facts": self.facts, "ips": self.ips, "last_seen": self.last_seen,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """An order as the hub tracks it; ``result`` is the daemon-signed result once there is one."""
+
+    id: str
+    scenario_id: str
+    machine_id: str
+    kind: str
+    order: dict[str, Any]
+    state: OrderState
+    created: float
+    updated: float
+    result: dict[str, Any] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "machine": self.machine_id, "kind": self.kind, "state": self.state.value,
+            "created": self.created, "updated": self.updated, "order": self.order, "result": self.result,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    scenario_id: str
+    cursor: int
+    ts: float
+    kind: str
+    machine: str
+    data: dict[str, Any]
+
+
+class Store(ABC):
+    """Persistent state of one hub (or of a group of replicas sharing it)."""
+
+    # masters
+    @abstractmethod
+    async def enroll_master(self, name: str, public_key: str, now: float) -> MasterRecord:
+        """Enrol (or re-enrol, idempotently) a master. Raises StoreConflict if the name has another key."""
+
+    @abstractmethod
+    async def master(self, master_id: str) -> MasterRecord | None: ...
+
+    # scenarios and machines
+    @abstractmethod
+    async def create_scenario(
+        self, owner: str, name: str, machines: list[MachineSpec], now: float
+    ) -> ScenarioRecord:
+        """Create a scenario and its machines atomically.
+
+        Raises:
+            StoreConflict: the owner already has a scenario of that name, or a machine key is already in use.
+        """
+
+    @abstractmethod
+    async def scenarios(self, owner: str) -> list[ScenarioRecord]: ...
+
+    @abstractmethod
+    async def scenario_by_name(self, owner: str, name: str) -> ScenarioRecord | None: ...
+
+    @abstractmethod
+    async def scenario(self, scenario_id: str) -> ScenarioRecord | None: ...
+
+    @abstractmethod
+    async def delete_scenario(self, scenario_id: str) -> list[str]:
+        """Delete a scenario with its machines (revoking their keys), orders and events; returns machine ids."""
+
+    @abstractmethod
+    async def machine(self, machine_id: str) -> MachineRecord | None: ...
+
+    @abstractmethod
+    async def machines(self, scenario_id: str) -> list[MachineRecord]: ...
+
+    @abstractmethod
+    async def update_machine(
+        self,
+        machine_id: str,
+        *,
+        status: MachineStatus,
+        last_seen: float,
+        facts: dict[str, Any] | None = None,
+        ips: list[str] | None = None,
+    ) -> None: ...
+
+    # orders
+    @abstractmethod
+    async def add_order(self, order: OrderRecord, chunks: list[bytes]) -> None:
+        """Queue an order (and a file's chunks). Raises StoreConflict for an id seen before."""
+
+    @abstractmethod
+    async def order(self, order_id: str) -> OrderRecord | None: ...
+
+    @abstractmethod
+    async def order_chunks(self, order_id: str) -> list[bytes]: ...
+
+    @abstractmethod
+    async def queued_orders(self, machine_id: str) -> list[OrderRecord]:
+        """Orders not yet acknowledged by the machine, oldest first: what to (re)deliver when it connects."""
+
+    @abstractmethod
+    async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
+        """Move a non-final order forward; False if the order is unknown or already final."""
+
+    @abstractmethod
+    async def store_result(self, order_id: str, state: OrderState, result: dict[str, Any], now: float) -> bool:
+        """Record the signed result and its final state; False if the order already had a final result."""
+
+    @abstractmethod
+    async def orders(self, scenario_id: str, order_ids: list[str] | None = None) -> list[OrderRecord]: ...
+
+    # events
+    @abstractmethod
+    async def append_event(
+        self, scenario_id: str, kind: str, machine: str, data: dict[str, Any], now: float
+    ) -> EventRecord:
+        """Append to the scenario's log; cursors count 1, 2, 3... per scenario."""
+
+    @abstractmethod
+    async def events_after(self, scenario_id: str, cursor: int, limit: int) -> list[EventRecord]: ...
+
+    @abstractmethod
+    async def last_cursor(self, scenario_id: str) -> int: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...

@@ -1,0 +1,334 @@
+"""The embedded default store: one SQLite file (WAL) in the hub's data dir.
+
+Calls run on the event loop thread: each is a few indexed statements on a local file, cheaper than a hop to a
+worker thread, and it keeps every write in one order without locks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import msgpack
+
+from protocol import OrderState
+from server.store.base import (
+    EventRecord,
+    MachineRecord,
+    MachineSpec,
+    MachineStatus,
+    MasterRecord,
+    OrderRecord,
+    ScenarioRecord,
+    Store,
+    StoreConflict,
+    StoreError,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS masters (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, public_key TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS scenarios (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL, created REAL NOT NULL,
+    last_cursor INTEGER NOT NULL DEFAULT 0, UNIQUE (owner, name));
+CREATE TABLE IF NOT EXISTS machines (
+    id TEXT PRIMARY KEY, scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE,
+    name TEXT NOT NULL, os TEXT NOT NULL, role TEXT NOT NULL, public_key TEXT NOT NULL,
+    status TEXT NOT NULL, facts BLOB, ips BLOB, last_seen REAL, UNIQUE (scenario_id, name));
+CREATE TABLE IF NOT EXISTS orders (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE,
+    machine_id TEXT NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL, state TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL, result BLOB);
+CREATE INDEX IF NOT EXISTS orders_by_machine_state ON orders (machine_id, state, seq);
+CREATE INDEX IF NOT EXISTS orders_by_scenario ON orders (scenario_id, seq);
+CREATE TABLE IF NOT EXISTS order_chunks (
+    order_id TEXT NOT NULL REFERENCES orders(id) ON DELETE CASCADE, idx INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (order_id, idx));
+CREATE TABLE IF NOT EXISTS events (
+    scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE, cursor INTEGER NOT NULL,
+    ts REAL NOT NULL, kind TEXT NOT NULL, machine TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (scenario_id, cursor));
+"""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _unpack(blob: bytes | None, default: Any) -> Any:
+    return default if blob is None else msgpack.unpackb(blob, raw=False)
+
+
+class SqliteStore(Store):
+    """Args: path of the database file (created with its tables if missing)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the hub database {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; sqlite errors become StoreError (StoreConflict for constraint violations)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            raise StoreConflict(str(exc)) from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"hub database {self.path}: {exc}") from exc
+
+    def _read(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        try:
+            return fn(self._db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"hub database {self.path}: {exc}") from exc
+
+    # masters
+    async def enroll_master(self, name: str, public_key: str, now: float) -> MasterRecord:
+        master_id = MachineSpec(name, "", "", public_key).id
+        with self._tx() as db:
+            row = db.execute("SELECT id, name, public_key, created FROM masters WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                if row[2] != public_key:
+                    raise StoreConflict(f"a master named {name!r} is enrolled with another key")
+                return MasterRecord(*row)
+            db.execute("INSERT INTO masters VALUES (?, ?, ?, ?)", (master_id, name, public_key, now))
+        return MasterRecord(master_id, name, public_key, now)
+
+    async def master(self, master_id: str) -> MasterRecord | None:
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT id, name, public_key, created FROM masters WHERE id = ?", (master_id,)
+            ).fetchone()
+        )
+        return None if row is None else MasterRecord(*row)
+
+    # scenarios and machines
+    async def create_scenario(
+        self, owner: str, name: str, machines: list[MachineSpec], now: float
+    ) -> ScenarioRecord:
+        record = ScenarioRecord(uuid.uuid4().hex, owner, name, now)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO scenarios (id, owner, name, created) VALUES (?, ?, ?, ?)",
+                (record.id, owner, name, now),
+            )
+            db.executemany(
+                "INSERT INTO machines (id, scenario_id, name, os, role, public_key, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (m.id, record.id, m.name, m.os, m.role, m.public_key, MachineStatus.OFFLINE.value)
+                    for m in machines
+                ],
+            )
+        return record
+
+    async def scenarios(self, owner: str) -> list[ScenarioRecord]:
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT id, owner, name, created FROM scenarios WHERE owner = ? ORDER BY created, name", (owner,)
+            ).fetchall()
+        )
+        return [ScenarioRecord(*row) for row in rows]
+
+    async def scenario_by_name(self, owner: str, name: str) -> ScenarioRecord | None:
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT id, owner, name, created FROM scenarios WHERE owner = ? AND name = ?", (owner, name)
+            ).fetchone()
+        )
+        return None if row is None else ScenarioRecord(*row)
+
+    async def scenario(self, scenario_id: str) -> ScenarioRecord | None:
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT id, owner, name, created FROM scenarios WHERE id = ?", (scenario_id,)
+            ).fetchone()
+        )
+        return None if row is None else ScenarioRecord(*row)
+
+    async def delete_scenario(self, scenario_id: str) -> list[str]:
+        with self._tx() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM machines WHERE scenario_id = ?", (scenario_id,))]
+            db.execute("DELETE FROM scenarios WHERE id = ?", (scenario_id,))
+        return ids
+
+    _MACHINE_COLUMNS = "id, scenario_id, name, os, role, public_key, status, facts, ips, last_seen"
+
+    @staticmethod
+    def _machine(row: tuple[Any, ...]) -> MachineRecord:
+        return MachineRecord(
+            id=row[0], scenario_id=row[1], name=row[2], os=row[3], role=row[4], public_key=row[5],
+            status=MachineStatus(row[6]), facts=_unpack(row[7], {}), ips=_unpack(row[8], []), last_seen=row[9],
+        )  # fmt: skip
+
+    async def machine(self, machine_id: str) -> MachineRecord | None:
+        row = self._read(
+            lambda db: db.execute(
+                f"SELECT {self._MACHINE_COLUMNS} FROM machines WHERE id = ?", (machine_id,)
+            ).fetchone()
+        )
+        return None if row is None else self._machine(row)
+
+    async def machines(self, scenario_id: str) -> list[MachineRecord]:
+        rows = self._read(
+            lambda db: db.execute(
+                f"SELECT {self._MACHINE_COLUMNS} FROM machines WHERE scenario_id = ? ORDER BY name",
+                (scenario_id,),
+            ).fetchall()
+        )
+        return [self._machine(row) for row in rows]
+
+    async def update_machine(
+        self,
+        machine_id: str,
+        *,
+        status: MachineStatus,
+        last_seen: float,
+        facts: dict[str, Any] | None = None,
+        ips: list[str] | None = None,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE machines SET status = ?, last_seen = ?, facts = COALESCE(?, facts), ips = COALESCE(?, ips) "
+                "WHERE id = ?",
+                (
+                    status.value,
+                    last_seen,
+                    None if facts is None else _pack(facts),
+                    None if ips is None else _pack(ips),
+                    machine_id,
+                ),
+            )
+
+    # orders
+    _ORDER_COLUMNS = "id, scenario_id, machine_id, kind, body, state, created, updated, result"
+
+    @staticmethod
+    def _order(row: tuple[Any, ...]) -> OrderRecord:
+        return OrderRecord(
+            id=row[0], scenario_id=row[1], machine_id=row[2], kind=row[3], order=_unpack(row[4], {}),
+            state=OrderState(row[5]), created=row[6], updated=row[7], result=_unpack(row[8], None),
+        )  # fmt: skip
+
+    async def add_order(self, order: OrderRecord, chunks: list[bytes]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO orders (id, scenario_id, machine_id, kind, body, state, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    order.id, order.scenario_id, order.machine_id, order.kind, _pack(order.order),
+                    order.state.value, order.created, order.updated,
+                ),
+            )  # fmt: skip
+            db.executemany(
+                "INSERT INTO order_chunks VALUES (?, ?, ?)", [(order.id, i, c) for i, c in enumerate(chunks)]
+            )
+
+    async def order(self, order_id: str) -> OrderRecord | None:
+        row = self._read(
+            lambda db: db.execute(f"SELECT {self._ORDER_COLUMNS} FROM orders WHERE id = ?", (order_id,)).fetchone()
+        )
+        return None if row is None else self._order(row)
+
+    async def order_chunks(self, order_id: str) -> list[bytes]:
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT data FROM order_chunks WHERE order_id = ? ORDER BY idx", (order_id,)
+            ).fetchall()
+        )
+        return [row[0] for row in rows]
+
+    async def queued_orders(self, machine_id: str) -> list[OrderRecord]:
+        rows = self._read(
+            lambda db: db.execute(
+                f"SELECT {self._ORDER_COLUMNS} FROM orders WHERE machine_id = ? AND state = ? ORDER BY seq",
+                (machine_id, OrderState.QUEUED.value),
+            ).fetchall()
+        )
+        return [self._order(row) for row in rows]
+
+    _OPEN_STATES = tuple(s.value for s in OrderState if not s.final)
+
+    async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE orders SET state = ?, updated = ? WHERE id = ? AND state IN ({','.join('?' * len(self._OPEN_STATES))})",
+                (state.value, now, order_id, *self._OPEN_STATES),
+            )
+            return cur.rowcount == 1
+
+    async def store_result(self, order_id: str, state: OrderState, result: dict[str, Any], now: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE orders SET state = ?, updated = ?, result = ? WHERE id = ? AND result IS NULL",
+                (state.value, now, _pack(result), order_id),
+            )
+            if cur.rowcount == 1:
+                db.execute("DELETE FROM order_chunks WHERE order_id = ?", (order_id,))
+            return cur.rowcount == 1
+
+    async def orders(self, scenario_id: str, order_ids: list[str] | None = None) -> list[OrderRecord]:
+        sql = f"SELECT {self._ORDER_COLUMNS} FROM orders WHERE scenario_id = ?"
+        params: list[Any] = [scenario_id]
+        if order_ids:
+            sql += f" AND id IN ({','.join('?' * len(order_ids))})"
+            params += order_ids
+        rows = self._read(lambda db: db.execute(sql + " ORDER BY seq", params).fetchall())
+        return [self._order(row) for row in rows]
+
+    # events
+    async def append_event(
+        self, scenario_id: str, kind: str, machine: str, data: dict[str, Any], now: float
+    ) -> EventRecord:
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE scenarios SET last_cursor = last_cursor + 1 WHERE id = ? RETURNING last_cursor",
+                (scenario_id,),
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"scenario {scenario_id} does not exist (deleted?)")
+            db.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", (scenario_id, row[0], now, kind, machine, _pack(data))
+            )
+        return EventRecord(scenario_id, row[0], now, kind, machine, data)
+
+    async def events_after(self, scenario_id: str, cursor: int, limit: int) -> list[EventRecord]:
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT scenario_id, cursor, ts, kind, machine, data FROM events "
+                "WHERE scenario_id = ? AND cursor > ? ORDER BY cursor LIMIT ?",
+                (scenario_id, cursor, limit),
+            ).fetchall()
+        )
+        return [EventRecord(r[0], r[1], r[2], r[3], r[4], _unpack(r[5], {})) for r in rows]
+
+    async def last_cursor(self, scenario_id: str) -> int:
+        row = self._read(
+            lambda db: db.execute("SELECT last_cursor FROM scenarios WHERE id = ?", (scenario_id,)).fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
+    async def close(self) -> None:
+        self._db.close()

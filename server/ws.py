@@ -1,0 +1,182 @@
+"""The WebSocket endpoint ``/v1/ws``: handshake, then a read loop dispatching typed messages to handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+
+import aiohttp
+from aiohttp import web
+
+from protocol import (
+    Authenticated,
+    CrcError,
+    Envelope,
+    ErrorCode,
+    HubSession,
+    MsgType,
+    ProtocolError,
+    PublicKey,
+    Role,
+)
+from protocol.envelope import envelope_from_wire, unpack
+from protocol.messages import Auth, Pong, Welcome
+from protocol.session import plain_error_frame
+from server.connection import Connection, new_id
+from server.daemons import DAEMON_HANDLERS
+from server.errors import RequestError
+from server.hub import Hub
+from server.masters import MASTER_HANDLERS
+from server.store import StoreError
+
+log = logging.getLogger(__name__)
+
+HUB_KEY = web.AppKey("hub", Hub)
+
+_HANDLERS = {Role.MASTER: MASTER_HANDLERS, Role.DAEMON: DAEMON_HANDLERS}
+
+
+async def _lookup_key(hub: Hub, frame: bytes) -> tuple[str, PublicKey | None]:
+    """Peek at the AUTH frame for the claimed id and fetch its enrolled key (the session then verifies it)."""
+    try:
+        envelope = envelope_from_wire(unpack(frame, hub.settings.max_frame))
+    except ProtocolError:
+        return "", None  # accept() will report the decode error itself
+    if not isinstance(envelope.body, Auth):
+        return "", None
+    auth = envelope.body
+    if auth.role == Role.MASTER.value:
+        master = await hub.store.master(auth.client_id)
+        return auth.role, None if master is None else PublicKey.from_text(master.public_key)
+    if auth.role == Role.DAEMON.value:
+        machine = await hub.store.machine(auth.client_id)
+        return auth.role, None if machine is None else PublicKey.from_text(machine.public_key)
+    return auth.role, None
+
+
+async def _handshake(hub: Hub, ws: web.WebSocketResponse) -> tuple[HubSession, Authenticated] | None:
+    settings = hub.settings
+    session = HubSession(
+        hub.identity, secrets.token_bytes(32), secrets.token_bytes(32),
+        max_frame=settings.max_frame, max_skew=settings.max_skew,
+    )  # fmt: skip
+    await ws.send_bytes(session.challenge(new_id(), time.time()))
+    try:
+        msg = await ws.receive(timeout=settings.handshake_timeout)
+    except asyncio.TimeoutError:
+        await _refuse(hub, ws, ProtocolError(ErrorCode.HANDSHAKE_FAILED, "no auth within the handshake timeout"))
+        return None
+    if msg.type != aiohttp.WSMsgType.BINARY:
+        if msg.type in (aiohttp.WSMsgType.TEXT,):
+            await _refuse(hub, ws, ProtocolError(ErrorCode.MALFORMED_FRAME, "frames are binary msgpack"))
+        return None
+    role, key = await _lookup_key(hub, msg.data)
+    try:
+        peer = session.accept(msg.data, lambda _id, _role: key, time.time())
+    except ProtocolError as exc:
+        log.info("refused a %s from %s: %s", role or "peer", _remote(ws), exc)
+        await _refuse(hub, ws, exc)
+        return None
+    return session, peer
+
+
+def _remote(ws: web.WebSocketResponse) -> str:
+    peer = ws.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if peer else "?"
+
+
+async def _refuse(hub: Hub, ws: web.WebSocketResponse, error: ProtocolError) -> None:
+    await ws.send_bytes(plain_error_frame(new_id(), hub.id, time.time(), error))
+    await ws.close()
+
+
+async def _attach(hub: Hub, conn: Connection) -> bool:
+    """Register the session; a daemon learns its scenario here (and is refused if it was just revoked)."""
+    if conn.role is Role.MASTER:
+        hub.attach_master(conn)
+        return True
+    machine = await hub.store.machine(conn.id)
+    scenario = None if machine is None else await hub.store.scenario(machine.scenario_id)
+    if machine is None or scenario is None:
+        await conn.close(ErrorCode.REVOKED, "this machine's key is no longer enrolled")
+        return False
+    conn.scenario_id, conn.scenario_name, conn.machine_name = scenario.id, scenario.name, machine.name
+    await hub.attach_daemon(conn)
+    return True
+
+
+async def _dispatch(hub: Hub, conn: Connection, envelope: Envelope) -> None:
+    if envelope.type is MsgType.PING:
+        conn.send(Pong(), reply_to=envelope.id)
+        return
+    handler = _HANDLERS[conn.role].get(envelope.type)
+    if handler is None:
+        conn.reply_error(
+            envelope, ErrorCode.INVALID_REQUEST, f"a {conn.role.value} may not send {envelope.type.value}"
+        )
+        return
+    try:
+        await handler(hub, conn, envelope)
+    except RequestError as exc:
+        conn.reply_error(envelope, exc.code, exc.message, **exc.details)
+    except ProtocolError as exc:
+        conn.reply_error(envelope, exc.code, exc.message, **exc.details)
+    except StoreError as exc:
+        log.error("store failed while handling %s from %s: %s", envelope.type.value, conn.id, exc)
+        conn.reply_error(envelope, ErrorCode.INTERNAL, f"the hub could not store this: {exc}")
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB_KEY]
+    # Frames over the limit are still read (up to 4x) so the peer gets a typed FRAME_TOO_LARGE, not a bare close.
+    ws = web.WebSocketResponse(max_msg_size=hub.settings.max_frame * 4, compress=False, autoping=True)
+    await ws.prepare(request)
+    shaken = await _handshake(hub, ws)
+    if shaken is None:
+        return ws
+    session, peer = shaken
+    conn = Connection(ws, session, peer, hub.id)
+    conn.send(
+        Welcome(
+            session_id=session.session_id,
+            heartbeat_interval=hub.settings.heartbeat_interval,
+            dead_after=hub.settings.dead_after,
+            max_frame=hub.settings.max_frame,
+            info={"hub_id": hub.id, "role": peer.role.value},
+        )
+    )
+    heartbeat = asyncio.create_task(conn.heartbeat(hub.settings.heartbeat_interval, hub.settings.dead_after))
+    try:
+        if await _attach(hub, conn):
+            await _read_loop(hub, conn)
+    except CrcError as exc:
+        log.warning("session of %s %s ended: %s", peer.role.value, peer.client_id, exc)
+    finally:
+        heartbeat.cancel()
+        await hub.detach(conn)
+        if not conn.closed:
+            await conn.close()
+    return ws
+
+
+async def _read_loop(hub: Hub, conn: Connection) -> None:
+    async for msg in conn.ws:
+        if msg.type != aiohttp.WSMsgType.BINARY:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await conn.fail(ProtocolError(ErrorCode.MALFORMED_FRAME, "frames are binary msgpack"))
+            break
+        conn.last_received = time.monotonic()
+        try:
+            envelope = conn.session.open(msg.data, time.time())
+        except ProtocolError as exc:
+            log.info("closing %s %s: %s", conn.role.value, conn.id, exc)
+            await conn.fail(exc)
+            break
+        if envelope.sender != conn.id:
+            await conn.fail(ProtocolError(ErrorCode.BAD_FIELD, "sender is not the authenticated peer"))
+            break
+        await _dispatch(hub, conn, envelope)
+        if conn.closed:
+            break
