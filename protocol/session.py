@@ -211,7 +211,8 @@ class _Session:
             raise
 
     def _check_fresh(self, ts: float, now: float) -> None:
-        if abs(now - ts) > self.max_skew:
+        # Written as "not within" so that a NaN timestamp (every comparison with it is False) counts as stale.
+        if not abs(now - ts) <= self.max_skew:
             raise ProtocolError(
                 ErrorCode.STALE_TIMESTAMP,
                 f"message timestamp is {now - ts:+.0f} s off this side's clock (limit {self.max_skew:.0f} s); "
@@ -369,7 +370,11 @@ class ClientSession(_Session):
             ProtocolError: the answer was neither.
         """
         self._require(SessionState.AUTHENTICATING)
-        raw = unpack(frame, self.max_frame)
+        try:
+            raw = unpack(frame, self.max_frame)
+        except ProtocolError:
+            self._fire(SessionEvent.FAIL)
+            raise
         if isinstance(raw, dict):  # refusals come unsealed: the hub could not or would not derive keys
             self._fire(SessionEvent.FAIL)
             envelope = envelope_from_wire(raw)

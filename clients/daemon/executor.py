@@ -182,7 +182,7 @@ class ProcessExecutor(Executor):
                 if cancelled in done:
                     status, error = ExecStatus.CANCELLED, "cancelled"
                 else:
-                    status, error = ExecStatus.TIMED_OUT, f"timed out after {request.timeout} s"
+                    status, error = ExecStatus.TIMED_OUT, f"timed out after {float(request.timeout or 0)} s"
         finally:
             # Runs on timeout, cancel, and when our own task is cancelled: nothing may outlive us.
             cancelled.cancel()

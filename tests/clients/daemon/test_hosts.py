@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -250,3 +251,32 @@ def test_apply_hosts_file_refuses_a_broken_block_and_leaves_the_file_alone(tmp_p
         apply_hosts_file(hosts, [DB])
 
     assert hosts.read_text() == broken
+
+
+def test_a_bind_mounted_hosts_file_is_rewritten_in_place(tmp_path, monkeypatch):
+    hosts = tmp_path / "hosts"
+    hosts.write_text(SYSTEM)
+    inode = os.stat(hosts).st_ino
+
+    def rename_refused(*args: object, **kwargs: object) -> str:
+        raise OSError(errno.EBUSY, "Device or resource busy")
+
+    monkeypatch.setattr("clients.daemon.hosts.write_file_atomic", rename_refused)
+
+    assert apply_hosts_file(hosts, [DB]) is True
+    assert hosts.read_text() == render_hosts(SYSTEM, [DB])
+    assert os.stat(hosts).st_ino == inode
+
+
+def test_other_write_errors_propagate(tmp_path, monkeypatch):
+    hosts = tmp_path / "hosts"
+    hosts.write_text(SYSTEM)
+
+    def disk_full(*args: object, **kwargs: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("clients.daemon.hosts.write_file_atomic", disk_full)
+
+    with pytest.raises(OSError, match="No space left"):
+        apply_hosts_file(hosts, [DB])
+    assert hosts.read_text() == SYSTEM

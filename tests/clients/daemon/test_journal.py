@@ -1,0 +1,191 @@
+"""The durable order journal, including behaviour across a crash (close without finishing, reopen)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from clients.daemon.journal import JOURNAL_FILE, Journal, OrderState
+
+
+@pytest.fixture
+def state_dir(tmp_path):
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def journal(state_dir):
+    with Journal(state_dir) as journal:
+        yield journal
+
+
+def order(n: int) -> dict:
+    return {"kind": "exec", "command": f"echo {n}", "payload": bytes([n, 0, 255])}
+
+
+def result(n: int) -> dict:
+    return {"order_id": f"o{n}", "exit_code": 0, "stdout": b"\x00out"}
+
+
+def test_the_state_dir_is_created_private(state_dir):
+    Journal(state_dir).close()
+
+    assert stat.S_IMODE(os.stat(state_dir).st_mode) == 0o700
+    assert (state_dir / JOURNAL_FILE).exists()
+
+
+def test_a_received_order_reads_back_with_its_bytes(journal):
+    assert journal.record_received("o1", order(1), now=100.0) is True
+
+    entry = journal.get("o1")
+
+    assert entry is not None
+    assert entry.state is OrderState.RECEIVED
+    assert entry.order == order(1)
+    assert entry.result is None
+    assert entry.result_acked is False
+    assert entry.received_at == 100.0
+
+
+def test_unknown_ids_are_none(journal):
+    assert journal.get("nope") is None
+
+
+def test_a_duplicate_order_is_refused_even_after_a_reopen(state_dir):
+    with Journal(state_dir) as journal:
+        assert journal.record_received("o1", order(1), now=1.0)
+        assert not journal.record_received("o1", order(2), now=2.0)
+
+    with Journal(state_dir) as reopened:
+        assert not reopened.record_received("o1", order(3), now=3.0)
+        entry = reopened.get("o1")
+        assert entry is not None
+        assert entry.order == order(1), "a duplicate must not overwrite the original"
+
+
+def test_orders_running_at_a_crash_are_listed_as_running_after_reopen(state_dir):
+    crashed = Journal(state_dir)
+    crashed.record_received("o1", order(1), now=1.0)
+    crashed.record_received("o2", order(2), now=2.0)
+    crashed.record_received("o3", order(3), now=3.0)
+    crashed.mark_running("o2")
+    crashed.close()  # the process dies here: o2 never finishes
+
+    with Journal(state_dir) as journal:
+        assert [entry.order_id for entry in journal.running()] == ["o2"]
+        assert [entry.order_id for entry in journal.received_not_started()] == ["o1", "o3"]
+        assert journal.running()[0].order == order(2)
+
+
+def test_a_result_moves_the_order_out_of_running(journal):
+    journal.record_received("o1", order(1), now=1.0)
+    journal.mark_running("o1")
+
+    journal.record_result("o1", result(1))
+
+    assert journal.running() == []
+    entry = journal.get("o1")
+    assert entry is not None
+    assert entry.state is OrderState.FINISHED
+    assert entry.result == result(1)
+
+
+def test_unacked_results_survive_a_reopen_in_finishing_order(state_dir):
+    with Journal(state_dir) as journal:
+        for n in (1, 2, 3):
+            journal.record_received(f"o{n}", order(n), now=n)
+        journal.record_result("o3", result(3))
+        journal.record_result("o1", result(1))
+        journal.record_result("o2", result(2))
+        journal.mark_acked("o1")
+
+    with Journal(state_dir) as reopened:
+        assert reopened.unacked_results() == [result(3), result(2)]
+
+
+def test_a_result_can_be_recorded_for_an_order_never_received(journal):
+    journal.record_result("rejected", {"order_id": "rejected", "error": "bad signature"})
+
+    entry = journal.get("rejected")
+    assert entry is not None
+    assert entry.state is OrderState.FINISHED
+    assert entry.order == {}
+    assert journal.unacked_results() == [{"order_id": "rejected", "error": "bad signature"}]
+    assert not journal.record_received("rejected", order(1), now=1.0), "its id now counts as seen"
+
+
+def test_acks_for_unknown_or_unfinished_orders_are_ignored(journal):
+    journal.record_received("o1", order(1), now=1.0)
+
+    journal.mark_acked("o1")
+    journal.mark_acked("never-seen")
+
+    entry = journal.get("o1")
+    assert entry is not None
+    assert entry.result_acked is False
+
+
+def test_mark_running_rejects_unknown_and_finished_orders(journal):
+    with pytest.raises(KeyError):
+        journal.mark_running("nope")
+    journal.record_result("o1", result(1))
+    with pytest.raises(ValueError, match="already finished"):
+        journal.mark_running("o1")
+
+
+def test_prune_deletes_only_old_acked_results_and_keeps_dedupe(state_dir):
+    with Journal(state_dir) as journal:
+        for n in (1, 2, 3, 4):
+            journal.record_received(f"o{n}", order(n), now=n)
+        journal.record_result("o1", result(1))
+        journal.mark_acked("o1")
+        journal.record_result("o2", result(2))  # old but unacked: must stay
+        journal.record_result("o4", result(4))
+        journal.mark_acked("o4")  # acked but too recent
+
+        assert journal.prune(older_than=3.5) == 1
+
+        assert journal.get("o1") is None
+        assert journal.get("o2") is not None
+        assert journal.get("o3") is not None
+        assert journal.get("o4") is not None
+
+    with Journal(state_dir) as reopened:
+        assert not reopened.record_received("o1", order(1), now=10.0), "a pruned id is still a duplicate"
+
+
+def test_prune_can_forget_very_old_ids(journal):
+    journal.record_received("o1", order(1), now=1.0)
+    journal.record_result("o1", result(1))
+    journal.mark_acked("o1")
+    journal.record_received("o2", order(2), now=2.0)  # still pending: its id must stay
+
+    assert journal.prune(older_than=5.0, forget_ids_older_than=5.0) == 1
+
+    assert journal.record_received("o1", order(1), now=10.0), "a forgotten id is accepted again"
+    assert not journal.record_received("o2", order(2), now=10.0)
+
+
+def test_a_closed_journal_refuses_use_and_close_is_idempotent(state_dir):
+    journal = Journal(state_dir)
+    journal.close()
+    journal.close()
+
+    with pytest.raises(ValueError, match="closed"):
+        journal.get("o1")
+
+
+def test_a_non_serialisable_order_is_refused_without_recording_the_id(journal):
+    with pytest.raises(TypeError):
+        journal.record_received("o1", {"bad": object()}, now=1.0)
+
+    assert journal.record_received("o1", order(1), now=1.0)
+
+
+def test_the_journal_uses_wal_and_full_sync(journal):
+    db = journal._conn()
+
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
