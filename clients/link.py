@@ -84,8 +84,14 @@ class HubLink:
             ProtocolError: the hub broke the handshake.
         """
         ws = await asyncio.wait_for(
-            connect(hub_ws_url(url), compression=None, max_size=4 * max_frame, ping_interval=None, open_timeout=open_timeout,
-                    close_timeout=2),
+            connect(
+                hub_ws_url(url),
+                compression=None,
+                max_size=4 * max_frame,
+                ping_interval=None,
+                open_timeout=open_timeout,
+                close_timeout=2,
+            ),
             timeout=open_timeout + 1,
         )
         try:
@@ -104,7 +110,13 @@ class HubLink:
         return cls(ws, session, identity, envelope.body)
 
     async def send(
-        self, body: Body, *, scenario: str = "", reply_to: str = "", recipient: str = HUB_RECIPIENT, msg_id: str = ""
+        self,
+        body: Body,
+        *,
+        scenario: str = "",
+        reply_to: str = "",
+        recipient: str = HUB_RECIPIENT,
+        msg_id: str = "",
     ) -> str:
         """Seal and send one message; returns its id.
 

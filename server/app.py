@@ -46,7 +46,9 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def create_app(settings: HubSettings, *, store: Store | None = None, identity: Identity | None = None) -> web.Application:
+def create_app(
+    settings: HubSettings, *, store: Store | None = None, identity: Identity | None = None
+) -> web.Application:
     """The hub as an aiohttp application; backends are injected (defaults: SQLite in the data dir)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     hub = Hub(

@@ -29,9 +29,7 @@ def new_id() -> str:
 class Connection:
     """An authenticated peer (master or daemon) and the socket it came on."""
 
-    def __init__(
-        self, ws: web.WebSocketResponse, session: HubSession, peer: Authenticated, hub_id: str
-    ) -> None:
+    def __init__(self, ws: web.WebSocketResponse, session: HubSession, peer: Authenticated, hub_id: str) -> None:
         self.ws = ws
         self.session = session
         self.peer = peer
@@ -70,7 +68,12 @@ class Connection:
         if self._outbox.qsize() >= OUTBOX_HIGH_WATER:
             self._writable.clear()
         if self._outbox.qsize() > OUTBOX_LIMIT:
-            log.warning("dropping %s %s: it stopped reading (%d frames queued)", self.role.value, self.id, OUTBOX_LIMIT)
+            log.warning(
+                "dropping %s %s: it stopped reading (%d frames queued)",
+                self.role.value,
+                self.id,
+                OUTBOX_LIMIT,
+            )
             self.abort()
 
     def reply_error(self, request: Envelope, code: ErrorCode, message: str, **details: Any) -> None:

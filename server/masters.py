@@ -92,7 +92,8 @@ async def scenario_create(hub: Hub, conn: Connection, env: Envelope) -> None:
         scenario = await hub.store.create_scenario(conn.id, body.name, specs, time.time())
     except StoreConflict:
         raise RequestError(
-            ErrorCode.ALREADY_EXISTS, f"scenario {body.name!r} exists already, or a machine key is in use elsewhere"
+            ErrorCode.ALREADY_EXISTS,
+            f"scenario {body.name!r} exists already, or a machine key is in use elsewhere",
         ) from None
     await hub.emit(scenario.id, "scenario_created", "", {"machines": [s.name for s in specs]})
     conn.send(Response(await scenario_wire(hub, scenario)), scenario=body.name, reply_to=env.id)
@@ -155,14 +156,18 @@ async def order_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
     machine = await hub.store.machine(order.machine)
     if machine is None or machine.scenario_id != scenario.id:
         raise RequestError(
-            ErrorCode.NOT_FOUND, f"scenario {scenario.name!r} has no machine {order.machine!r}", machine=order.machine
+            ErrorCode.NOT_FOUND,
+            f"scenario {scenario.name!r} has no machine {order.machine!r}",
+            machine=order.machine,
         )
     if order.expires > time.time() + hub.settings.order_ttl_max:
         raise RequestError(ErrorCode.INVALID_REQUEST, "order expiry is too far in the future")
     if order.kind is OrderKind.PUT_FILE and len(body.chunks) != order.body.get("chunks"):
         raise RequestError(ErrorCode.INVALID_REQUEST, "file order chunk count does not match its body")
     now = time.time()
-    record = OrderRecord(order.id, scenario.id, machine.id, order.kind.value, order.to_wire(), OrderState.QUEUED, now, now)
+    record = OrderRecord(
+        order.id, scenario.id, machine.id, order.kind.value, order.to_wire(), OrderState.QUEUED, now, now
+    )
     try:
         await hub.store.add_order(record, body.chunks)
     except StoreConflict:
@@ -184,10 +189,9 @@ async def order_cancel(hub: Hub, conn: Connection, env: Envelope) -> None:
     if order.state is OrderState.QUEUED and order.machine_id not in hub.daemons:
         # Never reached the machine: cancelling it here is final and nothing runs.
         await hub.store.store_result(order.id, OrderState.CANCELLED, {}, time.time())
-        await hub.emit(
-            scenario.id, "command_finished", machine_name,
-            {"order_id": order.id, "status": OrderState.CANCELLED.value, "exit_code": None, "error": "cancelled before delivery"},
-        )  # fmt: skip
+        finished = {"order_id": order.id, "status": OrderState.CANCELLED.value, "exit_code": None}
+        finished["error"] = "cancelled before delivery"
+        await hub.emit(scenario.id, "command_finished", machine_name, finished)
         state = OrderState.CANCELLED
     elif order.state.final:
         state = order.state

@@ -65,7 +65,7 @@ async def _handshake(hub: Hub, ws: web.WebSocketResponse) -> tuple[HubSession, A
     await ws.send_bytes(session.challenge(new_id(), time.time()))
     try:
         msg = await ws.receive(timeout=settings.handshake_timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await _refuse(hub, ws, ProtocolError(ErrorCode.HANDSHAKE_FAILED, "no auth within the handshake timeout"))
         return None
     if msg.type != aiohttp.WSMsgType.BINARY:
@@ -113,9 +113,7 @@ async def _dispatch(hub: Hub, conn: Connection, envelope: Envelope) -> None:
         return
     handler = _HANDLERS[conn.role].get(envelope.type)
     if handler is None:
-        conn.reply_error(
-            envelope, ErrorCode.INVALID_REQUEST, f"a {conn.role.value} may not send {envelope.type.value}"
-        )
+        conn.reply_error(envelope, ErrorCode.INVALID_REQUEST, f"a {conn.role.value} may not send {envelope.type.value}")
         return
     try:
         await handler(hub, conn, envelope)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.daemon.config import DaemonConfig
-from clients.daemon.executor import ExecRequest, Executor, ExecStatus, ProcessExecutor
+from clients.daemon.executor import ExecRequest, ExecStatus, Executor, ProcessExecutor
 from clients.daemon.facts import collect_facts
 from clients.daemon.files import FileIntegrityError, StagedFile
 from clients.daemon.hosts import apply_hosts_file, parse_entries
@@ -32,7 +32,6 @@ from clients.link import HubLink, LinkClosed
 from protocol import (
     CrcError,
     Envelope,
-    ErrorCode,
     MsgType,
     Order,
     OrderKind,
@@ -97,9 +96,7 @@ class DaemonOptions:
 class Daemon:
     """One machine's daemon. ``await Daemon(config, options).run(stop)`` until ``stop`` is set."""
 
-    def __init__(
-        self, config: DaemonConfig, options: DaemonOptions, executor: Executor | None = None
-    ) -> None:
+    def __init__(self, config: DaemonConfig, options: DaemonOptions, executor: Executor | None = None) -> None:
         self.config = config
         self.options = options
         self.executor = executor or ProcessExecutor()
@@ -127,9 +124,7 @@ class Daemon:
             Revoked: the hub refused this machine for good.
         """
         self._recover()
-        workers = [
-            asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.config.parallel)
-        ]
+        workers = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.config.parallel)]
         connector = asyncio.create_task(self._connect_loop(), name="connect")
         stopper = asyncio.create_task(stop.wait())
         try:
@@ -150,9 +145,7 @@ class Daemon:
         for entry in self.journal.running():
             order = Order.from_wire(entry.order)
             log.warning("order %s was running when the daemon stopped: reporting it interrupted", order.id)
-            self._record(
-                order, OrderState.INTERRUPTED, None, now, error="the daemon stopped while it ran; not rerun"
-            )
+            self._record(order, OrderState.INTERRUPTED, None, now, error="the daemon stopped while it ran; not rerun")
         for entry in self.journal.received_not_started():
             self._queue.put_nowait(entry.order_id)
         for leftover in self.spool_dir.iterdir():
@@ -166,7 +159,7 @@ class Daemon:
         while True:
             try:
                 link = await HubLink.connect(self.config.hub, self.config.identity, Role.DAEMON)
-            except (OSError, TimeoutError, asyncio.TimeoutError, CrcError) as exc:
+            except (OSError, TimeoutError, CrcError) as exc:
                 if isinstance(exc, RemoteError | ProtocolError) and not is_retryable(exc):
                     raise Revoked(f"hub refused this machine: {exc}") from exc
                 delay = next(delays)
@@ -236,9 +229,7 @@ class Daemon:
         except ProtocolError as exc:
             log.warning("refusing order %s: %s", order.id, exc)
             await self._send(OrderAck(order.id))
-            await self._finish(
-                order, OrderState.REJECTED, None, time.time(), error=f"refused by the daemon: {exc}"
-            )
+            await self._finish(order, OrderState.REJECTED, None, time.time(), error=f"refused by the daemon: {exc}")
             return
         if order.kind is OrderKind.PUT_FILE:
             expected = order.body.get("chunks")
@@ -310,9 +301,7 @@ class Daemon:
             cancel = self._cancels.setdefault(order.id, asyncio.Event())
             started = time.time()
             if cancel.is_set():
-                await self._finish(
-                    order, OrderState.CANCELLED, None, started, error="cancelled before it started"
-                )
+                await self._finish(order, OrderState.CANCELLED, None, started, error="cancelled before it started")
                 continue
             self.journal.mark_running(order.id)
             await self._send(OrderStarted(order.id))
@@ -357,13 +346,9 @@ class Daemon:
         try:
             sha = await asyncio.to_thread(_install_file, spool, body)
         except (FileIntegrityError, OSError, ValueError, KeyError) as exc:
-            await self._finish(
-                order, OrderState.FAILED, None, started, error=f"cannot write {body.get('path')}: {exc}"
-            )
+            await self._finish(order, OrderState.FAILED, None, started, error=f"cannot write {body.get('path')}: {exc}")
         else:
-            await self._finish(
-                order, OrderState.SUCCEEDED, 0, started, extra={"sha256": sha, "path": body["path"]}
-            )
+            await self._finish(order, OrderState.SUCCEEDED, 0, started, extra={"sha256": sha, "path": body["path"]})
         finally:
             spool.unlink(missing_ok=True)
 

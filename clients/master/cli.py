@@ -172,7 +172,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     env = dict(item.split("=", 1) for item in args.env)
     async with await _connect(args) as master:
-        sc, machines = await master._targets(args.scenario, args.target)
+        _, machines = await master.targets(args.scenario, args.target)
         results = await master.run(
             args.scenario, args.target, command, cwd=args.cwd, env=env, timeout=args.command_timeout,
             wait_timeout=args.timeout, wait=not args.no_wait,
@@ -189,7 +189,12 @@ async def cmd_run(args: argparse.Namespace) -> int:
 async def cmd_put(args: argparse.Namespace) -> int:
     async with await _connect(args) as master:
         results = await master.put_file(
-            args.scenario, args.target, Path(args.local), args.remote, mode=int(args.mode, 8), wait_timeout=args.timeout
+            args.scenario,
+            args.target,
+            Path(args.local),
+            args.remote,
+            mode=int(args.mode, 8),
+            wait_timeout=args.timeout,
         )
     _report(results, json_out=args.json, quiet_ok=False)
     return _exit_code(results)
@@ -229,7 +234,8 @@ async def cmd_results(args: argparse.Namespace) -> int:
         return 0
     for r in results:
         code = "-" if r.exit_code is None else str(r.exit_code)
-        print(f"{r.order_id}  {r.machine:<12} {r.kind:<9} {r.status:<11} exit {code:<4} {'verified' if r.verified else ''}")
+        trust = "verified" if r.verified else ""
+        print(f"{r.order_id}  {r.machine:<12} {r.kind:<9} {r.status:<11} exit {code:<4} {trust}")
     return 0
 
 
@@ -241,7 +247,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crc", description="CloudRemoteControl: drive a scenario's machines through a hub.")
+    parser = argparse.ArgumentParser(
+        prog="crc", description="CloudRemoteControl: drive a scenario's machines through a hub."
+    )
     parser.add_argument("--hub", help="hub URL (env CRC_HUB): http(s)://host:port or ws(s)://")
     parser.add_argument("--key", help="master private key file (env CRC_KEY; default ~/.config/crc/master.key)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -330,11 +338,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         outcome = func(args)
         if asyncio.iscoroutine(outcome):
-            return asyncio.run(outcome)
+            code: int = asyncio.run(outcome)
+            return code
         assert isinstance(outcome, int)
         return outcome
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `crc watch | head`: the reader left; not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter from complaining at exit
+        return 0
     except (KeyFileError, MasterError) as exc:
         print(f"crc: {exc}", file=sys.stderr)
         return 1
@@ -344,8 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LinkClosed, CrcError) as exc:
         print(f"crc: {exc}", file=sys.stderr)
         return 1
-    except (OSError, asyncio.TimeoutError) as exc:
-        print(f"crc: cannot reach the hub at {getattr(args, 'hub', None) or os.environ.get('CRC_HUB')}: {exc}", file=sys.stderr)
+    except (TimeoutError, OSError) as exc:
+        print(
+            f"crc: cannot reach the hub at {getattr(args, 'hub', None) or os.environ.get('CRC_HUB')}: {exc}",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -68,7 +68,15 @@ class Demo:
         hosts.parent.mkdir(parents=True, exist_ok=True)
         hosts.write_text("127.0.0.1\tlocalhost\n")
         await self.spawn(
-            name, "-m", "clients.daemon.cli", "--config", str(config), "--state-dir", str(state), "--hosts-file", str(hosts)
+            name,
+            "-m",
+            "clients.daemon.cli",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(state),
+            "--hosts-file",
+            str(hosts),
         )
 
     async def watch(self, master: Master) -> None:
@@ -76,18 +84,20 @@ class Demo:
             if isinstance(item, OutputChunk):
                 for line in item.data.decode("utf-8", "replace").splitlines():
                     self.say(f"    {item.machine}> {line}")
-            elif isinstance(item, EventInfo) and (self.verbose or item.kind not in ("command_delivered", "command_started")):
+            elif isinstance(item, EventInfo) and (
+                self.verbose or item.kind not in ("command_delivered", "command_started")
+            ):
                 detail = item.data.get("command") or item.data.get("path") or item.data.get("status") or ""
                 self.say(f"  event {item.cursor:>3} {item.machine or SCENARIO:<6} {item.kind} {str(detail)[:60]}")
 
     async def stop_all(self) -> None:
-        for name, proc in reversed(self.processes):
+        for _name, proc in reversed(self.processes):
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
                 try:
                     await asyncio.wait_for(proc.wait(), 5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     await proc.wait()
@@ -115,9 +125,13 @@ async def run_demo(verbose: bool = False) -> int:
                 try:
                     ok = await run_shop(master, SCENARIO, demo.root / "machines", say=demo.say)
                     results = await master.results(SCENARIO)
-                    demo.say(f"{len(results)} commands recorded, {sum(r.verified for r in results)} with verified signatures")
+                    demo.say(
+                        f"{len(results)} commands recorded, {sum(r.verified for r in results)} with verified signatures"
+                    )
                     hosts = (demo.root / "machines" / "web" / "hosts").read_text()
-                    demo.say("web's hosts file now holds:\n" + "\n".join("      " + line for line in hosts.splitlines()))
+                    demo.say(
+                        "web's hosts file now holds:\n" + "\n".join("      " + line for line in hosts.splitlines())
+                    )
                 finally:
                     watcher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -39,7 +39,11 @@ class Scenario:
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> Scenario:
         return cls(
-            raw["id"], raw["name"], raw["created"], raw["cursor"], [MachineInfo.from_wire(m) for m in raw["machines"]]
+            raw["id"],
+            raw["name"],
+            raw["created"],
+            raw["cursor"],
+            [MachineInfo.from_wire(m) for m in raw["machines"]],
         )
 
     def machine(self, name: str) -> MachineInfo:

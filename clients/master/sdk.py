@@ -1,11 +1,11 @@
 """The async master SDK: what scenario scripts use to drive their machines through the hub.
 
-    async with await Master.connect("http://127.0.0.1:8750") as master:
-        created = await master.create_scenario("shop", [("mysql", "linux"), ("web", "linux")])
-        ...start daemons with configs written from ``created``...
-        await master.wait_ready("shop", timeout=120)
-        for r in await master.run("shop", "all", "uname -a"):
-            print(r.machine, r.exit_code, r.stdout.decode())
+async with await Master.connect("http://127.0.0.1:8750") as master:
+    created = await master.create_scenario("shop", [("mysql", "linux"), ("web", "linux")])
+    ...start daemons with configs written from ``created``...
+    await master.wait_ready("shop", timeout=120)
+    for r in await master.run("shop", "all", "uname -a"):
+        print(r.machine, r.exit_code, r.stdout.decode())
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from clients.link import HubLink, LinkClosed, new_id
+from clients.master.keys import load_master_key
+from clients.master.models import CommandResult, EventInfo, MachineInfo, NewMachine, OutputChunk, Scenario
 from protocol import (
     CrcError,
     Envelope,
@@ -51,9 +54,6 @@ from protocol.messages import (
 )
 from protocol.orders import file_body, file_chunks
 from protocol.retry import backoff_delays, is_retryable
-from clients.link import HubLink, LinkClosed, new_id
-from clients.master.keys import load_master_key
-from clients.master.models import CommandResult, EventInfo, MachineInfo, NewMachine, OutputChunk, Scenario
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class Master:
         self._consumers: dict[str, set[_Consumer]] = defaultdict(set)
         self._closing = False
         self._scenarios: dict[str, Scenario] = {}
+        self._resubscribing: asyncio.Task[None] | None = None
         self._reader = asyncio.create_task(self._read_loop(), name="master-reader")
 
     @classmethod
@@ -132,7 +133,7 @@ class Master:
                 self._link = link
                 self._connected.set()
                 delays = backoff_delays(random.random, initial=0.2, maximum=5.0)
-                asyncio.create_task(self._resubscribe())
+                self._resubscribing = asyncio.create_task(self._resubscribe())
             try:
                 while True:
                     self._route(await link.recv())
@@ -210,7 +211,7 @@ class Master:
         minted = []
         for decl in machines:
             name_, os_ = decl[0], decl[1]
-            role = decl[2] if len(decl) > 2 else name_  # type: ignore[misc]
+            role = decl[2] if len(decl) > 2 else name_
             minted.append(NewMachine(name_, os_, role, Identity.generate(secrets.token_bytes)))
         wire = [{"name": m.name, "os": m.os, "role": m.role, "public_key": m.identity.public.to_text()} for m in minted]
         data = await self.request(ScenarioCreate(name, wire), scenario=name)
@@ -233,7 +234,7 @@ class Master:
     async def _known(self, name: str) -> Scenario:
         return self._scenarios.get(name) or await self.scenario(name)
 
-    async def _targets(self, scenario: str, target: str | Sequence[str]) -> tuple[Scenario, list[MachineInfo]]:
+    async def targets(self, scenario: str, target: str | Sequence[str]) -> tuple[Scenario, list[MachineInfo]]:
         sc = await self._known(scenario)
         spec = target if isinstance(target, str) else ",".join(target)
         try:
@@ -362,7 +363,7 @@ class Master:
         Waits also while machines are offline and the orders queued, up to ``timeout`` (None: no limit);
         orders still unfinished then are returned with their current state.
         """
-        sc, machines = await self._targets(scenario, target)
+        sc, machines = await self.targets(scenario, target)
         async with self._consume(scenario, -1) as consumer:
             ids = [await self.submit(self._sign(sc, m, kind, body, ttl), chunks) for m in machines]
             if wait:
@@ -448,8 +449,6 @@ class Master:
         ``{name: ip}`` entries.
         """
         sc = await self.scenario(scenario)
-        entries = [
-            {"ip": m.ips[0], "names": [m.name, f"{m.name}.{sc.name}"]} for m in sc.machines if m.ips
-        ]
+        entries = [{"ip": m.ips[0], "names": [m.name, f"{m.name}.{sc.name}"]} for m in sc.machines if m.ips]
         entries += [{"ip": ip, "names": [name]} for name, ip in (extra or {}).items()]
         return await self.dispatch(scenario, target, OrderKind.HOSTS, {"entries": entries}, timeout=wait_timeout)

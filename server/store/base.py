@@ -124,9 +124,7 @@ class Store(ABC):
 
     # scenarios and machines
     @abstractmethod
-    async def create_scenario(
-        self, owner: str, name: str, machines: list[MachineSpec], now: float
-    ) -> ScenarioRecord:
+    async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:
         """Create a scenario and its machines atomically.
 
         Raises:

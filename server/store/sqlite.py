@@ -60,7 +60,8 @@ R = TypeVar("R")
 
 
 def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
 
 
 def _unpack(blob: bytes | None, default: Any) -> Any:
@@ -125,9 +126,7 @@ class SqliteStore(Store):
         return None if row is None else MasterRecord(*row)
 
     # scenarios and machines
-    async def create_scenario(
-        self, owner: str, name: str, machines: list[MachineSpec], now: float
-    ) -> ScenarioRecord:
+    async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:
         record = ScenarioRecord(uuid.uuid4().hex, owner, name, now)
         with self._tx() as db:
             db.execute(
@@ -137,17 +136,15 @@ class SqliteStore(Store):
             db.executemany(
                 "INSERT INTO machines (id, scenario_id, name, os, role, public_key, status) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (m.id, record.id, m.name, m.os, m.role, m.public_key, MachineStatus.OFFLINE.value)
-                    for m in machines
-                ],
+                [(m.id, record.id, m.name, m.os, m.role, m.public_key, MachineStatus.OFFLINE.value) for m in machines],
             )
         return record
 
     async def scenarios(self, owner: str) -> list[ScenarioRecord]:
         rows = self._read(
             lambda db: db.execute(
-                "SELECT id, owner, name, created FROM scenarios WHERE owner = ? ORDER BY created, name", (owner,)
+                "SELECT id, owner, name, created FROM scenarios WHERE owner = ? ORDER BY created, name",
+                (owner,),
             ).fetchall()
         )
         return [ScenarioRecord(*row) for row in rows]
@@ -272,9 +269,10 @@ class SqliteStore(Store):
     _OPEN_STATES = tuple(s.value for s in OrderState if not s.final)
 
     async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
+        placeholders = ",".join("?" * len(self._OPEN_STATES))
         with self._tx() as db:
             cur = db.execute(
-                f"UPDATE orders SET state = ?, updated = ? WHERE id = ? AND state IN ({','.join('?' * len(self._OPEN_STATES))})",
+                f"UPDATE orders SET state = ?, updated = ? WHERE id = ? AND state IN ({placeholders})",
                 (state.value, now, order_id, *self._OPEN_STATES),
             )
             return cur.rowcount == 1
@@ -310,7 +308,8 @@ class SqliteStore(Store):
             if row is None:
                 raise StoreError(f"scenario {scenario_id} does not exist (deleted?)")
             db.execute(
-                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", (scenario_id, row[0], now, kind, machine, _pack(data))
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                (scenario_id, row[0], now, kind, machine, _pack(data)),
             )
         return EventRecord(scenario_id, row[0], now, kind, machine, data)
 
