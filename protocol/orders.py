@@ -46,10 +46,15 @@ class OrderState(StrEnum):
 def canonical(value: Any) -> Any:
     """A form of ``value`` whose msgpack encoding is deterministic: maps sorted by key, tuples as lists."""
     if isinstance(value, dict):
-        return [[k, canonical(value[k])] for k in sorted(value)]
+        return [[k, canonical(value[k])] for k in sorted(value, key=_key_order)]
     if isinstance(value, list | tuple):
         return [canonical(v) for v in value]
     return value
+
+
+def _key_order(key: Any) -> tuple[str, Any]:
+    """Sort map keys by type first: msgpack maps may mix str and bytes keys, which do not compare."""
+    return type(key).__name__, key
 
 
 def _require(raw: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -75,7 +80,7 @@ class Order:
     def signing_payload(self) -> bytes:
         return pack(
             ["crc-order-v1", self.scenario, self.machine, self.id, self.kind.value, canonical(self.body),
-             self.expires, self.master]
+             float(self.expires), self.master]
         )  # fmt: skip
 
     def signed(self, master: Identity) -> Order:
@@ -151,6 +156,9 @@ class SignedResult:
     def signing_payload(self) -> bytes:
         d = self.to_wire()
         d.pop("signature")
+        # Times travel as floats (``from_wire`` converts), so sign them as floats even if built from ints.
+        d["finished"] = float(self.finished)
+        d["started"] = None if self.started is None else float(self.started)
         return pack(["crc-result-v1", canonical(d)])
 
     def signed(self, daemon: Identity) -> SignedResult:

@@ -120,6 +120,7 @@ class Hub:
             await old.close(ErrorCode.SHUTTING_DOWN, "replaced by a newer session of the same machine")
         await self.store.update_machine(conn.id, status=MachineStatus.CONNECTED, last_seen=time.time())
         await self.emit(conn.scenario_id, "machine_connected", conn.machine_name, {"session": conn.session.session_id})
+        await self.deliver_queued(conn.id)
 
     async def detach(self, conn: Connection) -> None:
         for scenario_id in list(self.subscriptions):
