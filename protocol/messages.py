@@ -7,6 +7,7 @@ into that dataclass, checking every field's type, so code past the decoder only 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class Body:
     TYPE: ClassVar[MsgType]
 
     def to_wire(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: getattr(self, name) for name, _, _ in _schema(type(self))}
 
 
 @dataclass(frozen=True)
@@ -296,21 +297,28 @@ def body_from_wire(msg_type: MsgType, raw: Any) -> Body:
     cls = BODY_TYPES[msg_type]
     if not isinstance(raw, dict):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{msg_type.value} body must be a map", type=msg_type.value)
-    hints = get_type_hints(cls)
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ProtocolError(
-                    ErrorCode.BAD_FIELD, f"{msg_type.value} lacks field {f.name!r}", field=f.name
-                )
+    for name, annotation, required in _schema(cls):
+        if name not in raw:
+            if required:
+                raise ProtocolError(ErrorCode.BAD_FIELD, f"{msg_type.value} lacks field {name!r}", field=name)
             continue
-        value = raw[f.name]
-        if not _matches(value, hints[f.name]):
+        value = raw[name]
+        if not _matches(value, annotation):
             raise ProtocolError(
                 ErrorCode.BAD_FIELD,
-                f"{msg_type.value}.{f.name} has the wrong type ({type(value).__name__})",
-                field=f.name,
+                f"{msg_type.value}.{name} has the wrong type ({type(value).__name__})",
+                field=name,
             )
-        values[f.name] = float(value) if hints[f.name] is float else value
+        values[name] = float(value) if annotation is float else value
     return cls(**values)
+
+
+@functools.cache
+def _schema(cls: type[Body]) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, annotation, required) per field; resolving annotations is slow, so once per class."""
+    hints = get_type_hints(cls)
+    return tuple(
+        (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in dataclasses.fields(cls)
+    )
