@@ -39,7 +39,7 @@ from tests.protocol.support import (
     handshake,
     hub_session,
     identity,
-    msgpack_values,
+    small_msgpack_values,
     standard_directory,
     welcome_body,
 )
@@ -682,9 +682,9 @@ def test_arbitrary_bytes_to_open_only_ever_raise_a_protocol_error(data: bytes) -
 
 @FUZZ
 @given(
-    seq=st.integers(min_value=-(2**63), max_value=2**64 - 1) | msgpack_values,
-    payload=st.binary(max_size=100) | msgpack_values,
-    tag=st.binary(min_size=32, max_size=32) | msgpack_values,
+    seq=st.integers(min_value=-(2**63), max_value=2**64 - 1) | small_msgpack_values,
+    payload=st.binary(max_size=100) | small_msgpack_values,
+    tag=st.binary(min_size=32, max_size=32) | small_msgpack_values,
 )
 def test_arbitrary_frame_triples_to_open_only_ever_raise_a_protocol_error(seq: Any, payload: Any, tag: Any) -> None:
     pair = handshake()

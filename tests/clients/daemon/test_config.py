@@ -21,7 +21,12 @@ def test_a_written_config_loads_back_identically_and_is_private(tmp_path: Path) 
     loaded = load_config(path)
     assert loaded.machine_id == config.machine_id
     assert loaded.master_key == config.master_key
-    assert (loaded.hub, loaded.scenario, loaded.machine_name, loaded.parallel) == ("http://127.0.0.1:8750", "shop", "mysql", 1)
+    assert (loaded.hub, loaded.scenario, loaded.machine_name, loaded.parallel) == (
+        "http://127.0.0.1:8750",
+        "shop",
+        "mysql",
+        1,
+    )
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
