@@ -39,7 +39,8 @@ class Envelope:
 
 def pack(value: Any) -> bytes:
     """msgpack with bytes kept distinct from str."""
-    return msgpack.packb(value, use_bin_type=True)
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
 
 
 def unpack(data: bytes, max_size: int = DEFAULT_MAX_FRAME) -> Any:
@@ -49,9 +50,7 @@ def unpack(data: bytes, max_size: int = DEFAULT_MAX_FRAME) -> Any:
         ProtocolError: FRAME_TOO_LARGE or MALFORMED_FRAME.
     """
     if len(data) > max_size:
-        raise ProtocolError(
-            ErrorCode.FRAME_TOO_LARGE, "frame exceeds the size limit", size=len(data), limit=max_size
-        )
+        raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, "frame exceeds the size limit", size=len(data), limit=max_size)
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:

@@ -7,7 +7,6 @@ into that dataclass, checking every field's type, so code past the decoder only 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -314,11 +313,16 @@ def body_from_wire(msg_type: MsgType, raw: Any) -> Body:
     return cls(**values)
 
 
-@functools.cache
+_SCHEMAS: dict[type[Body], tuple[tuple[str, Any, bool], ...]] = {}
+
+
 def _schema(cls: type[Body]) -> tuple[tuple[str, Any, bool], ...]:
     """(name, annotation, required) per field; resolving annotations is slow, so once per class."""
-    hints = get_type_hints(cls)
-    return tuple(
-        (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-        for f in dataclasses.fields(cls)
-    )
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        hints = get_type_hints(cls)
+        schema = _SCHEMAS[cls] = tuple(
+            (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+            for f in dataclasses.fields(cls)
+        )
+    return schema

@@ -59,7 +59,7 @@ def _key_order(key: Any) -> tuple[str, Any]:
 
 def _require(raw: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     value = raw.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"order field {name!r} is missing or of the wrong type", field=name)
     return value
 
@@ -96,14 +96,10 @@ class Order:
                 scenario) or EXPIRED.
         """
         if self.master != master_key.id:
-            raise ProtocolError(
-                ErrorCode.BAD_SIGNATURE, "order is not from this daemon's master", master=self.master
-            )
+            raise ProtocolError(ErrorCode.BAD_SIGNATURE, "order is not from this daemon's master", master=self.master)
         master_key.verify(self.signature, self.signing_payload())
         if self.machine != machine_id or self.scenario != scenario:
-            raise ProtocolError(
-                ErrorCode.WRONG_TARGET, "order is addressed to another machine", machine=self.machine
-            )
+            raise ProtocolError(ErrorCode.WRONG_TARGET, "order is addressed to another machine", machine=self.machine)
         if now > self.expires:
             raise ProtocolError(ErrorCode.EXPIRED, "order expired before it could run", expires=self.expires)
 

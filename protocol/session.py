@@ -342,9 +342,7 @@ class ClientSession(_Session):
                 )
             self._check_fresh(envelope.ts, now)
             own_ephemeral = _x25519_public(self._ephemeral)
-            transcript = _transcript(
-                challenge, self._identity.id, self._role.value, own_ephemeral, PROTOCOL_VERSION
-            )
+            transcript = _transcript(challenge, self._identity.id, self._role.value, own_ephemeral, PROTOCOL_VERSION)
             to_hub, to_client = _derive(self._ephemeral, challenge.ephemeral_key, challenge.nonce, transcript)
         except (ProtocolError, RemoteError):
             self._fire(SessionEvent.FAIL)

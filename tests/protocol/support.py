@@ -19,7 +19,7 @@ NOW = 1_700_000_000.0
 
 # Fuzz tests stay fast and leave no example database behind in the working tree.
 FUZZ = settings(
-    max_examples=75,
+    max_examples=60,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -78,9 +78,7 @@ def test_the_protocol_package_has_the_expected_modules() -> None:
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
 def test_a_protocol_module_imports_nothing_that_does_io_or_reads_the_clock(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    offending = {
-        module for module in imported_modules(tree) if module.split(".")[0] in FORBIDDEN_MODULES
-    }
+    offending = {module for module in imported_modules(tree) if module.split(".")[0] in FORBIDDEN_MODULES}
     assert not offending, f"{path.name} imports {sorted(offending)}"
 
 
@@ -94,11 +92,7 @@ def test_a_protocol_module_reads_no_clock(path: Path) -> None:
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
 def test_a_protocol_module_neither_opens_files_nor_reads_the_environment(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    calls = {
-        node.func.id
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-    }
+    calls = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
     assert not calls & {"open", "input", "print", "exec", "eval", "__import__"}
     assert not imported_modules(tree) & {"importlib", "pathlib", "io", "sys", "shutil"}
 

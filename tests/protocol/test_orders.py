@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from typing import Any
@@ -175,7 +176,7 @@ def test_tampering_on_the_wire_is_a_bad_signature(name: str, value: Any) -> None
 
 def test_a_tampered_machine_is_refused_by_the_machine_the_order_was_meant_for() -> None:
     tampered = dataclasses.replace(make_order(), machine=OTHER_DAEMON.id)
-    assert order_error(tampered).code in (ErrorCode.BAD_SIGNATURE, ErrorCode.WRONG_TARGET)
+    assert order_error(tampered).code is ErrorCode.BAD_SIGNATURE  # the signature is checked before the address
 
 
 @pytest.mark.parametrize("index", [0, 31, 63])
@@ -262,6 +263,20 @@ def test_an_order_that_is_not_a_map_is_a_bad_field(raw: Any) -> None:
     assert caught.value.code is ErrorCode.BAD_FIELD
 
 
+def test_an_order_whose_body_mixes_text_and_binary_keys_signs_and_verifies_after_the_wire() -> None:
+    body: dict[Any, Any] = {"a": 1, b"a": 2, "nested": {b"z": 0, "y": 1}}
+    order = make_order(body=body)
+    received = Order.from_wire(through_the_wire(order.to_wire()))
+    verify(received)
+    forged_body: dict[Any, Any] = {**body, b"a": 3}
+    forged = dataclasses.replace(received, body=forged_body)
+    assert order_error(forged).code is ErrorCode.BAD_SIGNATURE
+
+
+def test_canonical_orders_binary_keys_apart_from_text_keys() -> None:
+    assert canonical({"b": 1, b"a": 2, "a": 3}) == [[b"a", 2], ["a", 3], ["b", 1]]
+
+
 def test_canonical_sorts_maps_and_turns_tuples_into_lists() -> None:
     assert canonical({"b": (1, {"d": 1, "c": 2}), "a": None}) == [["a", None], ["b", [1, [["c", 2], ["d", 1]]]]]
 
@@ -294,10 +309,8 @@ def test_verifying_an_arbitrary_order_from_the_wire_only_ever_raises_a_protocol_
 @given(small_msgpack_values)
 def test_reading_an_arbitrary_value_as_an_order_only_ever_raises_a_protocol_error(raw: Any) -> None:
     for reader in (Order.from_wire, SignedResult.from_wire):
-        try:
+        with contextlib.suppress(ProtocolError):
             reader(raw)
-        except ProtocolError:
-            pass
 
 
 # -- results -----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from protocol.envelope import DEFAULT_MAX_FRAME, PROTOCOL_VERSION, Envelope, encode_envelope, pack, unpack
 from protocol.errors import ErrorCode, ProtocolError, RemoteError
 from protocol.identity import Identity
-from protocol.messages import Auth, Challenge, Error, FileChunk, MsgType, Output, Ping, Pong, Welcome
+from protocol.messages import Auth, Challenge, FileChunk, MsgType, Output, Ping, Pong
 from protocol.session import (
     DEFAULT_MAX_SKEW,
     HUB_RECIPIENT,
@@ -181,19 +181,17 @@ def test_a_sealed_frame_is_a_three_item_array(pair: Pair) -> None:
     assert len(tag) == 32
 
 
+@pytest.mark.parametrize("index", [0, 7, -1], ids=["first-byte", "middle-byte", "last-byte"])
 @pytest.mark.parametrize("part", ["payload", "tag"])
-def test_flipping_a_bit_in_a_frame_is_a_bad_mac_that_closes_the_session(pair: Pair, part: str) -> None:
-    del pair  # each flip needs a fresh session: the first failure closes it
-    for index in (0, 7, -1):
-        session = handshake()
-        frame = session.client.seal(ping())
-        _, payload, tag = unpack(frame)
-        if part == "payload":
-            tampered = reframe(frame, payload=flip_bit(payload, index))
-        else:
-            tampered = reframe(frame, tag=flip_bit(tag, index))
-        assert protocol_error(session.hub.open, tampered, NOW).code is ErrorCode.BAD_MAC
-        assert session.hub.state is SessionState.CLOSED
+def test_flipping_a_bit_in_a_frame_is_a_bad_mac_that_closes_the_session(pair: Pair, part: str, index: int) -> None:
+    frame = pair.client.seal(ping())
+    _, payload, tag = unpack(frame)
+    if part == "payload":
+        tampered = reframe(frame, payload=flip_bit(payload, index))
+    else:
+        tampered = reframe(frame, tag=flip_bit(tag, index))
+    assert protocol_error(pair.hub.open, tampered, NOW).code is ErrorCode.BAD_MAC
+    assert pair.hub.state is SessionState.CLOSED
 
 
 @pytest.mark.parametrize("tag", [b"", b"\x00" * 32, b"\x00" * 31])
@@ -585,14 +583,12 @@ def test_accept_before_the_challenge_is_an_illegal_state() -> None:
 
 
 def test_closing_a_ready_session_goes_through_closing_to_closed(pair: Pair) -> None:
-    pair.client.close()
-    assert pair.client.state is SessionState.CLOSING
-    assert protocol_error(pair.client.seal, ping()).code is ErrorCode.ILLEGAL_STATE
-    pair.client.close()
-    assert pair.client.state is SessionState.CLOSED
-    pair.client.close()
-    pair.client.fail()
-    assert pair.client.state is SessionState.CLOSED
+    states = []
+    for step in (pair.client.close, pair.client.close, pair.client.close, pair.client.fail):
+        step()
+        states.append(pair.client.state)
+        assert protocol_error(pair.client.seal, ping()).code is ErrorCode.ILLEGAL_STATE
+    assert states == [SessionState.CLOSING, SessionState.CLOSED, SessionState.CLOSED, SessionState.CLOSED]
 
 
 ALL_PAIRS = [(state, event) for state in SessionState for event in SessionEvent]
@@ -717,4 +713,3 @@ def test_a_corrupted_byte_anywhere_in_a_sealed_frame_never_opens_silently_wrong(
         assert pair.hub.state is SessionState.CLOSED
         return
     assert received == sent  # only a re-encoding of the same frame (e.g. another int width) may still open
-
