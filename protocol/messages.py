@@ -141,11 +141,15 @@ class ScenarioDelete(Body):
 
 @dataclass(frozen=True)
 class OrderSubmit(Body):
-    """A master-signed order (see ``protocol.orders``) and, for files, its content in chunks."""
+    """A master-signed order (see ``protocol.orders``).
+
+    A file's content travels ahead of it as FILE_CHUNK messages whose ``order_id`` is the upload id (the content's
+    SHA-256); ``upload`` names that upload, so one upload serves the orders of every target machine.
+    """
 
     TYPE = MsgType.ORDER_SUBMIT
     order: dict[str, Any]
-    chunks: list[bytes] = field(default_factory=list)
+    upload: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,8 @@ class Deliver(Body):
 
 @dataclass(frozen=True)
 class FileChunk(Body):
+    """One piece of a file: master -> hub (``order_id`` is the upload id) and hub -> daemon (the order's id)."""
+
     TYPE = MsgType.FILE_CHUNK
     order_id: str
     index: int
@@ -291,7 +297,8 @@ def body_from_wire(msg_type: MsgType, raw: Any) -> Body:
     """Build the typed body for ``msg_type`` from a decoded map.
 
     Raises:
-        ProtocolError: BAD_FIELD if a field is missing, unknown or of the wrong type.
+        ProtocolError: BAD_FIELD if a field is missing or of the wrong type. Fields this side does not know are
+            ignored, so a newer peer can add optional fields without breaking older ones.
     """
     cls = BODY_TYPES[msg_type]
     if not isinstance(raw, dict):

@@ -41,6 +41,9 @@ class Connection:
         self.scenario_name = ""
         self.machine_name = ""
         self.delivered: set[str] = set()
+        # Master sessions: file contents uploaded ahead of their orders, by upload id (content SHA-256).
+        self.uploads: dict[str, list[bytes]] = {}
+        self.upload_bytes = 0
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._writable = asyncio.Event()
         self._writable.set()

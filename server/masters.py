@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from protocol.messages import (
     Cancel,
     EventsSubscribe,
     EventsUnsubscribe,
+    FileChunk,
     OrderCancel,
     OrderSubmit,
     Response,
@@ -162,19 +164,56 @@ async def order_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
         )
     if order.expires > time.time() + hub.settings.order_ttl_max:
         raise RequestError(ErrorCode.INVALID_REQUEST, "order expiry is too far in the future")
-    if order.kind is OrderKind.PUT_FILE and len(body.chunks) != order.body.get("chunks"):
-        raise RequestError(ErrorCode.INVALID_REQUEST, "file order chunk count does not match its body")
+    chunks = _uploaded_chunks(conn, order, body.upload) if order.kind is OrderKind.PUT_FILE else []
     now = time.time()
     record = OrderRecord(
         order.id, scenario.id, machine.id, order.kind.value, order.to_wire(), OrderState.QUEUED, now, now
     )
     try:
-        await hub.store.add_order(record, body.chunks)
+        await hub.store.add_order(record, chunks)
     except StoreConflict:
         raise RequestError(ErrorCode.ALREADY_EXISTS, f"order id {order.id} was used before") from None
     await hub.emit(scenario.id, "command_queued", machine.name, _order_summary(order))
     conn.send(Response({"order_id": order.id, "state": OrderState.QUEUED.value}), reply_to=env.id)
     await hub.deliver_queued(machine.id)
+
+
+def _uploaded_chunks(conn: Connection, order: Order, upload_id: str) -> list[bytes]:
+    """The chunks a file order refers to, checked against the size, count and SHA-256 the master signed."""
+    upload = conn.uploads.get(upload_id)
+    if upload is None:
+        raise RequestError(
+            ErrorCode.NOT_FOUND,
+            f"no upload {upload_id!r} on this session: send the file's chunks first",
+            upload=upload_id,
+        )
+    content = b"".join(upload)
+    if len(upload) != order.body.get("chunks") or len(content) != order.body.get("size"):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "the upload's chunk count or size does not match the file order")
+    if hashlib.sha256(content).hexdigest() != order.body.get("sha256"):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "the upload's SHA-256 does not match the file order")
+    return upload
+
+
+async def file_chunk(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """Collect one chunk of an upload; chunks come in order, and a session may hold a bounded total."""
+    body = env.body
+    assert isinstance(body, FileChunk)
+    upload = conn.uploads.setdefault(body.order_id, [])
+    if body.index != len(upload):
+        conn.uploads.pop(body.order_id, None)
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST, f"chunk {body.index} of upload {body.order_id} came out of order; send it again"
+        )
+    if conn.upload_bytes + len(body.data) > hub.settings.max_upload_bytes:
+        conn.uploads.pop(body.order_id, None)
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f"uploads on one session are limited to {hub.settings.max_upload_bytes} bytes",
+            limit=hub.settings.max_upload_bytes,
+        )
+    upload.append(body.data)
+    conn.upload_bytes += len(body.data)
 
 
 async def order_cancel(hub: Hub, conn: Connection, env: Envelope) -> None:
@@ -242,6 +281,7 @@ MASTER_HANDLERS: dict[MsgType, Handler] = {
     MsgType.SCENARIO_SHOW: scenario_show,
     MsgType.SCENARIO_DELETE: scenario_delete,
     MsgType.ORDER_SUBMIT: order_submit,
+    MsgType.FILE_CHUNK: file_chunk,
     MsgType.ORDER_CANCEL: order_cancel,
     MsgType.RESULTS_QUERY: results_query,
     MsgType.EVENTS_SUBSCRIBE: events_subscribe,

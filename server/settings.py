@@ -39,6 +39,7 @@ class HubSettings:
     handshake_timeout: float = 10.0
     output_limit: int = 256 * 1024
     order_ttl_max: float = 7 * 24 * 3600.0
+    max_upload_bytes: int = 512 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -274,9 +274,7 @@ class ProcessExecutor(Executor):
 
     # --- shared machinery -----------------------------------------------------------------
 
-    async def _pump(
-        self, stream: asyncio.StreamReader, name: str, tail: _Tail, on_output: OutputSink
-    ) -> None:
+    async def _pump(self, stream: asyncio.StreamReader, name: str, tail: _Tail, on_output: OutputSink) -> None:
         """Copy one pipe to the sink and the tail until EOF."""
         sink_ok = True
         while chunk := await stream.read(self._chunk_size):
@@ -290,9 +288,7 @@ class ProcessExecutor(Executor):
                     log.exception("output sink failed; no further %s chunks will be streamed", name)
                     sink_ok = False
 
-    async def _wait_and_drain(
-        self, proc: asyncio.subprocess.Process, readers: list[asyncio.Task[None]]
-    ) -> None:
+    async def _wait_and_drain(self, proc: asyncio.subprocess.Process, readers: list[asyncio.Task[None]]) -> None:
         """Wait for the child to exit and its pipes to be read to the end.
 
         A command like ``server &`` leaves a background process holding the pipes open; after the

@@ -125,9 +125,7 @@ class StagedFile:
             self.abort()
 
 
-def write_file_atomic(
-    path: str | Path, data: bytes, mode: int = 0o644, expected_sha256: str | None = None
-) -> str:
+def write_file_atomic(path: str | Path, data: bytes, mode: int = 0o644, expected_sha256: str | None = None) -> str:
     """Atomically replace ``path`` with ``data`` (creating parent directories); return the sha256 hex.
 
     With ``expected_sha256`` the data is verified first and :class:`FileIntegrityError` raised on

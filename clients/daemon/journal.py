@@ -85,9 +85,7 @@ class Journal:
         self.path = self.state_dir / JOURNAL_FILE
         self._lock = threading.Lock()
         # Autocommit mode: each statement outside an explicit transaction commits on its own.
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False
-        )
+        self._db: sqlite3.Connection | None = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
@@ -102,9 +100,7 @@ class Journal:
         """Write down a newly received order; False (and nothing written) if this id was ever seen."""
         data = _pack(order)
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO seen_ids (order_id, received_at) VALUES (?, ?)", (order_id, now)
-            )
+            cursor = db.execute("INSERT OR IGNORE INTO seen_ids (order_id, received_at) VALUES (?, ?)", (order_id, now))
             if cursor.rowcount == 0:
                 return False
             db.execute(
@@ -142,15 +138,12 @@ class Journal:
         with self._transaction() as db:
             finished_seq = db.execute("SELECT COALESCE(MAX(finished_seq), 0) + 1 FROM orders").fetchone()[0]
             cursor = db.execute(
-                "UPDATE orders SET state = ?, result_data = ?, result_acked = 0, finished_seq = ?"
-                " WHERE order_id = ?",
+                "UPDATE orders SET state = ?, result_data = ?, result_acked = 0, finished_seq = ? WHERE order_id = ?",
                 (OrderState.FINISHED.value, data, finished_seq, order_id),
             )
             if cursor.rowcount == 0:
                 now = time.time()
-                db.execute(
-                    "INSERT OR IGNORE INTO seen_ids (order_id, received_at) VALUES (?, ?)", (order_id, now)
-                )
+                db.execute("INSERT OR IGNORE INTO seen_ids (order_id, received_at) VALUES (?, ?)", (order_id, now))
                 db.execute(
                     "INSERT INTO orders (order_id, state, order_data, result_data, received_at, finished_seq)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -171,8 +164,7 @@ class Journal:
             rows = (
                 self._conn()
                 .execute(
-                    "SELECT result_data FROM orders WHERE state = ? AND result_acked = 0"
-                    " ORDER BY finished_seq",
+                    "SELECT result_data FROM orders WHERE state = ? AND result_acked = 0 ORDER BY finished_seq",
                     (OrderState.FINISHED.value,),
                 )
                 .fetchall()
@@ -203,8 +195,7 @@ class Journal:
             if forget_ids_older_than is not None:
                 # Ids of entries still in `orders` stay, or dedupe for them would silently break.
                 db.execute(
-                    "DELETE FROM seen_ids WHERE received_at < ?"
-                    " AND order_id NOT IN (SELECT order_id FROM orders)",
+                    "DELETE FROM seen_ids WHERE received_at < ? AND order_id NOT IN (SELECT order_id FROM orders)",
                     (forget_ids_older_than,),
                 )
             return pruned

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import secrets
@@ -42,6 +43,7 @@ from protocol.messages import (
     Event,
     EventsSubscribe,
     EventsUnsubscribe,
+    FileChunk,
     OrderCancel,
     OrderSubmit,
     Output,
@@ -282,7 +284,8 @@ class Master:
         chunks are interleaved as ``OutputChunk``.
         """
         async with self._consume(scenario, after) as consumer:
-            start = consumer.cursor  # the queue may already hold events past it
+            # Not consumer.cursor alone: the reader may already have queued (and counted) events past `after`.
+            start = after if after >= 0 else consumer.cursor
             head: int | None = None
             if not follow:
                 head = (await self.scenario(scenario)).cursor
@@ -327,10 +330,21 @@ class Master:
         order = Order(new_id(), sc.name, machine.id, kind, body, time.time() + ttl, self.identity.id)
         return order.signed(self.identity)
 
-    async def submit(self, order: Order, chunks: list[bytes] | None = None) -> str:
-        """Queue one signed order; returns its id."""
-        data = await self.request(OrderSubmit(order.to_wire(), chunks or []), scenario=order.scenario)
+    async def submit(self, order: Order, upload: str = "") -> str:
+        """Queue one signed order (a file order names the ``upload`` holding its content); returns its id."""
+        data = await self.request(OrderSubmit(order.to_wire(), upload), scenario=order.scenario)
         return str(data["order_id"])
+
+    async def upload(self, data: bytes) -> str:
+        """Send file content to the hub in frame-sized chunks; returns the upload id (its SHA-256)."""
+        upload_id = hashlib.sha256(data).hexdigest()
+        await asyncio.wait_for(self._connected.wait(), 30)
+        link = self._link
+        if link is None:
+            raise LinkClosed("not connected")
+        for index, chunk in enumerate(file_chunks(data)):
+            await link.send(FileChunk(upload_id, index, chunk))
+        return upload_id
 
     async def cancel(self, scenario: str, order_id: str) -> str:
         return str((await self.request(OrderCancel(scenario, order_id), scenario=scenario))["state"])
@@ -352,7 +366,7 @@ class Master:
         kind: OrderKind,
         body: dict[str, Any],
         *,
-        chunks: list[bytes] | None = None,
+        upload: str = "",
         wait: bool = True,
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
@@ -365,7 +379,7 @@ class Master:
         """
         sc, machines = await self.targets(scenario, target)
         async with self._consume(scenario, -1) as consumer:
-            ids = [await self.submit(self._sign(sc, m, kind, body, ttl), chunks) for m in machines]
+            ids = [await self.submit(self._sign(sc, m, kind, body, ttl), upload) for m in machines]
             if wait:
                 await self._await_finished(consumer, set(ids), timeout, on_output)
         return await self.results(scenario, ids)
@@ -430,10 +444,9 @@ class Master:
     ) -> list[CommandResult]:
         """Write a file on the target machines atomically (content checked by SHA-256)."""
         data = content.read_bytes() if isinstance(content, Path) else content
-        return await self.dispatch(
-            scenario, target, OrderKind.PUT_FILE, file_body(remote_path, data, mode),
-            chunks=file_chunks(data), timeout=wait_timeout,
-        )  # fmt: skip
+        upload = await self.upload(data)
+        body = file_body(remote_path, data, mode)
+        return await self.dispatch(scenario, target, OrderKind.PUT_FILE, body, upload=upload, timeout=wait_timeout)
 
     async def distribute_hosts(
         self,

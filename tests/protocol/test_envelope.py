@@ -92,7 +92,7 @@ SAMPLES: list[Body] = [
     ScenarioList(),
     ScenarioShow(name="demo"),
     ScenarioDelete(name="demo"),
-    OrderSubmit(order=ORDER.to_wire(), chunks=[b"first chunk", b"second"]),
+    OrderSubmit(order=ORDER.to_wire(), upload="ab" * 32),
     OrderCancel(scenario="demo", order_id="o-1"),
     ResultsQuery(scenario="demo", order_ids=["o-1", "o-2"]),
     EventsSubscribe(scenario="demo", after=41),
