@@ -388,7 +388,6 @@ def test_a_body_field_of_the_wrong_type_is_a_bad_field_naming_it(cls: type[Body]
     ("msg_type", "name", "value"),
     [
         (MsgType.SCENARIO_CREATE, "machines", ["web"]),
-        (MsgType.ORDER_SUBMIT, "chunks", ["text, not bytes"]),
         (MsgType.RESULTS_QUERY, "order_ids", [1, 2]),
         (MsgType.CHALLENGE, "versions", [1.0]),
     ],
