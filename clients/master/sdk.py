@@ -326,7 +326,8 @@ class Master:
                 return item
 
     # orders
-    def _sign(self, sc: Scenario, machine: MachineInfo, kind: OrderKind, body: dict[str, Any], ttl: float) -> Order:
+    def sign(self, sc: Scenario, machine: MachineInfo, kind: OrderKind, body: dict[str, Any], ttl: float) -> Order:
+        """An order for one machine, signed with this master's key and valid for ``ttl`` seconds."""
         order = Order(new_id(), sc.name, machine.id, kind, body, time.time() + ttl, self.identity.id)
         return order.signed(self.identity)
 
@@ -379,7 +380,7 @@ class Master:
         """
         sc, machines = await self.targets(scenario, target)
         async with self._consume(scenario, -1) as consumer:
-            ids = [await self.submit(self._sign(sc, m, kind, body, ttl), upload) for m in machines]
+            ids = [await self.submit(self.sign(sc, m, kind, body, ttl), upload) for m in machines]
             if wait:
                 await self._await_finished(consumer, set(ids), timeout, on_output)
         return await self.results(scenario, ids)
