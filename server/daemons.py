@@ -56,22 +56,21 @@ async def _own_order(hub: Hub, conn: Connection, order_id: str) -> bool:
     return True
 
 
-async def order_ack(hub: Hub, conn: Connection, env: Envelope) -> None:
-    body = env.body
-    assert isinstance(body, OrderAck)
-    if await _own_order(hub, conn, body.order_id) and await hub.store.set_order_state(
-        body.order_id, OrderState.DELIVERED, time.time()
-    ):
-        await hub.emit(conn.scenario_id, "command_delivered", conn.machine_name, {"order_id": body.order_id})
+_PROGRESS: dict[MsgType, tuple[OrderState, str]] = {
+    MsgType.ORDER_ACK: (OrderState.DELIVERED, "command_delivered"),
+    MsgType.ORDER_STARTED: (OrderState.RUNNING, "command_started"),
+}
 
 
-async def order_started(hub: Hub, conn: Connection, env: Envelope) -> None:
+async def order_progress(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """ORDER_ACK (journaled by the daemon) and ORDER_STARTED move an order forward, never back."""
     body = env.body
-    assert isinstance(body, OrderStarted)
+    assert isinstance(body, OrderAck | OrderStarted)
+    state, kind = _PROGRESS[env.type]
     if await _own_order(hub, conn, body.order_id) and await hub.store.set_order_state(
-        body.order_id, OrderState.RUNNING, time.time()
+        body.order_id, state, time.time()
     ):
-        await hub.emit(conn.scenario_id, "command_started", conn.machine_name, {"order_id": body.order_id})
+        await hub.emit(conn.scenario_id, kind, conn.machine_name, {"order_id": body.order_id})
 
 
 async def output(hub: Hub, conn: Connection, env: Envelope) -> None:
@@ -132,8 +131,8 @@ async def nothing(hub: Hub, conn: Connection, env: Envelope) -> None:
 
 DAEMON_HANDLERS: dict[MsgType, Handler] = {
     MsgType.SYSTEM_READY: system_ready,
-    MsgType.ORDER_ACK: order_ack,
-    MsgType.ORDER_STARTED: order_started,
+    MsgType.ORDER_ACK: order_progress,
+    MsgType.ORDER_STARTED: order_progress,
     MsgType.OUTPUT: output,
     MsgType.RESULT: result,
     MsgType.PONG: nothing,

@@ -178,7 +178,7 @@ class Store(ABC):
 
     @abstractmethod
     async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
-        """Move a non-final order forward; False if the order is unknown or already final."""
+        """Move an order forward (queued -> delivered -> running); False if unknown, already there or further."""
 
     @abstractmethod
     async def store_result(self, order_id: str, state: OrderState, result: dict[str, Any], now: float) -> bool:

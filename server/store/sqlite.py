@@ -266,14 +266,17 @@ class SqliteStore(Store):
         )
         return [self._order(row) for row in rows]
 
-    _OPEN_STATES = tuple(s.value for s in OrderState if not s.final)
+    _PROGRESSION = (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
 
     async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
-        placeholders = ",".join("?" * len(self._OPEN_STATES))
+        earlier = [s.value for s in self._PROGRESSION[: self._PROGRESSION.index(state)]]
+        if not earlier:
+            return False
+        placeholders = ",".join("?" * len(earlier))
         with self._tx() as db:
             cur = db.execute(
                 f"UPDATE orders SET state = ?, updated = ? WHERE id = ? AND state IN ({placeholders})",
-                (state.value, now, order_id, *self._OPEN_STATES),
+                (state.value, now, order_id, *earlier),
             )
             return cur.rowcount == 1
 
