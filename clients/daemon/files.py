@@ -15,13 +15,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
 
+from protocol import CrcError
+
 __all__ = ["TEMP_PREFIX", "FileIntegrityError", "StagedFile", "write_file_atomic"]
 
 TEMP_PREFIX = ".crc-tmp-"
 """Prefix of temporary files, so leftovers (e.g. after a power cut) are recognisable."""
 
 
-class FileIntegrityError(Exception):
+class FileIntegrityError(CrcError):
     """The received data does not match what the sender announced; the destination is untouched."""
 
     def __init__(self, path: str | Path, expected: str, actual: str, what: str = "sha256") -> None:

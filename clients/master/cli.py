@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a shell command: crc run SCENARIO TARGET -- COMMAND")
     p.add_argument("scenario")
     p.add_argument("target", help="a machine name, NAME1,NAME2, or all")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("command", nargs="*")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for results (default: until done)")
     p.add_argument("--command-timeout", type=float, default=None, help="kill the command after this many seconds")
     p.add_argument("--cwd")
@@ -331,9 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "command", None) and args.command[:1] == ["--"]:
-        args.command = args.command[1:]
+    # `crc run S T [options] -- COMMAND`: split the command off first, or a trailing REMAINDER positional would
+    # swallow the options given between TARGET and -- and run them on the machines as part of the command.
+    argv = list(sys.argv[1:] if argv is None else argv)
+    after_dashes: list[str] | None = None
+    if "--" in argv:
+        argv, after_dashes = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if after_dashes is not None:
+        if not hasattr(args, "command"):
+            parser.error("unrecognized arguments: -- " + " ".join(after_dashes))
+        args.command = [*args.command, "--", *after_dashes] if args.command else after_dashes
     func: Callable[[argparse.Namespace], int | Awaitable[int]] = args.func
     try:
         outcome = func(args)
