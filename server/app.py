@@ -61,12 +61,18 @@ def create_app(
     app.router.add_get("/v1/ws", websocket_handler)
     app.router.add_get("/healthz", health)
 
+    async def on_startup(app: web.Application) -> None:
+        reset = await hub.store.reset_presence(time.time())
+        if reset:
+            log.info("%d machines were left marked connected by a previous run; now offline until they return", reset)
+
     async def on_shutdown(app: web.Application) -> None:
         await hub.close_all()
 
     async def on_cleanup(app: web.Application) -> None:
         await hub.store.close()
 
+    app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app

@@ -129,7 +129,9 @@ async def _dispatch(hub: Hub, conn: Connection, envelope: Envelope) -> None:
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
     # Frames over the limit are still read (up to 4x) so the peer gets a typed FRAME_TOO_LARGE, not a bare close.
-    ws = web.WebSocketResponse(max_msg_size=hub.settings.max_frame * 4, compress=False, autoping=True)
+    # A short close timeout: a peer dropped for silence is usually gone, and waiting for its close frame would
+    # delay marking it offline.
+    ws = web.WebSocketResponse(max_msg_size=hub.settings.max_frame * 4, compress=False, autoping=True, timeout=2.0)
     await ws.prepare(request)
     shaken = await _handshake(hub, ws)
     if shaken is None:

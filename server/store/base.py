@@ -161,6 +161,10 @@ class Store(ABC):
         ips: list[str] | None = None,
     ) -> None: ...
 
+    @abstractmethod
+    async def reset_presence(self, now: float) -> int:
+        """At hub start-up: no machine is connected yet, whatever the store said before a crash."""
+
     # orders
     @abstractmethod
     async def add_order(self, order: OrderRecord, chunks: list[bytes]) -> None:

@@ -219,6 +219,13 @@ class SqliteStore(Store):
                 ),
             )
 
+    async def reset_presence(self, now: float) -> int:
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE machines SET status = ? WHERE status != ?",
+                (MachineStatus.OFFLINE.value, MachineStatus.OFFLINE.value),
+            ).rowcount
+
     # orders
     _ORDER_COLUMNS = "id, scenario_id, machine_id, kind, body, state, created, updated, result"
 
