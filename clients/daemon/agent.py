@@ -62,6 +62,8 @@ try:
 except metadata.PackageNotFoundError:  # running from a source tree
     DAEMON_VERSION = "0.0.0+source"
 
+JOURNAL_KEEP = 7 * 24 * 3600.0
+
 _EXEC_STATES = {
     ExecStatus.SUCCEEDED: OrderState.SUCCEEDED,
     ExecStatus.FAILED: OrderState.FAILED,
@@ -190,6 +192,9 @@ class Daemon:
             await asyncio.sleep(next(delays))
 
     async def _session(self, link: HubLink) -> None:
+        now = time.time()
+        # Orders expire within a week (the hub's limit), so older ids can never be redelivered and run.
+        self.journal.prune(now - JOURNAL_KEEP, forget_ids_older_than=now - 4 * JOURNAL_KEEP)
         facts = await asyncio.to_thread(collect_facts, DAEMON_VERSION)
         await link.send(SystemReady(facts, DAEMON_VERSION), scenario=self.config.scenario)
         for result in self.journal.unacked_results():
