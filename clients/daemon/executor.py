@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import psutil
+
 __all__ = [
     "ExecOutcome",
     "ExecRequest",
@@ -371,7 +373,15 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # killpg also counts zombies, which wait for whoever reaps orphans (slow in some containers); they hold
+    # nothing, so only living members keep the group alive.
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (OSError, psutil.Error):
+            continue
+    return False
 
 
 def _signal_name(signum: int) -> str:

@@ -301,9 +301,10 @@ async def next_event(
     """The first event of ``kind`` (for ``machine`` if given) numbered above ``after``."""
 
     async def find() -> EventInfo:
-        async for item in master.events(scenario, after):
-            if isinstance(item, EventInfo) and item.kind == kind and (not machine or item.machine == machine):
-                return item
+        async with contextlib.aclosing(master.events(scenario, after)) as stream:
+            async for item in stream:
+                if isinstance(item, EventInfo) and item.kind == kind and (not machine or item.machine == machine):
+                    return item
         raise AssertionError("event stream ended")
 
     try:

@@ -1,0 +1,49 @@
+"""Deleting a scenario revokes its machines: their sessions close at once and the daemons exit for good."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from clients.daemon.cli import EXIT_REVOKED
+from clients.master.sdk import Master
+from protocol import RemoteError
+
+
+async def test_deleting_a_scenario_closes_its_daemons_sessions_and_they_exit_with_code_3(
+    master: Master, deploy
+) -> None:
+    shop = await deploy("doomed", "db", "web")
+    begun = time.monotonic()
+    answer = await master.delete_scenario("doomed")
+    assert answer["deleted"] == "doomed"
+    assert len(answer["revoked"]) == 2
+
+    for machine in ("db", "web"):
+        daemon = shop.daemon(machine)
+        assert await daemon.wait_exit(10) == EXIT_REVOKED
+        assert "revoked" in daemon.log_text()
+    # "at once": the hub closes the sessions itself, it does not wait for a heartbeat to expire
+    assert time.monotonic() - begun < 5
+
+    with pytest.raises(RemoteError) as caught:
+        await master.scenario("doomed")
+    assert caught.value.code == "not_found"
+
+
+async def test_a_revoked_daemon_started_again_is_refused_and_exits_with_code_3(master: Master, deploy) -> None:
+    shop = await deploy("gone", "db", start=False)
+    await master.delete_scenario("gone")
+    daemon = shop.start("db")
+    assert await daemon.wait_exit(10) == EXIT_REVOKED
+    assert "unknown_identity" in daemon.log_text()
+
+
+async def test_a_deleted_scenario_name_can_be_created_again_with_new_machines(master: Master, deploy) -> None:
+    first = await deploy("reborn", "db", ready=False, start=False)
+    await master.delete_scenario("reborn")
+    second = await deploy("reborn", "db")
+    assert first.configs["db"] == second.configs["db"]  # same path, rewritten with the new key
+    (result,) = await master.run("reborn", "db", "echo again", wait_timeout=15)
+    assert result.stdout == b"again\n"

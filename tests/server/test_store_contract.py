@@ -1,0 +1,382 @@
+"""The contract every ``Store`` implementation must meet, run against each of them.
+
+To add a backend (a Redis store for several hub replicas, say), add a ``Backend`` to ``BACKENDS``: a name and a
+function that opens the store on a location that survives ``close()`` (so reopening sees the same data). Backends
+that need a service which is not available should skip in their opener, naming what is missing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from protocol import Identity, OrderState
+from server.store import (
+    MachineSpec,
+    MachineStatus,
+    OrderRecord,
+    SqliteStore,
+    Store,
+    StoreConflict,
+    StoreError,
+)
+
+NOW = 1_700_000_000.0
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    open: Callable[[Path], Store]
+    """Open (or reopen) the store kept at this location."""
+
+
+BACKENDS = [
+    Backend("sqlite", lambda where: SqliteStore(where / "hub.sqlite3")),
+]
+
+
+@pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return request.param
+
+
+@pytest.fixture
+def location(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+async def store(backend: Backend, location: Path) -> AsyncIterator[Store]:
+    opened = backend.open(location)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def public_key() -> str:
+    return Identity.generate(secrets.token_bytes).public.to_text()
+
+
+def machine(name: str, key: str | None = None) -> MachineSpec:
+    return MachineSpec(name, "linux", f"{name}-role", key or public_key())
+
+
+def order(order_id: str, scenario_id: str, machine_id: str, created: float = NOW) -> OrderRecord:
+    body = {"id": order_id, "kind": "exec", "body": {"command": "true"}, "signature": b"\x01" * 64}
+    return OrderRecord(order_id, scenario_id, machine_id, "exec", body, OrderState.QUEUED, created, created)
+
+
+# masters
+async def test_enrolling_a_master_is_idempotent(store: Store) -> None:
+    key = public_key()
+    first = await store.enroll_master("alice", key, NOW)
+    again = await store.enroll_master("alice", key, NOW + 10)
+    assert again == first
+    assert first.name == "alice" and first.public_key == key and first.created == NOW
+    assert await store.master(first.id) == first
+    assert await store.master("no-such-master") is None
+
+
+async def test_enrolling_a_known_name_with_another_key_conflicts(store: Store) -> None:
+    first = await store.enroll_master("alice", public_key(), NOW)
+    with pytest.raises(StoreConflict):
+        await store.enroll_master("alice", public_key(), NOW)
+    assert await store.master(first.id) == first
+
+
+async def test_the_master_id_is_the_fingerprint_of_its_key(store: Store) -> None:
+    identity = Identity.generate(secrets.token_bytes)
+    record = await store.enroll_master("bob", identity.public.to_text(), NOW)
+    assert record.id == identity.id
+
+
+# scenarios and machines
+async def test_creating_a_scenario_stores_it_with_its_machines_offline(store: Store) -> None:
+    specs = [machine("web"), machine("db")]
+    scenario = await store.create_scenario("alice", "shop", specs, NOW)
+    assert (scenario.owner, scenario.name, scenario.created) == ("alice", "shop", NOW)
+    assert await store.scenario(scenario.id) == scenario
+    assert await store.scenario_by_name("alice", "shop") == scenario
+    machines = await store.machines(scenario.id)
+    assert sorted(m.name for m in machines) == ["db", "web"]
+    for spec in specs:
+        record = await store.machine(spec.id)
+        assert record is not None
+        assert (record.scenario_id, record.name, record.os, record.role, record.public_key) == (
+            scenario.id, spec.name, "linux", spec.role, spec.public_key,
+        )  # fmt: skip
+        assert record.status is MachineStatus.OFFLINE
+        assert (record.facts, record.ips, record.last_seen) == ({}, [], None)
+    assert await store.last_cursor(scenario.id) == 0
+
+
+async def test_a_scenario_name_is_unique_per_owner(store: Store) -> None:
+    first = await store.create_scenario("alice", "shop", [machine("web")], NOW)
+    with pytest.raises(StoreConflict):
+        await store.create_scenario("alice", "shop", [machine("web")], NOW)
+    assert [s.id for s in await store.scenarios("alice")] == [first.id]
+
+
+async def test_a_machine_key_cannot_serve_two_scenarios_and_a_failed_create_leaves_nothing(store: Store) -> None:
+    shared = public_key()
+    await store.create_scenario("alice", "shop", [machine("web", shared)], NOW)
+    fresh = machine("cache")
+    for owner in ("alice", "bob"):
+        with pytest.raises(StoreConflict):
+            await store.create_scenario(owner, "other", [fresh, machine("web2", shared)], NOW)
+        assert await store.scenario_by_name(owner, "other") is None
+    assert await store.machine(fresh.id) is None, "the create must be atomic"
+
+
+async def test_scenarios_are_per_owner(store: Store) -> None:
+    alices = await store.create_scenario("alice", "shop", [machine("web")], NOW)
+    bobs = await store.create_scenario("bob", "shop", [machine("web")], NOW + 1)
+    other = await store.create_scenario("alice", "lab", [machine("box")], NOW + 2)
+    assert [s.id for s in await store.scenarios("alice")] == [alices.id, other.id]
+    assert [s.id for s in await store.scenarios("bob")] == [bobs.id]
+    assert await store.scenarios("carol") == []
+    assert await store.scenario_by_name("bob", "shop") == bobs
+    assert await store.scenario_by_name("bob", "lab") is None
+    assert await store.scenario("no-such-id") is None
+
+
+async def test_deleting_a_scenario_removes_its_machines_orders_and_events(store: Store) -> None:
+    specs = [machine("web"), machine("db")]
+    doomed = await store.create_scenario("alice", "doomed", specs, NOW)
+    kept = await store.create_scenario("alice", "kept", [machine("box")], NOW)
+    (kept_box,) = await store.machines(kept.id)
+    await store.add_order(order("o-doomed", doomed.id, specs[0].id), [b"chunk"])
+    await store.add_order(order("o-kept", kept.id, kept_box.id), [])
+    await store.append_event(doomed.id, "scenario_created", "", {}, NOW)
+    await store.append_event(kept.id, "scenario_created", "", {}, NOW)
+
+    revoked = await store.delete_scenario(doomed.id)
+
+    assert sorted(revoked) == sorted(s.id for s in specs)
+    assert await store.scenario(doomed.id) is None
+    assert await store.scenario_by_name("alice", "doomed") is None
+    assert await store.machines(doomed.id) == []
+    assert [await store.machine(s.id) for s in specs] == [None, None]
+    assert await store.order("o-doomed") is None
+    assert await store.order_chunks("o-doomed") == []
+    assert await store.orders(doomed.id) == []
+    assert await store.queued_orders(specs[0].id) == []
+    assert await store.events_after(doomed.id, 0, 100) == []
+    assert await store.last_cursor(doomed.id) == 0
+    # the other scenario is untouched
+    assert [s.name for s in await store.scenarios("alice")] == ["kept"]
+    assert [o.id for o in await store.orders(kept.id)] == ["o-kept"]
+    assert [e.cursor for e in await store.events_after(kept.id, 0, 100)] == [1]
+
+
+async def test_a_deleted_machine_key_can_be_used_again(store: Store) -> None:
+    key = public_key()
+    first = await store.create_scenario("alice", "one", [machine("web", key)], NOW)
+    await store.delete_scenario(first.id)
+    second = await store.create_scenario("alice", "one", [machine("web", key)], NOW)
+    record = await store.machine(MachineSpec("web", "linux", "web", key).id)
+    assert record is not None and record.scenario_id == second.id
+
+
+async def test_deleting_an_unknown_scenario_revokes_nothing(store: Store) -> None:
+    assert await store.delete_scenario("no-such-id") == []
+
+
+async def test_update_machine_sets_status_and_keeps_facts_unless_given(store: Store) -> None:
+    spec = machine("web")
+    await store.create_scenario("alice", "shop", [spec], NOW)
+    facts = {"hostname": "web-1", "cpus": {"logical": 4}, "disks": [{"mountpoint": "/"}]}
+    await store.update_machine(spec.id, status=MachineStatus.READY, last_seen=NOW + 1, facts=facts, ips=["10.0.0.5"])
+    record = await store.machine(spec.id)
+    assert record is not None
+    assert (record.status, record.last_seen, record.facts, record.ips) == (
+        MachineStatus.READY, NOW + 1, facts, ["10.0.0.5"],
+    )  # fmt: skip
+
+    await store.update_machine(spec.id, status=MachineStatus.OFFLINE, last_seen=NOW + 2)
+    record = await store.machine(spec.id)
+    assert record is not None
+    assert (record.status, record.last_seen, record.facts, record.ips) == (
+        MachineStatus.OFFLINE, NOW + 2, facts, ["10.0.0.5"],
+    )  # fmt: skip
+    assert record.to_wire()["status"] == "offline"
+
+
+async def test_updating_an_unknown_machine_changes_nothing(store: Store) -> None:
+    await store.update_machine("no-such-machine", status=MachineStatus.READY, last_seen=NOW)
+    assert await store.machine("no-such-machine") is None
+
+
+async def test_reset_presence_marks_every_machine_offline_and_keeps_what_it_knew(store: Store) -> None:
+    web, db, cache = machine("web"), machine("db"), machine("cache")
+    await store.create_scenario("alice", "shop", [web, db, cache], NOW)
+    await store.update_machine(
+        web.id, status=MachineStatus.READY, last_seen=NOW, facts={"os": "Linux"}, ips=["10.0.0.1"]
+    )
+    await store.update_machine(db.id, status=MachineStatus.CONNECTED, last_seen=NOW)
+    assert await store.reset_presence(NOW + 5) == 2
+    assert {m.name: m.status for m in await store.machines((await store.scenario_by_name("alice", "shop")).id)} == {
+        "web": MachineStatus.OFFLINE, "db": MachineStatus.OFFLINE, "cache": MachineStatus.OFFLINE,
+    }  # fmt: skip
+    record = await store.machine(web.id)
+    assert record is not None and (record.facts, record.ips) == ({"os": "Linux"}, ["10.0.0.1"])
+    assert await store.reset_presence(NOW + 6) == 0
+
+
+# orders
+async def test_an_order_is_stored_with_its_chunks(store: Store) -> None:
+    spec = machine("web")
+    scenario = await store.create_scenario("alice", "shop", [spec], NOW)
+    record = order("o1", scenario.id, spec.id)
+    chunks = [b"first", b"\x00" * 1000, b"last"]
+    await store.add_order(record, chunks)
+    assert await store.order("o1") == record
+    assert await store.order_chunks("o1") == chunks
+    assert await store.order("o2") is None
+    assert await store.order_chunks("o2") == []
+
+
+async def test_an_order_id_can_only_be_used_once(store: Store) -> None:
+    spec = machine("web")
+    scenario = await store.create_scenario("alice", "shop", [spec], NOW)
+    await store.add_order(order("o1", scenario.id, spec.id), [b"a"])
+    with pytest.raises(StoreConflict):
+        await store.add_order(order("o1", scenario.id, spec.id, created=NOW + 5), [b"b"])
+    stored = await store.order("o1")
+    assert stored is not None and stored.created == NOW
+    assert await store.order_chunks("o1") == [b"a"]
+
+
+async def test_queued_orders_come_oldest_first_and_leave_the_queue_when_acknowledged(store: Store) -> None:
+    web, db = machine("web"), machine("db")
+    scenario = await store.create_scenario("alice", "shop", [web, db], NOW)
+    # submission order, not id order nor timestamps, decides
+    for order_id in ("o-c", "o-a", "o-b"):
+        await store.add_order(order(order_id, scenario.id, web.id, created=NOW), [])
+    await store.add_order(order("o-db", scenario.id, db.id), [])
+    assert [o.id for o in await store.queued_orders(web.id)] == ["o-c", "o-a", "o-b"]
+    assert [o.id for o in await store.queued_orders(db.id)] == ["o-db"]
+
+    assert await store.set_order_state("o-a", OrderState.DELIVERED, NOW + 1)
+    assert [o.id for o in await store.queued_orders(web.id)] == ["o-c", "o-b"]
+    assert [o.id for o in await store.orders(scenario.id)] == ["o-c", "o-a", "o-b", "o-db"]
+    assert [o.id for o in await store.orders(scenario.id, ["o-b", "o-db"])] == ["o-b", "o-db"]
+
+
+async def test_set_order_state_moves_open_orders_and_refuses_final_or_unknown_ones(store: Store) -> None:
+    spec = machine("web")
+    scenario = await store.create_scenario("alice", "shop", [spec], NOW)
+    await store.add_order(order("o1", scenario.id, spec.id), [])
+    assert await store.set_order_state("o1", OrderState.DELIVERED, NOW + 1)
+    assert await store.set_order_state("o1", OrderState.RUNNING, NOW + 2)
+    stored = await store.order("o1")
+    assert stored is not None and (stored.state, stored.updated) == (OrderState.RUNNING, NOW + 2)
+
+    assert await store.store_result("o1", OrderState.SUCCEEDED, {"exit_code": 0}, NOW + 3)
+    assert not await store.set_order_state("o1", OrderState.RUNNING, NOW + 4)
+    stored = await store.order("o1")
+    assert stored is not None and (stored.state, stored.updated) == (OrderState.SUCCEEDED, NOW + 3)
+    assert not await store.set_order_state("no-such-order", OrderState.DELIVERED, NOW)
+
+
+async def test_a_result_is_stored_only_once(store: Store) -> None:
+    spec = machine("web")
+    scenario = await store.create_scenario("alice", "shop", [spec], NOW)
+    await store.add_order(order("o1", scenario.id, spec.id), [])
+    result = {"order_id": "o1", "status": "succeeded", "stdout": b"out\x00bytes", "exit_code": 0}
+    assert await store.store_result("o1", OrderState.SUCCEEDED, result, NOW + 1)
+    assert not await store.store_result("o1", OrderState.FAILED, {"exit_code": 1}, NOW + 2)
+    stored = await store.order("o1")
+    assert stored is not None
+    assert (stored.state, stored.result, stored.updated) == (OrderState.SUCCEEDED, result, NOW + 1)
+    assert await store.queued_orders(spec.id) == []
+    assert not await store.store_result("no-such-order", OrderState.SUCCEEDED, {}, NOW)
+
+
+async def test_a_queued_order_can_be_finished_without_a_daemon_result(store: Store) -> None:
+    """What the hub does when a master cancels an order its machine never received."""
+    spec = machine("web")
+    scenario = await store.create_scenario("alice", "shop", [spec], NOW)
+    await store.add_order(order("o1", scenario.id, spec.id), [b"chunk"])
+    assert await store.store_result("o1", OrderState.CANCELLED, {}, NOW + 1)
+    stored = await store.order("o1")
+    assert stored is not None and stored.state is OrderState.CANCELLED
+    assert await store.queued_orders(spec.id) == []
+
+
+# events
+async def test_events_are_numbered_from_one_per_scenario(store: Store) -> None:
+    one = await store.create_scenario("alice", "one", [machine("a")], NOW)
+    two = await store.create_scenario("alice", "two", [machine("b")], NOW)
+    appended = []
+    for i in range(4):
+        appended.append(await store.append_event(one.id, "tick", "a", {"i": i}, NOW + i))
+        if i % 2:
+            appended.append(await store.append_event(two.id, "tock", "b", {"i": i}, NOW + i))
+    assert [(e.scenario_id, e.cursor) for e in appended] == [
+        (one.id, 1), (one.id, 2), (two.id, 1), (one.id, 3), (one.id, 4), (two.id, 2),
+    ]  # fmt: skip
+    assert await store.last_cursor(one.id) == 4
+    assert await store.last_cursor(two.id) == 2
+    events = await store.events_after(two.id, 0, 10)
+    assert [(e.cursor, e.kind, e.machine, e.data, e.ts) for e in events] == [
+        (1, "tock", "b", {"i": 1}, NOW + 1), (2, "tock", "b", {"i": 3}, NOW + 3),
+    ]  # fmt: skip
+
+
+async def test_events_after_pages_through_the_log(store: Store) -> None:
+    scenario = await store.create_scenario("alice", "shop", [machine("a")], NOW)
+    for i in range(25):
+        await store.append_event(scenario.id, "tick", "", {"i": i, "blob": b"\xff" * i}, NOW + i)
+    pages, cursor = [], 0
+    while page := await store.events_after(scenario.id, cursor, 10):
+        pages.append([e.cursor for e in page])
+        cursor = page[-1].cursor
+    assert pages == [list(range(1, 11)), list(range(11, 21)), list(range(21, 26))]
+    assert [e.data["i"] for e in await store.events_after(scenario.id, 20, 3)] == [20, 21, 22]
+    assert (await store.events_after(scenario.id, 24, 10))[0].data == {"i": 24, "blob": b"\xff" * 24}
+    assert await store.events_after(scenario.id, 25, 10) == []
+    assert await store.events_after(scenario.id, 1000, 10) == []
+
+
+async def test_appending_to_an_unknown_scenario_fails(store: Store) -> None:
+    with pytest.raises(StoreError):
+        await store.append_event("no-such-scenario", "tick", "", {}, NOW)
+
+
+# durability
+async def test_everything_survives_closing_and_reopening(backend: Backend, location: Path) -> None:
+    first = backend.open(location)
+    try:
+        master = await first.enroll_master("alice", public_key(), NOW)
+        spec = machine("web")
+        scenario = await first.create_scenario(master.id, "shop", [spec], NOW)
+        await first.update_machine(spec.id, status=MachineStatus.READY, last_seen=NOW, facts={"os": "Linux"})
+        await first.add_order(order("done", scenario.id, spec.id), [])
+        await first.store_result("done", OrderState.SUCCEEDED, {"stdout": b"ok"}, NOW + 1)
+        await first.add_order(order("queued", scenario.id, spec.id), [b"c1", b"c2"])
+        for i in range(3):
+            await first.append_event(scenario.id, "tick", "web", {"i": i}, NOW + i)
+    finally:
+        await first.close()
+
+    second = backend.open(location)
+    try:
+        assert await second.master(master.id) == master
+        assert await second.scenario_by_name(master.id, "shop") == scenario
+        record = await second.machine(spec.id)
+        assert record is not None and (record.status, record.facts) == (MachineStatus.READY, {"os": "Linux"})
+        done = await second.order("done")
+        assert done is not None and (done.state, done.result) == (OrderState.SUCCEEDED, {"stdout": b"ok"})
+        assert [o.id for o in await second.queued_orders(spec.id)] == ["queued"]
+        assert await second.order_chunks("queued") == [b"c1", b"c2"]
+        assert [e.data["i"] for e in await second.events_after(scenario.id, 0, 10)] == [0, 1, 2]
+        assert (await second.append_event(scenario.id, "tick", "", {}, NOW)).cursor == 4
+    finally:
+        await second.close()
