@@ -11,6 +11,7 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 echo "== ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check --quiet .
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import secrets
+import shlex
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -166,7 +167,8 @@ def _report(results: list[CommandResult], *, json_out: bool, quiet_ok: bool) -> 
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    command = " ".join(args.command)
+    # One word is a shell string as typed ('echo a; ls'); several are an argv, quoted so each stays one word.
+    command = args.command[0] if len(args.command) == 1 else shlex.join(args.command)
     if not command:
         print("crc run: give the command after --", file=sys.stderr)
         return EXIT_USAGE

@@ -62,6 +62,12 @@ def test_run_streams_stdout_and_exits_with_the_commands_exit_code(shop: Shop) ->
     assert "mysql: failed (exit 7)" in done.stderr
 
 
+def test_run_with_several_words_after_the_dashes_keeps_each_word_whole(shop: Shop) -> None:
+    done = shop.crc("run", "shop", "mysql", "--", "sh", "-c", "echo two words; exit 5")
+    assert done.returncode == 5, done.stderr
+    assert done.stdout == "two words\n"
+
+
 def test_run_on_several_machines_prefixes_lines_and_exits_zero_when_all_succeed(shop: Shop) -> None:
     done = shop.crc("run", "shop", "all", "--", "echo", "hello")
     assert done.returncode == 0, done.stderr

@@ -245,9 +245,7 @@ async def test_a_non_executable_shell_is_a_clean_failure(tmp_path):
     shell.write_text("#!/bin/sh\n")
     shell.chmod(stat.S_IRUSR | stat.S_IWUSR)
 
-    outcome = await ProcessExecutor().run(
-        ExecRequest("echo hi", (str(shell), "-c")), Collector(), asyncio.Event()
-    )
+    outcome = await ProcessExecutor().run(ExecRequest("echo hi", (str(shell), "-c")), Collector(), asyncio.Event())
 
     assert outcome.status is ExecStatus.FAILED
     assert outcome.exit_code is None
@@ -288,9 +286,7 @@ async def test_a_failing_sink_stops_streaming_but_not_the_command(caplog):
         calls.append(chunk)
         raise ConnectionError("hub went away")
 
-    outcome = await ProcessExecutor().run(
-        ExecRequest("echo a; sleep 0.1; echo b", SH), broken_sink, asyncio.Event()
-    )
+    outcome = await ProcessExecutor().run(ExecRequest("echo a; sleep 0.1; echo b", SH), broken_sink, asyncio.Event())
 
     assert outcome.status is ExecStatus.SUCCEEDED
     assert outcome.stdout == b"a\nb\n"
