@@ -41,6 +41,7 @@ class ErrorCode(StrEnum):
     REVOKED = "revoked"
     INTERNAL = "internal"
     SHUTTING_DOWN = "shutting_down"
+    UNAVAILABLE = "unavailable"
 
 
 class CrcError(Exception):

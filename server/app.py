@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from protocol import Identity, PublicKey
+from server.backplane import Backplane, LocalBackplane
 from server.hub import Hub
 from server.settings import HubSettings
 from server.store import SqliteStore, Store
@@ -46,25 +47,46 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def create_app(
-    settings: HubSettings, *, store: Store | None = None, identity: Identity | None = None
-) -> web.Application:
-    """The hub as an aiohttp application; backends are injected (defaults: SQLite in the data dir)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    hub = Hub(
-        settings,
-        store or SqliteStore(settings.database),
-        identity or load_or_create_identity(settings.key_file),
+def default_backends(settings: HubSettings) -> tuple[Store, Backplane]:
+    """SQLite and an in-process backplane for one hub; Redis for both when ``redis_url`` is set (replicas)."""
+    if not settings.redis_url:
+        return SqliteStore(settings.database), LocalBackplane(settings.replica_id)
+    from server.backplane.redis import RedisBackplane
+    from server.redis_url import redis_from_url
+    from server.store.redis import RedisStore
+
+    store = RedisStore(redis_from_url(settings.redis_url))
+    backplane = RedisBackplane(
+        redis_from_url(settings.redis_url), settings.replica_id, presence_ttl=settings.presence_ttl
     )
+    return store, backplane
+
+
+def create_app(
+    settings: HubSettings,
+    *,
+    store: Store | None = None,
+    backplane: Backplane | None = None,
+    identity: Identity | None = None,
+) -> web.Application:
+    """The hub as an aiohttp application; backends are injected (defaults: see ``default_backends``)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if store is None or backplane is None:
+        default_store, default_backplane = default_backends(settings)
+        store, backplane = store or default_store, backplane or default_backplane
+    hub = Hub(settings, store, identity or load_or_create_identity(settings.key_file), backplane)
     app = web.Application()
     app[HUB_KEY] = hub
     app.router.add_get("/v1/ws", websocket_handler)
     app.router.add_get("/healthz", health)
 
     async def on_startup(app: web.Application) -> None:
-        reset = await hub.store.reset_presence(time.time())
-        if reset:
-            log.info("%d machines were left marked connected by a previous run; now offline until they return", reset)
+        # Alone, this hub knows nobody is connected yet; among replicas, presence keys with a TTL say who is.
+        if isinstance(hub.backplane, LocalBackplane):
+            reset = await hub.store.reset_presence(time.time())
+            if reset:
+                log.info("%d machines were left marked connected by a previous run; now offline", reset)
+        await hub.start()
 
     async def on_shutdown(app: web.Application) -> None:
         await hub.close_all()

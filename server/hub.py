@@ -1,7 +1,9 @@
 """The hub's core: who is connected, the event log fan-out, and (re)delivery of queued orders.
 
 Handlers for what masters and daemons send live in ``server.masters`` and ``server.daemons``; the WebSocket
-endpoint in ``server.ws`` authenticates peers and feeds their messages here.
+endpoint in ``server.ws`` authenticates peers and feeds their messages here. With several replicas, whatever
+concerns a peer held by another replica goes through the backplane (``server.backplane``): the hub acts on
+its own sessions first, then publishes for the others.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protocol import ErrorCode, Identity
-from protocol.messages import Deliver, Event, FileChunk, Output
+from protocol.messages import Cancel, Deliver, Event, FileChunk, Output
+from server.backplane import Backplane, LocalBackplane
+from server.backplane.base import replica_channel, scenario_channel
 from server.connection import Connection
 from server.settings import HubSettings
 from server.store import EventRecord, MachineStatus, ScenarioRecord, Store
@@ -22,13 +27,15 @@ from server.store import EventRecord, MachineStatus, ScenarioRecord, Store
 log = logging.getLogger(__name__)
 
 EVENT_PAGE = 500
+# Pumps also look at the store this often without a wake-up, in case a cross-replica notification was lost.
+EVENT_POLL = 5.0
 
 
 class Subscription:
     """Streams one scenario's event log to one master, in order, from a cursor, then live.
 
-    A pump rereads the store after every wake-up instead of pushing events straight to the socket, so replay and
-    live events can never interleave out of order, and a subscriber that falls behind simply catches up.
+    A pump rereads the store after every wake-up instead of pushing events straight to the socket, so replay
+    and live events can never interleave out of order, and a subscriber that falls behind simply catches up.
     """
 
     def __init__(self, hub: Hub, conn: Connection, scenario: ScenarioRecord, after: int) -> None:
@@ -55,7 +62,8 @@ class Subscription:
                     self.cursor = event.cursor
                 await self.conn.wait_writable()
                 if len(events) < EVENT_PAGE:
-                    await self._wake.wait()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), EVENT_POLL)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -68,43 +76,80 @@ def event_body(scenario_name: str, event: EventRecord) -> Event:
 
 
 class Hub:
-    """State shared by every session of one hub process."""
+    """State shared by every session of one hub process (one replica)."""
 
-    def __init__(self, settings: HubSettings, store: Store, identity: Identity) -> None:
+    def __init__(
+        self, settings: HubSettings, store: Store, identity: Identity, backplane: Backplane | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.identity = identity
+        self.backplane = backplane or LocalBackplane()
         self.daemons: dict[str, Connection] = {}
         self.masters: dict[str, set[Connection]] = defaultdict(set)
         self.subscriptions: dict[str, dict[Connection, Subscription]] = defaultdict(dict)
         self._delivery_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._peer_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
+            "deliver": self._peer_deliver,
+            "cancel": self._peer_cancel,
+            "revoke": self._peer_revoke,
+            "event": self._peer_event,
+            "output": self._peer_output,
+        }
         self.started = time.time()
 
     @property
     def id(self) -> str:
         return self.identity.id
 
+    @property
+    def replica_id(self) -> str:
+        return self.backplane.replica_id
+
+    async def start(self) -> None:
+        await self.backplane.start(self._on_peer_message, self._on_backplane_back)
+
     # events
     async def emit(self, scenario_id: str, kind: str, machine: str, data: dict[str, Any]) -> EventRecord:
-        """Append to the scenario's event log and wake its subscribers."""
+        """Append to the scenario's event log and wake its subscribers, here and on other replicas."""
         event = await self.store.append_event(scenario_id, kind, machine, data, time.time())
-        for sub in self.subscriptions.get(scenario_id, {}).values():
-            sub.notify()
+        self._notify_local(scenario_id)
+        self.backplane.publish(scenario_channel(scenario_id), {"kind": "event", "scenario": scenario_id})
         return event
 
-    def subscribe(self, conn: Connection, scenario: ScenarioRecord, after: int) -> None:
-        old = self.subscriptions[scenario.id].pop(conn, None)
+    def _notify_local(self, scenario_id: str) -> None:
+        for sub in self.subscriptions.get(scenario_id, {}).values():
+            sub.notify()
+
+    async def subscribe(self, conn: Connection, scenario: ScenarioRecord, after: int) -> None:
+        subs = self.subscriptions[scenario.id]
+        old = subs.pop(conn, None)
         if old is not None:
             old.stop()
-        self.subscriptions[scenario.id][conn] = Subscription(self, conn, scenario, after)
+        if not subs:
+            await self.backplane.subscribe(scenario_channel(scenario.id))
+        subs[conn] = Subscription(self, conn, scenario, after)
 
-    def unsubscribe(self, conn: Connection, scenario_id: str) -> None:
-        sub = self.subscriptions.get(scenario_id, {}).pop(conn, None)
+    async def unsubscribe(self, conn: Connection, scenario_id: str) -> None:
+        subs = self.subscriptions.get(scenario_id)
+        if subs is None:
+            return
+        sub = subs.pop(conn, None)
         if sub is not None:
             sub.stop()
+        if not subs:
+            del self.subscriptions[scenario_id]
+            await self.backplane.unsubscribe(scenario_channel(scenario_id))
 
     def forward_output(self, scenario_id: str, scenario_name: str, output: Output) -> None:
         """Live output goes straight to current subscribers; the result keeps the durable copy."""
+        self._forward_local(scenario_id, scenario_name, output)
+        self.backplane.publish(
+            scenario_channel(scenario_id),
+            {"kind": "output", "scenario": scenario_id, "name": scenario_name, "output": output.to_wire()},
+        )
+
+    def _forward_local(self, scenario_id: str, scenario_name: str, output: Output) -> None:
         for conn in self.subscriptions.get(scenario_id, {}):
             conn.send(output, scenario=scenario_name)
 
@@ -118,34 +163,64 @@ class Hub:
         self.daemons[conn.id] = conn
         if old is not None and old is not conn:
             await old.close(ErrorCode.SHUTTING_DOWN, "replaced by a newer session of the same machine")
+        await self.backplane.claim(conn.id)
         await self.store.update_machine(conn.id, status=MachineStatus.CONNECTED, last_seen=time.time())
-        await self.emit(conn.scenario_id, "machine_connected", conn.machine_name, {"session": conn.session.session_id})
+        await self.emit(conn.scenario_id, "machine_connected", conn.machine_name, {"replica": self.replica_id})
         await self.deliver_queued(conn.id)
 
     async def detach(self, conn: Connection) -> None:
         for scenario_id in list(self.subscriptions):
-            self.unsubscribe(conn, scenario_id)
+            await self.unsubscribe(conn, scenario_id)
         self.masters.get(conn.id, set()).discard(conn)
         if self.daemons.get(conn.id) is conn:
             del self.daemons[conn.id]
-            if await self.store.machine(conn.id) is not None:  # not when the scenario was just deleted
+            await self.backplane.release(conn.id)
+            moved = await self.backplane.locate(conn.id)
+            # Not when the scenario was just deleted, nor when the machine already reconnected elsewhere.
+            if moved is None and await self.store.machine(conn.id) is not None:
                 await self.store.update_machine(conn.id, status=MachineStatus.OFFLINE, last_seen=time.time())
                 await self.emit(conn.scenario_id, "machine_offline", conn.machine_name, {})
 
+    async def locate(self, machine_id: str) -> str | None:
+        """The replica holding the machine's session, None when it is offline."""
+        if machine_id in self.daemons:
+            return self.replica_id
+        return await self.backplane.locate(machine_id)
+
+    async def _tell_holder(self, machine_id: str, message: dict[str, Any]) -> None:
+        replica = await self.backplane.locate(machine_id)
+        if replica is not None and replica != self.replica_id:
+            self.backplane.publish(replica_channel(replica), message)
+
     async def revoke(self, machine_ids: list[str], reason: str) -> None:
-        """Close the sessions of machines whose keys were just revoked."""
+        """Close the sessions of machines whose keys were just revoked, wherever they are connected."""
         for machine_id in machine_ids:
             conn = self.daemons.pop(machine_id, None)
             if conn is not None:
                 await conn.close(ErrorCode.REVOKED, reason)
+            else:
+                await self._tell_holder(machine_id, {"kind": "revoke", "machine": machine_id, "reason": reason})
+
+    async def cancel_on_machine(self, machine_id: str, order_id: str, scenario_name: str) -> None:
+        conn = self.daemons.get(machine_id)
+        if conn is not None:
+            conn.send(Cancel(order_id), scenario=scenario_name)
+        else:
+            await self._tell_holder(
+                machine_id, {"kind": "cancel", "machine": machine_id, "order": order_id, "name": scenario_name}
+            )
 
     # deliveries
     async def deliver_queued(self, machine_id: str) -> None:
-        """Send the machine every queued order this session has not had yet, oldest first.
+        """Send the machine every queued order its session has not had yet, oldest first.
 
         At least once: an order stays queued until the daemon acknowledges it (after journaling it), so a
-        session that dies in between gets it again on the next one, and the daemon de-duplicates by id.
+        session that dies in between gets it again on the next one, and the daemon de-duplicates by id. A
+        machine held by another replica is that replica's to serve: it is told to look.
         """
+        if machine_id not in self.daemons:
+            await self._tell_holder(machine_id, {"kind": "deliver", "machine": machine_id})
+            return
         async with self._delivery_locks[machine_id]:
             conn = self.daemons.get(machine_id)
             if conn is None:
@@ -161,6 +236,44 @@ class Hub:
                     await conn.wait_writable()
                 conn.delivered.add(order.id)
 
+    # messages from other replicas
+    async def _on_peer_message(self, message: dict[str, Any]) -> None:
+        handler = self._peer_handlers.get(str(message.get("kind")))
+        if handler is None:
+            log.warning("unknown backplane message kind %r", message.get("kind"))
+            return
+        await handler(message)
+
+    async def _peer_deliver(self, message: dict[str, Any]) -> None:
+        if message["machine"] in self.daemons:
+            await self.deliver_queued(message["machine"])
+
+    async def _peer_cancel(self, message: dict[str, Any]) -> None:
+        conn = self.daemons.get(message["machine"])
+        if conn is not None:
+            conn.send(Cancel(message["order"]), scenario=message["name"])
+
+    async def _peer_revoke(self, message: dict[str, Any]) -> None:
+        conn = self.daemons.pop(message["machine"], None)
+        if conn is not None:
+            await conn.close(ErrorCode.REVOKED, message["reason"])
+
+    async def _peer_event(self, message: dict[str, Any]) -> None:
+        self._notify_local(message["scenario"])
+
+    async def _peer_output(self, message: dict[str, Any]) -> None:
+        raw = message["output"]
+        output = Output(raw["order_id"], raw["stream"], raw["data"], raw.get("machine", ""))
+        self._forward_local(message["scenario"], message["name"], output)
+
+    async def _on_backplane_back(self) -> None:
+        """Notifications may have been lost while the backplane was down: catch up on everything local."""
+        for scenario_id in list(self.subscriptions):
+            self._notify_local(scenario_id)
+        for machine_id in list(self.daemons):
+            await self.backplane.claim(machine_id)
+            await self.deliver_queued(machine_id)
+
     async def close_all(self) -> None:
         for subs in self.subscriptions.values():
             for sub in subs.values():
@@ -169,3 +282,4 @@ class Hub:
         for conn in conns:
             with contextlib.suppress(Exception):
                 await conn.close(ErrorCode.SHUTTING_DOWN, "hub is shutting down")
+        await self.backplane.close()

@@ -11,7 +11,6 @@ from typing import Any
 
 from protocol import Envelope, ErrorCode, MsgType, Order, OrderKind, OrderState, ProtocolError, PublicKey
 from protocol.messages import (
-    Cancel,
     EventsSubscribe,
     EventsUnsubscribe,
     FileChunk,
@@ -26,7 +25,7 @@ from protocol.messages import (
 from server.connection import Connection
 from server.errors import RequestError
 from server.hub import Hub
-from server.store import MachineSpec, OrderRecord, ScenarioRecord, StoreConflict
+from server.store import MachineSpec, MachineStatus, OrderRecord, ScenarioRecord, StoreConflict
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 OPERATING_SYSTEMS = ("linux", "windows")
@@ -51,13 +50,18 @@ async def owned_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecor
 
 
 async def scenario_wire(hub: Hub, scenario: ScenarioRecord) -> dict[str, Any]:
-    machines = await hub.store.machines(scenario.id)
+    machines = []
+    for machine in await hub.store.machines(scenario.id):
+        wire = machine.to_wire()
+        if machine.status is not MachineStatus.OFFLINE and await hub.locate(machine.id) is None:
+            wire["status"] = MachineStatus.OFFLINE.value  # its replica died without saying so
+        machines.append(wire)
     return {
         "id": scenario.id,
         "name": scenario.name,
         "created": scenario.created,
         "cursor": await hub.store.last_cursor(scenario.id),
-        "machines": [m.to_wire() for m in machines],
+        "machines": machines,
     }
 
 
@@ -128,7 +132,7 @@ async def scenario_delete(hub: Hub, conn: Connection, env: Envelope) -> None:
     assert isinstance(body, ScenarioDelete)
     scenario = await owned_scenario(hub, conn, body.name)
     for watcher in list(hub.subscriptions.get(scenario.id, {})):
-        hub.unsubscribe(watcher, scenario.id)
+        await hub.unsubscribe(watcher, scenario.id)
     machine_ids = await hub.store.delete_scenario(scenario.id)
     await hub.revoke(machine_ids, f"scenario {body.name!r} was deleted; this machine's key is revoked")
     conn.send(Response({"deleted": body.name, "revoked": machine_ids}), reply_to=env.id)
@@ -225,7 +229,7 @@ async def order_cancel(hub: Hub, conn: Connection, env: Envelope) -> None:
         raise RequestError(ErrorCode.NOT_FOUND, f"no order {body.order_id} in scenario {body.scenario!r}")
     machine = await hub.store.machine(order.machine_id)
     machine_name = machine.name if machine else ""
-    if order.state is OrderState.QUEUED and order.machine_id not in hub.daemons:
+    if order.state is OrderState.QUEUED and await hub.locate(order.machine_id) is None:
         # Never reached the machine: cancelling it here is final and nothing runs.
         await hub.store.store_result(order.id, OrderState.CANCELLED, {}, time.time())
         finished = {"order_id": order.id, "status": OrderState.CANCELLED.value, "exit_code": None}
@@ -235,9 +239,7 @@ async def order_cancel(hub: Hub, conn: Connection, env: Envelope) -> None:
     elif order.state.final:
         state = order.state
     else:
-        daemon = hub.daemons.get(order.machine_id)
-        if daemon is not None:
-            daemon.send(Cancel(order.id), scenario=scenario.name)
+        await hub.cancel_on_machine(order.machine_id, order.id, scenario.name)
         await hub.emit(scenario.id, "command_cancel_requested", machine_name, {"order_id": order.id})
         state = order.state
     conn.send(Response({"order_id": order.id, "state": state.value}), reply_to=env.id)
@@ -264,14 +266,14 @@ async def events_subscribe(hub: Hub, conn: Connection, env: Envelope) -> None:
     after = head if body.after < 0 else min(body.after, head)
     # Answer first so the master knows the subscription exists before the first EVENT arrives.
     conn.send(Response({"cursor": head, "after": after}), scenario=body.scenario, reply_to=env.id)
-    hub.subscribe(conn, scenario, after)
+    await hub.subscribe(conn, scenario, after)
 
 
 async def events_unsubscribe(hub: Hub, conn: Connection, env: Envelope) -> None:
     body = env.body
     assert isinstance(body, EventsUnsubscribe)
     scenario = await owned_scenario(hub, conn, body.scenario)
-    hub.unsubscribe(conn, scenario.id)
+    await hub.unsubscribe(conn, scenario.id)
     conn.send(Response({}), reply_to=env.id)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,11 @@ class HubSettings:
         max_skew: largest accepted clock difference for message timestamps, in seconds.
         handshake_timeout: a connection that has not authenticated after this long is dropped.
         output_limit: bytes of stdout and of stderr kept per command.
+        redis_url: share store and backplane with other replicas through Redis (empty: embedded, one process).
+        replica_id: this replica's name among replicas (default: host name, pid and a random suffix).
+        presence_ttl: seconds a dead replica's machines stay claimed before other replicas may serve them.
+        drain_spread: daemons told to reconnect during a drain spread their reconnects over this many seconds.
+        drain_timeout: a drain waits at most this long for daemons to leave and deliveries to finish.
     """
 
     data_dir: Path
@@ -39,6 +46,11 @@ class HubSettings:
     handshake_timeout: float = 10.0
     output_limit: int = 256 * 1024
     order_ttl_max: float = 7 * 24 * 3600.0
+    redis_url: str = ""
+    replica_id: str = ""
+    presence_ttl: float = 15.0
+    drain_spread: float = 5.0
+    drain_timeout: float = 30.0
     max_upload_bytes: int = 512 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -66,6 +78,10 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
 
 
+def default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
 def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get("CRC_DATA_DIR"):
@@ -80,6 +96,8 @@ def settings_from(
     port: int | None = None,
     data_dir: str | Path | None = None,
     dev_master_key: str = "",
+    redis_url: str | None = None,
+    replica_id: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> HubSettings:
     """Combine CLI values (which win) with ``CRC_HUB_*`` environment variables and defaults."""
@@ -94,6 +112,8 @@ def settings_from(
         host=host or env.get("CRC_HUB_HOST") or "127.0.0.1",
         port=port_value,
         dev_master_key=dev_master_key,
+        redis_url=redis_url or env.get("CRC_REDIS_URL", ""),
+        replica_id=replica_id or env.get("CRC_REPLICA_ID") or default_replica_id(),
         heartbeat_interval=_env_float(env, "CRC_HEARTBEAT_INTERVAL", 5.0),
         dead_after=_env_float(env, "CRC_DEAD_AFTER", 20.0),
     )

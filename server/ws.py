@@ -123,7 +123,7 @@ async def _dispatch(hub: Hub, conn: Connection, envelope: Envelope) -> None:
         conn.reply_error(envelope, exc.code, exc.message, **exc.details)
     except StoreError as exc:
         log.error("store failed while handling %s from %s: %s", envelope.type.value, conn.id, exc)
-        conn.reply_error(envelope, ErrorCode.INTERNAL, f"the hub could not store this: {exc}")
+        conn.reply_error(envelope, ErrorCode.UNAVAILABLE, f"the hub's store is unavailable, nothing was done: {exc}")
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
