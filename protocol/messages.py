@@ -43,6 +43,7 @@ class MsgType(StrEnum):
     FILE_CHUNK = "file.chunk"
     CANCEL = "cancel"
     RESULT_ACK = "result.ack"
+    RECONNECT = "reconnect"
     SYSTEM_READY = "system.ready"
     ORDER_ACK = "order.ack"
     ORDER_STARTED = "order.started"
@@ -223,6 +224,16 @@ class ResultAck(Body):
 
 
 @dataclass(frozen=True)
+class Reconnect(Body):
+    """Hub -> daemon: close this session after ``after`` seconds and connect again (through the load balancer,
+    so to another replica when this one is draining or shedding load)."""
+
+    TYPE = MsgType.RECONNECT
+    after: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class SystemReady(Body):
     TYPE = MsgType.SYSTEM_READY
     facts: dict[str, Any]
@@ -265,7 +276,7 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
     for cls in (
         Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
         ScenarioDelete, OrderSubmit, OrderCancel, ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event,
-        Deliver, FileChunk, Cancel, ResultAck, SystemReady, OrderAck, OrderStarted, Output, Result,
+        Deliver, FileChunk, Cancel, ResultAck, Reconnect, SystemReady, OrderAck, OrderStarted, Output, Result,
     )
 }  # fmt: skip
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from protocol import Identity, PublicKey
+from server.admin import STOP_KEY, add_admin_routes
 from server.backplane import Backplane, LocalBackplane
 from server.hub import Hub
 from server.settings import HubSettings
@@ -32,19 +33,6 @@ def load_or_create_identity(path: Path) -> Identity:
     with os.fdopen(fd, "w") as f:
         f.write(identity.private_text() + "\n")
     return identity
-
-
-async def health(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
-    return web.json_response(
-        {
-            "ok": True,
-            "hub_id": hub.id,
-            "uptime": round(time.time() - hub.started, 3),
-            "daemons": len(hub.daemons),
-            "masters": sum(len(c) for c in hub.masters.values()),
-        }
-    )
 
 
 def default_backends(settings: HubSettings) -> tuple[Store, Backplane]:
@@ -78,7 +66,8 @@ def create_app(
     app = web.Application()
     app[HUB_KEY] = hub
     app.router.add_get("/v1/ws", websocket_handler)
-    app.router.add_get("/healthz", health)
+    app[STOP_KEY] = asyncio.Event()
+    add_admin_routes(app)
 
     async def on_startup(app: web.Application) -> None:
         # Alone, this hub knows nobody is connected yet; among replicas, presence keys with a TTL say who is.
@@ -120,10 +109,20 @@ async def serve(settings: HubSettings, *, ready_file: Path | None = None) -> Non
         tmp = ready_file.with_suffix(".tmp")
         tmp.write_text(url)
         tmp.replace(ready_file)
-    stop = asyncio.Event()
+    stop = app[STOP_KEY]
+    hub = app[HUB_KEY]
+    drain_task: asyncio.Task[None] | None = None
+
+    def on_sigterm() -> None:
+        # SIGTERM (systemd stop, rolling restarts) drains first; SIGINT stops at once.
+        nonlocal drain_task
+        if drain_task is None:
+            drain_task = asyncio.create_task(hub.drain())
+            drain_task.add_done_callback(lambda _: stop.set())
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
         await stop.wait()
     finally:

@@ -22,6 +22,12 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     hub.add_argument("--data-dir", type=Path, help="database and hub key (env CRC_DATA_DIR)")
     hub.add_argument("--dev", action="store_true", help="enrol the local master key (created if missing)")
     hub.add_argument("--ready-file", type=Path, help="write the hub URL here once listening")
+    hub.add_argument(
+        "--redis",
+        help="share state with other replicas: redis://HOST:PORT/DB, rediss://..., "
+        "redis+sentinel://HOST:26379/SERVICE (env CRC_REDIS_URL)",
+    )
+    hub.add_argument("--replica-id", help="this replica's name (default: host-pid-random; env CRC_REPLICA_ID)")
     hub.set_defaults(func=run_hub)
     actions = hub.add_subparsers(dest="hub_action")
     enrol = actions.add_parser("enroll-master", help="allow a master's public key to connect")
@@ -29,6 +35,13 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     enrol.add_argument("public_key", help="ed25519:... as printed by `crc keygen` / `crc pubkey`")
     enrol.add_argument("--data-dir", type=Path, dest="enrol_data_dir", help="the hub's data dir")
     enrol.set_defaults(func=enroll_master)
+    drain = actions.add_parser("drain", help="move this replica's daemons to other replicas, then stop it")
+    drain.add_argument("--url", default="http://127.0.0.1:8750", help="the replica's own address (loopback)")
+    drain.set_defaults(func=admin_call, admin_path="/v1/admin/drain")
+    rebalance = actions.add_parser("rebalance", help="ask a share of this replica's daemons to reconnect")
+    rebalance.add_argument("--url", default="http://127.0.0.1:8750", help="the replica's own address (loopback)")
+    rebalance.add_argument("--share", type=float, default=0.5, help="0-1: how many of its daemons to move")
+    rebalance.set_defaults(func=admin_call, admin_path="/v1/admin/rebalance")
 
 
 def run_hub(args: argparse.Namespace) -> int:
@@ -40,7 +53,14 @@ def run_hub(args: argparse.Namespace) -> int:
         dev_key = identity.public.to_text()
         print(f"dev mode: master key {path} ({identity.id}) is enrolled", file=sys.stderr)
     try:
-        settings = settings_from(host=args.host, port=args.port, data_dir=args.data_dir, dev_master_key=dev_key)
+        settings = settings_from(
+            host=args.host,
+            port=args.port,
+            data_dir=args.data_dir,
+            dev_master_key=dev_key,
+            redis_url=args.redis,
+            replica_id=args.replica_id,
+        )
     except SettingsError as exc:
         print(f"crc hub: {exc}", file=sys.stderr)
         return 2
@@ -49,6 +69,27 @@ def run_hub(args: argparse.Namespace) -> int:
         asyncio.run(serve(settings, ready_file=args.ready_file))
     except OSError as exc:
         print(f"crc hub: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def admin_call(args: argparse.Namespace) -> int:
+    """POST to a replica's loopback-only admin endpoint and print its answer."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = args.url.rstrip("/") + args.admin_path
+    if getattr(args, "share", None) is not None:
+        url += f"?share={args.share}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as answer:
+            print(json.dumps(json.loads(answer.read())))
+    except urllib.error.HTTPError as exc:
+        print(f"crc hub: {url} answered {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"crc hub: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protocol import ErrorCode, Identity
-from protocol.messages import Cancel, Deliver, Event, FileChunk, Output
+from protocol.messages import Cancel, Deliver, Event, FileChunk, Output, Reconnect
 from server.backplane import Backplane, LocalBackplane
 from server.backplane.base import replica_channel, scenario_channel
 from server.connection import Connection
@@ -97,6 +98,7 @@ class Hub:
             "output": self._peer_output,
         }
         self.started = time.time()
+        self.draining = False
 
     @property
     def id(self) -> str:
@@ -274,7 +276,39 @@ class Hub:
             await self.backplane.claim(machine_id)
             await self.deliver_queued(machine_id)
 
+    # draining and rebalancing
+    def ask_to_reconnect(self, conns: list[Connection], reason: str) -> None:
+        """Tell daemons to reconnect, spread over ``drain_spread`` seconds so they do not all land at once."""
+        for conn in conns:
+            conn.send(Reconnect(after=random.uniform(0, self.settings.drain_spread), reason=reason))
+
+    def rebalance(self, share: float) -> int:
+        """Ask a random ``share`` (0-1) of this replica's daemons to reconnect, e.g. after a replica joined."""
+        conns = list(self.daemons.values())
+        chosen = random.sample(conns, round(max(0.0, min(1.0, share)) * len(conns)))
+        self.ask_to_reconnect(chosen, "rebalancing load across hub replicas")
+        return len(chosen)
+
+    async def drain(self) -> None:
+        """Stop taking sessions, move daemons away (through the load balancer), wait for them, then close.
+
+        Orders delivered but not yet acknowledged stay queued in the shared store, so the replica a daemon
+        reconnects to delivers them again; nothing in flight is lost by closing here.
+        """
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining: asking %d daemons to reconnect elsewhere", len(self.daemons))
+        self.ask_to_reconnect(list(self.daemons.values()), "hub replica is draining")
+        deadline = time.monotonic() + self.settings.drain_timeout
+        while self.daemons and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.daemons:
+            log.warning("drain timeout: closing %d daemons that did not leave", len(self.daemons))
+        await self.close_all()
+
     async def close_all(self) -> None:
+        self.draining = True
         for subs in self.subscriptions.values():
             for sub in subs.values():
                 sub.stop()

@@ -128,6 +128,8 @@ async def _dispatch(hub: Hub, conn: Connection, envelope: Envelope) -> None:
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
+    if hub.draining:
+        raise web.HTTPServiceUnavailable(text="this hub replica is draining; connect to another one")
     # Frames over the limit are still read (up to 4x) so the peer gets a typed FRAME_TOO_LARGE, not a bare close.
     # A short close timeout: a peer dropped for silence is usually gone, and waiting for its close frame would
     # delay marking it offline.

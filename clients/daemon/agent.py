@@ -49,6 +49,7 @@ from protocol.messages import (
     OrderAck,
     OrderStarted,
     Output,
+    Reconnect,
     Result,
     ResultAck,
     SystemReady,
@@ -110,12 +111,14 @@ class Daemon:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._incoming: dict[str, _IncomingFile] = {}
         self._cancels: dict[str, asyncio.Event] = {}
+        self._leaving: asyncio.Task[None] | None = None
         self._handlers: dict[MsgType, Callable[[Envelope], Awaitable[None]]] = {
             MsgType.DELIVER: self._on_deliver,
             MsgType.FILE_CHUNK: self._on_file_chunk,
             MsgType.CANCEL: self._on_cancel,
             MsgType.RESULT_ACK: self._on_result_ack,
             MsgType.ERROR: self._on_error,
+            MsgType.RECONNECT: self._on_reconnect,
         }
 
     # lifecycle
@@ -289,6 +292,21 @@ class Daemon:
         body = envelope.body
         assert isinstance(body, ResultAck)
         self.journal.mark_acked(body.order_id)
+
+    async def _on_reconnect(self, envelope: Envelope) -> None:
+        """The hub asks us to move (it drains, or sheds load): close after the given delay and connect again."""
+        body = envelope.body
+        assert isinstance(body, Reconnect)
+        link = self.link
+        if link is None:
+            return
+        log.info("hub asked to reconnect in %.1f s: %s", body.after, body.reason)
+
+        async def leave() -> None:
+            await asyncio.sleep(max(0.0, min(body.after, 300.0)))
+            await link.close()
+
+        self._leaving = asyncio.create_task(leave())
 
     async def _on_error(self, envelope: Envelope) -> None:
         body = envelope.body
