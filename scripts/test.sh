@@ -4,6 +4,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
+# Tests run real servers: redis-server (Redis store, replicas) and nginx (load balancing replicas).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing ${missing[*]} (apt-get): the tests start their own instances"
+        # Keep the packages from starting system-wide services: the tests run their own on free ports.
+        policy=/usr/sbin/policy-rc.d
+        created_policy=0
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created_policy=1
+        fi
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        [ "$created_policy" = 1 ] && rm -f "$policy"
+    else
+        echo "${missing[*]} not installed and this script cannot install them (it needs root and apt-get):" >&2
+        echo "install the packages (e.g. sudo apt-get install ${missing[*]}), then run it again." >&2
+        exit 1
+    fi
+fi
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi

@@ -32,14 +32,14 @@ _FORMS = "redis://[user:pass@]host:port/db, rediss://... or redis+sentinel://[pa
 class SentinelRedis(redis.asyncio.Redis):
     """A client of the master that Sentinel names; closing it also closes its connections to the sentinels."""
 
-    sentinel: Sentinel | None = None
+    sentinel_manager: Sentinel | None = None
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         try:
             await super().aclose(close_connection_pool)
         finally:
-            if self.sentinel is not None:
-                sentinel, self.sentinel = self.sentinel, None
+            if self.sentinel_manager is not None:
+                sentinel, self.sentinel_manager = self.sentinel_manager, None
                 await sentinel.aclose()
 
 
@@ -166,9 +166,9 @@ def _sentinel_client(url: str, kwargs: dict[str, Any]) -> SentinelRedis:
     sentinel_kwargs = kwargs.pop("sentinel_kwargs", None)
     if sentinel_kwargs is None:
         sentinel_kwargs = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
-    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     client: SentinelRedis = sentinel.master_for(service, redis_class=SentinelRedis, **kwargs)
-    client.sentinel = sentinel
+    client.sentinel_manager = sentinel
     return client
 
 

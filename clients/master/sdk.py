@@ -30,6 +30,7 @@ from clients.master.models import CommandResult, EventInfo, MachineInfo, NewMach
 from protocol import (
     CrcError,
     Envelope,
+    ErrorCode,
     Identity,
     MsgType,
     Order,
@@ -62,6 +63,16 @@ log = logging.getLogger(__name__)
 DEFAULT_ORDER_TTL = 24 * 3600.0
 OutputCallback = Callable[[OutputChunk], Awaitable[None] | None]
 MachineDecl = tuple[str, str] | tuple[str, str, str]
+
+
+_REPEATABLE = {
+    MsgType.SCENARIO_LIST,
+    MsgType.SCENARIO_SHOW,
+    MsgType.RESULTS_QUERY,
+    MsgType.EVENTS_SUBSCRIBE,
+    MsgType.EVENTS_UNSUBSCRIBE,
+    MsgType.ORDER_SUBMIT,
+}
 
 
 class MasterError(CrcError):
@@ -183,10 +194,30 @@ class Master:
     async def request(self, body: Body, *, scenario: str = "", timeout: float = 30.0) -> dict[str, Any]:
         """Send one request and wait for its answer.
 
+        Requests that are safe to repeat (reads, subscriptions, and order submits, which the hub de-duplicates
+        by order id) are sent again once the connection is back, within ``timeout``.
+
         Raises:
             RemoteError: the hub answered with an error (``code`` says which).
             LinkClosed: the connection dropped before the answer came (the request may or may not have run).
         """
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._request_once(body, scenario, max(0.1, deadline - time.monotonic()))
+            except LinkClosed:
+                if body.TYPE not in _REPEATABLE or self._closing or time.monotonic() >= deadline:
+                    raise
+                log.info("connection lost during %s; sending it again once reconnected", body.TYPE.value)
+            except RemoteError as exc:
+                if attempt > 1 and body.TYPE is MsgType.ORDER_SUBMIT and exc.code == ErrorCode.ALREADY_EXISTS:
+                    assert isinstance(body, OrderSubmit)
+                    return {"order_id": body.order["id"], "state": "queued"}  # the first attempt got through
+                raise
+
+    async def _request_once(self, body: Body, scenario: str, timeout: float) -> dict[str, Any]:
         await asyncio.wait_for(self._connected.wait(), timeout)
         link = self._link
         if link is None:

@@ -182,7 +182,8 @@ class Store(ABC):
 
     @abstractmethod
     async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
-        """Move an order forward (queued -> delivered -> running); False if unknown, already there or further."""
+        """Move an order forward (queued -> delivered -> running); False if unknown, already there or further,
+        or if ``state`` is not delivered or running (final states come with ``store_result``)."""
 
     @abstractmethod
     async def store_result(self, order_id: str, state: OrderState, result: dict[str, Any], now: float) -> bool:

@@ -147,10 +147,20 @@ class Process:
 class HubProcess(Process):
     """``crc hub --dev`` on a data dir; the first start picks a free port, later starts reuse it."""
 
-    def __init__(self, base: Path, *, heartbeat_interval: float | None = None, dead_after: float | None = None):
+    def __init__(
+        self,
+        base: Path,
+        *,
+        heartbeat_interval: float | None = None,
+        dead_after: float | None = None,
+        extra_args: Sequence[str] = (),
+        key_path: Path | None = None,
+        name: str = "hub",
+    ):
         self.base = base
         self.data_dir = base / "data"
-        self.key_path = base / "master.key"
+        self.key_path = key_path or base / "master.key"
+        self.extra_args = list(extra_args)
         self.ready_file = base / "ready"
         self.port = 0
         self.url = ""
@@ -159,14 +169,14 @@ class HubProcess(Process):
             env["CRC_HEARTBEAT_INTERVAL"] = str(heartbeat_interval)
         if dead_after is not None:
             env["CRC_DEAD_AFTER"] = str(dead_after)
-        super().__init__("hub", [], child_env(**env), base / "hub.log")
+        super().__init__(name, [], child_env(**env), base / "hub.log")
         self.identity, _ = load_or_create_master_key(self.key_path)
 
     def start(self) -> None:
         self.ready_file.unlink(missing_ok=True)
         self.argv = [
             PYTHON, "-m", "clients.master.cli", "hub", "--port", str(self.port), "--ready-file",
-            str(self.ready_file), "--data-dir", str(self.data_dir), "--dev",
+            str(self.ready_file), "--data-dir", str(self.data_dir), "--dev", *self.extra_args,
         ]  # fmt: skip
         super().start()
         deadline = time.monotonic() + START_TIMEOUT

@@ -1,8 +1,9 @@
 """The contract every ``Store`` implementation must meet, run against each of them.
 
-To add a backend (a Redis store for several hub replicas, say), add a ``Backend`` to ``BACKENDS``: a name and a
-function that opens the store on a location that survives ``close()`` (so reopening sees the same data). Backends
-that need a service which is not available should skip in their opener, naming what is missing.
+To add a backend, add a ``Backend`` to ``BACKENDS``: a name, a function that opens the store on a location that
+survives ``close()`` (so reopening sees the same data), and the fixture that gives each test a fresh location: a
+temporary directory for SQLite, the URL of an emptied database on the session's real ``redis-server`` for Redis
+(``tests/conftest.py``; it fails, naming the fix, when ``redis-server`` is missing).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from server.store import (
     StoreConflict,
     StoreError,
 )
+from server.store.redis import RedisStore
 
 NOW = 1_700_000_000.0
 
@@ -31,12 +33,15 @@ NOW = 1_700_000_000.0
 @dataclass(frozen=True)
 class Backend:
     name: str
-    open: Callable[[Path], Store]
+    open: Callable[[Any], Store]
     """Open (or reopen) the store kept at this location."""
+    location: str
+    """The fixture that gives one test a fresh location."""
 
 
 BACKENDS = [
-    Backend("sqlite", lambda where: SqliteStore(where / "hub.sqlite3")),
+    Backend("sqlite", lambda where: SqliteStore(where / "hub.sqlite3"), location="tmp_path"),
+    Backend("redis", lambda url: RedisStore.from_url(url), location="redis_url"),
 ]
 
 
@@ -46,12 +51,12 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-def location(tmp_path: Path) -> Path:
-    return tmp_path
+def location(backend: Backend, request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue(backend.location)
 
 
 @pytest.fixture
-async def store(backend: Backend, location: Path) -> AsyncIterator[Store]:
+async def store(backend: Backend, location: Any) -> AsyncIterator[Store]:
     opened = backend.open(location)
     try:
         yield opened
@@ -87,6 +92,14 @@ async def test_enrolling_a_known_name_with_another_key_conflicts(store: Store) -
     first = await store.enroll_master("alice", public_key(), NOW)
     with pytest.raises(StoreConflict):
         await store.enroll_master("alice", public_key(), NOW)
+    assert await store.master(first.id) == first
+
+
+async def test_one_key_cannot_be_enrolled_under_two_names(store: Store) -> None:
+    key = public_key()
+    first = await store.enroll_master("alice", key, NOW)
+    with pytest.raises(StoreConflict):
+        await store.enroll_master("alice2", key, NOW)
     assert await store.master(first.id) == first
 
 
@@ -253,6 +266,12 @@ async def test_an_order_id_can_only_be_used_once(store: Store) -> None:
     assert await store.order_chunks("o1") == [b"a"]
 
 
+async def test_an_order_for_an_unknown_scenario_fails(store: Store) -> None:
+    with pytest.raises(StoreError):
+        await store.add_order(order("o1", "no-such-scenario", "no-such-machine"), [])
+    assert await store.order("o1") is None
+
+
 async def test_queued_orders_come_oldest_first_and_leave_the_queue_when_acknowledged(store: Store) -> None:
     web, db = machine("web"), machine("db")
     scenario = await store.create_scenario("alice", "shop", [web, db], NOW)
@@ -351,7 +370,7 @@ async def test_appending_to_an_unknown_scenario_fails(store: Store) -> None:
 
 
 # durability
-async def test_everything_survives_closing_and_reopening(backend: Backend, location: Path) -> None:
+async def test_everything_survives_closing_and_reopening(backend: Backend, location: Any) -> None:
     first = backend.open(location)
     try:
         master = await first.enroll_master("alice", public_key(), NOW)

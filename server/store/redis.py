@@ -1,0 +1,666 @@
+"""The store on Redis, so that several hub replicas share one state.
+
+Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` a machine id, ``O`` an order id)::
+
+    P:{sc:S}:meta          hash    owner, name, created; cursor (last event cursor), orders (last order number)
+    P:{sc:S}:machines      set     the scenario's machine ids
+    P:{sc:S}:machine:M     hash    name, os, role, public_key, status, facts*, ips*, last_seen
+    P:{sc:S}:orders        zset    order ids scored by their number in the scenario: submission order
+    P:{sc:S}:order:O       hash    machine, kind, body*, state, created, updated, seq, result*, inbox
+    P:{sc:S}:chunks:O      list    a file order's chunks, dropped with the result
+    P:{sc:S}:inbox:M       stream  one entry (order=O) per QUEUED order of machine M, in submission order
+    P:{sc:S}:inboxes       set     the machines that have an inbox key
+    P:{sc:S}:events        stream  the event log: entry id ``<cursor>-0``, fields ts, kind, machine, data*
+    P:masters              hash    master id -> [id, name, public_key, created]*
+    P:idx:master-names     hash    master name -> master id
+    P:idx:owner:<owner>    hash    scenario name -> scenario id, for one owner (a master id)
+    P:idx:machines         hash    machine id -> scenario id
+    P:idx:orders           hash    order id -> scenario id
+    P:present              set     machine ids whose status is not offline (for ``reset_presence``)
+
+    * msgpack (bin type for bytes), like the SQLite store's blobs; numbers are decimal text.
+
+Why this shape:
+
+- Every key of one scenario carries the hash tag ``{sc:S}``, so a scenario's keys live in one cluster slot: the
+  scripts that touch several of them stay single-slot, and deleting a scenario is one pass over one node. The few
+  index keys are global by nature (a name is unique per owner, a machine key and an order id across the hub).
+  The scripts derive some per-scenario key names inside Lua (from the prefix they are given), which standalone and
+  Sentinel-managed Redis allow and which is what ``server.redis_url`` connects to; Redis Cluster would need those
+  passed as KEYS (all within the scenario's slot) and the index writes split off.
+- Every write that must be atomic (enrolling, creating and deleting a scenario, queueing an order, moving it on,
+  storing its result, appending an event, resetting presence) is one Lua script, so replicas never see half of one
+  and never race each other between a check and a write.
+- The event log is a Stream whose entry ids are the cursors (``<n>-0``): ordered, durable (with AOF), read by
+  ``XRANGE`` from any cursor, and trimmed with ``XADD MAXLEN ~ event_log_max``, which keeps the newest entries
+  (approximately: whole stream nodes go, so a few more than the limit may stay). Cursors keep counting: a trimmed
+  log simply starts later, and ``events_after`` from an older cursor returns what is left.
+- A machine's inbox is a Stream of the ids of its queued orders, in submission order. An order leaves its inbox
+  (``XDEL``) when it is delivered or gets a result, so the inbox stays short and its length is the number of queued
+  orders. Inboxes are never trimmed, which would silently drop queued orders: ``add_order`` refuses (StoreError) an
+  order for a machine that already has ``inbox_max`` queued.
+
+Every redis-py error becomes a ``StoreError`` that names the server (never its password).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import msgpack
+import redis.asyncio
+from redis.asyncio.sentinel import MasterNotFoundError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from protocol import OrderState
+from server.redis_url import endpoint, redis_from_url
+from server.store.base import (
+    EventRecord,
+    MachineRecord,
+    MachineSpec,
+    MachineStatus,
+    MasterRecord,
+    OrderRecord,
+    ScenarioRecord,
+    Store,
+    StoreConflict,
+    StoreError,
+)
+
+# A prelude for the scripts that derive per-scenario key names: ARGV[1] is always the prefix.
+_KEYS_LUA = """
+local P = ARGV[1]
+local function sc_key(sc, suffix) return P .. ':{sc:' .. sc .. '}:' .. suffix end
+"""
+
+# KEYS: masters, master names. ARGV: name, id, packed record.
+# Returns {0} enrolled, {1, packed} already enrolled under that name, {2} the key is enrolled under another name.
+_ENROLL = """
+local known = redis.call('HGET', KEYS[2], ARGV[1])
+if known then return {1, redis.call('HGET', KEYS[1], known)} end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return {2} end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return {0}
+"""
+
+# KEYS: owner index, machine index, meta, machines, then one machine hash per machine.
+# ARGV: scenario id, owner, name, created, then (machine id, name, os, role, public key) per machine.
+# Returns {0} created, {1} the owner has a scenario of that name, {2, machine id} a machine key is in use.
+_CREATE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return {1} end
+for i = 5, #ARGV, 5 do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then return {2, ARGV[i]} end
+end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[3], 'owner', ARGV[2], 'name', ARGV[3], 'created', ARGV[4], 'cursor', 0, 'orders', 0)
+local n = 5
+for i = 5, #ARGV, 5 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[1])
+  redis.call('SADD', KEYS[4], ARGV[i])
+  redis.call('HSET', KEYS[n], 'name', ARGV[i + 1], 'os', ARGV[i + 2], 'role', ARGV[i + 3],
+             'public_key', ARGV[i + 4], 'status', 'offline')
+  n = n + 1
+end
+return {0}
+"""
+
+# KEYS: machine index, orders index, present. ARGV: prefix, scenario id. Returns the machine ids.
+_DELETE = (
+    _KEYS_LUA
+    + """
+local sc = ARGV[2]
+local meta = sc_key(sc, 'meta')
+local owner = redis.call('HGET', meta, 'owner')
+if not owner then return {} end
+redis.call('HDEL', P .. ':idx:owner:' .. owner, redis.call('HGET', meta, 'name'))
+local machines = redis.call('SMEMBERS', sc_key(sc, 'machines'))
+for _, m in ipairs(machines) do
+  redis.call('DEL', sc_key(sc, 'machine:' .. m), sc_key(sc, 'inbox:' .. m))
+  redis.call('HDEL', KEYS[1], m)
+  redis.call('SREM', KEYS[3], m)
+end
+for _, m in ipairs(redis.call('SMEMBERS', sc_key(sc, 'inboxes'))) do
+  redis.call('DEL', sc_key(sc, 'inbox:' .. m))
+end
+for _, o in ipairs(redis.call('ZRANGE', sc_key(sc, 'orders'), 0, -1)) do
+  redis.call('DEL', sc_key(sc, 'order:' .. o), sc_key(sc, 'chunks:' .. o))
+  redis.call('HDEL', KEYS[2], o)
+end
+redis.call('DEL', meta, sc_key(sc, 'machines'), sc_key(sc, 'orders'), sc_key(sc, 'inboxes'), sc_key(sc, 'events'))
+return machines
+"""
+)
+
+# KEYS: machine index, present. ARGV: prefix, machine id, status, last seen, facts or '', ips or ''.
+_UPDATE_MACHINE = (
+    _KEYS_LUA
+    + """
+local sc = redis.call('HGET', KEYS[1], ARGV[2])
+if not sc then return 0 end
+local key = sc_key(sc, 'machine:' .. ARGV[2])
+redis.call('HSET', key, 'status', ARGV[3], 'last_seen', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', key, 'facts', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', key, 'ips', ARGV[6]) end
+if ARGV[3] == 'offline' then redis.call('SREM', KEYS[2], ARGV[2]) else redis.call('SADD', KEYS[2], ARGV[2]) end
+return 1
+"""
+)
+
+# KEYS: present, machine index. ARGV: prefix. Returns how many machines were not offline.
+_RESET_PRESENCE = (
+    _KEYS_LUA
+    + """
+local n = 0
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local sc = redis.call('HGET', KEYS[2], m)
+  if sc then
+    local key = sc_key(sc, 'machine:' .. m)
+    local status = redis.call('HGET', key, 'status')
+    if status and status ~= 'offline' then
+      redis.call('HSET', key, 'status', 'offline')
+      n = n + 1
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+return n
+"""
+)
+
+# KEYS: orders index, meta, orders, order, chunks, inbox, inboxes.
+# ARGV: order id, scenario id, machine id, kind, body, state, created, updated, inbox max, chunk count, chunks...
+# Returns {0} queued, {1} the id was used before, {2} no such scenario, {3} the inbox is full.
+_ADD_ORDER = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {1} end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
+local queued = ARGV[6] == 'queued'
+if queued and redis.call('XLEN', KEYS[6]) >= tonumber(ARGV[9]) then return {3} end
+local seq = redis.call('HINCRBY', KEYS[2], 'orders', 1)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], seq, ARGV[1])
+redis.call('HSET', KEYS[4], 'machine', ARGV[3], 'kind', ARGV[4], 'body', ARGV[5], 'state', ARGV[6],
+           'created', ARGV[7], 'updated', ARGV[8], 'seq', seq)
+for i = 11, 10 + tonumber(ARGV[10]) do redis.call('RPUSH', KEYS[5], ARGV[i]) end
+if queued then
+  redis.call('HSET', KEYS[4], 'inbox', redis.call('XADD', KEYS[6], '*', 'order', ARGV[1]))
+  redis.call('SADD', KEYS[7], ARGV[3])
+end
+return {0}
+"""
+
+# A prelude for the two scripts that move an order: finds it and takes it out of its inbox.
+_ORDER_LUA = (
+    _KEYS_LUA
+    + """
+local function order_key(index, id)
+  local sc = redis.call('HGET', index, id)
+  if not sc then return nil, nil end
+  return sc, sc_key(sc, 'order:' .. id)
+end
+local function leave_inbox(sc, key)
+  local entry = redis.call('HGET', key, 'inbox')
+  if entry then
+    redis.call('XDEL', sc_key(sc, 'inbox:' .. redis.call('HGET', key, 'machine')), entry)
+    redis.call('HDEL', key, 'inbox')
+  end
+end
+"""
+)
+
+# KEYS: orders index. ARGV: prefix, order id, new state, now, the states it may move from...
+_SET_ORDER_STATE = (
+    _ORDER_LUA
+    + """
+local sc, key = order_key(KEYS[1], ARGV[2])
+if not sc then return 0 end
+local state = redis.call('HGET', key, 'state')
+if not state then return 0 end
+for i = 5, #ARGV do
+  if state == ARGV[i] then
+    redis.call('HSET', key, 'state', ARGV[3], 'updated', ARGV[4])
+    leave_inbox(sc, key)
+    return 1
+  end
+end
+return 0
+"""
+)
+
+# KEYS: orders index. ARGV: prefix, order id, final state, now, result.
+_STORE_RESULT = (
+    _ORDER_LUA
+    + """
+local sc, key = order_key(KEYS[1], ARGV[2])
+if not sc or redis.call('EXISTS', key) == 0 or redis.call('HEXISTS', key, 'result') == 1 then return 0 end
+redis.call('HSET', key, 'state', ARGV[3], 'updated', ARGV[4], 'result', ARGV[5])
+redis.call('DEL', sc_key(sc, 'chunks:' .. ARGV[2]))
+if ARGV[3] ~= 'queued' then leave_inbox(sc, key) end
+return 1
+"""
+)
+
+# KEYS: meta, events. ARGV: max length, ts, kind, machine, data. Returns the new cursor, or nil (no scenario).
+_APPEND_EVENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local cursor = redis.call('HINCRBY', KEYS[1], 'cursor', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], cursor .. '-0',
+           'ts', ARGV[2], 'kind', ARGV[3], 'machine', ARGV[4], 'data', ARGV[5])
+return cursor
+"""
+
+_PROGRESSION = (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
+
+
+def _pack(value: Any) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
+def _unpack(blob: bytes | None, default: Any) -> Any:
+    return default if blob is None else msgpack.unpackb(blob, raw=False)
+
+
+def _text(value: bytes) -> str:
+    return value.decode()
+
+
+def _number(value: float) -> str:
+    """A float as text that reads back as the same float."""
+    return repr(float(value))
+
+
+class RedisStore(Store):
+    """The hub's state in Redis (see the module docstring for the layout).
+
+    Args:
+        client: an asyncio client that does not decode replies (``server.redis_url.redis_from_url`` makes one);
+            the store owns it and closes it in ``close()``.
+        prefix: the first part of every key, so several hubs (or tests) can share a database.
+        event_log_max: each scenario's event log keeps about this many of its newest events.
+        inbox_max: at most this many queued orders per machine; ``add_order`` refuses more.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        prefix: str = "crc",
+        event_log_max: int = 100_000,
+        inbox_max: int = 100_000,
+    ) -> None:
+        if not prefix or any(c in prefix for c in "{}"):
+            raise ValueError(f"bad redis key prefix {prefix!r}: it must be non-empty, without braces")
+        if event_log_max < 1 or inbox_max < 1:
+            raise ValueError("event_log_max and inbox_max must be at least 1")
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("the redis store needs a client that does not decode replies (decode_responses=False)")
+        self._redis = client
+        self.prefix = prefix
+        self.event_log_max = event_log_max
+        self.inbox_max = inbox_max
+        self.where = endpoint(client)
+        self._masters = f"{prefix}:masters"
+        self._master_names = f"{prefix}:idx:master-names"
+        self._machine_index = f"{prefix}:idx:machines"
+        self._order_index = f"{prefix}:idx:orders"
+        self._present = f"{prefix}:present"
+        self._enroll = client.register_script(_ENROLL)
+        self._create = client.register_script(_CREATE)
+        self._delete = client.register_script(_DELETE)
+        self._update_machine = client.register_script(_UPDATE_MACHINE)
+        self._reset_presence = client.register_script(_RESET_PRESENCE)
+        self._add_order = client.register_script(_ADD_ORDER)
+        self._set_order_state = client.register_script(_SET_ORDER_STATE)
+        self._store_result = client.register_script(_STORE_RESULT)
+        self._append_event = client.register_script(_APPEND_EVENT)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "crc",
+        event_log_max: int = 100_000,
+        inbox_max: int = 100_000,
+        **client_options: Any,
+    ) -> RedisStore:
+        """A store on the server at ``url`` (``redis://``, ``rediss://`` or ``redis+sentinel://``).
+
+        ``client_options`` go to the redis client (``socket_timeout=...``, say). Nothing connects yet.
+        """
+        client = redis_from_url(url, **client_options)
+        return cls(client, prefix=prefix, event_log_max=event_log_max, inbox_max=inbox_max)
+
+    # plumbing
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """redis-py errors become StoreError naming the server (its address only, never credentials)."""
+        try:
+            yield
+        except MasterNotFoundError as exc:  # its text is the repr of every sentinel client
+            raise StoreError(f"redis at {self.where} unavailable: no sentinel names a master for it") from exc
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreError(f"redis at {self.where} unavailable: {self._scrub(exc)}") from exc
+        except RedisError as exc:
+            raise StoreError(f"redis at {self.where} failed: {type(exc).__name__}: {self._scrub(exc)}") from exc
+
+    def _scrub(self, exc: BaseException) -> str:
+        """The error's text, with the password masked should redis-py ever include it."""
+        text = str(exc)
+        password = self._redis.connection_pool.connection_kwargs.get("password")
+        return text.replace(password, "***") if isinstance(password, str) and password else text
+
+    def _sc(self, scenario_id: str, suffix: str) -> str:
+        return f"{self.prefix}:{{sc:{scenario_id}}}:{suffix}"
+
+    # typed reads: the client never decodes replies (checked in __init__), so they are bytes
+    async def _hget(self, key: str, field: str) -> bytes | None:
+        return cast("bytes | None", await self._redis.hget(key, field))
+
+    async def _hgetall(self, key: str) -> dict[bytes, bytes]:
+        return cast("dict[bytes, bytes]", await self._redis.hgetall(key))
+
+    async def _hmget(self, key: str, fields: list[str]) -> list[bytes | None]:
+        return cast("list[bytes | None]", await self._redis.hmget(key, fields))
+
+    async def _members(self, key: str) -> list[str]:
+        return [_text(m) for m in cast("set[bytes]", await self._redis.smembers(key))]
+
+    async def _xrange(
+        self, key: str, start: str = "-", count: int | None = None
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        return cast("list[tuple[bytes, dict[bytes, bytes]]]", await self._redis.xrange(key, min=start, count=count))
+
+    async def _many(self, command: str, keys: Sequence[str], *args: str) -> list[Any]:
+        """One command per key, in one round trip (a pipeline, not a transaction)."""
+        if not keys:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.execute_command(command, key, *args)
+            rows: list[Any] = await pipe.execute()
+        return rows
+
+    async def _hgetall_many(self, keys: Sequence[str]) -> list[dict[bytes, bytes]]:
+        return cast("list[dict[bytes, bytes]]", await self._many("HGETALL", keys))
+
+    async def ping(self) -> None:
+        """Check that the server answers (at start-up, say). Raises StoreError if it does not."""
+        with self._errors():
+            await self._redis.ping()
+
+    # masters
+    async def enroll_master(self, name: str, public_key: str, now: float) -> MasterRecord:
+        master_id = MachineSpec(name, "", "", public_key).id
+        record = MasterRecord(master_id, name, public_key, float(now))
+        with self._errors():
+            reply = await self._enroll(
+                keys=[self._masters, self._master_names],
+                args=[name, master_id, _pack([record.id, record.name, record.public_key, record.created])],
+            )
+        if reply[0] == 1:
+            known = MasterRecord(*_unpack(reply[1], None))
+            if known.public_key != public_key:
+                raise StoreConflict(f"a master named {name!r} is enrolled with another key")
+            return known
+        if reply[0] == 2:
+            raise StoreConflict(f"the key of master {name!r} is already enrolled under another name")
+        return record
+
+    async def master(self, master_id: str) -> MasterRecord | None:
+        with self._errors():
+            packed = await self._hget(self._masters, master_id)
+        return None if packed is None else MasterRecord(*_unpack(packed, None))
+
+    # scenarios and machines
+    async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:
+        record = ScenarioRecord(uuid.uuid4().hex, owner, name, float(now))
+        ids = [m.id for m in machines]
+        if len(set(ids)) != len(ids):
+            raise StoreConflict("a machine key appears twice in the scenario")
+        if len({m.name for m in machines}) != len(machines):
+            raise StoreConflict("two machines of the scenario have the same name")
+        args: list[str] = [record.id, owner, name, _number(now)]
+        for machine_id, spec in zip(ids, machines, strict=True):
+            args += [machine_id, spec.name, spec.os, spec.role, spec.public_key]
+        keys = [
+            f"{self.prefix}:idx:owner:{owner}",
+            self._machine_index,
+            self._sc(record.id, "meta"),
+            self._sc(record.id, "machines"),
+        ] + [self._sc(record.id, f"machine:{machine_id}") for machine_id in ids]
+        with self._errors():
+            reply = await self._create(keys=keys, args=args)
+        if reply[0] == 1:
+            raise StoreConflict(f"{owner} already has a scenario named {name!r}")
+        if reply[0] == 2:
+            raise StoreConflict(f"machine key {_text(reply[1])} already belongs to a scenario")
+        return record
+
+    @staticmethod
+    def _scenario(scenario_id: str, fields: Sequence[bytes | None]) -> ScenarioRecord | None:
+        owner, name, created = fields
+        if owner is None or name is None or created is None:
+            return None
+        return ScenarioRecord(scenario_id, _text(owner), _text(name), float(created))
+
+    async def scenarios(self, owner: str) -> list[ScenarioRecord]:
+        with self._errors():
+            names = await self._hgetall(f"{self.prefix}:idx:owner:{owner}")
+            ids = [_text(i) for i in names.values()]
+            rows = await self._many("HMGET", [self._sc(i, "meta") for i in ids], "owner", "name", "created")
+        records = [self._scenario(i, row) for i, row in zip(ids, rows, strict=True)]
+        return sorted((r for r in records if r is not None), key=lambda r: (r.created, r.name))
+
+    async def scenario_by_name(self, owner: str, name: str) -> ScenarioRecord | None:
+        with self._errors():
+            scenario_id = await self._hget(f"{self.prefix}:idx:owner:{owner}", name)
+        return None if scenario_id is None else await self.scenario(_text(scenario_id))
+
+    async def scenario(self, scenario_id: str) -> ScenarioRecord | None:
+        with self._errors():
+            fields = await self._hmget(self._sc(scenario_id, "meta"), ["owner", "name", "created"])
+        return self._scenario(scenario_id, fields)
+
+    async def delete_scenario(self, scenario_id: str) -> list[str]:
+        with self._errors():
+            machine_ids = await self._delete(
+                keys=[self._machine_index, self._order_index, self._present], args=[self.prefix, scenario_id]
+            )
+        return [_text(m) for m in machine_ids]
+
+    @staticmethod
+    def _machine(machine_id: str, scenario_id: str, row: dict[bytes, bytes]) -> MachineRecord | None:
+        if b"name" not in row:
+            return None
+        last_seen = row.get(b"last_seen")
+        return MachineRecord(
+            id=machine_id, scenario_id=scenario_id, name=_text(row[b"name"]), os=_text(row[b"os"]),
+            role=_text(row[b"role"]), public_key=_text(row[b"public_key"]),
+            status=MachineStatus(_text(row[b"status"])), facts=_unpack(row.get(b"facts"), {}),
+            ips=_unpack(row.get(b"ips"), []), last_seen=None if last_seen is None else float(last_seen),
+        )  # fmt: skip
+
+    async def machine(self, machine_id: str) -> MachineRecord | None:
+        with self._errors():
+            scenario_id = await self._hget(self._machine_index, machine_id)
+            if scenario_id is None:
+                return None
+            sc = _text(scenario_id)
+            row = await self._hgetall(self._sc(sc, f"machine:{machine_id}"))
+        return self._machine(machine_id, sc, row)
+
+    async def machines(self, scenario_id: str) -> list[MachineRecord]:
+        with self._errors():
+            ids = sorted(await self._members(self._sc(scenario_id, "machines")))
+            rows = await self._hgetall_many([self._sc(scenario_id, f"machine:{m}") for m in ids])
+        records = [self._machine(m, scenario_id, row) for m, row in zip(ids, rows, strict=True)]
+        return sorted((r for r in records if r is not None), key=lambda r: r.name)
+
+    async def update_machine(
+        self,
+        machine_id: str,
+        *,
+        status: MachineStatus,
+        last_seen: float,
+        facts: dict[str, Any] | None = None,
+        ips: list[str] | None = None,
+    ) -> None:
+        args = [
+            self.prefix, machine_id, status.value, _number(last_seen),
+            b"" if facts is None else _pack(facts), b"" if ips is None else _pack(ips),
+        ]  # fmt: skip
+        with self._errors():
+            await self._update_machine(keys=[self._machine_index, self._present], args=args)
+
+    async def reset_presence(self, now: float) -> int:
+        with self._errors():
+            count = await self._reset_presence(keys=[self._present, self._machine_index], args=[self.prefix])
+        return int(count)
+
+    # orders
+    @staticmethod
+    def _order(order_id: str, scenario_id: str, row: dict[bytes, bytes]) -> OrderRecord | None:
+        if b"state" not in row:
+            return None
+        return OrderRecord(
+            id=order_id, scenario_id=scenario_id, machine_id=_text(row[b"machine"]), kind=_text(row[b"kind"]),
+            order=_unpack(row[b"body"], {}), state=OrderState(_text(row[b"state"])),
+            created=float(row[b"created"]), updated=float(row[b"updated"]), result=_unpack(row.get(b"result"), None),
+        )  # fmt: skip
+
+    async def add_order(self, order: OrderRecord, chunks: list[bytes]) -> None:
+        sc, machine = order.scenario_id, order.machine_id
+        keys = [
+            self._order_index, self._sc(sc, "meta"), self._sc(sc, "orders"), self._sc(sc, f"order:{order.id}"),
+            self._sc(sc, f"chunks:{order.id}"), self._sc(sc, f"inbox:{machine}"), self._sc(sc, "inboxes"),
+        ]  # fmt: skip
+        args: list[str | bytes | int] = [
+            order.id, sc, machine, order.kind, _pack(order.order), order.state.value,
+            _number(order.created), _number(order.updated), self.inbox_max, len(chunks), *chunks,
+        ]  # fmt: skip
+        with self._errors():
+            reply = await self._add_order(keys=keys, args=args)
+        if reply[0] == 1:
+            raise StoreConflict(f"order id {order.id} was used before")
+        if reply[0] == 2:
+            raise StoreError(f"scenario {sc} does not exist (deleted?)")
+        if reply[0] == 3:
+            raise StoreError(f"machine {machine} already has {self.inbox_max} queued orders (the store's inbox_max)")
+
+    async def _order_scenario(self, order_id: str) -> str | None:
+        scenario_id = await self._hget(self._order_index, order_id)
+        return None if scenario_id is None else _text(scenario_id)
+
+    async def order(self, order_id: str) -> OrderRecord | None:
+        with self._errors():
+            sc = await self._order_scenario(order_id)
+            if sc is None:
+                return None
+            row = await self._hgetall(self._sc(sc, f"order:{order_id}"))
+        return self._order(order_id, sc, row)
+
+    async def order_chunks(self, order_id: str) -> list[bytes]:
+        with self._errors():
+            sc = await self._order_scenario(order_id)
+            if sc is None:
+                return []
+            chunks = cast("list[bytes]", await self._redis.lrange(self._sc(sc, f"chunks:{order_id}"), 0, -1))
+        return chunks
+
+    async def queued_orders(self, machine_id: str) -> list[OrderRecord]:
+        with self._errors():
+            scenario_id = await self._hget(self._machine_index, machine_id)
+            if scenario_id is None:
+                return []
+            sc = _text(scenario_id)
+            inbox = self._sc(sc, f"inbox:{machine_id}")
+            entries = await self._xrange(inbox)
+            ids = [_text(fields[b"order"]) for _, fields in entries]
+            rows = await self._hgetall_many([self._sc(sc, f"order:{o}") for o in ids])
+            queued: list[OrderRecord] = []
+            stale: list[bytes] = []
+            for (entry, _), order_id, row in zip(entries, ids, rows, strict=True):
+                record = self._order(order_id, sc, row)
+                if record is not None and record.state is OrderState.QUEUED:
+                    queued.append(record)
+                else:
+                    stale.append(entry)
+            if stale:  # orders that left the queue without leaving the inbox: keep it short
+                await self._redis.xdel(inbox, *stale)
+        return queued
+
+    async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
+        if state not in _PROGRESSION[1:]:
+            return False  # queued is where orders start; final states come with a result (store_result)
+        earlier = [s.value for s in _PROGRESSION[: _PROGRESSION.index(state)]]
+        with self._errors():
+            moved = await self._set_order_state(
+                keys=[self._order_index], args=[self.prefix, order_id, state.value, _number(now), *earlier]
+            )
+        return bool(moved)
+
+    async def store_result(self, order_id: str, state: OrderState, result: dict[str, Any], now: float) -> bool:
+        with self._errors():
+            stored = await self._store_result(
+                keys=[self._order_index], args=[self.prefix, order_id, state.value, _number(now), _pack(result)]
+            )
+        return bool(stored)
+
+    async def orders(self, scenario_id: str, order_ids: list[str] | None = None) -> list[OrderRecord]:
+        with self._errors():
+            if order_ids:
+                ids = list(dict.fromkeys(order_ids))
+            else:
+                listed = cast("list[bytes]", await self._redis.zrange(self._sc(scenario_id, "orders"), 0, -1))
+                ids = [_text(o) for o in listed]
+            rows = await self._hgetall_many([self._sc(scenario_id, f"order:{o}") for o in ids])
+        found = [(row, self._order(o, scenario_id, row)) for o, row in zip(ids, rows, strict=True)]
+        ordered = sorted((int(row[b"seq"]), record) for row, record in found if record is not None)
+        return [record for _, record in ordered]
+
+    # events
+    async def append_event(
+        self, scenario_id: str, kind: str, machine: str, data: dict[str, Any], now: float
+    ) -> EventRecord:
+        with self._errors():
+            cursor = await self._append_event(
+                keys=[self._sc(scenario_id, "meta"), self._sc(scenario_id, "events")],
+                args=[self.event_log_max, _number(now), kind, machine, _pack(data)],
+            )
+        if cursor is None:
+            raise StoreError(f"scenario {scenario_id} does not exist (deleted?)")
+        return EventRecord(scenario_id, int(cursor), float(now), kind, machine, data)
+
+    async def events_after(self, scenario_id: str, cursor: int, limit: int) -> list[EventRecord]:
+        if limit == 0:
+            return []
+        count = None if limit < 0 else limit  # as SQL's LIMIT: a negative one is no limit
+        with self._errors():
+            entries = await self._xrange(self._sc(scenario_id, "events"), f"{max(cursor, 0) + 1}-0", count)
+        return [
+            EventRecord(
+                scenario_id,
+                int(entry.partition(b"-")[0]),
+                float(fields[b"ts"]),
+                _text(fields[b"kind"]),
+                _text(fields[b"machine"]),
+                _unpack(fields[b"data"], {}),
+            )
+            for entry, fields in entries
+        ]
+
+    async def last_cursor(self, scenario_id: str) -> int:
+        with self._errors():
+            cursor = await self._hget(self._sc(scenario_id, "meta"), "cursor")
+        return 0 if cursor is None else int(cursor)
+
+    async def close(self) -> None:
+        with self._errors():
+            await self._redis.aclose()

@@ -1,0 +1,272 @@
+"""Several hub replicas sharing a real Redis, behind a real nginx: any replica serves any master or daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from clients.daemon.config import DaemonConfig, write_config
+from clients.master.models import EventInfo, OutputChunk
+from clients.master.sdk import Master
+from protocol import RemoteError
+from tests.e2e.support import DaemonProcess, Daemons, HubProcess, eventually, file_lines, run_crc, wait_results
+from tests.nginx_server import MISSING, Nginx, free_port, nginx_binary
+from tests.redis_server import RedisServer
+
+
+@dataclass
+class Cluster:
+    """Hub replicas on one Redis, nginx in front, and daemons whose configs point where a test wants."""
+
+    base: Path
+    redis: RedisServer
+    daemons: Daemons
+    replicas: list[HubProcess] = field(default_factory=list)
+    nginx: Nginx | None = None
+
+    def add_replica(self) -> HubProcess:
+        index = len(self.replicas)
+        hub = HubProcess(
+            self.base / f"replica{index}",
+            heartbeat_interval=0.5,
+            dead_after=3.0,
+            extra_args=["--redis", self.redis.url, "--replica-id", f"r{index}"],
+            key_path=self.base / "master.key",
+            name=f"replica{index}",
+        )
+        hub.port = free_port()
+        hub.start()
+        self.replicas.append(hub)
+        return hub
+
+    def start_nginx(self) -> Nginx:
+        self.nginx = Nginx(self.base / "nginx", [r.port for r in self.replicas])
+        self.nginx.start()
+        return self.nginx
+
+    async def master(self, url: str) -> Master:
+        return await Master.connect(url, self.base / "master.key", timeout=10)
+
+    async def deploy(self, master: Master, scenario: str, machines: dict[str, str]) -> dict[str, DaemonProcess]:
+        """Create the scenario and start one daemon per machine, each connecting to the URL given for it."""
+        minted = await master.create_scenario(scenario, [(name, "linux") for name in machines])
+        started = {}
+        for m in minted:
+            path = self.base / "configs" / scenario / f"{m.name}.toml"
+            write_config(path, DaemonConfig(machines[m.name], scenario, m.name, m.identity, master.identity.public))
+            started[m.name] = self.daemons.start(path, f"{scenario}-{m.name}")
+        await master.wait_ready(scenario, timeout=20)
+        return started
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_url: str, redis_server: RedisServer) -> Iterator[Cluster]:
+    group = Cluster(tmp_path, redis_server, Daemons(tmp_path / "daemons"))
+    try:
+        yield group
+    finally:
+        group.daemons.cleanup()
+        if group.nginx is not None:
+            group.nginx.stop()
+        for replica in group.replicas:
+            replica.cleanup()
+
+
+@pytest.fixture
+def need_nginx() -> None:
+    if nginx_binary() is None:
+        pytest.fail(MISSING, pytrace=False)
+
+
+@pytest.fixture
+async def masters(cluster: Cluster) -> AsyncIterator[Callable[[str], Awaitable[Master]]]:
+    opened: list[Master] = []
+
+    async def open_master(url: str) -> Master:
+        master = await cluster.master(url)
+        opened.append(master)
+        return master
+
+    yield open_master
+    for master in opened:
+        await master.close()
+
+
+async def test_a_command_sent_through_one_replica_runs_on_a_daemon_of_another(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]]
+) -> None:
+    a, b = cluster.add_replica(), cluster.add_replica()
+    master = await masters(a.url)
+    await cluster.deploy(master, "split", {"db": b.url})
+    chunks: list[OutputChunk] = []
+
+    (result,) = await master.run("split", "db", "echo from-$((40+2)); exit 3", on_output=chunks.append, wait_timeout=20)
+
+    assert (result.status, result.exit_code, result.verified) == ("failed", 3, True)
+    assert result.stdout == b"from-42\n"
+    assert b"".join(c.data for c in chunks) == b"from-42\n"
+
+
+async def test_a_watcher_on_a_third_replica_sees_every_event(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]]
+) -> None:
+    a, b, c = cluster.add_replica(), cluster.add_replica(), cluster.add_replica()
+    master = await masters(a.url)
+    watcher = await masters(c.url)
+    await cluster.deploy(master, "watched", {"web": b.url})
+    seen: list[EventInfo] = []
+
+    async def watch() -> None:
+        async for item in watcher.events("watched", 0):
+            assert isinstance(item, EventInfo)
+            seen.append(item)
+
+    task = asyncio.create_task(watch())
+    try:
+        results = await master.run("watched", "web", "true", wait_timeout=20)
+        finished = await eventually(
+            lambda: [e for e in seen if e.kind == "command_finished"], timeout=10, what="command_finished on C"
+        )
+        assert finished[0].data["order_id"] == results[0].order_id
+        assert [e.cursor for e in seen] == list(range(1, len(seen) + 1))
+        assert {"machine_ready", "command_queued", "command_delivered", "command_started"} <= {e.kind for e in seen}
+    finally:
+        task.cancel()
+
+
+async def test_queued_commands_follow_a_machine_that_moves_to_another_replica(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]], tmp_path: Path
+) -> None:
+    a, b, c = cluster.add_replica(), cluster.add_replica(), cluster.add_replica()
+    master = await masters(b.url)
+    daemon = (await cluster.deploy(master, "moving", {"box": a.url}))["box"]
+    daemon.kill()
+    await eventually(
+        lambda: _status(master, "moving", "box", "offline"), timeout=10, what="box offline after its daemon died"
+    )
+    log = tmp_path / "ran.txt"
+    queued = [await master.run("moving", "box", f"echo {i} >> {log}", wait=False) for i in range(3)]
+
+    config = daemon.config
+    text = config.read_text().replace(a.url, c.url)
+    config.write_text(text)
+    daemon.start()
+
+    results = await wait_results(master, "moving", [r[0].order_id for r in queued], timeout=20)
+    assert [r.status for r in results] == ["succeeded"] * 3
+    assert file_lines(log) == ["0", "1", "2"]
+
+
+async def _status(master: Master, scenario: str, machine: str, status: str) -> bool:
+    return (await master.scenario(scenario)).machine(machine).status == status
+
+
+async def test_killing_the_replica_of_a_daemon_mid_stream_loses_and_repeats_nothing(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]], need_nginx: None, tmp_path: Path
+) -> None:
+    cluster.add_replica(), cluster.add_replica()
+    nginx = cluster.start_nginx()
+    master_replica = cluster.replicas[0]
+    master = await masters(master_replica.url)
+    await cluster.deploy(master, "stream", {"worker": nginx.url})
+    holder = await eventually(lambda: _holder(master, cluster), timeout=10, what="the daemon's replica")
+    if holder is master_replica:  # keep the master's own replica alive: the point is the daemon's side
+        cluster.replicas.reverse()
+        master = await masters(cluster.replicas[0].url)
+    log = tmp_path / "stream.txt"
+    ids = []
+    for i in range(30):
+        (queued,) = await master.run("stream", "worker", f"echo {i} >> {log}; sleep 0.05", wait=False)
+        ids.append(queued.order_id)
+        if i == 10:
+            holder.kill()
+    results = await wait_results(master, "stream", ids, timeout=40)
+    assert [r.status for r in results] == ["succeeded"] * 30
+    assert sorted(file_lines(log), key=int) == [str(i) for i in range(30)]
+    assert len(file_lines(log)) == 30
+
+
+async def _holder(master: Master, cluster: Cluster) -> HubProcess | None:
+    events = [e async for e in master.events("stream", 0, follow=False) if isinstance(e, EventInfo)]
+    connected = [e for e in events if e.kind == "machine_connected"]
+    if not connected:
+        return None
+    replica = connected[-1].data.get("replica")
+    return next((r for r in cluster.replicas if r.extra_args[-1] == replica), None)
+
+
+async def test_a_drained_replica_hands_its_daemons_to_another_and_exits(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]], need_nginx: None
+) -> None:
+    a, b = cluster.add_replica(), cluster.add_replica()
+    nginx = cluster.start_nginx()
+    master = await masters(a.url)
+    await cluster.deploy(master, "drain", {f"m{i}": nginx.url for i in range(4)})
+    held_by_b = await eventually(lambda: _count_on(master, "drain", "r1"), timeout=5, what="machines on each replica")
+    del held_by_b
+    done = await asyncio.to_thread(run_crc, b, "hub", "drain", "--url", b.url)
+    assert done.returncode == 0, done.stderr
+    assert await b.wait_exit(30) == 0
+    await eventually(lambda: _all_on(master, "drain", "r0"), timeout=30, what="every machine back on replica r0")
+    results = await master.run("drain", "all", "true", wait_timeout=20)
+    assert [r.status for r in results] == ["succeeded"] * 4
+
+
+async def _connected_replicas(master: Master, scenario: str) -> dict[str, str]:
+    replicas: dict[str, str] = {}
+    async for e in master.events(scenario, 0, follow=False):
+        if isinstance(e, EventInfo) and e.kind == "machine_connected":
+            replicas[e.machine] = str(e.data.get("replica"))
+    return replicas
+
+
+async def _count_on(master: Master, scenario: str, replica: str) -> bool:
+    placed = await _connected_replicas(master, scenario)
+    return len(placed) == 4
+
+
+async def _all_on(master: Master, scenario: str, replica: str) -> bool:
+    placed = await _connected_replicas(master, scenario)
+    sc = await master.scenario(scenario)
+    return all(v == replica for v in placed.values()) and all(m.status == "ready" for m in sc.machines)
+
+
+async def test_while_redis_is_down_orders_are_refused_and_after_it_returns_nothing_is_lost(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]], tmp_path: Path
+) -> None:
+    a = cluster.add_replica()
+    master = await masters(a.url)
+    await cluster.deploy(master, "outage", {"box": a.url})
+    (before,) = await master.run("outage", "box", "echo before", wait_timeout=20)
+    cluster.redis.stop()
+    try:
+        with pytest.raises(RemoteError) as refused:
+            await master.run("outage", "box", "echo during", wait_timeout=5)
+        assert refused.value.code == "unavailable"
+    finally:
+        cluster.redis.start()
+    (after,) = await eventually(
+        lambda: _try_run(master, "outage", "box", "echo after"), timeout=30, what="orders accepted again"
+    )
+    assert after.stdout == b"after\n"
+    stored = {r.order_id: r.status for r in await master.results("outage")}
+    assert stored[before.order_id] == "succeeded"
+    assert stored[after.order_id] == "succeeded"
+
+
+async def _try_run(master: Master, scenario: str, target: str, command: str) -> list | None:  # type: ignore[type-arg]
+    try:
+        return await master.run(scenario, target, command, wait_timeout=10)
+    except RemoteError:
+        return None
+
+
+def test_sigterm_drains_like_crc_hub_drain(cluster: Cluster) -> None:
+    a = cluster.add_replica()
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(20) == 0
