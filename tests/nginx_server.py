@@ -35,7 +35,7 @@ def render(conf: str, listen_port: int, upstream_ports: Sequence[int]) -> str:
     indent, options = template.group(1), template.group(2)
     servers = "\n".join(f"{indent}server 127.0.0.1:{port} {options}" for port in upstream_ports)
     conf = re.sub(r"^\s*server 127\.0\.0\.1:\d+ .*\n", "", conf, flags=re.M)
-    return conf.replace("least_conn;\n", "least_conn;\n" + servers + "\n", 1)
+    return conf.replace("upstream crc_hub_replicas {\n", "upstream crc_hub_replicas {\n" + servers + "\n", 1)
 
 
 class Nginx:

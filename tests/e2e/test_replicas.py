@@ -14,7 +14,18 @@ from clients.daemon.config import DaemonConfig, write_config
 from clients.master.models import EventInfo, OutputChunk
 from clients.master.sdk import Master
 from protocol import RemoteError
-from tests.e2e.support import DaemonProcess, Daemons, HubProcess, eventually, file_lines, run_crc, wait_results
+from tests.e2e.support import (
+    PYTHON,
+    DaemonProcess,
+    Daemons,
+    HubProcess,
+    Process,
+    child_env,
+    eventually,
+    file_lines,
+    run_crc,
+    wait_results,
+)
 from tests.nginx_server import MISSING, Nginx, free_port, nginx_binary
 from tests.redis_server import RedisServer
 
@@ -29,18 +40,21 @@ class Cluster:
     replicas: list[HubProcess] = field(default_factory=list)
     nginx: Nginx | None = None
 
-    def add_replica(self) -> HubProcess:
+    def add_replica(
+        self, *, heartbeat_interval: float = 0.5, dead_after: float = 3.0, start: bool = True
+    ) -> HubProcess:
         index = len(self.replicas)
         hub = HubProcess(
             self.base / f"replica{index}",
-            heartbeat_interval=0.5,
-            dead_after=3.0,
+            heartbeat_interval=heartbeat_interval,
+            dead_after=dead_after,
             extra_args=["--redis", self.redis.url, "--replica-id", f"r{index}"],
             key_path=self.base / "master.key",
             name=f"replica{index}",
         )
         hub.port = free_port()
-        hub.start()
+        if start:
+            hub.start()
         self.replicas.append(hub)
         return hub
 
@@ -207,8 +221,6 @@ async def test_a_drained_replica_hands_its_daemons_to_another_and_exits(
     nginx = cluster.start_nginx()
     master = await masters(a.url)
     await cluster.deploy(master, "drain", {f"m{i}": nginx.url for i in range(4)})
-    held_by_b = await eventually(lambda: _count_on(master, "drain", "r1"), timeout=5, what="machines on each replica")
-    del held_by_b
     done = await asyncio.to_thread(run_crc, b, "hub", "drain", "--url", b.url)
     assert done.returncode == 0, done.stderr
     assert await b.wait_exit(30) == 0
@@ -223,11 +235,6 @@ async def _connected_replicas(master: Master, scenario: str) -> dict[str, str]:
         if isinstance(e, EventInfo) and e.kind == "machine_connected":
             replicas[e.machine] = str(e.data.get("replica"))
     return replicas
-
-
-async def _count_on(master: Master, scenario: str, replica: str) -> bool:
-    placed = await _connected_replicas(master, scenario)
-    return len(placed) == 4
 
 
 async def _all_on(master: Master, scenario: str, replica: str) -> bool:
@@ -264,6 +271,86 @@ async def _try_run(master: Master, scenario: str, target: str, command: str) -> 
         return await master.run(scenario, target, command, wait_timeout=10)
     except RemoteError:
         return None
+
+
+async def test_draining_a_replica_moves_all_of_200_daemons_and_loses_no_order(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]], need_nginx: None, tmp_path: Path
+) -> None:
+    count = 200
+    a, b = (cluster.add_replica(heartbeat_interval=3.0, dead_after=15.0) for _ in range(2))
+    nginx = cluster.start_nginx()
+    master = await masters(a.url)
+    minted = await master.create_scenario("swarm", [(f"m{i:03d}", "linux") for i in range(count)])
+    configs = tmp_path / "swarm-configs"
+    for m in minted:
+        write_config(
+            configs / f"{m.name}.toml", DaemonConfig(nginx.url, "swarm", m.name, m.identity, master.identity.public)
+        )
+    swarm = Process(
+        "swarm", [PYTHON, "-m", "tests.e2e.swarm", str(configs), str(tmp_path / "swarm-state")], child_env(),
+        tmp_path / "swarm.log",
+    )  # fmt: skip
+    swarm.start()
+    try:
+        await master.wait_ready("swarm", timeout=120)
+        before = await _connected_replicas(master, "swarm")
+        assert set(before.values()) == {"r0", "r1"}, "nginx should spread the daemons over both replicas"
+        ran = tmp_path / "ran"
+        ran.mkdir()
+        queued = await master.run("swarm", "all", f"mktemp -p {ran} run.XXXXXX", wait=False)
+
+        drained = await asyncio.to_thread(run_crc, b, "hub", "drain", "--url", b.url)
+        assert drained.returncode == 0, drained.stderr
+        assert await b.wait_exit(60) == 0
+
+        results = await wait_results(master, "swarm", [q.order_id for q in queued], timeout=120)
+        assert [r.status for r in results] == ["succeeded"] * count
+        assert len(list(ran.iterdir())) == count  # each order ran exactly once
+        await eventually(lambda: _all_on(master, "swarm", "r0"), timeout=60, what="all 200 machines on r0")
+    finally:
+        swarm.cleanup()
+
+
+def _swarm(tmp_path: Path, configs: Path) -> Process:
+    argv = [PYTHON, "-m", "tests.e2e.swarm", str(configs), str(tmp_path / "swarm-state")]
+    return Process("swarm", argv, child_env(), tmp_path / "swarm.log")
+
+
+async def _write_swarm_configs(master: Master, scenario: str, count: int, hub_url: str, configs: Path) -> None:
+    for m in await master.create_scenario(scenario, [(f"m{i:03d}", "linux") for i in range(count)]):
+        config = DaemonConfig(hub_url, scenario, m.name, m.identity, master.identity.public)
+        write_config(configs / f"{m.name}.toml", config)
+
+
+async def test_rebalancing_moves_a_share_of_daemons_to_a_replica_that_joined(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]], need_nginx: None, tmp_path: Path
+) -> None:
+    first = cluster.add_replica(heartbeat_interval=3.0, dead_after=15.0)
+    late = cluster.add_replica(heartbeat_interval=3.0, dead_after=15.0, start=False)
+    nginx = cluster.start_nginx()
+    master = await masters(first.url)
+    await _write_swarm_configs(master, "grow", 20, nginx.url, tmp_path / "grow-configs")
+    swarm = _swarm(tmp_path, tmp_path / "grow-configs")
+    swarm.start()
+    try:
+        await master.wait_ready("grow", timeout=60)
+        assert set((await _connected_replicas(master, "grow")).values()) == {"r0"}
+        await asyncio.to_thread(late.start)
+        answer = await asyncio.to_thread(run_crc, first, "hub", "rebalance", "--url", first.url, "--share", "0.5")
+        assert answer.returncode == 0, answer.stderr
+        assert '"asked_to_reconnect": 10' in answer.stdout
+
+        async def spread() -> bool:
+            placed = list((await _connected_replicas(master, "grow")).values())
+            return placed.count("r1") >= 5 and all(
+                m.status == "ready" for m in (await master.scenario("grow")).machines
+            )
+
+        await eventually(spread, timeout=30, what="daemons moving to the replica that joined")
+        results = await master.run("grow", "all", "true", wait_timeout=30)
+        assert [r.status for r in results] == ["succeeded"] * 20
+    finally:
+        swarm.cleanup()
 
 
 def test_sigterm_drains_like_crc_hub_drain(cluster: Cluster) -> None:
