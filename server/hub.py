@@ -19,17 +19,18 @@ from typing import Any
 
 from protocol import ErrorCode, Identity
 from protocol.messages import Cancel, Deliver, Event, FileChunk, Output, Reconnect
-from server.backplane import Backplane, LocalBackplane
+from server.backplane import Backplane, BackplaneUnavailable, LocalBackplane
 from server.backplane.base import replica_channel, scenario_channel
 from server.connection import Connection
 from server.settings import HubSettings
-from server.store import EventRecord, MachineStatus, ScenarioRecord, Store
+from server.store import EventRecord, MachineStatus, ScenarioRecord, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 EVENT_PAGE = 500
 # Pumps also look at the store this often without a wake-up, in case a cross-replica notification was lost.
 EVENT_POLL = 5.0
+DELIVERY_SWEEP = 5.0
 
 
 class Subscription:
@@ -99,6 +100,7 @@ class Hub:
         }
         self.started = time.time()
         self.draining = False
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def id(self) -> str:
@@ -110,6 +112,21 @@ class Hub:
 
     async def start(self) -> None:
         await self.backplane.start(self._on_peer_message, self._on_backplane_back)
+        if not isinstance(self.backplane, LocalBackplane):
+            self._sweeper = asyncio.create_task(self._sweep(), name="delivery-sweep")
+
+    async def _sweep(self) -> None:
+        """Among replicas, a "deliver" notification can be lost (Redis blinked, the store failed mid-way): every
+        so often each replica looks for queued orders of its own daemons, so such an order waits seconds, not
+        until its machine reconnects."""
+        while True:
+            await asyncio.sleep(DELIVERY_SWEEP)
+            for machine_id in list(self.daemons):
+                try:
+                    await self.deliver_queued(machine_id)
+                except (StoreError, BackplaneUnavailable) as exc:
+                    log.warning("delivery sweep stopped early: %s", exc)
+                    break
 
     # events
     async def emit(self, scenario_id: str, kind: str, machine: str, data: dict[str, Any]) -> EventRecord:
@@ -177,11 +194,15 @@ class Hub:
         if self.daemons.get(conn.id) is conn:
             del self.daemons[conn.id]
             await self.backplane.release(conn.id)
-            moved = await self.backplane.locate(conn.id)
-            # Not when the scenario was just deleted, nor when the machine already reconnected elsewhere.
-            if moved is None and await self.store.machine(conn.id) is not None:
-                await self.store.update_machine(conn.id, status=MachineStatus.OFFLINE, last_seen=time.time())
-                await self.emit(conn.scenario_id, "machine_offline", conn.machine_name, {})
+            try:
+                moved = await self.backplane.locate(conn.id)
+                # Not when the scenario was just deleted, nor when the machine already reconnected elsewhere.
+                if moved is None and await self.store.machine(conn.id) is not None:
+                    await self.store.update_machine(conn.id, status=MachineStatus.OFFLINE, last_seen=time.time())
+                    await self.emit(conn.scenario_id, "machine_offline", conn.machine_name, {})
+            except (StoreError, BackplaneUnavailable) as exc:
+                # Shown offline anyway: its presence key expires, and status reads check presence.
+                log.warning("could not record %s going offline: %s", conn.machine_name, exc)
 
     async def locate(self, machine_id: str) -> str | None:
         """The replica holding the machine's session, None when it is offline."""
@@ -309,6 +330,8 @@ class Hub:
 
     async def close_all(self) -> None:
         self.draining = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for subs in self.subscriptions.values():
             for sub in subs.values():
                 sub.stop()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -22,10 +23,13 @@ from protocol.messages import (
     ScenarioDelete,
     ScenarioShow,
 )
+from server.backplane import BackplaneUnavailable
 from server.connection import Connection
 from server.errors import RequestError
 from server.hub import Hub
-from server.store import MachineSpec, MachineStatus, OrderRecord, ScenarioRecord, StoreConflict
+from server.store import MachineSpec, MachineStatus, OrderRecord, ScenarioRecord, StoreConflict, StoreError
+
+log = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 OPERATING_SYSTEMS = ("linux", "windows")
@@ -180,9 +184,14 @@ async def order_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
         await hub.store.add_order(record, chunks)
     except StoreConflict:
         raise RequestError(ErrorCode.ALREADY_EXISTS, f"order id {order.id} was used before") from None
-    await hub.emit(scenario.id, "command_queued", machine.name, _order_summary(order))
+    # Stored means accepted: from here on a failure must not be reported as a refusal. Delivery catches up
+    # when the machine reconnects or the backplane comes back.
     conn.send(Response({"order_id": order.id, "state": OrderState.QUEUED.value}), reply_to=env.id)
-    await hub.deliver_queued(machine.id)
+    try:
+        await hub.emit(scenario.id, "command_queued", machine.name, _order_summary(order))
+        await hub.deliver_queued(machine.id)
+    except (StoreError, BackplaneUnavailable) as exc:
+        log.warning("order %s is queued but could not be announced or delivered yet: %s", order.id, exc)
 
 
 def _uploaded_chunks(conn: Connection, order: Order, upload_id: str) -> list[bytes]:

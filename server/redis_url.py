@@ -21,7 +21,9 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialBackoff
 
 SCHEMES = ("redis", "rediss", "redis+sentinel")
 DEFAULT_PORT = 6379
@@ -54,6 +56,10 @@ def redis_from_url(url: str, **kwargs: Any) -> redis.asyncio.Redis:
     if kwargs.get("decode_responses"):
         raise ValueError("redis clients of the hub never decode replies (decode_responses must stay False)")
     kwargs["decode_responses"] = False
+    # After Redis restarts, every pooled connection is dead but looks open; the first command on each fails
+    # before reaching the server. A few quick retries on a fresh connection hide that blink.
+    kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=0.5, base=0.05), 3))
+    kwargs.setdefault("retry_on_error", [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError])
     scheme = _scheme(url)
     if scheme == "redis+sentinel":
         return _sentinel_client(url, kwargs)

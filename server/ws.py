@@ -24,6 +24,7 @@ from protocol import (
 from protocol.envelope import envelope_from_wire, unpack
 from protocol.messages import Auth, Pong, Welcome
 from protocol.session import plain_error_frame
+from server.backplane import BackplaneUnavailable
 from server.connection import Connection, new_id
 from server.daemons import DAEMON_HANDLERS
 from server.errors import RequestError
@@ -121,9 +122,9 @@ async def _dispatch(hub: Hub, conn: Connection, envelope: Envelope) -> None:
         conn.reply_error(envelope, exc.code, exc.message, **exc.details)
     except ProtocolError as exc:
         conn.reply_error(envelope, exc.code, exc.message, **exc.details)
-    except StoreError as exc:
-        log.error("store failed while handling %s from %s: %s", envelope.type.value, conn.id, exc)
-        conn.reply_error(envelope, ErrorCode.UNAVAILABLE, f"the hub's store is unavailable, nothing was done: {exc}")
+    except (StoreError, BackplaneUnavailable) as exc:
+        log.error("could not handle %s from %s: %s", envelope.type.value, conn.id, exc)
+        conn.reply_error(envelope, ErrorCode.UNAVAILABLE, f"the hub's backplane is unavailable: {exc}")
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:

@@ -64,6 +64,7 @@ except metadata.PackageNotFoundError:  # running from a source tree
     DAEMON_VERSION = "0.0.0+source"
 
 JOURNAL_KEEP = 7 * 24 * 3600.0
+RESEND_INTERVAL = 5.0
 
 _EXEC_STATES = {
     ExecStatus.SUCCEEDED: OrderState.SUCCEEDED,
@@ -202,6 +203,21 @@ class Daemon:
         await link.send(SystemReady(facts, DAEMON_VERSION), scenario=self.config.scenario)
         for result in self.journal.unacked_results():
             await link.send(Result(result), scenario=self.config.scenario)
+        resender = asyncio.create_task(self._resend_unacked(link))
+        try:
+            await self._read(link)
+        finally:
+            resender.cancel()
+
+    async def _resend_unacked(self, link: HubLink) -> None:
+        """Results the hub could not store yet (its store was briefly down) are offered again until acked."""
+        while True:
+            await asyncio.sleep(RESEND_INTERVAL)
+            for result in self.journal.unacked_results():
+                if time.time() - result["finished"] >= RESEND_INTERVAL:
+                    await link.send(Result(result), scenario=self.config.scenario)
+
+    async def _read(self, link: HubLink) -> None:
         while True:
             envelope = await link.recv()
             handler = self._handlers.get(envelope.type)

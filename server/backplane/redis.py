@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from protocol.retry import backoff_delays
-from server.backplane.base import Backplane, Handler, replica_channel
+from server.backplane.base import Backplane, BackplaneUnavailable, Handler, replica_channel
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,11 @@ class RedisBackplane(Backplane):
     async def claim(self, machine_id: str) -> None:
         self._claimed.add(machine_id)
         # A newer session wins: overwrite whatever replica held it (its session is stale or moving).
-        await self._client.set(self._presence(machine_id), self.replica_id, ex=self._ttl)
+        try:
+            await self._client.set(self._presence(machine_id), self.replica_id, ex=self._ttl)
+        except (RedisError, OSError) as exc:
+            # The refresher claims it again once Redis is back; meanwhile other replicas cannot route to it.
+            raise BackplaneUnavailable(f"backplane unavailable, cannot record presence: {exc}") from exc
 
     async def release(self, machine_id: str) -> None:
         self._claimed.discard(machine_id)
@@ -195,7 +199,10 @@ class RedisBackplane(Backplane):
             await self._release(keys=[self._presence(machine_id)], args=[self.replica_id])
 
     async def locate(self, machine_id: str) -> str | None:
-        value = await self._client.get(self._presence(machine_id))
+        try:
+            value = await self._client.get(self._presence(machine_id))
+        except (RedisError, OSError) as exc:
+            raise BackplaneUnavailable(f"backplane unavailable, cannot locate machine {machine_id}: {exc}") from exc
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
