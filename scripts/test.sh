@@ -19,7 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         fi
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-        [ "$created_policy" = 1 ] && rm -f "$policy"
+        if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi
     else
         echo "${missing[*]} not installed and this script cannot install them (it needs root and apt-get):" >&2
         echo "install the packages (e.g. sudo apt-get install ${missing[*]}), then run it again." >&2

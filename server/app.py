@@ -43,7 +43,7 @@ def default_backends(settings: HubSettings) -> tuple[Store, Backplane]:
     from server.redis_url import redis_from_url
     from server.store.redis import RedisStore
 
-    store = RedisStore(redis_from_url(settings.redis_url))
+    store = RedisStore(redis_from_url(settings.redis_url), event_log_max=settings.event_log_max)
     backplane = RedisBackplane(
         redis_from_url(settings.redis_url), settings.replica_id, presence_ttl=settings.presence_ttl
     )

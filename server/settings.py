@@ -31,6 +31,7 @@ class HubSettings:
         redis_url: share store and backplane with other replicas through Redis (empty: embedded, one process).
         replica_id: this replica's name among replicas (default: host name, pid and a random suffix).
         presence_ttl: seconds a dead replica's machines stay claimed before other replicas may serve them.
+        event_log_max: with Redis, each scenario's event log is trimmed to about this many newest events.
         drain_spread: daemons told to reconnect during a drain spread their reconnects over this many seconds.
         drain_timeout: a drain waits at most this long for daemons to leave and deliveries to finish.
     """
@@ -49,6 +50,7 @@ class HubSettings:
     redis_url: str = ""
     replica_id: str = ""
     presence_ttl: float = 15.0
+    event_log_max: int = 100_000
     drain_spread: float = 5.0
     drain_timeout: float = 30.0
     max_upload_bytes: int = 512 * 1024 * 1024
@@ -114,6 +116,7 @@ def settings_from(
         dev_master_key=dev_master_key,
         redis_url=redis_url or env.get("CRC_REDIS_URL", ""),
         replica_id=replica_id or env.get("CRC_REPLICA_ID") or default_replica_id(),
+        event_log_max=int(_env_float(env, "CRC_EVENT_LOG_MAX", 100_000)),
         heartbeat_interval=_env_float(env, "CRC_HEARTBEAT_INTERVAL", 5.0),
         dead_after=_env_float(env, "CRC_DEAD_AFTER", 20.0),
     )
