@@ -83,17 +83,23 @@ class HubLink:
             RemoteError: the hub refused us (unknown identity, revoked...).
             ProtocolError: the hub broke the handshake.
         """
-        ws = await asyncio.wait_for(
-            connect(
-                hub_ws_url(url),
-                compression=None,
-                max_size=4 * max_frame,
-                ping_interval=None,
-                open_timeout=open_timeout,
-                close_timeout=2,
-            ),
-            timeout=open_timeout + 1,
-        )
+        try:
+            ws = await asyncio.wait_for(
+                connect(
+                    hub_ws_url(url),
+                    compression=None,
+                    max_size=4 * max_frame,
+                    ping_interval=None,
+                    open_timeout=open_timeout,
+                    close_timeout=2,
+                ),
+                timeout=open_timeout + 1,
+            )
+        except websockets.exceptions.InvalidStatus as exc:
+            # A draining replica answers 503; a proxy in front may answer 502 while no replica is up.
+            raise LinkClosed(f"hub answered HTTP {exc.response.status_code} to the WebSocket upgrade") from exc
+        except websockets.exceptions.WebSocketException as exc:
+            raise LinkClosed(f"WebSocket handshake with the hub failed: {exc}") from exc
         try:
             session = ClientSession(identity, role, secrets.token_bytes(32), max_frame=max_frame)
             challenge = await asyncio.wait_for(ws.recv(decode=False), open_timeout)

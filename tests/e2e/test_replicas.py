@@ -319,7 +319,16 @@ async def test_rebalancing_moves_a_share_of_daemons_to_a_replica_that_joined(
         swarm.cleanup()
 
 
-def test_sigterm_drains_like_crc_hub_drain(cluster: Cluster) -> None:
+async def test_sigterm_drains_and_a_daemon_without_a_balancer_waits_for_its_hub_to_return(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]]
+) -> None:
     a = cluster.add_replica()
+    master = await masters(a.url)
+    daemon = (await cluster.deploy(master, "alone", {"box": a.url}))["box"]
     a.send_signal(signal.SIGTERM)
-    assert a.wait(20) == 0
+    assert await a.wait_exit(20) == 0
+    await asyncio.sleep(1.0)  # the daemon meets a draining hub (503), then a closed port: it must keep trying
+    assert daemon.running, daemon.log_tail()
+    await asyncio.to_thread(a.start)
+    (result,) = await master.run("alone", "box", "echo back", wait_timeout=30)
+    assert result.stdout == b"back\n"
