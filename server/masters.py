@@ -53,19 +53,24 @@ async def owned_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecor
     return scenario
 
 
-async def scenario_wire(hub: Hub, scenario: ScenarioRecord) -> dict[str, Any]:
+async def _machines_wire(hub: Hub, scenario: ScenarioRecord) -> list[dict[str, Any]]:
+    """The scenario's machines as stored, shown offline where no replica holds their session any more."""
     machines = []
     for machine in await hub.store.machines(scenario.id):
         wire = machine.to_wire()
         if machine.status is not MachineStatus.OFFLINE and await hub.locate(machine.id) is None:
             wire["status"] = MachineStatus.OFFLINE.value  # its replica died without saying so
         machines.append(wire)
+    return machines
+
+
+async def scenario_wire(hub: Hub, scenario: ScenarioRecord) -> dict[str, Any]:
     return {
         "id": scenario.id,
         "name": scenario.name,
         "created": scenario.created,
         "cursor": await hub.store.last_cursor(scenario.id),
-        "machines": machines,
+        "machines": await _machines_wire(hub, scenario),
     }
 
 
@@ -112,13 +117,13 @@ async def scenario_create(hub: Hub, conn: Connection, env: Envelope) -> None:
 async def scenario_list(hub: Hub, conn: Connection, env: Envelope) -> None:
     items = []
     for scenario in await hub.store.scenarios(conn.id):
-        machines = await hub.store.machines(scenario.id)
+        machines = await _machines_wire(hub, scenario)
         items.append(
             {
                 "name": scenario.name,
                 "created": scenario.created,
                 "machines": len(machines),
-                "ready": sum(1 for m in machines if m.status.value == "ready"),
+                "ready": sum(1 for m in machines if m["status"] == MachineStatus.READY.value),
             }
         )
     conn.send(Response({"scenarios": items}), reply_to=env.id)
