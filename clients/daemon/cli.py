@@ -12,7 +12,7 @@ from pathlib import Path
 
 from clients.daemon.agent import DAEMON_VERSION, Daemon, DaemonOptions, Revoked
 from clients.daemon.config import ConfigError, load_config
-from clients.daemon.platform import current_platform
+from clients.daemon.platform import current_platform, platform_executor
 
 EXIT_CONFIG = 2
 # systemd's unit sets RestartPreventExitStatus=3: a revoked machine must not hammer the hub forever.
@@ -44,7 +44,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"crc-daemon {DAEMON_VERSION}")
+    parser.epilog = "crc-daemon service {install,uninstall,start,stop} manages the Windows service."
     return parser
+
+
+def build_service_parser() -> argparse.ArgumentParser:
+    """``crc-daemon service ...``: manage the Windows service (clients/windows/service.py)."""
+    parser = argparse.ArgumentParser(prog="crc-daemon service", description="Manage the crc-daemon Windows service.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{install,uninstall,start,stop}")
+    install = actions.add_parser("install", help="register the service (automatic start, restart on failure)")
+    install.add_argument("--config", type=Path, default=None, help="TOML config the service runs with")
+    for name, text in (("uninstall", "stop and remove the service"), ("start", "start it"), ("stop", "stop it")):
+        actions.add_parser(name, help=text)
+    return parser
+
+
+def service_main(argv: Sequence[str]) -> int:
+    """Run ``crc-daemon service ACTION``; exits 2 off Windows."""
+    args = build_service_parser().parse_args(argv)
+    if sys.platform != "win32":
+        print(
+            f"crc-daemon: 'service {args.action}' works only on Windows (this system is {sys.platform}); "
+            "on Linux install clients/linux/crc-daemon.service with systemd",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    from clients.windows import service
+
+    try:
+        if args.action == "install":
+            service.install(args.config)
+        else:
+            getattr(service, args.action)()
+    except (ConfigError, service.WindowsOnly) as exc:
+        print(f"crc-daemon: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:  # pywintypes.error, OSError, CalledProcessError: say what failed, no traceback
+        print(f"crc-daemon: service {args.action} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"crc-daemon: service {args.action}: done")
+    return 0
 
 
 async def _run(daemon: Daemon) -> None:
@@ -56,6 +95,9 @@ async def _run(daemon: Daemon) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["service"]:
+        return service_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s crc-daemon %(levelname)s %(message)s")
     try:
@@ -65,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     options = DaemonOptions(state_dir=args.state_dir, hosts_file=args.hosts_file, platform=current_platform())
     try:
-        asyncio.run(_run(Daemon(config, options)))
+        asyncio.run(_run(Daemon(config, options, executor=platform_executor())))
     except Revoked as exc:
         print(f"crc-daemon: {exc}; exiting", file=sys.stderr)
         return EXIT_REVOKED

@@ -28,7 +28,7 @@ def collect_facts(daemon_version: str) -> dict[str, Any]:
     physical_cpus = _safe("cpus.physical", lambda: psutil.cpu_count(logical=False))
     memory = _safe("memory", psutil.virtual_memory)
     interfaces = _safe("interfaces", _interfaces)
-    return {
+    facts: dict[str, Any] = {
         "hostname": _safe("hostname", socket.gethostname),
         "fqdn": _safe("fqdn", socket.getfqdn),
         "os": _safe("os", platform.system),
@@ -45,6 +45,9 @@ def collect_facts(daemon_version: str) -> dict[str, Any]:
         "boot_time": _safe("boot_time", psutil.boot_time),
         "daemon_version": daemon_version,
     }
+    if sys.platform == "win32":
+        facts.update(_safe("windows", _windows_facts) or {})
+    return facts
 
 
 def _safe(name: str, fn: Callable[[], T]) -> T | None:
@@ -54,6 +57,13 @@ def _safe(name: str, fn: Callable[[], T]) -> T | None:
         # One unreadable fact (odd container, missing /proc entry) must not cost all the others.
         log.debug("could not determine fact %s", name, exc_info=True)
         return None
+
+
+def _windows_facts() -> dict[str, Any]:
+    """Edition, build and domain or workgroup (clients/windows/facts.py); imported only on Windows."""
+    from clients.windows.facts import windows_facts
+
+    return windows_facts()
 
 
 def _os_release() -> str | None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["PlatformDefaults", "current_platform"]
+if TYPE_CHECKING:
+    from clients.daemon.executor import Executor
+
+__all__ = ["PlatformDefaults", "current_platform", "platform_executor"]
 
 
 @dataclass(frozen=True)
@@ -34,3 +38,14 @@ def current_platform() -> PlatformDefaults:
     from clients.linux.platform import LINUX
 
     return LINUX
+
+
+def platform_executor() -> Executor:
+    """The command executor of the system we are running on (/bin/sh here, PowerShell on Windows)."""
+    if sys.platform == "win32":
+        from clients.windows.platform import make_executor as windows_executor
+
+        return windows_executor()
+    from clients.linux.platform import make_executor as posix_executor
+
+    return posix_executor()
