@@ -22,6 +22,7 @@ from protocol.messages import Cancel, Deliver, Event, FileChunk, Output, Reconne
 from server.backplane import Backplane, BackplaneUnavailable, LocalBackplane
 from server.backplane.base import replica_channel, scenario_channel
 from server.connection import Connection
+from server.guard import AdmissionGuard
 from server.settings import HubSettings
 from server.store import EventRecord, MachineStatus, ScenarioRecord, Store, StoreError
 
@@ -100,6 +101,7 @@ class Hub:
         }
         self.started = time.time()
         self.draining = False
+        self.guard = AdmissionGuard(settings.max_pending_handshakes, settings.handshake_failure_limit)
         self._sweeper: asyncio.Task[None] | None = None
 
     @property

@@ -32,6 +32,8 @@ class HubSettings:
         replica_id: this replica's name among replicas (default: host name, pid and a random suffix).
         presence_ttl: seconds a dead replica's machines stay claimed before other replicas may serve them.
         event_log_max: with Redis, each scenario's event log is trimmed to about this many newest events.
+        max_pending_handshakes: connections allowed to be authenticating at once (more get HTTP 429).
+        handshake_failure_limit: failed handshakes per source address per minute before it gets HTTP 429.
         drain_spread: daemons told to reconnect during a drain spread their reconnects over this many seconds.
         drain_timeout: a drain waits at most this long for daemons to leave and deliveries to finish.
     """
@@ -51,6 +53,8 @@ class HubSettings:
     replica_id: str = ""
     presence_ttl: float = 15.0
     event_log_max: int = 100_000
+    max_pending_handshakes: int = 1000
+    handshake_failure_limit: int = 30
     drain_spread: float = 5.0
     drain_timeout: float = 30.0
     max_upload_bytes: int = 512 * 1024 * 1024

@@ -83,6 +83,15 @@ async def _handshake(hub: Hub, ws: web.WebSocketResponse) -> tuple[HubSession, A
     return session, peer
 
 
+def _source(request: web.Request) -> str:
+    """The peer's address; behind a load balancer on this host, the client it forwarded for."""
+    peer = request.remote or "?"
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded and peer in ("127.0.0.1", "::1"):
+        return forwarded.split(",")[-1].strip() or peer
+    return peer
+
+
 def _remote(ws: web.WebSocketResponse) -> str:
     peer = ws.get_extra_info("peername")
     return f"{peer[0]}:{peer[1]}" if peer else "?"
@@ -131,13 +140,22 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
     if hub.draining:
         raise web.HTTPServiceUnavailable(text="this hub replica is draining; connect to another one")
+    source = _source(request)
+    refusal = hub.guard.refusal(source, time.monotonic())
+    if refusal is not None:
+        raise web.HTTPTooManyRequests(text=refusal)
     # Frames over the limit are still read (up to 4x) so the peer gets a typed FRAME_TOO_LARGE, not a bare close.
     # A short close timeout: a peer dropped for silence is usually gone, and waiting for its close frame would
     # delay marking it offline.
     ws = web.WebSocketResponse(max_msg_size=hub.settings.max_frame * 4, compress=False, autoping=True, timeout=2.0)
     await ws.prepare(request)
-    shaken = await _handshake(hub, ws)
+    hub.guard.pending += 1
+    try:
+        shaken = await _handshake(hub, ws)
+    finally:
+        hub.guard.pending -= 1
     if shaken is None:
+        hub.guard.failed(source, time.monotonic())
         return ws
     session, peer = shaken
     conn = Connection(ws, session, peer, hub.id)
