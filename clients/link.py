@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import secrets
+import ssl
 import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
@@ -53,6 +55,38 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+class PinMismatch(CrcError):
+    """The hub's TLS certificate is not the one pinned in the config: possibly someone in the middle."""
+
+
+def tls_context(ws_url: str, pin: str, ca_file: str | None) -> ssl.SSLContext | None:
+    """The client TLS context for ``wss://`` URLs (None for ``ws://``).
+
+    Raises:
+        PinMismatch: a pin is configured but the URL does not use TLS (nothing to check it against).
+    """
+    if not ws_url.startswith("wss://"):
+        if pin:
+            raise PinMismatch(f"a hub certificate pin is configured but {ws_url} does not use TLS (https/wss)")
+        return None
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if pin:
+        # The pin is the trust decision: it replaces CA validation, and is checked right after the handshake.
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def _check_pin(ws: ClientConnection, pin: str) -> None:
+    ssl_object = ws.transport.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    actual = "sha256:" + hashlib.sha256(der).hexdigest() if der else "none"
+    if actual.lower() != pin.strip().lower():
+        await ws.close()
+        raise PinMismatch(f"the hub's certificate is {actual}, not the pinned {pin}; refusing to talk to it")
+
+
 class HubLink:
     """One authenticated session with the hub. Use ``HubLink.connect``."""
 
@@ -75,18 +109,29 @@ class HubLink:
         *,
         open_timeout: float = 10.0,
         max_frame: int = DEFAULT_MAX_FRAME,
+        pin: str = "",
+        ca_file: str | None = None,
     ) -> HubLink:
         """Connect and authenticate.
 
+        Args:
+            pin: ``sha256:<hex>`` of the hub's TLS certificate. When given, only that certificate is accepted,
+                whoever signed it (a self-signed one from ``crc hub init-tls`` included).
+            ca_file: CA bundle to trust instead of the system's, for hubs that are not pinned.
+
         Raises:
-            OSError / TimeoutError: the hub cannot be reached.
+            OSError / TimeoutError: the hub cannot be reached (or its certificate is not trusted).
+            PinMismatch: the hub's certificate is not the pinned one.
             RemoteError: the hub refused us (unknown identity, revoked...).
             ProtocolError: the hub broke the handshake.
         """
+        ws_url = hub_ws_url(url)
+        tls = tls_context(ws_url, pin, ca_file)
         try:
             ws = await asyncio.wait_for(
                 connect(
-                    hub_ws_url(url),
+                    ws_url,
+                    ssl=tls,
                     compression=None,
                     max_size=4 * max_frame,
                     ping_interval=None,
@@ -100,6 +145,8 @@ class HubLink:
             raise LinkClosed(f"hub answered HTTP {exc.response.status_code} to the WebSocket upgrade") from exc
         except websockets.exceptions.WebSocketException as exc:
             raise LinkClosed(f"WebSocket handshake with the hub failed: {exc}") from exc
+        if pin:
+            await _check_pin(ws, pin)
         try:
             session = ClientSession(identity, role, secrets.token_bytes(32), max_frame=max_frame)
             challenge = await asyncio.wait_for(ws.recv(decode=False), open_timeout)

@@ -18,6 +18,7 @@ from server.backplane import Backplane, LocalBackplane
 from server.hub import Hub
 from server.settings import HubSettings
 from server.store import SqliteStore, Store
+from server.tls import fingerprint, server_context
 from server.ws import HUB_KEY, websocket_handler
 
 log = logging.getLogger(__name__)
@@ -99,10 +100,14 @@ async def serve(settings: HubSettings, *, ready_file: Path | None = None) -> Non
         log.info("dev mode: enrolled the local master %s", record.id)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=2.0)
+    tls = settings.tls_files
+    ssl_context = server_context(tls) if tls is not None else None
+    site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=2.0, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
-    url = f"http://{settings.host}:{port}"
+    url = f"{'https' if ssl_context else 'http'}://{settings.host}:{port}"
+    if tls is not None:
+        log.info("serving TLS with %s (pin %s)", tls.cert, fingerprint(tls.cert.read_bytes()))
     log.info("hub %s listening on %s (data in %s)", app[HUB_KEY].id, url, settings.data_dir)
     print(f"crc hub listening on {url}", flush=True)
     if ready_file is not None:

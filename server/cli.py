@@ -13,6 +13,7 @@ from protocol import ProtocolError, PublicKey
 from server.app import serve
 from server.settings import SettingsError, settings_from
 from server.store import SqliteStore, StoreConflict, StoreError
+from server.tls import TlsError
 
 
 def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,6 +29,8 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         "redis+sentinel://HOST:26379/SERVICE (env CRC_REDIS_URL)",
     )
     hub.add_argument("--replica-id", help="this replica's name (default: host-pid-random; env CRC_REPLICA_ID)")
+    hub.add_argument("--tls-cert", type=Path, help="PEM certificate (default: DATA_DIR/tls/hub.crt if present)")
+    hub.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     hub.set_defaults(func=run_hub)
     actions = hub.add_subparsers(dest="hub_action")
     enrol = actions.add_parser("enroll-master", help="allow a master's public key to connect")
@@ -35,6 +38,12 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     enrol.add_argument("public_key", help="ed25519:... as printed by `crc keygen` / `crc pubkey`")
     enrol.add_argument("--data-dir", type=Path, dest="enrol_data_dir", help="the hub's data dir")
     enrol.set_defaults(func=enroll_master)
+    init_tls = actions.add_parser("init-tls", help="create a key and self-signed certificate; prints its pin")
+    init_tls.add_argument("--name", action="append", default=[], help="DNS name of the hub (repeatable)")
+    init_tls.add_argument("--ip", action="append", default=[], help="IP address of the hub (repeatable)")
+    init_tls.add_argument("--data-dir", type=Path, dest="tls_data_dir", help="the hub's data dir")
+    init_tls.add_argument("--force", action="store_true", help="replace an existing certificate")
+    init_tls.set_defaults(func=init_tls_command)
     drain = actions.add_parser("drain", help="move this replica's daemons to other replicas, then stop it")
     drain.add_argument("--url", default="http://127.0.0.1:8750", help="the replica's own address (loopback)")
     drain.set_defaults(func=admin_call, admin_path="/v1/admin/drain")
@@ -60,6 +69,8 @@ def run_hub(args: argparse.Namespace) -> int:
             dev_master_key=dev_key,
             redis_url=args.redis,
             replica_id=args.replica_id,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
     except SettingsError as exc:
         print(f"crc hub: {exc}", file=sys.stderr)
@@ -67,6 +78,9 @@ def run_hub(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s crc-hub %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(settings, ready_file=args.ready_file))
+    except TlsError as exc:
+        print(f"crc hub: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"crc hub: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -91,6 +105,20 @@ def admin_call(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"crc hub: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def init_tls_command(args: argparse.Namespace) -> int:
+    from server.tls import TlsFiles, create_self_signed
+
+    settings = settings_from(data_dir=args.tls_data_dir or args.data_dir)
+    files = TlsFiles.in_data_dir(settings.data_dir)
+    if files.exist() and not args.force:
+        print(f"crc hub init-tls: {files.cert} exists already; pass --force to replace it", file=sys.stderr)
+        return 1
+    pin = create_self_signed(files, args.name or ["localhost"], args.ip or ["127.0.0.1"])
+    print(f"wrote {files.cert} and {files.key} (0600); the hub now serves https/wss", file=sys.stderr)
+    print(pin)
     return 0
 
 

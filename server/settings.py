@@ -8,8 +8,12 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protocol import DEFAULT_MAX_FRAME
+
+if TYPE_CHECKING:
+    from server.tls import TlsFiles
 
 
 class SettingsError(ValueError):
@@ -53,11 +57,23 @@ class HubSettings:
     replica_id: str = ""
     presence_ttl: float = 15.0
     event_log_max: int = 100_000
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     max_pending_handshakes: int = 1000
     handshake_failure_limit: int = 30
     drain_spread: float = 5.0
     drain_timeout: float = 30.0
     max_upload_bytes: int = 512 * 1024 * 1024
+
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        """The certificate to serve: the one given, else ``DATA_DIR/tls`` when ``init-tls`` made one."""
+        from server.tls import TlsFiles
+
+        if self.tls_cert is not None:
+            return TlsFiles(self.tls_cert, self.tls_key or self.tls_cert)
+        files = TlsFiles.in_data_dir(self.data_dir)
+        return files if files.exist() else None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -104,6 +120,8 @@ def settings_from(
     dev_master_key: str = "",
     redis_url: str | None = None,
     replica_id: str | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> HubSettings:
     """Combine CLI values (which win) with ``CRC_HUB_*`` environment variables and defaults."""
@@ -121,6 +139,8 @@ def settings_from(
         redis_url=redis_url or env.get("CRC_REDIS_URL", ""),
         replica_id=replica_id or env.get("CRC_REPLICA_ID") or default_replica_id(),
         event_log_max=int(_env_float(env, "CRC_EVENT_LOG_MAX", 100_000)),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         heartbeat_interval=_env_float(env, "CRC_HEARTBEAT_INTERVAL", 5.0),
         dead_after=_env_float(env, "CRC_DEAD_AFTER", 20.0),
     )

@@ -164,7 +164,9 @@ class Daemon:
         )
         while True:
             try:
-                link = await HubLink.connect(self.config.hub, self.config.identity, Role.DAEMON)
+                link = await HubLink.connect(
+                    self.config.hub, self.config.identity, Role.DAEMON, pin=self.config.hub_pin
+                )
             except (OSError, TimeoutError, CrcError) as exc:
                 if isinstance(exc, RemoteError | ProtocolError) and not is_retryable(exc):
                     raise Revoked(f"hub refused this machine: {exc}") from exc

@@ -25,6 +25,7 @@ class DaemonConfig:
     identity: the machine's private key (its id is derived from it).
     master_key: the only key whose signed orders this daemon carries out.
     parallel: how many orders run at once (1 keeps them strictly in order).
+    hub_pin: ``sha256:<hex>`` of the hub's TLS certificate; when set, no other certificate is accepted.
     """
 
     hub: str
@@ -33,6 +34,7 @@ class DaemonConfig:
     identity: Identity
     master_key: PublicKey
     parallel: int = 1
+    hub_pin: str = ""
 
     @property
     def machine_id(self) -> str:
@@ -72,7 +74,11 @@ def load_config(path: str | Path) -> DaemonConfig:
     parallel = data.get("parallel", 1)
     if not isinstance(parallel, int) or parallel < 1:
         raise ConfigError(f"{path}: 'parallel' must be a positive integer")
+    hub_pin = data.get("hub_cert_sha256", "")
+    if not isinstance(hub_pin, str) or (hub_pin and not hub_pin.startswith("sha256:")):
+        raise ConfigError(f"{path}: 'hub_cert_sha256' must look like sha256:<hex>")
     return DaemonConfig(
+        hub_pin=hub_pin,
         hub=_get(data, "hub", path),
         scenario=_get(data, "scenario", path),
         machine_name=_get(data, "machine_name", path),
@@ -94,6 +100,8 @@ def render_config(config: DaemonConfig) -> str:
     }
     lines = ["# crc-daemon config: holds this machine's private key; keep it readable by root only."]
     lines += [f"{key} = {json.dumps(value)}" for key, value in fields.items()]
+    if config.hub_pin:
+        lines.append(f"hub_cert_sha256 = {json.dumps(config.hub_pin)}")
     lines.append(f"parallel = {config.parallel}")
     return "\n".join(lines) + "\n"
 

@@ -32,8 +32,12 @@ def _hub_url(args: argparse.Namespace) -> str:
     return str(url)
 
 
+def _hub_pin(args: argparse.Namespace) -> str:
+    return str(args.hub_fingerprint or os.environ.get("CRC_HUB_FINGERPRINT") or "")
+
+
 async def _connect(args: argparse.Namespace) -> Master:
-    return await Master.connect(_hub_url(args), args.key)
+    return await Master.connect(_hub_url(args), args.key, pin=_hub_pin(args))
 
 
 def _print_json(value: Any) -> None:
@@ -82,7 +86,7 @@ async def cmd_scenario_create(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for m in machines:
-            config = DaemonConfig(hub, args.name, m.name, m.identity, master.identity.public)
+            config = DaemonConfig(hub, args.name, m.name, m.identity, master.identity.public, hub_pin=_hub_pin(args))
             write_config(out / f"{m.name}.toml", config)
             print(f"{m.name}: {m.id} -> {out / (m.name + '.toml')}")
     return 0
@@ -255,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hub", help="hub URL (env CRC_HUB): http(s)://host:port or ws(s)://")
     parser.add_argument("--key", help="master private key file (env CRC_KEY; default ~/.config/crc/master.key)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--hub-fingerprint",
+        help="sha256:... of the hub's TLS certificate (env CRC_HUB_FINGERPRINT; `crc hub init-tls` prints it); "
+        "only that certificate is accepted, and scenario create writes it into the daemon configs",
+    )
     sub = parser.add_subparsers(dest="command_name", required=True)
 
     p = sub.add_parser("keygen", help="create the master key pair")

@@ -89,8 +89,12 @@ class _Consumer:
 class Master:
     """A connected master. Build it with ``Master.connect``; it reconnects by itself and resumes event streams."""
 
-    def __init__(self, url: str, identity: Identity, link: HubLink) -> None:
+    def __init__(
+        self, url: str, identity: Identity, link: HubLink, *, pin: str = "", ca_file: str | None = None
+    ) -> None:
         self.url = url
+        self.pin = pin
+        self.ca_file = ca_file
         self.identity = identity
         self._link: HubLink | None = link
         self._connected = asyncio.Event()
@@ -103,16 +107,27 @@ class Master:
         self._reader = asyncio.create_task(self._read_loop(), name="master-reader")
 
     @classmethod
-    async def connect(cls, url: str, key: Identity | str | Path | None = None, *, timeout: float = 10.0) -> Master:
+    async def connect(
+        cls,
+        url: str,
+        key: Identity | str | Path | None = None,
+        *,
+        timeout: float = 10.0,
+        pin: str = "",
+        ca_file: str | None = None,
+    ) -> Master:
         """Connect and authenticate to the hub at ``url`` with the master key (default: ``crc keygen``'s file).
+
+        ``pin`` (``sha256:<hex>``, from ``crc hub init-tls``) accepts only that TLS certificate; ``ca_file`` trusts
+        a CA bundle instead of the system's.
 
         Raises:
             RemoteError: the hub does not know this key (enrol it with ``crc hub enroll-master``).
             OSError / TimeoutError: the hub is unreachable.
         """
         identity = key if isinstance(key, Identity) else load_master_key(key)
-        link = await HubLink.connect(url, identity, Role.MASTER, open_timeout=timeout)
-        return cls(url, identity, link)
+        link = await HubLink.connect(url, identity, Role.MASTER, open_timeout=timeout, pin=pin, ca_file=ca_file)
+        return cls(url, identity, link, pin=pin, ca_file=ca_file)
 
     async def __aenter__(self) -> Master:
         return self
@@ -136,7 +151,9 @@ class Master:
             link = self._link
             if link is None:
                 try:
-                    link = await HubLink.connect(self.url, self.identity, Role.MASTER)
+                    link = await HubLink.connect(
+                        self.url, self.identity, Role.MASTER, pin=self.pin, ca_file=self.ca_file
+                    )
                 except Exception as exc:
                     if not is_retryable(exc):
                         log.error("cannot reconnect to the hub: %s", exc)
