@@ -83,6 +83,7 @@ class VultrEmulator:
     """The emulated API; serve :attr:`app` (routes under ``/v2``) and point a client at ``http://HOST:PORT/v2``."""
 
     api_key: str = "emulator-key"
+    base_url: str = ""  # for the tests' convenience: set it once the app is served
     polls_until_active: int | None = 1
     seconds_until_active: float | None = None
     polls_until_ok: int = 1
