@@ -42,6 +42,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
     SHUTTING_DOWN = "shutting_down"
     UNAVAILABLE = "unavailable"
+    RATE_LIMITED = "rate_limited"
 
 
 class CrcError(Exception):

@@ -14,6 +14,7 @@ from aiohttp import web
 from protocol import Authenticated, Envelope, ErrorCode, HubSession, ProtocolError, Role
 from protocol.messages import Body, Error, Ping
 from protocol.session import plain_error_frame
+from server.guard import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class Connection:
         self.delivered: set[str] = set()
         # Master sessions: file contents uploaded ahead of their orders, by upload id (content SHA-256).
         self.uploads: dict[str, list[bytes]] = {}
+        self.budget = TokenBucket(1e12, 1e12)  # the endpoint sets the configured budget
+        self.budget_warned = 0.0
         self.upload_bytes = 0
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._writable = asyncio.Event()

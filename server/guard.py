@@ -48,3 +48,24 @@ class AdmissionGuard:
         failures.append(now)
         while len(failures) > self.failure_limit:
             failures.popleft()  # only the count within the limit matters: memory stays bounded per source
+
+
+@dataclass
+class TokenBucket:
+    """A per-session message budget: ``rate`` per second on average, bursts up to ``burst``."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    updated: float = 0.0
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one; False means the message is over the limit."""
+        if self.tokens < 0:
+            self.tokens, self.updated = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True

@@ -36,6 +36,8 @@ class HubSettings:
         replica_id: this replica's name among replicas (default: host name, pid and a random suffix).
         presence_ttl: seconds a dead replica's machines stay claimed before other replicas may serve them.
         event_log_max: with Redis, each scenario's event log is trimmed to about this many newest events.
+        session_rate / session_burst: messages per second one session may send on average / in a burst; beyond,
+            messages are dropped with a rate_limited error (the protocol resends what matters: results, acks).
         max_pending_handshakes: connections allowed to be authenticating at once (more get HTTP 429).
         handshake_failure_limit: failed handshakes per source address per minute before it gets HTTP 429.
         drain_spread: daemons told to reconnect during a drain spread their reconnects over this many seconds.
@@ -59,6 +61,8 @@ class HubSettings:
     event_log_max: int = 100_000
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    session_rate: float = 2000.0
+    session_burst: float = 5000.0
     max_pending_handshakes: int = 1000
     handshake_failure_limit: int = 30
     drain_spread: float = 5.0

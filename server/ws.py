@@ -28,6 +28,7 @@ from server.backplane import BackplaneUnavailable
 from server.connection import Connection, new_id
 from server.daemons import DAEMON_HANDLERS
 from server.errors import RequestError
+from server.guard import TokenBucket
 from server.hub import Hub
 from server.masters import MASTER_HANDLERS
 from server.store import StoreError
@@ -159,6 +160,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         return ws
     session, peer = shaken
     conn = Connection(ws, session, peer, hub.id)
+    conn.budget = TokenBucket(hub.settings.session_rate, hub.settings.session_burst)
     conn.send(
         Welcome(
             session_id=session.session_id,
@@ -198,6 +200,14 @@ async def _read_loop(hub: Hub, conn: Connection) -> None:
         if envelope.sender != conn.id:
             await conn.fail(ProtocolError(ErrorCode.BAD_FIELD, "sender is not the authenticated peer"))
             break
+        if not conn.budget.take(time.monotonic()):
+            if conn.budget_warned + 1.0 < time.monotonic():  # say it at most once a second, not per message
+                conn.budget_warned = time.monotonic()
+                conn.reply_error(
+                    envelope, ErrorCode.RATE_LIMITED,
+                    f"over {hub.settings.session_rate:.0f} messages/s: this message was dropped",
+                )  # fmt: skip
+            continue
         await _dispatch(hub, conn, envelope)
         if conn.closed:
             break

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,9 +14,11 @@ from aiohttp.test_utils import TestServer
 
 from clients.link import HubLink, LinkClosed
 from protocol import Identity, RemoteError, Role
+from protocol.messages import Error, Response, ScenarioList
 from server.app import create_app
-from server.guard import AdmissionGuard
+from server.guard import AdmissionGuard, TokenBucket
 from server.settings import HubSettings
+from server.ws import HUB_KEY
 
 
 def test_a_source_is_refused_after_too_many_failures_within_the_window_and_admitted_after_it() -> None:
@@ -58,3 +63,47 @@ async def test_an_address_that_keeps_failing_handshakes_gets_http_429(hub_url: s
         assert refused.value.code == "unknown_identity"
     with pytest.raises(LinkClosed, match="HTTP 429"):
         await HubLink.connect(hub_url, stranger, Role.MASTER)
+
+
+def test_a_token_bucket_allows_a_burst_then_the_rate() -> None:
+    bucket = TokenBucket(rate=10.0, burst=5.0)
+    assert [bucket.take(0.0) for _ in range(6)] == [True] * 5 + [False]
+    assert bucket.take(0.1) is True  # one token back after 1/rate seconds
+    assert bucket.take(0.1) is False
+
+
+@pytest.fixture
+async def limited_hub(tmp_path: Path) -> AsyncIterator[tuple[str, Identity]]:
+    settings = HubSettings(data_dir=tmp_path / "hub", session_rate=20.0, session_burst=10.0)
+    app = create_app(settings)
+    master = Identity.generate(secrets.token_bytes)
+    await app[HUB_KEY].store.enroll_master("alice", master.public.to_text(), time.time())
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield f"http://127.0.0.1:{server.port}", master
+    finally:
+        await server.close()
+
+
+async def test_a_session_over_its_message_rate_gets_rate_limited_errors_and_stays_usable(
+    limited_hub: tuple[str, Identity],
+) -> None:
+    url, master = limited_hub
+    link = await HubLink.connect(url, master, Role.MASTER)
+    try:
+        for _ in range(40):
+            await link.send(ScenarioList())
+        codes = set()
+        with contextlib.suppress(TimeoutError):
+            while True:
+                envelope = await asyncio.wait_for(link.recv(), 1.0)
+                if isinstance(envelope.body, Error):
+                    codes.add(envelope.body.code)
+        assert "rate_limited" in codes
+        await asyncio.sleep(0.6)
+        request_id = await link.send(ScenarioList())
+        answer = await asyncio.wait_for(link.recv(), 5)
+        assert answer.reply_to == request_id and isinstance(answer.body, Response)
+    finally:
+        await link.close()
