@@ -31,6 +31,7 @@ class MsgType(StrEnum):
     SCENARIO_LIST = "scenario.list"
     SCENARIO_SHOW = "scenario.show"
     SCENARIO_DELETE = "scenario.delete"
+    MACHINE_REVOKE = "machine.revoke"
     ORDER_SUBMIT = "order.submit"
     ORDER_CANCEL = "order.cancel"
     RESULTS_QUERY = "results.query"
@@ -138,6 +139,15 @@ class ScenarioShow(Body):
 class ScenarioDelete(Body):
     TYPE = MsgType.SCENARIO_DELETE
     name: str
+
+
+@dataclass(frozen=True)
+class MachineRevoke(Body):
+    """Remove one machine from a scenario: its key stops working and its sessions close on every replica."""
+
+    TYPE = MsgType.MACHINE_REVOKE
+    scenario: str
+    machine: str
 
 
 @dataclass(frozen=True)
@@ -275,8 +285,8 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
     cls.TYPE: cls
     for cls in (
         Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
-        ScenarioDelete, OrderSubmit, OrderCancel, ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event,
-        Deliver, FileChunk, Cancel, ResultAck, Reconnect, SystemReady, OrderAck, OrderStarted, Output, Result,
+        ScenarioDelete, MachineRevoke, OrderSubmit, OrderCancel, ResultsQuery, EventsSubscribe, EventsUnsubscribe,
+        Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect, SystemReady, OrderAck, OrderStarted, Output, Result,
     )
 }  # fmt: skip
 

@@ -15,6 +15,7 @@ from protocol.messages import (
     EventsSubscribe,
     EventsUnsubscribe,
     FileChunk,
+    MachineRevoke,
     OrderCancel,
     OrderSubmit,
     Response,
@@ -145,6 +146,19 @@ async def scenario_delete(hub: Hub, conn: Connection, env: Envelope) -> None:
     machine_ids = await hub.store.delete_scenario(scenario.id)
     await hub.revoke(machine_ids, f"scenario {body.name!r} was deleted; this machine's key is revoked")
     conn.send(Response({"deleted": body.name, "revoked": machine_ids}), reply_to=env.id)
+
+
+async def machine_revoke(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, MachineRevoke)
+    scenario = await owned_scenario(hub, conn, body.scenario)
+    machine = next((m for m in await hub.store.machines(scenario.id) if m.name == body.machine), None)
+    if machine is None:
+        raise RequestError(ErrorCode.NOT_FOUND, f"scenario {scenario.name!r} has no machine {body.machine!r}")
+    await hub.store.delete_machine(machine.id)
+    await hub.revoke([machine.id], f"machine {machine.name!r} was revoked from scenario {scenario.name!r}")
+    await hub.emit(scenario.id, "machine_revoked", machine.name, {"machine_id": machine.id})
+    conn.send(Response({"revoked": machine.id}), scenario=scenario.name, reply_to=env.id)
 
 
 def _order_summary(order: Order) -> dict[str, Any]:
@@ -299,6 +313,7 @@ MASTER_HANDLERS: dict[MsgType, Handler] = {
     MsgType.SCENARIO_LIST: scenario_list,
     MsgType.SCENARIO_SHOW: scenario_show,
     MsgType.SCENARIO_DELETE: scenario_delete,
+    MsgType.MACHINE_REVOKE: machine_revoke,
     MsgType.ORDER_SUBMIT: order_submit,
     MsgType.FILE_CHUNK: file_chunk,
     MsgType.ORDER_CANCEL: order_cancel,

@@ -123,6 +123,13 @@ async def cmd_scenario_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_machine_revoke(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        machine_id = await master.revoke_machine(args.scenario, args.name)
+    print(f"revoked {args.name} ({machine_id}) from {args.scenario}")
+    return 0
+
+
 async def cmd_wait(args: argparse.Namespace) -> int:
     async with await _connect(args) as master:
         try:
@@ -290,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = scenario.add_parser("delete", help="delete it and revoke its machines' keys")
     p.add_argument("name")
     p.set_defaults(func=cmd_scenario_delete)
+
+    machine = sub.add_parser("machine", help="manage one machine of a scenario").add_subparsers(
+        dest="machine_action", required=True
+    )
+    p = machine.add_parser("revoke", help="revoke its key: its daemon is disconnected and cannot come back")
+    p.add_argument("scenario")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_machine_revoke)
 
     p = sub.add_parser("wait", help="wait until every machine is ready")
     p.add_argument("scenario")

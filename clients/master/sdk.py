@@ -45,6 +45,7 @@ from protocol.messages import (
     EventsSubscribe,
     EventsUnsubscribe,
     FileChunk,
+    MachineRevoke,
     OrderCancel,
     OrderSubmit,
     Output,
@@ -280,6 +281,11 @@ class Master:
         """Delete a scenario: its machines' keys are revoked and their sessions closed at once."""
         self._scenarios.pop(name, None)
         return await self.request(ScenarioDelete(name), scenario=name)
+
+    async def revoke_machine(self, scenario: str, machine: str) -> str:
+        """Revoke one machine's key: its daemon is disconnected at once and can no longer connect."""
+        self._scenarios.pop(scenario, None)
+        return str((await self.request(MachineRevoke(scenario, machine), scenario=scenario))["revoked"])
 
     async def _known(self, name: str) -> Scenario:
         return self._scenarios.get(name) or await self.scenario(name)

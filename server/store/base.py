@@ -145,6 +145,11 @@ class Store(ABC):
         """Delete a scenario with its machines (revoking their keys), orders and events; returns machine ids."""
 
     @abstractmethod
+    async def delete_machine(self, machine_id: str) -> bool:
+        """Remove one machine from its scenario (revoking its key); its past orders and results stay.
+        False if there was no such machine."""
+
+    @abstractmethod
     async def machine(self, machine_id: str) -> MachineRecord | None: ...
 
     @abstractmethod

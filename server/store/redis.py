@@ -137,6 +137,21 @@ return machines
 """
 )
 
+# KEYS: machine index, present. ARGV: prefix, machine id. Returns 1 if the machine existed.
+_DELETE_MACHINE = (
+    _KEYS_LUA
+    + """
+local sc = redis.call('HGET', KEYS[1], ARGV[2])
+if not sc then return 0 end
+redis.call('DEL', sc_key(sc, 'machine:' .. ARGV[2]), sc_key(sc, 'inbox:' .. ARGV[2]))
+redis.call('SREM', sc_key(sc, 'machines'), ARGV[2])
+redis.call('SREM', sc_key(sc, 'inboxes'), ARGV[2])
+redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('SREM', KEYS[2], ARGV[2])
+return 1
+"""
+)
+
 # KEYS: machine index, present. ARGV: prefix, machine id, status, last seen, facts or '', ips or ''.
 _UPDATE_MACHINE = (
     _KEYS_LUA
@@ -314,6 +329,7 @@ class RedisStore(Store):
         self._create = client.register_script(_CREATE)
         self._delete = client.register_script(_DELETE)
         self._update_machine = client.register_script(_UPDATE_MACHINE)
+        self._delete_machine = client.register_script(_DELETE_MACHINE)
         self._reset_presence = client.register_script(_RESET_PRESENCE)
         self._add_order = client.register_script(_ADD_ORDER)
         self._set_order_state = client.register_script(_SET_ORDER_STATE)
@@ -474,6 +490,13 @@ class RedisStore(Store):
                 keys=[self._machine_index, self._order_index, self._present], args=[self.prefix, scenario_id]
             )
         return [_text(m) for m in machine_ids]
+
+    async def delete_machine(self, machine_id: str) -> bool:
+        with self._errors():
+            deleted = await self._delete_machine(
+                keys=[self._machine_index, self._present], args=[self.prefix, machine_id]
+            )
+        return bool(deleted)
 
     @staticmethod
     def _machine(machine_id: str, scenario_id: str, row: dict[bytes, bytes]) -> MachineRecord | None:

@@ -171,6 +171,10 @@ class SqliteStore(Store):
             db.execute("DELETE FROM scenarios WHERE id = ?", (scenario_id,))
         return ids
 
+    async def delete_machine(self, machine_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM machines WHERE id = ?", (machine_id,)).rowcount == 1
+
     _MACHINE_COLUMNS = "id, scenario_id, name, os, role, public_key, status, facts, ips, last_seen"
 
     @staticmethod

@@ -47,3 +47,22 @@ async def test_a_deleted_scenario_name_can_be_created_again_with_new_machines(ma
     assert first.configs["db"] == second.configs["db"]  # same path, rewritten with the new key
     (result,) = await master.run("reborn", "db", "echo again", wait_timeout=15)
     assert result.stdout == b"again\n"
+
+
+async def test_revoking_one_machine_disconnects_only_it_and_keeps_the_scenario_working(master: Master, deploy) -> None:
+    shop = await deploy("partial", "db", "web")
+    (before,) = await master.run("partial", "web", "echo before", wait_timeout=20)
+
+    await master.revoke_machine("partial", "web")
+
+    assert await shop.daemon("web").wait_exit(10) == EXIT_REVOKED
+    scenario = await master.scenario("partial")
+    assert [m.name for m in scenario.machines] == ["db"]
+    (still,) = await master.run("partial", "db", "echo still here", wait_timeout=20)
+    assert still.stdout == b"still here\n"
+    assert before.order_id in {r.order_id for r in await master.results("partial")}  # history stays
+    events = [e.kind async for e in master.events("partial", 0, follow=False) if hasattr(e, "kind")]
+    assert "machine_revoked" in events
+    with pytest.raises(RemoteError) as caught:
+        await master.revoke_machine("partial", "web")
+    assert caught.value.code == "not_found"

@@ -188,6 +188,23 @@ async def test_deleting_a_scenario_removes_its_machines_orders_and_events(store:
     assert [e.cursor for e in await store.events_after(kept.id, 0, 100)] == [1]
 
 
+async def test_deleting_one_machine_revokes_it_and_keeps_the_rest_and_its_history(store: Store) -> None:
+    web, db = machine("web"), machine("db")
+    scenario = await store.create_scenario("alice", "shop", [web, db], NOW)
+    await store.add_order(order("o1", scenario.id, web.id), [])
+    await store.update_machine(web.id, status=MachineStatus.READY, last_seen=NOW)
+
+    assert await store.delete_machine(web.id) is True
+    assert await store.machine(web.id) is None
+    assert [m.name for m in await store.machines(scenario.id)] == ["db"]
+    assert [o.id for o in await store.orders(scenario.id)] == ["o1"]  # history stays
+    assert await store.delete_machine(web.id) is False
+    # its key may join a scenario again
+    again = await store.create_scenario("alice", "lab", [MachineSpec("web", "linux", "web", web.public_key)], NOW)
+    record = await store.machine(web.id)
+    assert record is not None and record.scenario_id == again.id
+
+
 async def test_a_deleted_machine_key_can_be_used_again(store: Store) -> None:
     key = public_key()
     first = await store.create_scenario("alice", "one", [machine("web", key)], NOW)
