@@ -259,3 +259,34 @@ async def test_many_bad_sessions_in_a_row_leave_the_hub_serving(live_hub: LiveHu
     codes = await asyncio.gather(*jobs)
     assert codes == [code for _, code in BAD_FRAMES.values()] * 3
     await assert_hub_still_serves(live_hub)
+
+
+class _Impostor:
+    """Claims another peer's id but can only sign with its own key."""
+
+    def __init__(self, claimed: Identity, own: Identity) -> None:
+        self.id = claimed.id
+        self.public = own.public
+        self._own = own
+
+    def sign(self, data: bytes) -> bytes:
+        return self._own.sign(data)
+
+
+@pytest.mark.parametrize("role", [Role.MASTER, Role.DAEMON])
+async def test_a_peer_claiming_another_peers_id_is_refused_as_a_bad_signature(live_hub: LiveHub, role: Role) -> None:
+    victim = live_hub.master if role is Role.MASTER else live_hub.daemon
+    impostor = _Impostor(victim, Identity.generate(secrets.token_bytes))
+    with pytest.raises(RemoteError) as caught:
+        await RawClient.open(live_hub.url, impostor, role)  # type: ignore[arg-type]
+    assert caught.value.code == "bad_signature"
+    await assert_hub_still_serves(live_hub)
+
+
+async def test_a_frame_whose_sender_is_not_the_authenticated_peer_closes_the_session(live_hub: LiveHub) -> None:
+    client = await RawClient.open(live_hub.url, live_hub.master, Role.MASTER)
+    envelope = Envelope("forged", live_hub.daemon.id, "hub", "", time.time(), ScenarioList())
+    await client.ws.send(client.session.seal(envelope))
+    error = await client.refused()
+    assert error.code == "bad_field"
+    await assert_hub_still_serves(live_hub)

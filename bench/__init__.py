@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench [--quick] [--json FILE] [--only NAME]`` (see bench/README.md)."""

@@ -1,0 +1,119 @@
+"""What every scenario shares: the record it reports, run settings, server subprocesses, bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PAYLOAD = 256
+START_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """How long and how often: ``repeats`` runs per figure (the median is reported), ``messages`` per flood."""
+
+    quick: bool
+    repeats: int
+    messages: int
+    work_dir: Path
+
+
+@dataclass(frozen=True)
+class Record:
+    """One figure and its baseline, both measured in the same run; ``ratio`` = ours / baseline."""
+
+    scenario: str
+    unit: str
+    ours: float
+    baseline: float
+    baseline_name: str
+    ratio: float
+    target: float | None
+    met: bool | None
+
+    @classmethod
+    def of(cls, scenario: str, unit: str, ours: float, baseline: float, baseline_name: str, target: float | None):  # type: ignore[no-untyped-def]
+        ratio = ours / baseline if baseline else 0.0
+        return cls(scenario, unit, ours, baseline, baseline_name, ratio, target, None if target is None else ratio >= target)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRC_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class Server:
+    """A server in a process of its own (so it does not share the clients' event loop), writing its URL to a file."""
+
+    def __init__(self, name: str, argv: list[str], work_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.ready_file = work_dir / f"{name}.ready"
+        self.log_path = work_dir / f"{name}.log"
+        self.argv = [*argv, "--ready-file", str(self.ready_file)]
+        self.env = env or child_env()
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        self.ready_file.unlink(missing_ok=True)
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, *self.argv], env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.ready_file.exists():
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}; see {self.log_path}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} not ready after {START_TIMEOUT} s; see {self.log_path}")
+            await asyncio.sleep(0.02)
+        self.url = self.ready_file.read_text().strip()
+        return self.url
+
+    def stop(self) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.terminate()
+        try:
+            self.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def write_ready(ready_file: Path, url: str) -> None:
+    tmp = ready_file.with_suffix(".tmp")
+    tmp.write_text(url)
+    tmp.replace(ready_file)
+
+
+def flood_timeout(messages: int) -> float:
+    """Bound on one flood: generous (1,000 msgs/s would be far below anything measured) but finite."""
+    return 10.0 + messages / 1000.0
