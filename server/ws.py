@@ -122,6 +122,8 @@ async def _dispatch(hub: Hub, conn: Connection, envelope: Envelope) -> None:
     if envelope.type is MsgType.PING:
         conn.send(Pong(), reply_to=envelope.id)
         return
+    if envelope.type is MsgType.PONG:
+        return  # receiving it already refreshed the peer's heartbeat
     handler = _HANDLERS[conn.role].get(envelope.type)
     if handler is None:
         conn.reply_error(envelope, ErrorCode.INVALID_REQUEST, f"a {conn.role.value} may not send {envelope.type.value}")

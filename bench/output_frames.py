@@ -1,0 +1,110 @@
+"""Scenario "output_frames": live command output from one daemon to one subscribed master, through the real hub.
+
+The hub runs in a process of its own (``bench.hub_process``); the daemon and the master are ``HubLink`` sessions
+in this process. The daemon floods N ``Output`` messages (256-byte chunks) without waiting for anything per
+message (``websockets``' drain, and a window of ``WINDOW`` messages ahead of the master: see
+``bench.common``); the figure is N / time until the master has the last.
+The baseline is the bare aiohttp relay (``bench.baselines``), flooded with the same N frames in the same run,
+alternating with ours so both see the same machine noise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from bench.baselines import relay_flood
+from bench.common import PAYLOAD, Config, Counter, Record, Server, median, windowed_flood
+from clients.link import HubLink
+from clients.master.keys import load_or_create_master_key
+from clients.master.sdk import Master
+from protocol import CrcError, MsgType, Role
+from protocol.messages import EventsSubscribe, Output
+
+NAME = "output_frames"
+TARGET = 0.5  # issue 9: at least half the bare relay's rate
+SCENARIO = "bench"
+
+
+class Watcher:
+    """A master session subscribed to the scenario, counting the OUTPUT messages it receives."""
+
+    def __init__(self, link: HubLink) -> None:
+        self.link = link
+        self.counter = Counter()
+        self.subscribed = asyncio.Event()
+        self.request_id = ""
+        self._task = asyncio.create_task(self._read())
+
+    async def subscribe(self) -> None:
+        self.request_id = await self.link.send(EventsSubscribe(SCENARIO, -1), scenario=SCENARIO)
+        await asyncio.wait_for(self.subscribed.wait(), 10)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                envelope = await self.link.recv()
+                if envelope.type is MsgType.OUTPUT:
+                    self.counter.add()
+                elif envelope.type is MsgType.ERROR and not envelope.reply_to:
+                    # Answers to our PONGs come back as ERRORs (a master may not send pong): ignored.
+                    raise RuntimeError(f"the hub answered with an error: {envelope.body}")
+                elif envelope.reply_to and envelope.reply_to == self.request_id:
+                    self.subscribed.set()
+        except (CrcError, RuntimeError) as exc:
+            self.counter.fail(exc)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.link.close()
+
+
+async def _drain(link: HubLink) -> None:
+    """The daemon reads what the hub sends (answering its PINGs, so the hub keeps the session)."""
+    with contextlib.suppress(CrcError):
+        while True:
+            await link.recv()
+
+
+async def hub_flood(daemon: HubLink, watcher: Watcher, messages: int, payload: int = PAYLOAD) -> float:
+    """Messages per second: N Output messages from the daemon until the master has the last one."""
+    data = b"x" * payload
+
+    async def send() -> None:
+        await daemon.send(Output("bench-order", "stdout", data), scenario=SCENARIO)
+
+    return await windowed_flood(send, watcher.counter, messages)
+
+
+async def run(config: Config) -> list[Record]:
+    identity, _ = load_or_create_master_key(config.work_dir / "master.key")
+    hub_argv = [
+        "-m", "bench.hub_process", "--data-dir", str(config.work_dir / "hub-data"),
+        "--master-key", identity.public.to_text(),
+    ]  # fmt: skip
+    async with (
+        Server("hub", hub_argv, config.work_dir) as hub,
+        Server("relay", ["-m", "bench.baselines"], config.work_dir) as relay,
+    ):
+        master = await Master.connect(hub.url, identity)
+        try:
+            (machine,) = await master.create_scenario(SCENARIO, [("box", "linux")])
+        finally:
+            await master.close()
+        watcher = Watcher(await HubLink.connect(hub.url, identity, Role.MASTER))
+        daemon = await HubLink.connect(hub.url, machine.identity, Role.DAEMON)
+        drain = asyncio.create_task(_drain(daemon))
+        ours: list[float] = []
+        base: list[float] = []
+        try:
+            await watcher.subscribe()
+            for _ in range(config.repeats):
+                base.append(await relay_flood(relay.url, config.messages))
+                ours.append(await hub_flood(daemon, watcher, config.messages))
+        finally:
+            drain.cancel()
+            await daemon.close()
+            await watcher.close()
+    return [Record.of(NAME, "msgs/s", median(ours), median(base), "bare aiohttp relay", TARGET)]

@@ -1,0 +1,28 @@
+"""``python -m bench`` runs end to end (real hub and relay subprocesses) and writes well-formed records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_output_frames_benchmark_writes_its_records(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "output_frames", "--messages", "300", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = json.loads(out.read_text())
+    assert [r["scenario"] for r in records] == ["output_frames"]
+    (record,) = records
+    assert set(record) == {"scenario", "unit", "ours", "baseline", "baseline_name", "ratio", "target", "met"}
+    assert record["unit"] == "msgs/s" and record["baseline_name"] == "bare aiohttp relay"
+    assert record["ours"] > 0 and record["baseline"] > 0
+    assert abs(record["ratio"] - record["ours"] / record["baseline"]) < 0.01
+    assert record["target"] == 0.5 and record["met"] == (record["ratio"] >= 0.5)
+    assert "output_frames" in done.stdout
