@@ -136,7 +136,7 @@ async def _dispatch(hub: Hub, conn: Connection, envelope: Envelope) -> None:
         conn.reply_error(envelope, exc.code, exc.message, **exc.details)
     except (StoreError, BackplaneUnavailable) as exc:
         log.error("could not handle %s from %s: %s", envelope.type.value, conn.id, exc)
-        conn.reply_error(envelope, ErrorCode.UNAVAILABLE, f"the hub's backplane is unavailable: {exc}")
+        conn.reply_error(envelope, ErrorCode.UNAVAILABLE, f"the hub cannot store or route this right now: {exc}")
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
