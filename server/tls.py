@@ -47,10 +47,6 @@ def fingerprint(cert_pem: bytes) -> str:
     return PIN_PREFIX + hashlib.sha256(der).hexdigest()
 
 
-def der_fingerprint(der: bytes) -> str:
-    return PIN_PREFIX + hashlib.sha256(der).hexdigest()
-
-
 def create_self_signed(files: TlsFiles, names: list[str], addresses: list[str], *, days: int = 825) -> str:
     """Write a new key (0600) and a self-signed certificate for ``names`` and ``addresses``; returns the pin.
 
