@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -95,6 +96,13 @@ class Identity:
 
     def sign(self, data: bytes) -> bytes:
         return self._private.sign(data)
+
+    def derive(self, label: bytes) -> bytes:
+        """A 32-byte secret only the holder of this private key can compute, one per label (HMAC-SHA256)."""
+        seed = self._private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return hmac.new(seed, b"crc-derive-v1:" + label, hashlib.sha256).digest()
 
     def private_text(self) -> str:
         """The private key as text for a key file or daemon config: ``ed25519-private:<base64 seed>``."""

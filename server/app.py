@@ -15,6 +15,8 @@ from aiohttp import web
 from protocol import Identity, PublicKey
 from server.admin import STOP_KEY, add_admin_routes
 from server.backplane import Backplane, LocalBackplane
+from server.boot import add_boot_routes
+from server.dist import add_dist_routes
 from server.hub import Hub
 from server.settings import HubSettings
 from server.store import SqliteStore, Store
@@ -69,6 +71,8 @@ def create_app(
     app.router.add_get("/v1/ws", websocket_handler)
     app[STOP_KEY] = asyncio.Event()
     add_admin_routes(app)
+    add_boot_routes(app)
+    add_dist_routes(app, settings.dist_dir)
 
     async def on_startup(app: web.Application) -> None:
         # Alone, this hub knows nobody is connected yet; among replicas, presence keys with a TTL say who is.

@@ -31,6 +31,9 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     hub.add_argument("--replica-id", help="this replica's name (default: host-pid-random; env CRC_REPLICA_ID)")
     hub.add_argument("--tls-cert", type=Path, help="PEM certificate (default: DATA_DIR/tls/hub.crt if present)")
     hub.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    hub.add_argument(
+        "--dist-dir", type=Path, help="wheels served to machines at /v1/dist/ (default DATA_DIR/dist; env CRC_DIST_DIR)"
+    )
     hub.set_defaults(func=run_hub)
     actions = hub.add_subparsers(dest="hub_action")
     enrol = actions.add_parser("enroll-master", help="allow a master's public key to connect")
@@ -44,6 +47,13 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     init_tls.add_argument("--data-dir", type=Path, dest="tls_data_dir", help="the hub's data dir")
     init_tls.add_argument("--force", action="store_true", help="replace an existing certificate")
     init_tls.set_defaults(func=init_tls_command)
+    dist = actions.add_parser(
+        "dist", help="put the daemon wheel and its dependencies where the hub serves them to new machines"
+    )
+    dist.add_argument("--data-dir", type=Path, dest="dist_data_dir", help="the hub's data dir")
+    dist.add_argument("--dir", type=Path, dest="dist_target", help="the folder (default DATA_DIR/dist)")
+    dist.add_argument("--no-deps", action="store_true", help="only the daemon wheel; machines get the rest from PyPI")
+    dist.set_defaults(func=dist_command)
     drain = actions.add_parser("drain", help="move this replica's daemons to other replicas, then stop it")
     drain.add_argument("--url", default="http://127.0.0.1:8750", help="the replica's own address (loopback)")
     drain.set_defaults(func=admin_call, admin_path="/v1/admin/drain")
@@ -71,6 +81,7 @@ def run_hub(args: argparse.Namespace) -> int:
             replica_id=args.replica_id,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            dist=args.dist_dir,
         )
     except SettingsError as exc:
         print(f"crc hub: {exc}", file=sys.stderr)
@@ -119,6 +130,21 @@ def init_tls_command(args: argparse.Namespace) -> int:
     pin = create_self_signed(files, args.name or ["localhost"], args.ip or ["127.0.0.1"])
     print(f"wrote {files.cert} and {files.key} (0600); the hub now serves https/wss", file=sys.stderr)
     print(pin)
+    return 0
+
+
+def dist_command(args: argparse.Namespace) -> int:
+    from provisioning.dist import DistError, build_dist
+
+    settings = settings_from(data_dir=args.dist_data_dir or args.data_dir, dist=args.dist_target or args.dist_dir)
+    try:
+        wheels = build_dist(settings.dist_dir, dependencies=not args.no_deps)
+    except DistError as exc:
+        print(f"crc hub dist: {exc}", file=sys.stderr)
+        return 1
+    print(f"{settings.dist_dir}: {len(wheels)} wheels, served at /v1/dist/", file=sys.stderr)
+    for name in wheels:
+        print(name)
     return 0
 
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 OPERATING_SYSTEMS = ("linux", "windows")
+REPORT_KEY_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
 
 Handler = Callable[[Hub, Connection, Envelope], Awaitable[None]]
 
@@ -91,7 +92,10 @@ def _machine_specs(raw: list[dict[str, Any]]) -> list[MachineSpec]:
             PublicKey.from_text(key)
         except ProtocolError as exc:
             raise RequestError(ErrorCode.INVALID_REQUEST, f"machine {name!r}: {exc.message}") from None
-        specs.append(MachineSpec(name, os_name, role, key))
+        report_key = item.get("report_key", "")
+        if not isinstance(report_key, str) or (report_key and not REPORT_KEY_PATTERN.match(report_key)):
+            raise RequestError(ErrorCode.INVALID_REQUEST, f"machine {name!r}: report_key must be 64 hex digits")
+        specs.append(MachineSpec(name, os_name, role, key, report_key.lower()))
     if len({s.name for s in specs}) != len(specs):
         raise RequestError(ErrorCode.INVALID_REQUEST, "machine names in a scenario must be unique")
     if len({s.id for s in specs}) != len(specs):

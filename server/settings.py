@@ -42,6 +42,7 @@ class HubSettings:
         handshake_failure_limit: failed handshakes per source address per minute before it gets HTTP 429.
         drain_spread: daemons told to reconnect during a drain spread their reconnects over this many seconds.
         drain_timeout: a drain waits at most this long for daemons to leave and deliveries to finish.
+        dist: folder of wheels served at ``/v1/dist/`` to machines installing the daemon (default DATA_DIR/dist).
     """
 
     data_dir: Path
@@ -68,6 +69,11 @@ class HubSettings:
     drain_spread: float = 5.0
     drain_timeout: float = 30.0
     max_upload_bytes: int = 512 * 1024 * 1024
+    dist: Path | None = None
+
+    @property
+    def dist_dir(self) -> Path:
+        return self.dist or self.data_dir / "dist"
 
     @property
     def tls_files(self) -> TlsFiles | None:
@@ -126,6 +132,7 @@ def settings_from(
     replica_id: str | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    dist: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> HubSettings:
     """Combine CLI values (which win) with ``CRC_HUB_*`` environment variables and defaults."""
@@ -145,6 +152,7 @@ def settings_from(
         event_log_max=int(_env_float(env, "CRC_EVENT_LOG_MAX", 100_000)),
         tls_cert=tls_cert,
         tls_key=tls_key,
+        dist=dist or (Path(env["CRC_DIST_DIR"]) if env.get("CRC_DIST_DIR") else None),
         heartbeat_interval=_env_float(env, "CRC_HEARTBEAT_INTERVAL", 5.0),
         dead_after=_env_float(env, "CRC_DEAD_AFTER", 20.0),
     )

@@ -38,6 +38,7 @@ from protocol import (
     RemoteError,
     Role,
 )
+from protocol.boot import report_key
 from protocol.messages import (
     Body,
     Error,
@@ -264,7 +265,13 @@ class Master:
             name_, os_ = decl[0], decl[1]
             role = decl[2] if len(decl) > 2 else name_
             minted.append(NewMachine(name_, os_, role, Identity.generate(secrets.token_bytes)))
-        wire = [{"name": m.name, "os": m.os, "role": m.role, "public_key": m.identity.public.to_text()} for m in minted]
+        wire = [
+            {
+                "name": m.name, "os": m.os, "role": m.role, "public_key": m.identity.public.to_text(),
+                "report_key": report_key(m.identity).hex(),
+            }
+            for m in minted
+        ]  # fmt: skip
         data = await self.request(ScenarioCreate(name, wire), scenario=name)
         self._scenarios[name] = Scenario.from_wire(data)
         return minted

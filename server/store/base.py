@@ -52,6 +52,7 @@ class MachineSpec:
     os: str
     role: str
     public_key: str
+    report_key: str = ""  # hex; authenticates the startup script's boot reports (protocol.boot)
 
     @property
     def id(self) -> str:
@@ -72,6 +73,7 @@ class MachineRecord:
     facts: dict[str, Any] = field(default_factory=dict)
     ips: list[str] = field(default_factory=list)
     last_seen: float | None = None
+    report_key: str = ""  # never shown: see MachineSpec
 
     def to_wire(self) -> dict[str, Any]:
         return {

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS scenarios (
 CREATE TABLE IF NOT EXISTS machines (
     id TEXT PRIMARY KEY, scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE,
     name TEXT NOT NULL, os TEXT NOT NULL, role TEXT NOT NULL, public_key TEXT NOT NULL,
-    status TEXT NOT NULL, facts BLOB, ips BLOB, last_seen REAL, UNIQUE (scenario_id, name));
+    status TEXT NOT NULL, facts BLOB, ips BLOB, last_seen REAL, report_key TEXT NOT NULL DEFAULT '',
+    UNIQUE (scenario_id, name));
 CREATE TABLE IF NOT EXISTS orders (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
     scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE,
@@ -80,8 +81,15 @@ class SqliteStore(Store):
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the hub database {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Bring a database written by an older hub up to this schema."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(machines)")}
+        if "report_key" not in columns:
+            self._db.execute("ALTER TABLE machines ADD COLUMN report_key TEXT NOT NULL DEFAULT ''")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -134,9 +142,12 @@ class SqliteStore(Store):
                 (record.id, owner, name, now),
             )
             db.executemany(
-                "INSERT INTO machines (id, scenario_id, name, os, role, public_key, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(m.id, record.id, m.name, m.os, m.role, m.public_key, MachineStatus.OFFLINE.value) for m in machines],
+                "INSERT INTO machines (id, scenario_id, name, os, role, public_key, status, report_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (m.id, record.id, m.name, m.os, m.role, m.public_key, MachineStatus.OFFLINE.value, m.report_key)
+                    for m in machines
+                ],
             )
         return record
 
@@ -175,13 +186,14 @@ class SqliteStore(Store):
         with self._tx() as db:
             return db.execute("DELETE FROM machines WHERE id = ?", (machine_id,)).rowcount == 1
 
-    _MACHINE_COLUMNS = "id, scenario_id, name, os, role, public_key, status, facts, ips, last_seen"
+    _MACHINE_COLUMNS = "id, scenario_id, name, os, role, public_key, status, facts, ips, last_seen, report_key"
 
     @staticmethod
     def _machine(row: tuple[Any, ...]) -> MachineRecord:
         return MachineRecord(
             id=row[0], scenario_id=row[1], name=row[2], os=row[3], role=row[4], public_key=row[5],
             status=MachineStatus(row[6]), facts=_unpack(row[7], {}), ips=_unpack(row[8], []), last_seen=row[9],
+            report_key=row[10],
         )  # fmt: skip
 
     async def machine(self, machine_id: str) -> MachineRecord | None:

@@ -1,0 +1,59 @@
+"""Fill a hub's dist folder with the daemon's wheel and its dependencies (``crc hub dist``).
+
+Machines install the daemon from ``HUB/v1/dist/`` (``server/dist.py``), so a fresh VM needs no route to PyPI
+when the folder holds wheels for its platform; the startup script falls back to PyPI for what is missing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+DISTRIBUTION = "cloudremotecontrol"
+
+
+class DistError(RuntimeError):
+    """pip could not build or fetch a wheel; the message carries pip's last lines."""
+
+
+def source_tree() -> Path | None:
+    """The project's source folder when running from a checkout (an editable install), else None."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "provisioning").is_dir() else None
+
+
+def _pip(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise DistError(f"pip {args[0]} failed (exit {done.returncode}):\n{tail}")
+
+
+def build_dist(folder: Path, *, dependencies: bool = True) -> list[str]:
+    """Put the daemon wheel (built from the checkout, else downloaded at the installed version) and, unless
+    ``dependencies`` is False, wheels of everything it needs on this platform into ``folder``.
+
+    Returns:
+        the names of the wheels now in the folder.
+
+    Raises:
+        DistError: with pip's output.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    deps = [] if dependencies else ["--no-deps"]
+    tree = source_tree()
+    if tree is not None:
+        for old in folder.glob(f"{DISTRIBUTION}-*.whl"):
+            old.unlink()  # a rebuilt wheel keeps its version number: never serve a stale one beside it
+        _pip(["wheel", "-w", str(folder), *deps, str(tree)])
+    else:
+        version = metadata.version(DISTRIBUTION)
+        _pip(["download", "-d", str(folder), "--only-binary=:all:", *deps, f"{DISTRIBUTION}=={version}"])
+    return sorted(p.name for p in folder.glob("*.whl"))

@@ -1,0 +1,126 @@
+"""Render a machine's startup script: the Linux bash one or the Windows PowerShell one.
+
+The templates live in ``provisioning/scripts/``; rendering fills in the settings block (hub URL, machine id,
+report key, the daemon wheel to fetch and its SHA-256) and the daemon's config (with the private key). Every
+value is quoted for its language here, and checked so that no value can end a heredoc or a here-string early.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from importlib import resources
+
+from clients.daemon.config import DaemonConfig, render_config
+from protocol.boot import report_key
+
+WHEEL_NAME = re.compile(r"^[A-Za-z0-9_.+-]+\.whl$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RenderError(ValueError):
+    """A value cannot be placed in a startup script safely."""
+
+
+@dataclass(frozen=True)
+class WheelRef:
+    """The daemon wheel a machine installs: its file name under ``HUB/v1/dist/`` and its SHA-256 (hex)."""
+
+    name: str
+    sha256: str
+
+    def __post_init__(self) -> None:
+        if not WHEEL_NAME.match(self.name):
+            raise RenderError(f"{self.name!r} is not a wheel file name")
+        if not SHA256_HEX.match(self.sha256):
+            raise RenderError("a wheel's SHA-256 is 64 lower-case hex digits")
+
+
+@dataclass(frozen=True)
+class StartupParams:
+    """What one machine's startup script needs.
+
+    Attributes:
+        config: the daemon config to install (hub URL, machine, private key, master key, hub pin).
+        wheel: the daemon wheel to fetch from the hub.
+        hub_ca_pem: the hub's certificate, when it is self-signed, so downloads and reports can verify it.
+    """
+
+    config: DaemonConfig
+    wheel: WheelRef
+    hub_ca_pem: str = ""
+
+    @property
+    def hub_http(self) -> str:
+        """The hub's HTTP(S) base URL (the config may name it ws:// or wss://)."""
+        hub = self.config.hub.rstrip("/")
+        for ws, http in (("ws://", "http://"), ("wss://", "https://")):
+            if hub.startswith(ws):
+                hub = http + hub[len(ws) :]
+        return hub.removesuffix("/v1/ws")
+
+
+def _template(name: str) -> str:
+    return resources.files("provisioning").joinpath("scripts", name).read_text(encoding="utf-8")
+
+
+def _unit_text() -> str:
+    return resources.files("clients.linux").joinpath("crc-daemon.service").read_text(encoding="utf-8")
+
+
+def _check_block(text: str, terminator: str) -> str:
+    if any(line.strip() == terminator for line in text.splitlines()):
+        raise RenderError(f"a value contains the line {terminator!r}, which would end its block early")
+    return text.rstrip("\n")
+
+
+def render_linux(params: StartupParams) -> str:
+    """The bash startup script for a Linux machine (a Vultr boot script or cloud-init user-data)."""
+    settings = {
+        "CRC_HUB_HTTP": params.hub_http,
+        "CRC_MACHINE_ID": params.config.machine_id,
+        "CRC_MACHINE_NAME": params.config.machine_name,
+        "CRC_SCENARIO": params.config.scenario,
+        "CRC_REPORT_KEY": report_key(params.config.identity).hex(),
+        "CRC_WHEEL": params.wheel.name,
+        "CRC_WHEEL_SHA256": params.wheel.sha256,
+        "CRC_HUB_CA_PEM": params.hub_ca_pem.strip(),
+    }
+    block = "\n".join(f"{key}={shlex.quote(value)}" for key, value in settings.items())
+    script = _template("linux.sh")
+    script = script.replace("@@SETTINGS@@", "# --- rendered by crc for this machine ---\n" + block)
+    script = script.replace("@@CONFIG@@", _check_block(render_config(params.config), "CRC_CONFIG_END"))
+    return script.replace("@@UNIT@@", _check_block(_unit_text(), "CRC_UNIT_END"))
+
+
+def _ps_quote(value: str) -> str:
+    """A PowerShell single-quoted string (a quote is doubled; nothing inside is expanded)."""
+    return "'" + value.replace("'", "''").replace("\u2018", "\u2018\u2018").replace("\u2019", "\u2019\u2019") + "'"
+
+
+def render_windows(params: StartupParams) -> str:
+    """The PowerShell startup script for a Windows machine."""
+    settings = {
+        "CrcHubHttp": params.hub_http,
+        "CrcMachineId": params.config.machine_id,
+        "CrcMachineName": params.config.machine_name,
+        "CrcScenario": params.config.scenario,
+        "CrcReportKey": report_key(params.config.identity).hex(),
+        "CrcWheel": params.wheel.name,
+        "CrcWheelSha256": params.wheel.sha256,
+        "CrcHubCaPem": params.hub_ca_pem.strip(),
+        "CrcConfig": render_config(params.config),
+    }
+    block = "\n".join(f"${key} = {_ps_quote(value)}" for key, value in settings.items())
+    script = _template("windows.ps1")
+    return script.replace("@@SETTINGS@@", "# --- rendered by crc for this machine ---\n" + block)
+
+
+def render(params: StartupParams, os_name: str) -> str:
+    """The startup script for ``linux`` or ``windows``."""
+    if os_name == "linux":
+        return render_linux(params)
+    if os_name == "windows":
+        return render_windows(params)
+    raise RenderError(f"no startup script for os {os_name!r}")

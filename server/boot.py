@@ -1,0 +1,92 @@
+"""``POST /v1/boot``: startup scripts report their steps here before the machine's daemon exists.
+
+Each report is authenticated with the machine's report key (``protocol.boot``) and becomes a ``boot_step``
+event in the scenario's log, so ``crc watch`` and ``crc up`` show "installing python", "daemon started"... live.
+A report is accepted once: a replayed one (same signature within the clock window) is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from aiohttp import web
+
+from protocol import ErrorCode, ProtocolError
+from protocol.boot import MAX_DETAIL, MAX_SKEW, parse_report, verify_report
+from server.guard import TokenBucket
+from server.store import StoreError
+from server.ws import HUB_KEY
+
+REPORTS_PER_SECOND = 5.0
+REPORT_BURST = 50.0
+SEEN_LIMIT = 100_000
+DETAIL_SHOWN = 4096
+
+
+def json_error(status: int, code: ErrorCode | str, message: str) -> web.Response:
+    """The hub's HTTP error shape: ``{"error": {"code": ..., "message": ...}}``."""
+    return web.json_response({"error": {"code": str(code), "message": message}}, status=status)
+
+
+class BootReports:
+    """Replay memory and per-machine rate limits for boot reports (per hub process)."""
+
+    def __init__(self) -> None:
+        self.seen: OrderedDict[str, float] = OrderedDict()
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def first_time(self, signature: str, now: float) -> bool:
+        while self.seen and (len(self.seen) >= SEEN_LIMIT or next(iter(self.seen.values())) < now - 2 * MAX_SKEW):
+            self.seen.popitem(last=False)
+        if signature in self.seen:
+            return False
+        self.seen[signature] = now
+        return True
+
+    def allow(self, machine_id: str, now: float) -> bool:
+        bucket = self.buckets.setdefault(machine_id, TokenBucket(REPORTS_PER_SECOND, REPORT_BURST))
+        return bucket.take(now)
+
+
+BOOT_KEY = web.AppKey("boot_reports", BootReports)
+
+
+async def boot_report(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    reports = request.app[BOOT_KEY]
+    if request.content_length is not None and request.content_length > MAX_DETAIL:
+        return json_error(413, ErrorCode.FRAME_TOO_LARGE, f"a boot report carries at most {MAX_DETAIL} bytes")
+    body = await request.content.read(MAX_DETAIL + 1)
+    now = time.time()
+    try:
+        report, signature = parse_report(dict(request.headers), body)
+    except ProtocolError as exc:
+        return json_error(413 if exc.code is ErrorCode.FRAME_TOO_LARGE else 400, exc.code, exc.message)
+    try:
+        machine = await hub.store.machine(report.machine)
+    except StoreError:
+        return json_error(503, ErrorCode.UNAVAILABLE, "the hub's store is unavailable; retry later")
+    if machine is None or not machine.report_key:
+        # Same answer for an unknown machine and one without a report key: no probing for ids.
+        return json_error(403, ErrorCode.UNKNOWN_IDENTITY, "no machine with that id accepts boot reports")
+    if not reports.allow(machine.id, now):
+        return json_error(429, ErrorCode.RATE_LIMITED, "too many boot reports from this machine; slow down")
+    try:
+        verify_report(report, signature, bytes.fromhex(machine.report_key), now)
+    except ProtocolError as exc:
+        return json_error(403 if exc.code is ErrorCode.BAD_MAC else 400, exc.code, exc.message)
+    if not reports.first_time(signature, now):
+        return json_error(409, ErrorCode.BAD_SEQUENCE, "this boot report was received already (replay)")
+    detail = report.detail[-DETAIL_SHOWN:].decode("utf-8", "replace")
+    data = {"step": report.step, "status": report.status.value, "detail": detail, "time": report.time}
+    try:
+        event = await hub.emit(machine.scenario_id, "boot_step", machine.name, data)
+    except StoreError:
+        return json_error(503, ErrorCode.UNAVAILABLE, "the hub's store is unavailable; retry later")
+    return web.json_response({"accepted": True, "cursor": event.cursor}, status=202)
+
+
+def add_boot_routes(app: web.Application) -> None:
+    app[BOOT_KEY] = BootReports()
+    app.router.add_post("/v1/boot", boot_report)

@@ -1,0 +1,100 @@
+"""``/v1/dist/``: the wheels machines install the daemon from, so a fresh VM need not reach PyPI.
+
+The folder (``HubSettings.dist_dir``) is filled by ``crc hub dist`` (``provisioning.dist``). It is served as a
+flat index pip understands (``pip install --find-links HUB/v1/dist/``), each link carrying its SHA-256, plus
+``index.json`` naming the daemon's own wheel, whose hash masters put into the startup scripts they render.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from server.ws import HUB_KEY
+
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\.(whl|tar\.gz|zip)$")
+DAEMON_DIST = "cloudremotecontrol"
+
+
+@dataclass(frozen=True)
+class DistFile:
+    name: str
+    size: int
+    sha256: str
+
+
+class DistFolder:
+    """The files of the dist folder with their hashes, re-hashed only when a file changes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._hashes: dict[str, tuple[float, int, str]] = {}
+
+    def files(self) -> list[DistFile]:
+        found = []
+        if not self.folder.is_dir():
+            return []
+        for path in sorted(self.folder.iterdir()):
+            if not FILE_NAME.match(path.name) or not path.is_file():
+                continue
+            stat = path.stat()
+            cached = self._hashes.get(path.name)
+            if cached is None or cached[:2] != (stat.st_mtime, stat.st_size):
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                cached = (stat.st_mtime, stat.st_size, digest)
+                self._hashes[path.name] = cached
+            found.append(DistFile(path.name, stat.st_size, cached[2]))
+        return found
+
+    def daemon_wheel(self) -> DistFile | None:
+        """The newest wheel of the daemon's own distribution, by version."""
+        wheels = [f for f in self.files() if f.name.startswith(DAEMON_DIST + "-") and f.name.endswith(".whl")]
+        return max(wheels, key=lambda f: _version_key(f.name.split("-")[1]), default=None)
+
+
+def _version_key(version: str) -> tuple[tuple[int, str], ...]:
+    return tuple((int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"[.+]", version))
+
+
+DIST_KEY = web.AppKey("dist", DistFolder)
+
+
+async def index_html(request: web.Request) -> web.Response:
+    links = "\n".join(
+        f'<a href="{html.escape(f.name)}#sha256={f.sha256}">{html.escape(f.name)}</a><br>'
+        for f in request.app[DIST_KEY].files()
+    )
+    page = f"<!DOCTYPE html>\n<html><head><title>crc dist</title></head><body>\n{links}\n</body></html>\n"
+    return web.Response(text=page, content_type="text/html")
+
+
+async def index_json(request: web.Request) -> web.Response:
+    dist = request.app[DIST_KEY]
+    daemon = dist.daemon_wheel()
+    return web.json_response(
+        {
+            "hub_id": request.app[HUB_KEY].id,
+            "daemon": None if daemon is None else daemon.__dict__,
+            "files": [f.__dict__ for f in dist.files()],
+        }
+    )
+
+
+async def dist_file(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    path = request.app[DIST_KEY].folder / name
+    if not FILE_NAME.match(name) or not path.is_file():
+        raise web.HTTPNotFound(text=f"no file {name!r} in the hub's dist folder")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
+def add_dist_routes(app: web.Application, folder: Path) -> None:
+    app[DIST_KEY] = DistFolder(folder)
+    app.router.add_get("/v1/dist/", index_html)
+    app.router.add_get("/v1/dist/index.json", index_json)
+    app.router.add_get("/v1/dist/{name}", dist_file)
