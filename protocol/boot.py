@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -29,6 +30,7 @@ REPORT_KEY_LABEL = b"boot-report"
 SIGNATURE_PREFIX = "hmac-sha256="
 MAX_DETAIL = 16 * 1024
 MAX_SKEW = 600.0
+MAX_TIME = 2**63
 STEP_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 HEADER_MACHINE = "X-CRC-Machine"
@@ -75,8 +77,9 @@ class BootReport:
         }
 
 
-def parse_report(headers: dict[str, str], body: bytes) -> tuple[BootReport, str]:
-    """Read a report and its claimed signature from request headers; nothing is verified yet.
+def parse_report(headers: Mapping[str, str], body: bytes) -> tuple[BootReport, str]:
+    """Read a report and its claimed signature from request headers (a case-insensitive mapping such as
+    aiohttp's ``request.headers``); nothing is verified yet.
 
     Raises:
         ProtocolError: BAD_FIELD naming the header that is missing or malformed; FRAME_TOO_LARGE for a long body.
@@ -97,6 +100,10 @@ def parse_report(headers: dict[str, str], body: bytes) -> tuple[BootReport, str]
         when = int(field(HEADER_TIME))
     except ValueError:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"header {HEADER_TIME} must be whole unix seconds") from None
+    if not -MAX_TIME < when < MAX_TIME:  # beyond a float's range the clock check would overflow
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"header {HEADER_TIME} is out of range", header=HEADER_TIME)
+    if not (machine.isascii() and machine.isprintable()):  # the MAC input is ASCII
+        raise ProtocolError(ErrorCode.BAD_FIELD, "a machine id is printable ASCII", header=HEADER_MACHINE)
     if not STEP_PATTERN.match(step):
         raise ProtocolError(
             ErrorCode.BAD_FIELD, "a step is 1-64 lower-case letters, digits, '.', '_' or '-'", header=HEADER_STEP

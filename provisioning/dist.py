@@ -6,12 +6,15 @@ when the folder holds wheels for its platform; the startup script falls back to 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
 DISTRIBUTION = "cloudremotecontrol"
+SKIPPED = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "tests", "bench")
 
 
 class DistError(RuntimeError):
@@ -52,7 +55,11 @@ def build_dist(folder: Path, *, dependencies: bool = True) -> list[str]:
     if tree is not None:
         for old in folder.glob(f"{DISTRIBUTION}-*.whl"):
             old.unlink()  # a rebuilt wheel keeps its version number: never serve a stale one beside it
-        _pip(["wheel", "-w", str(folder), *deps, str(tree)])
+        with tempfile.TemporaryDirectory(prefix="crc-dist-") as scratch:
+            # Built from a copy: setuptools leaves build/ and *.egg-info in the tree it builds.
+            copy = Path(scratch) / "src"
+            shutil.copytree(tree, copy, ignore=shutil.ignore_patterns(*SKIPPED))
+            _pip(["wheel", "-w", str(folder), *deps, str(copy)])
     else:
         version = metadata.version(DISTRIBUTION)
         _pip(["download", "-d", str(folder), "--only-binary=:all:", *deps, f"{DISTRIBUTION}=={version}"])

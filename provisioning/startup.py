@@ -94,9 +94,17 @@ def render_linux(params: StartupParams) -> str:
     return script.replace("@@UNIT@@", _check_block(_unit_text(), "CRC_UNIT_END"))
 
 
+# PowerShell ends a single-quoted string at any of these (its tokenizer's IsSingleQuote), not only at "'".
+PS_SINGLE_QUOTES = ("'", "\u2018", "\u2019", "\u201a", "\u201b")
+# The template's settings line: a comment, so the unrendered template is valid PowerShell too.
+PS_SETTINGS_LINE = re.compile(r"^(?:# )?@@SETTINGS@@[ \t]*$", re.M)
+
+
 def _ps_quote(value: str) -> str:
-    """A PowerShell single-quoted string (a quote is doubled; nothing inside is expanded)."""
-    return "'" + value.replace("'", "''").replace("\u2018", "\u2018\u2018").replace("\u2019", "\u2019\u2019") + "'"
+    """A PowerShell single-quoted string (each kind of quote is doubled; nothing inside is expanded)."""
+    for quote in PS_SINGLE_QUOTES:
+        value = value.replace(quote, quote + quote)
+    return "'" + value + "'"
 
 
 def render_windows(params: StartupParams) -> str:
@@ -113,8 +121,11 @@ def render_windows(params: StartupParams) -> str:
         "CrcConfig": render_config(params.config),
     }
     block = "\n".join(f"${key} = {_ps_quote(value)}" for key, value in settings.items())
-    script = _template("windows.ps1")
-    return script.replace("@@SETTINGS@@", "# --- rendered by crc for this machine ---\n" + block)
+    rendered = "# --- rendered by crc for this machine ---\n" + block
+    script, count = PS_SETTINGS_LINE.subn(lambda _: rendered, _template("windows.ps1"))
+    if count != 1:
+        raise RenderError(f"windows.ps1 must have exactly one @@SETTINGS@@ line, not {count}")
+    return script
 
 
 def render(params: StartupParams, os_name: str) -> str:

@@ -57,10 +57,15 @@ async def boot_report(request: web.Request) -> web.Response:
     reports = request.app[BOOT_KEY]
     if request.content_length is not None and request.content_length > MAX_DETAIL:
         return json_error(413, ErrorCode.FRAME_TOO_LARGE, f"a boot report carries at most {MAX_DETAIL} bytes")
-    body = await request.content.read(MAX_DETAIL + 1)
+    body = b""
+    while len(body) <= MAX_DETAIL:  # read() returns what has arrived so far: loop to the end (or the limit)
+        chunk = await request.content.read(MAX_DETAIL + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
     now = time.time()
     try:
-        report, signature = parse_report(dict(request.headers), body)
+        report, signature = parse_report(request.headers, body)  # header names are case-insensitive
     except ProtocolError as exc:
         return json_error(413 if exc.code is ErrorCode.FRAME_TOO_LARGE else 400, exc.code, exc.message)
     try:
@@ -70,13 +75,14 @@ async def boot_report(request: web.Request) -> web.Response:
     if machine is None or not machine.report_key:
         # Same answer for an unknown machine and one without a report key: no probing for ids.
         return json_error(403, ErrorCode.UNKNOWN_IDENTITY, "no machine with that id accepts boot reports")
-    if not reports.allow(machine.id, now):
-        return json_error(429, ErrorCode.RATE_LIMITED, "too many boot reports from this machine; slow down")
     try:
         verify_report(report, signature, bytes.fromhex(machine.report_key), now)
     except ProtocolError as exc:
         return json_error(403 if exc.code is ErrorCode.BAD_MAC else 400, exc.code, exc.message)
-    if not reports.first_time(signature, now):
+    # Counted only once authenticated, so forged reports cannot use up a machine's budget.
+    if not reports.allow(machine.id, now):
+        return json_error(429, ErrorCode.RATE_LIMITED, "too many boot reports from this machine; slow down")
+    if not reports.first_time(signature.lower(), now):  # the MAC as verified, whatever the hex case
         return json_error(409, ErrorCode.BAD_SEQUENCE, "this boot report was received already (replay)")
     detail = report.detail[-DETAIL_SHOWN:].decode("utf-8", "replace")
     data = {"step": report.step, "status": report.status.value, "detail": detail, "time": report.time}

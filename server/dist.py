@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from server.ws import HUB_KEY
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\.(whl|tar\.gz|zip)$")
 DAEMON_DIST = "cloudremotecontrol"
+RACY_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,10 @@ class DistFolder:
                 continue
             stat = path.stat()
             cached = self._hashes.get(path.name)
-            if cached is None or cached[:2] != (stat.st_mtime, stat.st_size):
+            # A file changed within the file system's timestamp granularity can keep its mtime and size: only
+            # trust the cache for files left alone for a while (as git does with "racy" index entries).
+            recent = time.time() - stat.st_mtime < RACY_SECONDS
+            if cached is None or cached[:2] != (stat.st_mtime, stat.st_size) or recent:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
                 cached = (stat.st_mtime, stat.st_size, digest)
                 self._hashes[path.name] = cached

@@ -350,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("order_ids", nargs="*")
     p.set_defaults(func=cmd_results)
 
+    from clients.master.provision_cli import add_provision_parsers
+
+    add_provision_parsers(sub, _connect)
+
     p = sub.add_parser("demo", help="run the shop scenario on local machines, end to end")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_demo)

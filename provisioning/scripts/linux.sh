@@ -197,8 +197,15 @@ step_ok
 step installing-daemon
 PIP_TLS=()
 if [ -s "$HUB_CA_FILE" ]; then PIP_TLS=(--cert "$HUB_CA_FILE"); fi
+if [ "${CRC_HUB_HTTP#http://}" != "$CRC_HUB_HTTP" ]; then
+  # pip ignores plain-HTTP links unless their host is trusted; the daemon wheel itself was hash-checked above.
+  hub_host=${CRC_HUB_HTTP#http://}
+  hub_host=${hub_host%%/*}
+  hub_host=${hub_host%:*}
+  PIP_TLS=(--trusted-host "$hub_host")
+fi
 pip_install() {
-  "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check "${PIP_TLS[@]}" \
+  "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check --timeout 30 "${PIP_TLS[@]}" \
     --find-links "$CRC_HUB_HTTP/v1/dist/" "$@" "$WHEEL_FILE" >>"$STEP_LOG" 2>&1
 }
 # The hub's own wheels first, so machines need not reach PyPI; PyPI when the hub lacks one.

@@ -99,3 +99,13 @@ def deploy(hub: HubProcess, master: Master, daemons: Daemons, tmp_path: Path) ->
         return deployment
 
     return create
+
+
+@pytest.fixture(scope="session")
+def daemon_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hub dist folder with the daemon wheel built from this checkout and its dependencies (built once)."""
+    from provisioning.dist import build_dist
+
+    folder = tmp_path_factory.mktemp("dist")
+    build_dist(folder)
+    return folder

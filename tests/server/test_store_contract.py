@@ -416,3 +416,41 @@ async def test_everything_survives_closing_and_reopening(backend: Backend, locat
         assert (await second.append_event(scenario.id, "tick", "", {}, NOW)).cursor == 4
     finally:
         await second.close()
+
+
+async def test_the_report_key_round_trips_but_is_never_on_the_wire(store: Store) -> None:
+    keyed = MachineSpec("web", "linux", "web", public_key(), secrets.token_hex(32))
+    keyless = machine("db")
+    scenario = await store.create_scenario("alice", "boot", [keyed, keyless], NOW)
+    record = await store.machine(keyed.id)
+    assert record is not None and record.report_key == keyed.report_key
+    other = await store.machine(keyless.id)
+    assert other is not None and other.report_key == ""
+    assert {m.name: m.report_key for m in await store.machines(scenario.id)} == {"web": keyed.report_key, "db": ""}
+    for listed in (record, other, *await store.machines(scenario.id)):
+        wire = listed.to_wire()
+        assert "report_key" not in wire
+        if listed.report_key:
+            assert listed.report_key not in repr(wire)
+    # updates and a presence reset leave the key alone
+    await store.update_machine(
+        keyed.id, status=MachineStatus.READY, last_seen=NOW + 1, facts={"a": 1}, ips=["10.0.0.1"]
+    )
+    await store.reset_presence(NOW + 2)
+    again = await store.machine(keyed.id)
+    assert again is not None and again.report_key == keyed.report_key
+
+
+async def test_the_report_key_survives_a_reopen(backend: Backend, location: Any) -> None:
+    spec = MachineSpec("web", "linux", "web", public_key(), secrets.token_hex(32))
+    first = backend.open(location)
+    try:
+        await first.create_scenario("alice", "boot", [spec], NOW)
+    finally:
+        await first.close()
+    second = backend.open(location)
+    try:
+        record = await second.machine(spec.id)
+        assert record is not None and record.report_key == spec.report_key
+    finally:
+        await second.close()

@@ -16,7 +16,8 @@ tree_sitter_powershell = pytest.importorskip(
 )
 
 REPO = Path(__file__).resolve().parents[3]
-SHIPPED_PS1 = sorted(path for path in REPO.rglob("*.ps1") if not {".venv", "node_modules", ".git"} & set(path.parts))
+NOT_SHIPPED = {".venv", "node_modules", ".git", "build"}
+SHIPPED_PS1 = sorted(path for path in REPO.rglob("*.ps1") if not NOT_SHIPPED & set(path.parts))
 
 README_BLOCKS = re.findall(r"^```powershell\n(.*?)^```", (REPO / "README.md").read_text(encoding="utf-8"), re.M | re.S)
 

@@ -1,0 +1,183 @@
+"""``crc up FILE`` and ``crc down NAME``: provision a scenario's machines from a scenario file, and remove them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from clients.master.sdk import Master
+from provisioning.lifecycle import MachineProgress, Outcome, UpError, down, up
+from provisioning.providers import LocalProvider, Provider, ProviderError, VultrProvider
+from provisioning.records import ScenarioRecord, forget_record, load_record, save_record, state_home
+from provisioning.scenario_file import ProviderSettings, ScenarioFileError, load_scenario
+from provisioning.vultr import DEFAULT_BASE_URL, VultrClient, VultrError
+
+VULTR_URL_ENV = "VULTR_API_URL"
+
+
+def make_provider(kind: str, settings: ProviderSettings, args: argparse.Namespace) -> Provider:
+    if kind == "local":
+        return LocalProvider(args.local_dir or state_home() / "local", netns=settings.netns)
+    base_url = args.vultr_url or os.environ.get(VULTR_URL_ENV) or DEFAULT_BASE_URL
+    return VultrProvider(VultrClient(base_url=base_url), settings)
+
+
+def _settings_from(raw: dict[str, Any]) -> ProviderSettings:
+    known = {f.name for f in dataclasses.fields(ProviderSettings)}
+    values = {k: v for k, v in raw.items() if k in known}
+    if "tags" in values:
+        values["tags"] = tuple(values["tags"])
+    return ProviderSettings(**values)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def line(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
+
+
+async def cmd_up(args: argparse.Namespace, master_for: Any) -> int:
+    try:
+        spec = load_scenario(args.file)
+    except ScenarioFileError as exc:
+        print(f"crc up: {exc}", file=sys.stderr)
+        return 2
+    kind = args.provider or spec.provider.kind
+    settings = dataclasses.replace(spec.provider, kind=kind)
+    if args.netns is not None:
+        settings = dataclasses.replace(settings, netns=args.netns)
+    if spec.hub and not args.hub and not os.environ.get("CRC_HUB"):
+        args.hub = spec.hub
+    if spec.hub_pin and not args.hub_fingerprint:
+        args.hub_fingerprint = spec.hub_pin
+    clock = Clock()
+    width = max(len(m.name) for m in spec.machines)
+
+    def progress(machine: MachineProgress, text: str) -> None:
+        if not args.json:
+            clock.line(f"{machine.name:<{width}}  {text}")
+
+    try:
+        provider = make_provider(kind, settings, args)
+    except VultrError as exc:
+        print(f"crc up: {exc}", file=sys.stderr)
+        return 2
+    try:
+        master: Master = await master_for(args)
+        async with master:
+            save_record(ScenarioRecord(spec.name, kind, master.url, _settings_json(settings, args)))
+            if not args.json:
+                clock.line(f"scenario {spec.name}: creating {len(spec.machines)} machines with the {kind} provider")
+            report = await up(master, spec, provider, timeout=args.timeout, progress=progress)
+    except UpError as exc:
+        print(f"crc up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await provider.close()
+    if args.json:
+        machines = [dataclasses.asdict(m) for m in report.machines.values()]
+        summary = {"scenario": report.scenario, "ok": report.ok, "seconds": round(report.seconds, 1)}
+        print(json.dumps({**summary, "machines": machines}, indent=2))
+    else:
+        ready = sum(m.outcome is Outcome.READY for m in report.machines.values())
+        clock.line(f"{ready}/{len(report.machines)} machines ready")
+        for failed in report.failed:
+            where = f" at step {failed.step!r}" if failed.step else ""
+            print(f"  {failed.name}: {failed.outcome.value}{where}", file=sys.stderr)
+            for line in failed.detail.strip().splitlines()[-20:]:
+                print(f"    | {line}", file=sys.stderr)
+        if not report.ok:
+            print(f"crc up: not every machine is ready; `crc down {spec.name}` removes them all", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _settings_json(settings: ProviderSettings, args: argparse.Namespace) -> dict[str, Any]:
+    data = dataclasses.asdict(settings)
+    if args.local_dir:
+        data["local_dir"] = str(args.local_dir)
+    if args.vultr_url:
+        data["vultr_url"] = args.vultr_url
+    return data
+
+
+async def cmd_down(args: argparse.Namespace, master_for: Any) -> int:
+    record = load_record(args.name)
+    kind = args.provider or (record.provider if record else "")
+    if not kind:
+        print(
+            f"crc down: no record of where {args.name!r}'s machines are (crc up writes one in "
+            f"{state_home() / 'scenarios'}); pass --provider vultr|local",
+            file=sys.stderr,
+        )
+        return 2
+    raw = dict(record.settings) if record and record.provider == kind else {}
+    if not args.local_dir and raw.get("local_dir"):
+        args.local_dir = Path(raw["local_dir"])
+    if not args.vultr_url and raw.get("vultr_url"):
+        args.vultr_url = raw["vultr_url"]
+    if record and not args.hub and not os.environ.get("CRC_HUB"):
+        args.hub = record.hub
+    try:
+        provider = make_provider(kind, _settings_from(raw), args)
+    except VultrError as exc:
+        print(f"crc down: {exc}", file=sys.stderr)
+        return 2
+    try:
+        async with await master_for(args) as master:
+            report = await down(master, args.name, provider)
+    except ProviderError as exc:
+        print(f"crc down: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await provider.close()
+    forget_record(args.name)
+    gone = report.teardown
+    print(
+        f"{args.name}: deleted {len(gone.machines)} machines, {len(gone.scripts)} startup scripts; "
+        + ("scenario and machine keys deleted" if report.scenario_deleted else "no scenario left on the hub")
+    )
+    for name in gone.machines:
+        print(f"  machine {name}")
+    for name in gone.scripts:
+        print(f"  script {name}")
+    return 0
+
+
+def add_provision_parsers(sub: Any, master_for: Any) -> None:
+    """``crc up`` / ``crc down``; ``master_for(args)`` connects the master as the other commands do."""
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--provider", choices=["vultr", "local"], help="where machines are made (default: the file's)")
+        p.add_argument(
+            "--local-dir", type=Path, help="the local provider's machines (default ~/.local/state/crc/local)"
+        )
+        p.add_argument("--vultr-url", help=f"Vultr API root (env {VULTR_URL_ENV}; default {DEFAULT_BASE_URL})")
+
+    p = sub.add_parser("up", help="create a scenario's machines from a scenario file and wait until all are ready")
+    p.add_argument("file", type=Path, help="scenario file (TOML)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for SystemReady (default 900)")
+    netns = p.add_mutually_exclusive_group()
+    netns.add_argument("--netns", dest="netns", action="store_true", default=None, help="local: network namespaces")
+    netns.add_argument("--no-netns", dest="netns", action="store_false", help="local: plain processes")
+    common(p)
+
+    async def run_up(args: argparse.Namespace) -> int:
+        return await cmd_up(args, master_for)
+
+    p.set_defaults(func=run_up)
+    p = sub.add_parser("down", help="delete a scenario's machines, startup scripts and keys (safe to repeat)")
+    p.add_argument("name")
+    common(p)
+
+    async def run_down(args: argparse.Namespace) -> int:
+        return await cmd_down(args, master_for)
+
+    p.set_defaults(func=run_down)

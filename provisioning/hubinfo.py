@@ -1,0 +1,103 @@
+"""What a master learns from the hub before rendering startup scripts: the daemon wheel and the certificate.
+
+Both are fetched over the same trust as the master's own session: with a pin, the certificate must match it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import ssl
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from clients.link import PinMismatch
+from provisioning.startup import WheelRef
+
+
+class HubInfoError(RuntimeError):
+    """The hub cannot give what provisioning needs (no daemon wheel, unreachable, wrong certificate)."""
+
+
+def hub_http_url(url: str) -> str:
+    """``http(s)://host:port`` for any accepted hub URL (ws://, wss://, with or without /v1/ws)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+def _client_ssl(url: str, pin: str, ca_file: str | None) -> ssl.SSLContext | aiohttp.Fingerprint | bool:
+    if not url.startswith("https://"):
+        if pin:
+            raise PinMismatch(f"a hub certificate pin is given but {url} does not use TLS")
+        return True
+    if pin:
+        return aiohttp.Fingerprint(bytes.fromhex(pin.removeprefix("sha256:")))
+    return ssl.create_default_context(cafile=ca_file)
+
+
+async def daemon_wheel(hub_url: str, *, pin: str = "", ca_file: str | None = None) -> WheelRef:
+    """The daemon wheel the hub serves at ``/v1/dist/`` (name and SHA-256).
+
+    Raises:
+        HubInfoError: unreachable, or the hub has none (``crc hub dist`` puts it there).
+        PinMismatch: the hub's certificate is not the pinned one.
+    """
+    base = hub_http_url(hub_url)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+            session.get(f"{base}/v1/dist/index.json", ssl=_client_ssl(base, pin, ca_file)) as answer,
+        ):
+            if answer.status != 200:
+                raise HubInfoError(f"{base}/v1/dist/index.json answered {answer.status}")
+            index = json.loads(await answer.read())
+    except aiohttp.ServerFingerprintMismatch as exc:
+        raise PinMismatch(f"the hub's certificate is not the pinned {pin}") from exc
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise HubInfoError(f"cannot read the hub's dist index at {base}: {exc}") from exc
+    daemon = index.get("daemon") if isinstance(index, dict) else None
+    if not isinstance(daemon, dict):
+        raise HubInfoError(
+            f"the hub at {base} serves no daemon wheel; run `crc hub dist` on the hub (fills DATA_DIR/dist)"
+        )
+    return WheelRef(str(daemon["name"]), str(daemon["sha256"]))
+
+
+async def self_signed_certificate(hub_url: str, pin: str) -> str:
+    """The hub's certificate as PEM when it is self-signed and matches ``pin``; '' for plain HTTP or no pin.
+
+    Machines then verify downloads and reports against exactly this certificate. A CA-signed hub needs
+    nothing: machines trust it through their system's CAs.
+
+    Raises:
+        PinMismatch: the certificate is not the pinned one.
+    """
+    parts = urlsplit(hub_http_url(hub_url))
+    if parts.scheme != "https" or not pin:
+        return ""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the pin is checked below instead
+    _reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context), 15
+    )
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der: bytes = ssl_object.getpeercert(binary_form=True)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    actual = "sha256:" + hashlib.sha256(der).hexdigest()
+    if actual != pin.lower():
+        raise PinMismatch(f"the hub's certificate is {actual}, not the pinned {pin}")
+    cert = x509.load_der_x509_certificate(der)
+    if cert.issuer != cert.subject:
+        return ""
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")

@@ -1,0 +1,188 @@
+"""``crc up`` and ``crc down`` as SDK calls: a scenario file becomes running machines, and back to nothing.
+
+``up`` creates the scenario and its keys on the hub, renders each machine's startup script, has the provider
+create the machines, and follows the scenario's events until every machine reported SystemReady, or its
+startup script reported a failed step, or time ran out. ``down`` deletes the scenario (which revokes every
+machine key), then has the provider delete the machines and scripts; both halves tolerate being already done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from clients.daemon.config import DaemonConfig
+from clients.master.models import EventInfo
+from clients.master.sdk import Master
+from protocol import ErrorCode, RemoteError
+from provisioning.hubinfo import daemon_wheel, self_signed_certificate
+from provisioning.providers.base import Provider, ProviderError, Teardown
+from provisioning.scenario_file import ScenarioFile
+from provisioning.startup import StartupParams, WheelRef, render
+
+
+class UpError(RuntimeError):
+    """``up`` could not start at all (the scenario exists, the hub has no daemon wheel...)."""
+
+
+class Outcome(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    FAILED = "failed"  # the startup script reported a failed step
+    NOT_CREATED = "not_created"  # the provider refused to create it
+    TIMED_OUT = "timed_out"
+
+
+@dataclass
+class MachineProgress:
+    name: str
+    outcome: Outcome = Outcome.PENDING
+    step: str = ""  # the startup script's last reported step
+    step_status: str = ""
+    detail: str = ""  # the failed step's output, or the provider's error
+    provider_id: str = ""
+    address: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not Outcome.PENDING
+
+
+@dataclass
+class UpReport:
+    scenario: str
+    machines: dict[str, MachineProgress]
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(m.outcome is Outcome.READY for m in self.machines.values())
+
+    @property
+    def failed(self) -> list[MachineProgress]:
+        return [m for m in self.machines.values() if m.outcome is not Outcome.READY]
+
+
+@dataclass
+class DownReport:
+    scenario: str
+    teardown: Teardown = field(default_factory=Teardown)
+    scenario_deleted: bool = False
+
+
+Progress = Callable[[MachineProgress, str], None]
+
+
+async def up(
+    master: Master,
+    spec: ScenarioFile,
+    provider: Provider,
+    *,
+    timeout: float = 900.0,
+    progress: Progress | None = None,
+    wheel: WheelRef | None = None,
+) -> UpReport:
+    """Create the scenario's machines and wait for them; see the module doc.
+
+    Args:
+        progress: called with a machine and a line of text whenever something happens to it.
+        wheel: the daemon wheel to install (default: the one the hub serves).
+
+    Raises:
+        UpError: nothing was created (a scenario of that name exists, the hub has no daemon wheel...).
+    """
+    started = time.monotonic()
+    say = progress or (lambda machine, text: None)
+    hub_url = master.url
+    if wheel is None:
+        wheel = await daemon_wheel(hub_url, pin=master.pin, ca_file=master.ca_file)
+    hub_ca_pem = await self_signed_certificate(hub_url, master.pin)
+    try:
+        minted = await master.create_scenario(spec.name, [(m.name, m.os, m.role) for m in spec.machines])
+    except RemoteError as exc:
+        if exc.code == ErrorCode.ALREADY_EXISTS.value:
+            raise UpError(
+                f"scenario {spec.name!r} exists already on the hub; `crc down {spec.name}` removes it"
+            ) from None
+        raise
+    machines = {m.name: MachineProgress(m.name) for m in spec.machines}
+    report = UpReport(spec.name, machines)
+    machines_hub = hub_url
+    all_done = asyncio.Event()
+
+    def settle(progress_: MachineProgress, outcome: Outcome, text: str) -> None:
+        if progress_.done:
+            return
+        progress_.outcome = outcome
+        say(progress_, text)
+        if all(m.done for m in machines.values()):
+            all_done.set()
+
+    async def follow() -> None:
+        async for item in master.events(spec.name, 0):
+            if not isinstance(item, EventInfo) or item.machine not in machines:
+                continue
+            state = machines[item.machine]
+            if item.kind == "boot_step":
+                state.step, state.step_status = str(item.data.get("step", "")), str(item.data.get("status", ""))
+                if state.step_status == "failed":
+                    state.detail = str(item.data.get("detail", ""))
+                    settle(state, Outcome.FAILED, f"startup step {state.step!r} failed")
+                elif not state.done:
+                    say(state, f"{state.step} {state.step_status}")
+            elif item.kind == "machine_connected" and not state.done:
+                say(state, "daemon connected")
+            elif item.kind == "machine_ready":
+                settle(state, Outcome.READY, "SystemReady")
+
+    async def create(name: str) -> None:
+        plan = spec.machine(name)
+        new = next(m for m in minted if m.name == name)
+        config = DaemonConfig(machines_hub, spec.name, name, new.identity, master.identity.public, hub_pin=master.pin)
+        script = render(StartupParams(config, wheel, hub_ca_pem), plan.os)
+        try:
+            made = await provider.create(spec.name, plan, script)
+        except ProviderError as exc:
+            machines[name].detail = str(exc)
+            settle(machines[name], Outcome.NOT_CREATED, f"not created: {exc}")
+            return
+        machines[name].provider_id, machines[name].address = made.provider_id, made.address
+        where = f"{made.provider_id}, {made.address}" if made.address else made.provider_id
+        say(machines[name], f"created by {provider.kind} ({where})")
+
+    follower = asyncio.create_task(follow(), name="crc-up-events")
+    try:
+        machines_hub = await provider.prepare(spec.name, hub_url)
+        await asyncio.gather(*(create(name) for name in machines))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_done.wait(), max(0.0, timeout - (time.monotonic() - started)))
+        for state in machines.values():
+            if not state.done:
+                last = f"; last step {state.step!r} {state.step_status}" if state.step else "; no step reported"
+                settle(state, Outcome.TIMED_OUT, f"not ready after {timeout:.0f} s{last}")
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def down(master: Master, scenario: str, provider: Provider) -> DownReport:
+    """Delete the scenario and its keys, then its machines and scripts. Safe to run twice.
+
+    Keys go first: every daemon is disconnected and refused at once, even if deleting a machine fails.
+    """
+    report = DownReport(scenario)
+    try:
+        await master.delete_scenario(scenario)
+        report.scenario_deleted = True
+    except RemoteError as exc:
+        if exc.code != ErrorCode.NOT_FOUND.value:
+            raise
+    report.teardown = await provider.destroy(scenario)
+    return report

@@ -1,0 +1,232 @@
+"""The scenario file (TOML): which machines a scenario has and where they are created.
+
+::
+
+    [scenario]
+    name = "shop"
+    hub = "https://hub.example.com:8750"      # optional: else --hub / CRC_HUB
+    hub_cert_sha256 = "sha256:..."            # optional: pin the hub's certificate (crc hub init-tls prints it)
+
+    [provider]
+    kind = "vultr"                            # or "local"; `crc up --provider` overrides it
+    region = "ams"                            # defaults for every machine
+    plan = "vc2-1c-2gb"
+    linux_image = 2136                        # Debian 12 x64 (an os_id; a string is an image_id)
+    windows_image = 501                       # Windows 2022 Standard x64
+    boot = "script"                           # "script" (a Vultr startup script) or "user_data" (cloud-init)
+
+    [[machine]]
+    name = "mysql"
+    os = "linux"
+    role = "database"
+    plan = "vc2-2c-4gb"                       # any of region, plan, image overrides the provider default
+
+Unknown keys are errors (a typo must not silently create a default machine); messages name the file and key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+HOSTNAME_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+PROVIDERS = ("vultr", "local")
+OPERATING_SYSTEMS = ("linux", "windows")
+BOOT_MODES = ("script", "user_data")
+DEFAULT_IMAGES: dict[str, int | str] = {"linux": 2136, "windows": 501}
+DEFAULT_REGION = "ewr"
+DEFAULT_PLAN = "vc2-1c-2gb"
+
+
+class ScenarioFileError(ValueError):
+    """The scenario file is unreadable or wrong; the message names the file and the offending key."""
+
+
+@dataclass(frozen=True)
+class MachinePlan:
+    """One machine to create: its name, os and role in the scenario, and where the provider puts it."""
+
+    name: str
+    os: str
+    role: str
+    region: str
+    plan: str
+    image: int | str
+
+    @property
+    def hostname(self) -> str:
+        """A host name derived from the machine name (underscores and dots are not valid in one)."""
+        return re.sub(r"[^A-Za-z0-9-]", "-", self.name).strip("-")[:63] or "machine"
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    kind: str = "local"
+    region: str = DEFAULT_REGION
+    plan: str = DEFAULT_PLAN
+    images: dict[str, int | str] = field(default_factory=lambda: dict(DEFAULT_IMAGES))
+    boot: str = "script"
+    tags: tuple[str, ...] = ()
+    netns: bool | None = None  # local provider: None picks network namespaces when it can
+
+
+@dataclass(frozen=True)
+class ScenarioFile:
+    name: str
+    machines: tuple[MachinePlan, ...]
+    provider: ProviderSettings
+    hub: str = ""
+    hub_pin: str = ""
+    source: Path | None = None
+
+    def machine(self, name: str) -> MachinePlan:
+        for machine in self.machines:
+            if machine.name == name:
+                return machine
+        raise KeyError(name)
+
+
+class _Reader:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, message: str) -> ScenarioFileError:
+        return ScenarioFileError(f"{self.source}: {where}: {message}")
+
+    def table(self, data: dict[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, "must be a table")
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise self.fail(key, f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+        return value
+
+    def text(self, data: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+        value = data.get(key, default)
+        if value is None:
+            raise self.fail(where, f"{key!r} is required")
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(where, f"{key!r} must be a non-empty string")
+        return value.strip()
+
+    def image(self, value: Any, where: str) -> int | str:
+        if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+            raise self.fail(where, "an image is an os_id (integer) or an image_id (string)")
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        return value
+
+
+MACHINE_KEYS = {"name", "os", "role", "region", "plan", "image"}
+PROVIDER_KEYS = {"kind", "region", "plan", "linux_image", "windows_image", "boot", "tags", "netns"}
+SCENARIO_KEYS = {"name", "hub", "hub_cert_sha256"}
+
+
+def parse_scenario(text: str, source: str = "<scenario>") -> ScenarioFile:
+    """Parse and check a scenario file's text.
+
+    Raises:
+        ScenarioFileError: naming ``source`` and the key at fault.
+    """
+    reader = _Reader(source)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioFileError(f"{source}: not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - {"scenario", "provider", "machine"})
+    if unknown:
+        raise reader.fail("top level", f"unknown table(s) {', '.join(unknown)} (known: scenario, provider, machine)")
+    scenario = reader.table(data, "scenario", SCENARIO_KEYS)
+    name = reader.text(scenario, "name", "[scenario]")
+    if not NAME.match(name):
+        raise reader.fail("[scenario] name", "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    hub_pin = scenario.get("hub_cert_sha256", "")
+    if not isinstance(hub_pin, str) or (hub_pin and not re.fullmatch(r"sha256:[0-9a-f]{64}", hub_pin)):
+        raise reader.fail("[scenario] hub_cert_sha256", "must look like sha256:<64 hex digits>")
+    hub = scenario.get("hub", "")
+    if not isinstance(hub, str) or (hub and not re.match(r"^(https?|wss?)://", hub)):
+        raise reader.fail("[scenario] hub", "must be an http(s):// or ws(s):// URL")
+
+    raw_provider = reader.table(data, "provider", PROVIDER_KEYS)
+    kind = reader.text(raw_provider, "kind", "[provider]", "local")
+    if kind not in PROVIDERS:
+        raise reader.fail("[provider] kind", f"must be one of {', '.join(PROVIDERS)}, not {kind!r}")
+    boot = reader.text(raw_provider, "boot", "[provider]", "script")
+    if boot not in BOOT_MODES:
+        raise reader.fail("[provider] boot", f"must be one of {', '.join(BOOT_MODES)}")
+    tags = raw_provider.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+        raise reader.fail("[provider] tags", "must be a list of non-empty strings")
+    netns = raw_provider.get("netns")
+    if netns is not None and not isinstance(netns, bool):
+        raise reader.fail("[provider] netns", "must be true or false")
+    images = dict(DEFAULT_IMAGES)
+    for os_name in OPERATING_SYSTEMS:
+        if f"{os_name}_image" in raw_provider:
+            images[os_name] = reader.image(raw_provider[f"{os_name}_image"], f"[provider] {os_name}_image")
+    provider = ProviderSettings(
+        kind=kind,
+        region=reader.text(raw_provider, "region", "[provider]", DEFAULT_REGION),
+        plan=reader.text(raw_provider, "plan", "[provider]", DEFAULT_PLAN),
+        images=images,
+        boot=boot,
+        tags=tuple(tags),
+        netns=netns,
+    )
+
+    raw_machines = data.get("machine", [])
+    if not isinstance(raw_machines, list) or not raw_machines:
+        raise reader.fail("[[machine]]", "a scenario needs at least one [[machine]] table")
+    machines: list[MachinePlan] = []
+    for index, raw in enumerate(raw_machines, 1):
+        where = f"machine #{index}"
+        if not isinstance(raw, dict):
+            raise reader.fail(where, "must be a table")
+        unknown = sorted(set(raw) - MACHINE_KEYS)
+        if unknown:
+            raise reader.fail(where, f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(MACHINE_KEYS))})")
+        machine_name = reader.text(raw, "name", where)
+        where = f"machine {machine_name!r}"
+        if not NAME.match(machine_name):
+            raise reader.fail(where, "a name is 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        os_name = reader.text(raw, "os", where, "linux")
+        if os_name not in OPERATING_SYSTEMS:
+            raise reader.fail(where, f"os must be one of {', '.join(OPERATING_SYSTEMS)}, not {os_name!r}")
+        machines.append(
+            MachinePlan(
+                name=machine_name,
+                os=os_name,
+                role=reader.text(raw, "role", where, machine_name),
+                region=reader.text(raw, "region", where, provider.region),
+                plan=reader.text(raw, "plan", where, provider.plan),
+                image=reader.image(raw["image"], where) if "image" in raw else provider.images[os_name],
+            )
+        )
+    seen: set[str] = set()
+    for machine in machines:
+        if machine.name in seen:
+            raise reader.fail(f"machine {machine.name!r}", "appears twice; machine names must be unique")
+        seen.add(machine.name)
+    return ScenarioFile(name, tuple(machines), provider, hub=hub, hub_pin=hub_pin)
+
+
+def load_scenario(path: str | Path) -> ScenarioFile:
+    """Read a scenario file.
+
+    Raises:
+        ScenarioFileError: the file is missing, unreadable or wrong.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioFileError(f"no scenario file at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioFileError(f"cannot read {path}: {exc}") from None
+    parsed = parse_scenario(text, str(path))
+    return ScenarioFile(parsed.name, parsed.machines, parsed.provider, parsed.hub, parsed.hub_pin, path)

@@ -1,0 +1,217 @@
+"""``crc up`` / ``crc down`` with the local provider: the real Linux startup script installs the daemon from the
+hub's wheels into a fresh virtual environment per machine, reports each step, and the daemons come up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clients.master.models import EventInfo
+from clients.master.sdk import Master
+from provisioning.lifecycle import Outcome, down, up
+from provisioning.providers import LocalProvider
+from provisioning.providers.local import netns_available
+from provisioning.scenario_file import parse_scenario
+from provisioning.startup import WheelRef
+from tests.e2e.support import HubProcess, eventually, run_crc
+
+pytestmark = pytest.mark.timeout(300)
+BOOT_STEPS = [
+    "script-started", "installing-python", "creating-venv", "downloading-daemon", "installing-daemon",
+    "writing-config", "starting-daemon", "daemon-started",
+]  # fmt: skip
+
+
+@pytest.fixture
+def dist_hub(tmp_path: Path, daemon_dist: Path) -> Iterator[HubProcess]:
+    hub = HubProcess(tmp_path / "hub", extra_args=["--dist-dir", str(daemon_dist)])
+    hub.start()
+    yield hub
+    hub.cleanup()
+
+
+def scenario_text(name: str, *machines: str) -> str:
+    tables = "".join(f'\n[[machine]]\nname = "{m}"\nos = "linux"\nrole = "{m}-role"\n' for m in machines)
+    return f'[scenario]\nname = "{name}"\n\n[provider]\nkind = "local"\n{tables}'
+
+
+def daemon_pids(local_dir: Path) -> list[int]:
+    return [int(p.read_text()) for p in local_dir.glob("*/machines/*/root/run/crc/daemon.pid")]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_crc_up_runs_the_startup_scripts_and_crc_down_leaves_nothing(
+    dist_hub: HubProcess, tmp_path: Path
+) -> None:
+    local = tmp_path / "local"
+    scenario_file = tmp_path / "shop.toml"
+    scenario_file.write_text(scenario_text("shop", "db", "web"))
+    env = {"CRC_STATE_DIR": str(tmp_path / "state")}
+    os.environ.update(env)  # run_crc passes the hub's env; the record dir must match for `crc down NAME`
+    try:
+        up_run = await asyncio.to_thread(
+            run_crc, dist_hub, "up", str(scenario_file), "--local-dir", str(local), "--no-netns", timeout=240
+        )
+        assert up_run.returncode == 0, up_run.stdout + up_run.stderr
+        assert "2/2 machines ready" in up_run.stdout
+        for step in ("installing-python", "installing-daemon ok", "SystemReady"):
+            assert step in up_run.stdout, up_run.stdout
+
+        async with await Master.connect(dist_hub.url, dist_hub.key_path) as master:
+            scenario = await master.scenario("shop")
+            assert {m.name: (m.status, m.role) for m in scenario.machines} == {
+                "db": ("ready", "db-role"),
+                "web": ("ready", "web-role"),
+            }
+
+            async def all_steps_reported() -> bool:
+                # The script's last reports may land just after SystemReady.
+                steps = [
+                    (e.machine, e.data["step"], e.data["status"])
+                    async for e in master.events("shop", 0, follow=False)
+                    if isinstance(e, EventInfo) and e.kind == "boot_step"
+                ]
+                return all(
+                    [s for m, s, status in steps if m == machine and status == "ok"] == BOOT_STEPS
+                    for machine in ("db", "web")
+                )
+
+            await eventually(all_steps_reported, timeout=15, what="every boot step of both machines reported ok")
+            results = await master.run("shop", "all", "echo hello from $(hostname)")
+            assert all(r.ok and r.verified for r in results)
+            await master.distribute_hosts("shop", "all", extra={"db.internal": "10.9.9.9"})
+            hosts = (local / "shop" / "machines" / "web" / "root" / "etc" / "hosts").read_text()
+            assert "db.internal" in hosts
+
+        # The private key is only in the 0600 config, never in a process list.
+        config = local / "shop" / "machines" / "web" / "root" / "etc" / "crc" / "daemon.toml"
+        assert config.stat().st_mode & 0o777 == 0o600
+        private = next(line for line in config.read_text().splitlines() if line.startswith("private_key"))
+        key_text = private.split('"')[1]
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                with contextlib.suppress(OSError):
+                    assert key_text.encode() not in (proc / "cmdline").read_bytes()
+        pids = daemon_pids(local)
+        assert len(pids) == 2 and all(alive(p) for p in pids)
+
+        down_run = await asyncio.to_thread(run_crc, dist_hub, "down", "shop", timeout=60)
+        assert down_run.returncode == 0, down_run.stdout + down_run.stderr
+        assert "deleted 2 machines" in down_run.stdout and "scenario and machine keys deleted" in down_run.stdout
+        assert not (local / "shop").exists()
+        for pid in pids:
+            for _ in range(100):
+                if not alive(pid):
+                    break
+                await asyncio.sleep(0.05)
+            assert not alive(pid)
+        again = await asyncio.to_thread(run_crc, dist_hub, "down", "shop", "--provider", "local", "--local-dir",
+                                        str(local), timeout=60)  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        assert "deleted 0 machines" in again.stdout and "no scenario left" in again.stdout
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+        await LocalProvider(local).destroy("shop")
+
+
+async def test_a_failing_step_is_reported_with_its_output(dist_hub: HubProcess, tmp_path: Path) -> None:
+    spec = parse_scenario(scenario_text("broken", "web"))
+    provider = LocalProvider(tmp_path / "local", netns=False)
+    lines: list[str] = []
+    async with await Master.connect(dist_hub.url, dist_hub.key_path) as master:
+        try:
+            # The hub serves the real wheel, but the script expects another digest: the download step fails.
+            wrong = WheelRef("cloudremotecontrol-0.1.0-py3-none-any.whl", "0" * 64)
+            report = await up(
+                master, spec, provider, timeout=120, wheel=wrong,
+                progress=lambda m, text: lines.append(f"{m.name} {text}"),
+            )  # fmt: skip
+            web = report.machines["web"]
+            assert not report.ok and web.outcome is Outcome.FAILED
+            assert web.step == "downloading-daemon"
+            assert "SHA-256 mismatch" in web.detail
+            assert "web startup step 'downloading-daemon' failed" in lines
+        finally:
+            gone = await down(master, "broken", provider)
+    assert gone.teardown.machines == ["web"] and gone.scenario_deleted
+
+
+async def test_crc_up_exits_non_zero_naming_the_machine_and_step(tmp_path: Path) -> None:
+    bad_dist = tmp_path / "dist"
+    bad_dist.mkdir()
+    (bad_dist / "cloudremotecontrol-0.1.0-py3-none-any.whl").write_bytes(b"this is not a zip file")
+    hub = HubProcess(tmp_path / "hub", extra_args=["--dist-dir", str(bad_dist)])
+    hub.start()
+    scenario_file = tmp_path / "s.toml"
+    scenario_file.write_text(scenario_text("bad", "app"))
+    os.environ["CRC_STATE_DIR"] = str(tmp_path / "state")
+    try:
+        result = await asyncio.to_thread(
+            run_crc, hub, "up", str(scenario_file), "--local-dir", str(tmp_path / "local"), "--no-netns",
+            "--timeout", "120", timeout=200,
+        )  # fmt: skip
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "app: failed at step 'installing-daemon'" in result.stderr
+        assert "crc down bad" in result.stderr
+        assert (await asyncio.to_thread(run_crc, hub, "down", "bad")).returncode == 0
+    finally:
+        os.environ.pop("CRC_STATE_DIR", None)
+        await LocalProvider(tmp_path / "local").destroy("bad")
+        hub.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(not netns_available(), reason="needs root and `ip netns`")
+async def test_network_namespace_machines_have_their_own_address_and_hosts_file(
+    tmp_path: Path, daemon_dist: Path
+) -> None:
+    provider = LocalProvider(tmp_path / "local", netns=True)
+    scenario = f"ns{os.getpid() % 10000}"
+    port = free_port()
+    hosts_before = Path("/etc/hosts").read_text()
+    machine_url = await provider.prepare(scenario, f"http://127.0.0.1:{port}")
+    gateway = provider.gateway(scenario)
+    assert machine_url == f"http://{gateway}:{port}"
+    hub = HubProcess(tmp_path / "hub", extra_args=["--dist-dir", str(daemon_dist), "--host", gateway])
+    hub.port = port
+    try:
+        await hub.astart()
+        spec = parse_scenario(scenario_text(scenario, "db", "web"))
+        async with await Master.connect(hub.url, hub.key_path) as master:
+            report = await up(master, spec, provider, timeout=200)
+            assert report.ok, report.machines
+            addresses = {name: m.address for name, m in report.machines.items()}
+            assert all(a.startswith(gateway.rsplit(".", 1)[0] + ".") for a in addresses.values())
+            scenario_info = await master.scenario(scenario)
+            assert {m.name: set(m.ips) for m in scenario_info.machines}["web"] >= {addresses["web"]}
+            await master.distribute_hosts(scenario, "all")
+            [lookup] = await master.run(scenario, "db", "getent hosts web")
+            assert lookup.ok and lookup.stdout.split()[0].decode() == addresses["web"], lookup
+            await down(master, scenario, provider)
+        assert Path("/etc/hosts").read_text() == hosts_before
+        assert not Path(f"/etc/netns/crc-{scenario}-web").exists()
+        shown = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+        assert f"crc-{scenario}-" not in shown
+    finally:
+        await provider.destroy(scenario)
+        hub.cleanup()
