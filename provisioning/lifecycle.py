@@ -20,7 +20,7 @@ from clients.master.models import EventInfo
 from clients.master.sdk import Master
 from protocol import ErrorCode, RemoteError
 from provisioning.hubinfo import daemon_wheel, self_signed_certificate
-from provisioning.providers.base import Provider, ProviderError, Teardown
+from provisioning.providers.base import ProvidedMachine, Provider, ProviderError, Teardown
 from provisioning.scenario_file import ScenarioFile
 from provisioning.startup import StartupParams, WheelRef, render
 
@@ -153,7 +153,13 @@ async def up(
         machines[name].provider_id, machines[name].address = made.provider_id, made.address
         where = f"{made.provider_id}, {made.address}" if made.address else made.provider_id
         say(machines[name], f"created by {provider.kind} ({where})")
+        watchers.append(asyncio.create_task(watch(machines[name], made)))
 
+    async def watch(state: MachineProgress, made: ProvidedMachine) -> None:
+        address = await provider.follow(made, lambda text: None if state.done else say(state, text))
+        state.address = address or state.address
+
+    watchers: list[asyncio.Task[None]] = []
     follower = asyncio.create_task(follow(), name="crc-up-events")
     try:
         machines_hub = await provider.prepare(spec.name, hub_url)
@@ -165,9 +171,9 @@ async def up(
                 last = f"; last step {state.step!r} {state.step_status}" if state.step else "; no step reported"
                 settle(state, Outcome.TIMED_OUT, f"not ready after {timeout:.0f} s{last}")
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        for task in (follower, *watchers):
+            task.cancel()
+        await asyncio.gather(follower, *watchers, return_exceptions=True)
     report.seconds = time.monotonic() - started
     return report
 

@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-# Tests run real servers: redis-server (Redis store, replicas) and nginx (load balancing replicas).
+# Tests run real servers: redis-server (Redis store, replicas) and nginx (load balancing replicas);
+# shellcheck lints the Linux startup script.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "== installing ${missing[*]} (apt-get): the tests start their own instances"

@@ -9,6 +9,7 @@ memory, so it works after a crash and is safe to run twice.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from provisioning.scenario_file import MachinePlan
@@ -62,6 +63,14 @@ class Provider(ABC):
     @abstractmethod
     async def create(self, scenario: str, machine: MachinePlan, script: str) -> ProvidedMachine:
         """Create one machine that runs ``script`` at its first boot."""
+
+    async def follow(self, machine: ProvidedMachine, say: Callable[[str], None]) -> str:
+        """Watch a just-created machine until the provider says it is running; its address ('' if none).
+
+        ``say`` reports what the provider sees (e.g. "instance active at 192.0.2.7"). The default has nothing
+        to watch: the startup script's own reports tell the rest.
+        """
+        return machine.address
 
     @abstractmethod
     async def machines(self, scenario: str) -> list[ProvidedMachine]:

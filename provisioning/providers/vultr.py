@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from provisioning.providers.base import ProvidedMachine, Provider, ProviderError, Teardown
 from provisioning.scenario_file import MachinePlan, ProviderSettings
-from provisioning.vultr import VultrClient, VultrError, VultrNotFound
+from provisioning.vultr import VultrClient, VultrError, VultrNotFound, VultrServerError
 
 SCENARIO_TAG = "crc-scenario:"
 
@@ -29,9 +30,29 @@ def resource_name(scenario: str, machine: str) -> str:
 class VultrProvider(Provider):
     kind = "vultr"
 
-    def __init__(self, client: VultrClient, settings: ProviderSettings) -> None:
+    def __init__(
+        self,
+        client: VultrClient,
+        settings: ProviderSettings,
+        *,
+        poll_interval: float = 5.0,
+        boot_timeout: float = 900.0,
+    ) -> None:
         self.client = client
         self.settings = settings
+        self.poll_interval = poll_interval
+        self.boot_timeout = boot_timeout
+
+    async def follow(self, machine: ProvidedMachine, say: Callable[[str], None]) -> str:
+        try:
+            instance = await self.client.wait_active(
+                machine.provider_id, timeout=self.boot_timeout, poll_interval=self.poll_interval
+            )
+        except VultrError as exc:
+            say(f"Vultr instance {machine.provider_id} did not become active: {exc}")
+            return ""
+        say(f"instance active at {instance.main_ip} ({instance.os or instance.os_id}, {instance.plan})")
+        return _ip(instance.main_ip)
 
     async def create(self, scenario: str, machine: MachinePlan, script: str) -> ProvidedMachine:
         name = resource_name(scenario, machine.name)
@@ -40,7 +61,7 @@ class VultrProvider(Provider):
             script_id = None
             user_data = None
             if self.settings.boot == "script":
-                script_id = (await self.client.create_startup_script(name, script)).id
+                script_id = await self._upload_script(name, script)
             else:
                 user_data = script.encode("utf-8")
             instance = await self.client.create_instance(
@@ -57,6 +78,18 @@ class VultrProvider(Provider):
         except VultrError as exc:
             raise ProviderError(f"Vultr could not create machine {machine.name!r}: {exc}") from exc
         return ProvidedMachine(machine.name, instance.id, instance.status or "pending", _ip(instance.main_ip))
+
+    async def _upload_script(self, name: str, script: str, attempts: int = 3) -> str:
+        """The client does not retry a POST that failed with 5xx (it may have been done); for a startup script
+        a duplicate is harmless (``destroy`` deletes every script of the scenario by name), so retry here."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return (await self.client.create_startup_script(name, script)).id
+            except VultrServerError:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
 
     async def machines(self, scenario: str) -> list[ProvidedMachine]:
         prefix = resource_name(scenario, "")

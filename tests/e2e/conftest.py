@@ -109,3 +109,14 @@ def daemon_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("dist")
     build_dist(folder)
     return folder
+
+
+@pytest.fixture
+def dist_hub(tmp_path: Path, daemon_dist: Path, request: pytest.FixtureRequest) -> Iterator[HubProcess]:
+    """A hub that serves ``daemon_dist`` at /v1/dist/, for machines installed by startup scripts."""
+    hub = HubProcess(tmp_path / "dist-hub", extra_args=["--dist-dir", str(daemon_dist)])
+    hub.start()
+    yield hub
+    if _failed(request):
+        _dump_logs([hub])
+    hub.cleanup()

@@ -327,9 +327,11 @@ def file_lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def run_crc(hub: HubProcess, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run the ``crc`` CLI (as ``python -m clients.master.cli``) against ``hub`` as the dev master."""
+def run_crc(
+    hub: HubProcess, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``crc`` CLI (as ``python -m clients.master.cli``) against ``hub`` as the dev master (plus ``env``)."""
     return subprocess.run(
-        [PYTHON, "-m", "clients.master.cli", *args], env=hub.crc_env(), cwd=ROOT, capture_output=True, text=True,
-        timeout=timeout, stdin=subprocess.DEVNULL,
+        [PYTHON, "-m", "clients.master.cli", *args], env={**hub.crc_env(), **(env or {})}, cwd=ROOT,
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
     )  # fmt: skip

@@ -8,7 +8,6 @@ import contextlib
 import os
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,17 +28,9 @@ BOOT_STEPS = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def dist_hub(tmp_path: Path, daemon_dist: Path) -> Iterator[HubProcess]:
-    hub = HubProcess(tmp_path / "hub", extra_args=["--dist-dir", str(daemon_dist)])
-    hub.start()
-    yield hub
-    hub.cleanup()
-
-
-def scenario_text(name: str, *machines: str) -> str:
+def scenario_text(name: str, *machines: str, kind: str = "local") -> str:
     tables = "".join(f'\n[[machine]]\nname = "{m}"\nos = "linux"\nrole = "{m}-role"\n' for m in machines)
-    return f'[scenario]\nname = "{name}"\n\n[provider]\nkind = "local"\n{tables}'
+    return f'[scenario]\nname = "{name}"\n\n[provider]\nkind = "{kind}"\n{tables}'
 
 
 def daemon_pids(local_dir: Path) -> list[int]:
@@ -60,11 +51,10 @@ async def test_crc_up_runs_the_startup_scripts_and_crc_down_leaves_nothing(
     local = tmp_path / "local"
     scenario_file = tmp_path / "shop.toml"
     scenario_file.write_text(scenario_text("shop", "db", "web"))
-    env = {"CRC_STATE_DIR": str(tmp_path / "state")}
-    os.environ.update(env)  # run_crc passes the hub's env; the record dir must match for `crc down NAME`
+    env = {"CRC_STATE_DIR": str(tmp_path / "state")}  # where `crc up` records the provider for `crc down NAME`
     try:
         up_run = await asyncio.to_thread(
-            run_crc, dist_hub, "up", str(scenario_file), "--local-dir", str(local), "--no-netns", timeout=240
+            run_crc, dist_hub, "up", str(scenario_file), "--local-dir", str(local), "--no-netns", timeout=240, env=env
         )
         assert up_run.returncode == 0, up_run.stdout + up_run.stderr
         assert "2/2 machines ready" in up_run.stdout
@@ -109,7 +99,7 @@ async def test_crc_up_runs_the_startup_scripts_and_crc_down_leaves_nothing(
         pids = daemon_pids(local)
         assert len(pids) == 2 and all(alive(p) for p in pids)
 
-        down_run = await asyncio.to_thread(run_crc, dist_hub, "down", "shop", timeout=60)
+        down_run = await asyncio.to_thread(run_crc, dist_hub, "down", "shop", timeout=60, env=env)
         assert down_run.returncode == 0, down_run.stdout + down_run.stderr
         assert "deleted 2 machines" in down_run.stdout and "scenario and machine keys deleted" in down_run.stdout
         assert not (local / "shop").exists()
@@ -120,12 +110,10 @@ async def test_crc_up_runs_the_startup_scripts_and_crc_down_leaves_nothing(
                 await asyncio.sleep(0.05)
             assert not alive(pid)
         again = await asyncio.to_thread(run_crc, dist_hub, "down", "shop", "--provider", "local", "--local-dir",
-                                        str(local), timeout=60)  # fmt: skip
+                                        str(local), timeout=60, env=env)  # fmt: skip
         assert again.returncode == 0, again.stderr
         assert "deleted 0 machines" in again.stdout and "no scenario left" in again.stdout
     finally:
-        for key in env:
-            os.environ.pop(key, None)
         await LocalProvider(local).destroy("shop")
 
 
@@ -159,18 +147,17 @@ async def test_crc_up_exits_non_zero_naming_the_machine_and_step(tmp_path: Path)
     hub.start()
     scenario_file = tmp_path / "s.toml"
     scenario_file.write_text(scenario_text("bad", "app"))
-    os.environ["CRC_STATE_DIR"] = str(tmp_path / "state")
+    env = {"CRC_STATE_DIR": str(tmp_path / "state")}
     try:
         result = await asyncio.to_thread(
             run_crc, hub, "up", str(scenario_file), "--local-dir", str(tmp_path / "local"), "--no-netns",
-            "--timeout", "120", timeout=200,
+            "--timeout", "120", timeout=200, env=env,
         )  # fmt: skip
         assert result.returncode == 1, result.stdout + result.stderr
         assert "app: failed at step 'installing-daemon'" in result.stderr
         assert "crc down bad" in result.stderr
-        assert (await asyncio.to_thread(run_crc, hub, "down", "bad")).returncode == 0
+        assert (await asyncio.to_thread(run_crc, hub, "down", "bad", env=env)).returncode == 0
     finally:
-        os.environ.pop("CRC_STATE_DIR", None)
         await LocalProvider(tmp_path / "local").destroy("bad")
         hub.cleanup()
 
