@@ -8,6 +8,7 @@ in its own config; a result carries the daemon's signature, so the master can ch
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -23,6 +24,7 @@ class OrderKind(StrEnum):
     EXEC = "exec"
     PUT_FILE = "put_file"
     HOSTS = "hosts"
+    UPDATE = "update"  # install another daemon build from the hub's /v1/dist/ and restart into it
 
 
 class OrderState(StrEnum):
@@ -216,3 +218,16 @@ def file_body(path: str, data: bytes, mode: int, chunk_size: int = FILE_CHUNK_SI
         "sha256": hashlib.sha256(data).hexdigest(),
         "chunks": len(file_chunks(data, chunk_size)),
     }
+
+
+def update_body(wheel: str, sha256: str) -> dict[str, Any]:
+    """The signed body of an UPDATE order: which wheel of the hub's ``/v1/dist/`` to install, bound by its SHA-256.
+
+    Raises:
+        ProtocolError: BAD_FIELD for a name that is not a plain wheel file name or a digest that is not hex.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+\.whl", wheel):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{wheel!r} is not a wheel file name")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "a wheel's SHA-256 is 64 lower-case hex digits")
+    return {"wheel": wheel, "sha256": sha256}

@@ -171,6 +171,8 @@ def _order_summary(order: Order) -> dict[str, Any]:
         summary["command"] = str(order.body.get("command", ""))[:200]
     elif order.kind is OrderKind.PUT_FILE:
         summary["path"] = order.body.get("path", "")
+    elif order.kind is OrderKind.UPDATE:
+        summary["wheel"] = order.body.get("wheel", "")
     return summary
 
 

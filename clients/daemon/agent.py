@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from clients.daemon import update
 from clients.daemon.config import DaemonConfig
 from clients.daemon.executor import ExecRequest, ExecStatus, Executor, ProcessExecutor
 from clients.daemon.facts import collect_facts
@@ -28,6 +30,7 @@ from clients.daemon.hosts import apply_hosts_file, parse_entries
 from clients.daemon.journal import Journal
 from clients.daemon.journal import OrderState as JournalState
 from clients.daemon.platform import PlatformDefaults, current_platform
+from clients.daemon.reports import report_step
 from clients.link import HubLink, LinkClosed
 from protocol import (
     CrcError,
@@ -41,6 +44,7 @@ from protocol import (
     Role,
     SignedResult,
 )
+from protocol.boot import BootStatus
 from protocol.messages import (
     Cancel,
     Deliver,
@@ -113,6 +117,10 @@ class Daemon:
         self._incoming: dict[str, _IncomingFile] = {}
         self._cancels: dict[str, asyncio.Event] = {}
         self._leaving: asyncio.Task[None] | None = None
+        self._stop_self = asyncio.Event()
+        self._confirmed = False
+        self._background: set[asyncio.Task[None]] = set()
+        self.exit_code = 0  # what crc-daemon exits with once run() returns (update.EXIT_RESTART: restart me)
         self._handlers: dict[MsgType, Callable[[Envelope], Awaitable[None]]] = {
             MsgType.DELIVER: self._on_deliver,
             MsgType.FILE_CHUNK: self._on_file_chunk,
@@ -133,17 +141,48 @@ class Daemon:
         workers = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.config.parallel)]
         connector = asyncio.create_task(self._connect_loop(), name="connect")
         stopper = asyncio.create_task(stop.wait())
+        self_stopper = asyncio.create_task(self._stop_self.wait())
+        trial = asyncio.create_task(self._trial_deadline()) if update.in_trial() else None
+        tasks = {connector, stopper, self_stopper} | ({trial} if trial else set())
         try:
-            await asyncio.wait({connector, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if connector.done():
                 connector.result()  # re-raise Revoked
         finally:
-            for task in (connector, stopper, *workers):
+            for task in (*tasks, *workers):
                 task.cancel()
-            await asyncio.gather(connector, stopper, *workers, return_exceptions=True)
+            await asyncio.gather(*tasks, *workers, return_exceptions=True)
             if self.link is not None:
                 await self.link.close()
             self.journal.close()
+
+    async def _trial_deadline(self) -> None:
+        """A new build on trial must reach the hub in time; if not, exit so the launcher rolls it back."""
+        await asyncio.sleep(update.trial_seconds())
+        if self._confirmed:
+            await asyncio.Event().wait()  # proven: nothing more to do
+        log.error("this build did not reach the hub within %.0f s of starting; exiting", update.trial_seconds())
+        self.exit_code = 1
+
+    def _after_connect(self) -> None:
+        """Connected: a build on trial has proven itself; tell the hub, and about any rolled-back build."""
+        reports: list[tuple[str, BootStatus, str]] = []
+        build = update.confirm(self.options.state_dir)
+        if build is not None:
+            self._confirmed = True
+            reports.append(("update-confirmed", BootStatus.OK, f"now running {build.version}"))
+        note = update.take_rollback_note(self.options.state_dir)
+        if note is not None:
+            detail = f"{note.get('reason')}; back on {DAEMON_VERSION} (tried {note.get('version')})"
+            reports.append(("update-rolled-back", BootStatus.FAILED, detail))
+        if reports:
+            task = asyncio.create_task(self._report_all(reports))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _report_all(self, reports: list[tuple[str, BootStatus, str]]) -> None:
+        for step, status, detail in reports:
+            await report_step(self.config, step, status, detail)
 
     def _recover(self) -> None:
         """After a crash: report interrupted orders, requeue received ones, drop half-received files."""
@@ -203,6 +242,7 @@ class Daemon:
         self.journal.prune(now - JOURNAL_KEEP, forget_ids_older_than=now - 4 * JOURNAL_KEEP)
         facts = await asyncio.to_thread(collect_facts, DAEMON_VERSION)
         await link.send(SystemReady(facts, DAEMON_VERSION), scenario=self.config.scenario)
+        self._after_connect()
         for result in self.journal.unacked_results():
             await link.send(Result(result), scenario=self.config.scenario)
         resender = asyncio.create_task(self._resend_unacked(link))
@@ -358,6 +398,8 @@ class Daemon:
             await self._write_file(order, started)
         elif order.kind is OrderKind.HOSTS:
             await self._write_hosts(order, started)
+        elif order.kind is OrderKind.UPDATE:
+            await self._update(order, started)
 
     async def _run_command(self, order: Order, started: float, cancel: asyncio.Event) -> None:
         body = order.body
@@ -408,6 +450,37 @@ class Daemon:
                 started,
                 extra={"path": str(path), "changed": changed, "entries": len(entries)},
             )
+
+    async def _update(self, order: Order, started: float) -> None:
+        """Install the build the master named beside this one, then restart into it (``clients/daemon/update``)."""
+        wheel, sha256 = str(order.body.get("wheel", "")), str(order.body.get("sha256", ""))
+        if sys.platform == "win32":
+            await self._finish(order, OrderState.FAILED, None, started, error="self-update is Linux-only for now")
+            return
+        await report_step(self.config, "update-installing", BootStatus.RUNNING, f"{wheel} ({sha256})")
+        try:
+            build = await update.install(self.config, self.options.state_dir, wheel, sha256, order.id)
+        except (update.UpdateError, OSError) as exc:
+            await report_step(self.config, "update-installing", BootStatus.FAILED, str(exc))
+            await self._finish(order, OrderState.FAILED, None, started, error=f"update not installed: {exc}")
+            return
+        await report_step(self.config, "update-installing", BootStatus.OK, f"{build.version} in {build.venv}")
+        await self._finish(
+            order, OrderState.SUCCEEDED, 0, started,
+            extra={"version": build.version, "venv": build.venv, "restarting": True},
+        )  # fmt: skip
+        await self._wait_acked(order.id, timeout=10.0)
+        await report_step(self.config, "update-restarting", BootStatus.RUNNING, f"from {DAEMON_VERSION}")
+        self.exit_code = update.EXIT_RESTART
+        self._stop_self.set()
+
+    async def _wait_acked(self, order_id: str, timeout: float) -> None:
+        """Until the hub has the result (or ``timeout``): the next build would resend it anyway."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(r["order_id"] != order_id for r in self.journal.unacked_results()):
+                return
+            await asyncio.sleep(0.1)
 
     def _record(
         self, order: Order, status: OrderState, exit_code: int | None, started: float | None, **fields: Any

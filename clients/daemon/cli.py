@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from clients.daemon import update
 from clients.daemon.agent import DAEMON_VERSION, Daemon, DaemonOptions, Revoked
 from clients.daemon.config import ConfigError, load_config
 from clients.daemon.platform import current_platform, platform_executor
@@ -99,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["service"]:
         return service_main(argv[1:])
     args = build_parser().parse_args(argv)
+    update.launch(args.state_dir, argv)  # may exec another installed build (self-update) and never return
     logging.basicConfig(level=args.log_level, format="%(asctime)s crc-daemon %(levelname)s %(message)s")
     try:
         config = load_config(args.config)
@@ -107,11 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     options = DaemonOptions(state_dir=args.state_dir, hosts_file=args.hosts_file, platform=current_platform())
     try:
-        asyncio.run(_run(Daemon(config, options, executor=platform_executor())))
+        daemon = Daemon(config, options, executor=platform_executor())
+        asyncio.run(_run(daemon))
     except Revoked as exc:
         print(f"crc-daemon: {exc}; exiting", file=sys.stderr)
         return EXIT_REVOKED
-    return 0
+    return daemon.exit_code
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.master.sdk import Master
+from provisioning.daemon_update import UpdateOutcome, update_daemons
 from provisioning.lifecycle import MachineProgress, Outcome, UpError, down, up
 from provisioning.providers import LocalProvider, Provider, ProviderError, VultrProvider
 from provisioning.records import ScenarioRecord, forget_record, load_record, save_record, state_home
@@ -151,6 +152,26 @@ async def cmd_down(args: argparse.Namespace, master_for: Any) -> int:
     return 0
 
 
+async def cmd_update(args: argparse.Namespace, master_for: Any) -> int:
+    clock = Clock()
+
+    def progress(machine: str, text: str) -> None:
+        if not args.json:
+            clock.line(f"{machine:<16} {text}")
+
+    async with await master_for(args) as master:
+        outcomes = await update_daemons(master, args.scenario, args.target, timeout=args.timeout, progress=progress)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(o) for o in outcomes.values()], indent=2))
+    else:
+        updated = sum(o.outcome is UpdateOutcome.UPDATED for o in outcomes.values())
+        clock.line(f"{updated}/{len(outcomes)} daemons updated")
+        for o in outcomes.values():
+            if o.outcome is not UpdateOutcome.UPDATED:
+                print(f"  {o.machine}: {o.outcome.value} {o.detail}".rstrip(), file=sys.stderr)
+    return 0 if all(o.outcome is UpdateOutcome.UPDATED for o in outcomes.values()) else 1
+
+
 def add_provision_parsers(sub: Any, master_for: Any) -> None:
     """``crc up`` / ``crc down``; ``master_for(args)`` connects the master as the other commands do."""
 
@@ -181,3 +202,12 @@ def add_provision_parsers(sub: Any, master_for: Any) -> None:
         return await cmd_down(args, master_for)
 
     p.set_defaults(func=run_down)
+    p = sub.add_parser("update", help="move daemons to the daemon build the hub serves (crc hub dist); rolls back")
+    p.add_argument("scenario")
+    p.add_argument("target", nargs="?", default="all", help="a machine name, NAME1,NAME2, or all (default)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every daemon (default 600)")
+
+    async def run_update(args: argparse.Namespace) -> int:
+        return await cmd_update(args, master_for)
+
+    p.set_defaults(func=run_update)

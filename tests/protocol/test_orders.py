@@ -480,3 +480,20 @@ def test_six_order_states_are_final() -> None:
         OrderState.REJECTED,
         OrderState.INTERRUPTED,
     ]
+
+
+def test_update_bodies_name_a_plain_wheel_and_its_digest() -> None:
+    from protocol.orders import update_body
+
+    assert update_body("cloudremotecontrol-1.2.0-py3-none-any.whl", "ab" * 32) == {
+        "wheel": "cloudremotecontrol-1.2.0-py3-none-any.whl",
+        "sha256": "ab" * 32,
+    }
+    for wheel, digest in [
+        ("../x.whl", "ab" * 32),
+        ("a/b.whl", "ab" * 32),
+        ("x.tar.gz", "ab" * 32),
+        ("x.whl", "AB" * 32),
+    ]:
+        with pytest.raises(ProtocolError):
+            update_body(wheel, digest)

@@ -1,0 +1,266 @@
+"""Self-update: install another daemon build beside the running one, restart into it, roll back if it fails.
+
+Files in ``STATE_DIR/update/``:
+
+- ``pending.json``: a build installed by an UPDATE order, not yet proven (``venv``, ``version``, ``attempts``);
+- ``current.json``: the build that last proved itself by connecting to the hub; the launcher starts it;
+- ``rolled_back.json``: why a pending build was given up, reported to the hub once the daemon is connected.
+
+``launch`` runs first in every ``crc-daemon`` start (Linux; the service manager always starts the build that was
+installed first, which acts as the launcher):
+
+1. a process started by the launcher (a trial or the current build) just runs;
+2. a pending build never tried: mark it tried and exec it as a *trial*;
+3. a pending build tried already: it did not reconnect (it crashed, or gave up after ``TRIAL_SECONDS``), so it
+   is rolled back: forgotten, with a note for the hub;
+4. a confirmed current build other than this one: exec it;
+5. otherwise: run this build.
+
+A trial that connects writes ``current.json`` (``confirm``); one that cannot within ``TRIAL_SECONDS`` exits
+non-zero, and the restart that follows rolls it back. The old build's venv is kept, so rolling back is instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import ssl
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from clients.daemon.config import DaemonConfig
+from clients.daemon.reports import client_ssl, hub_http_base
+
+EXIT_RESTART = 75  # "restart me": systemd (Restart=always) and the process-mode supervisor both do
+TRIAL_ENV = "CRC_DAEMON_TRIAL"
+LAUNCHED_ENV = "CRC_DAEMON_LAUNCHED"
+TRIAL_SECONDS_ENV = "CRC_UPDATE_TRIAL_SECONDS"
+DEFAULT_TRIAL_SECONDS = 90.0
+MAX_WHEEL_BYTES = 200 * 1024 * 1024
+
+
+class UpdateError(RuntimeError):
+    """The new build could not be fetched, checked or installed; the running build is untouched."""
+
+
+@dataclass
+class Build:
+    venv: str
+    wheel: str
+    version: str
+    attempts: int = 0
+    order_id: str = ""
+    installed: float = 0.0
+
+
+def update_dir(state_dir: Path) -> Path:
+    return state_dir / "update"
+
+
+def trial_seconds() -> float:
+    with contextlib.suppress(ValueError):
+        return float(os.environ.get(TRIAL_SECONDS_ENV, DEFAULT_TRIAL_SECONDS))
+    return DEFAULT_TRIAL_SECONDS
+
+
+def in_trial() -> bool:
+    return bool(os.environ.get(TRIAL_ENV))
+
+
+def venv_daemon(venv: Path) -> Path:
+    if sys.platform == "win32":
+        return venv / "Scripts" / "crc-daemon.exe"
+    return venv / "bin" / "crc-daemon"
+
+
+def venv_python(venv: Path) -> Path:
+    if sys.platform == "win32":
+        return venv / "Scripts" / "python.exe"
+    return venv / "bin" / "python"
+
+
+def _read(path: Path) -> Build | None:
+    with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
+        return Build(**json.loads(path.read_text()))
+    return None
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps(data))
+    os.replace(temp, path)
+
+
+# --- launching -------------------------------------------------------------------------------------------
+
+
+def launch(state_dir: Path, argv: list[str]) -> None:
+    """Exec the build that should run (see the module doc), or return to run this one."""
+    if sys.platform == "win32" or os.environ.get(TRIAL_ENV) or os.environ.get(LAUNCHED_ENV):
+        return
+    folder = update_dir(state_dir)
+    pending = _read(folder / "pending.json")
+    if pending is not None:
+        if pending.attempts == 0 and venv_daemon(Path(pending.venv)).exists():
+            pending.attempts = 1
+            _write(folder / "pending.json", asdict(pending))
+            with contextlib.suppress(OSError):  # not executable: rolled back below
+                _exec(Path(pending.venv), argv, TRIAL_ENV)
+        reason = (
+            "the new build did not reconnect to the hub (it crashed or timed out)"
+            if pending.attempts
+            else f"the new build is missing from {pending.venv}"
+        )
+        _write(folder / "rolled_back.json", {**asdict(pending), "reason": reason, "at": time.time()})
+        (folder / "pending.json").unlink(missing_ok=True)
+    current = _read(folder / "current.json")
+    if current is not None and Path(current.venv).resolve() != Path(sys.prefix).resolve():
+        if venv_daemon(Path(current.venv)).exists():
+            with contextlib.suppress(OSError):
+                _exec(Path(current.venv), argv, LAUNCHED_ENV)
+        (folder / "current.json").unlink(missing_ok=True)  # gone: run this build
+
+
+def _exec(venv: Path, argv: list[str], marker: str) -> None:
+    program = str(venv_daemon(venv))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(program, [program, *argv], {**os.environ, marker: "1"})
+
+
+def confirm(state_dir: Path) -> Build | None:
+    """Called once connected: a trial build becomes the current one. Returns it (None outside a trial)."""
+    if not in_trial():
+        return None
+    folder = update_dir(state_dir)
+    pending = _read(folder / "pending.json")
+    if pending is None or Path(pending.venv).resolve() != Path(sys.prefix).resolve():
+        return None
+    _write(folder / "current.json", asdict(pending))
+    (folder / "pending.json").unlink(missing_ok=True)
+    return pending
+
+
+def take_rollback_note(state_dir: Path) -> dict[str, Any] | None:
+    """The reason a pending build was rolled back, once (the file is removed)."""
+    path = update_dir(state_dir) / "rolled_back.json"
+    try:
+        note: dict[str, Any] = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    path.unlink(missing_ok=True)
+    return note
+
+
+# --- installing ------------------------------------------------------------------------------------------
+
+
+async def install(config: DaemonConfig, state_dir: Path, wheel: str, sha256: str, order_id: str) -> Build:
+    """Fetch ``wheel`` from the hub, check its SHA-256, install it into a new venv beside this one, and record it
+    as pending. The running build is not touched.
+
+    Raises:
+        UpdateError: with what failed (and pip's last lines).
+    """
+    base = hub_http_base(config.hub)
+    venv = Path(sys.prefix).parent / f"venv-{sha256[:12]}"
+    with tempfile.TemporaryDirectory(prefix="crc-update-", dir=state_dir) as scratch:
+        wheel_path = Path(scratch) / wheel
+        await _download(f"{base}/v1/dist/{wheel}", wheel_path, sha256, config)
+        pip_trust = await _pip_trust(config, Path(scratch))
+        if not venv_daemon(venv).exists():
+            python = getattr(sys, "_base_executable", "") or sys.executable
+            await _run([python, "-m", "venv", "--clear", str(venv)], "creating the virtual environment")
+            pip = [str(venv_python(venv)), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+            pip += [*pip_trust, "--timeout", "30", "--find-links", f"{base}/v1/dist/"]
+            try:
+                await _run([*pip, "--no-index", str(wheel_path)], "installing from the hub's wheels")
+            except UpdateError:
+                await _run([*pip, str(wheel_path)], "installing (dependencies from the package index)")
+    version = (await _run([str(venv_daemon(venv)), "--version"], "checking the new build")).split()[-1]
+    build = Build(str(venv), wheel, version, 0, order_id, time.time())
+    _write(update_dir(state_dir) / "pending.json", asdict(build))
+    return build
+
+
+async def _download(url: str, path: Path, sha256: str, config: DaemonConfig) -> None:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session,
+            session.get(url, ssl=client_ssl(config)) as answer,
+        ):
+            if answer.status != 200:
+                raise UpdateError(f"{url} answered {answer.status}")
+            with path.open("wb") as out:
+                async for chunk in answer.content.iter_chunked(1024 * 1024):
+                    size += len(chunk)
+                    if size > MAX_WHEEL_BYTES:
+                        raise UpdateError(f"{url} is larger than {MAX_WHEEL_BYTES} bytes")
+                    digest.update(chunk)
+                    out.write(chunk)
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise UpdateError(f"cannot download {url}: {exc}") from exc
+    if digest.hexdigest() != sha256:
+        raise UpdateError(f"SHA-256 mismatch for {path.name}: the order says {sha256}, got {digest.hexdigest()}")
+
+
+async def _pip_trust(config: DaemonConfig, scratch: Path) -> list[str]:
+    """pip's options to reach the hub: trust a plain-HTTP host, or its pinned self-signed certificate."""
+    parts = urlsplit(hub_http_base(config.hub))
+    if parts.scheme == "http":
+        return ["--trusted-host", parts.hostname or ""]
+    if not config.hub_pin:
+        return []
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the pin is checked below instead
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context), 15
+        )
+    except (OSError, TimeoutError) as exc:
+        raise UpdateError(f"cannot reach the hub for its certificate: {exc}") from exc
+    der: bytes = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    if "sha256:" + hashlib.sha256(der).hexdigest() != config.hub_pin.lower():
+        raise UpdateError("the hub's certificate does not match the pinned one; not installing anything")
+    cert = x509.load_der_x509_certificate(der)
+    if cert.issuer != cert.subject:
+        return []  # CA-signed: the system's CAs vouch for it
+    pem = scratch / "hub.pem"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return ["--cert", str(pem)]
+
+
+async def _run(argv: list[str], what: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), 900)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise UpdateError(f"{what}: no answer after 900 s") from None
+    text = output.decode("utf-8", "replace")
+    if process.returncode != 0:
+        tail = "\n".join(text.strip().splitlines()[-15:])
+        raise UpdateError(f"{what} failed (exit {process.returncode}):\n{tail}")
+    return text.strip()

@@ -1,0 +1,96 @@
+"""``crc update``: move a scenario's daemons to the daemon build the hub serves, and report how each fared.
+
+Each target machine gets a master-signed UPDATE order naming the wheel and its SHA-256; the daemon installs it
+beside the running build, restarts into it, and the new build confirms itself by reconnecting, or is rolled
+back (``clients/daemon/update.py``). The machines' ``boot_step`` events (``update-installing``,
+``update-restarting``, ``update-confirmed`` / ``update-rolled-back``) tell the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from clients.master.models import EventInfo
+from clients.master.sdk import Master
+from protocol import OrderKind
+from protocol.orders import update_body
+from provisioning.hubinfo import daemon_wheel
+from provisioning.startup import WheelRef
+
+
+class UpdateOutcome(StrEnum):
+    UPDATED = "updated"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"  # not installed: the running build is untouched
+    TIMED_OUT = "timed_out"
+
+
+@dataclass
+class MachineUpdate:
+    machine: str
+    outcome: UpdateOutcome = UpdateOutcome.TIMED_OUT
+    detail: str = ""
+    version: str = ""
+
+
+async def update_daemons(
+    master: Master,
+    scenario: str,
+    target: str = "all",
+    *,
+    wheel: WheelRef | None = None,
+    timeout: float = 600.0,
+    progress: Callable[[str, str], None] | None = None,
+) -> dict[str, MachineUpdate]:
+    """Update the daemons of ``target`` to ``wheel`` (default: the daemon wheel the hub serves)."""
+    say = progress or (lambda machine, text: None)
+    started = time.monotonic()
+    if wheel is None:
+        wheel = await daemon_wheel(master.url, pin=master.pin, ca_file=master.ca_file)
+    body = update_body(wheel.name, wheel.sha256)
+    _, machines = await master.targets(scenario, target)
+    outcomes = {m.name: MachineUpdate(m.name) for m in machines}
+    if not outcomes:
+        return outcomes
+    cursor = (await master.scenario(scenario)).cursor
+    settled = asyncio.Event()
+
+    def settle(name: str, outcome: UpdateOutcome, detail: str, version: str = "") -> None:
+        state = outcomes[name]
+        if state.outcome is not UpdateOutcome.TIMED_OUT:
+            return
+        state.outcome, state.detail, state.version = outcome, detail, version
+        say(name, f"{outcome.value}: {detail}" if detail else outcome.value)
+        if all(o.outcome is not UpdateOutcome.TIMED_OUT for o in outcomes.values()):
+            settled.set()
+
+    async def follow() -> None:
+        async for item in master.events(scenario, cursor):
+            if not isinstance(item, EventInfo) or item.machine not in outcomes or item.kind != "boot_step":
+                continue
+            step, status, detail = item.data.get("step"), item.data.get("status"), str(item.data.get("detail", ""))
+            if step == "update-confirmed":
+                settle(item.machine, UpdateOutcome.UPDATED, detail, detail.removeprefix("now running "))
+            elif step == "update-rolled-back":
+                settle(item.machine, UpdateOutcome.ROLLED_BACK, detail)
+            elif isinstance(step, str) and step.startswith("update-"):
+                say(item.machine, f"{step} {status}" + (f": {detail.splitlines()[0]}" if detail else ""))
+
+    follower = asyncio.create_task(follow())
+    try:
+        results = await master.dispatch(scenario, target, OrderKind.UPDATE, body, timeout=timeout)
+        for result in results:
+            if not result.ok:
+                settle(result.machine, UpdateOutcome.FAILED, result.error or result.status)
+        remaining = max(0.0, timeout - (time.monotonic() - started))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(settled.wait(), remaining)
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    return outcomes
