@@ -223,7 +223,14 @@ async def cmd_hosts(args: argparse.Namespace) -> int:
 
 def format_event(event: EventInfo) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(event.ts))
-    details = " ".join(f"{k}={v}" for k, v in event.data.items() if k != "session")
+    if event.kind == "boot_step":
+        # A startup script's step; a failed one shows the end of its output under it.
+        details = f"{event.data.get('step')} {event.data.get('status')}"
+        if event.data.get("status") == "failed":
+            tail = str(event.data.get("detail", "")).strip().splitlines()[-10:]
+            details += "".join(f"\n{'':>28}| {line}" for line in tail)
+    else:
+        details = " ".join(f"{k}={v}" for k, v in event.data.items() if k != "session")
     return f"{event.cursor:>5} {when} {event.machine or '-':<12} {event.kind:<22} {details}"
 
 
