@@ -131,8 +131,12 @@ class ScenarioList(Body):
 
 @dataclass(frozen=True)
 class ScenarioShow(Body):
+    """One page of a scenario's machines, by name, after ``after`` (the answer says whether ``more`` follow)."""
+
     TYPE = MsgType.SCENARIO_SHOW
     name: str
+    after: str = ""
+    limit: int = 0  # 0: the hub's page size
 
 
 @dataclass(frozen=True)
@@ -172,9 +176,13 @@ class OrderCancel(Body):
 
 @dataclass(frozen=True)
 class ResultsQuery(Body):
+    """Orders and results of a scenario (all, or ``order_ids``), a page at a time from the ``skip``-th on: the
+    answer holds as many as fit in a frame and ``next`` (the ``skip`` of the next page, or -1 at the end)."""
+
     TYPE = MsgType.RESULTS_QUERY
     scenario: str
     order_ids: list[str] = field(default_factory=list)
+    skip: int = 0
 
 
 @dataclass(frozen=True)

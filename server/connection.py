@@ -69,6 +69,9 @@ class Connection:
             frame = self.session.seal(envelope)
         except ProtocolError as exc:
             log.warning("cannot send %s to %s: %s", body.TYPE.value, self.id, exc)
+            if reply_to and not isinstance(body, Error):
+                # The asker is waiting for this answer: say why it will not come, rather than let it time out.
+                self.send(Error(exc.code.value, f"the answer cannot be sent: {exc.message}"), reply_to=reply_to)
             return
         self._outbox.put_nowait(frame)
         if self._outbox.qsize() >= OUTBOX_HIGH_WATER:

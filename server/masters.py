@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protocol import Envelope, ErrorCode, MsgType, Order, OrderKind, OrderState, ProtocolError, PublicKey
+from protocol.envelope import pack
 from protocol.messages import (
     EventsSubscribe,
     EventsUnsubscribe,
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 OPERATING_SYSTEMS = ("linux", "windows")
 REPORT_KEY_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
+# Machines per scenario-show page: each with its facts is well under 1 KiB, so a page stays far below 1 MiB.
+MACHINES_PAGE = 250
+RESULTS_PAGE_BYTES = 512 * 1024
 
 Handler = Callable[[Hub, Connection, Envelope], Awaitable[None]]
 
@@ -55,10 +59,14 @@ async def owned_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecor
     return scenario
 
 
-async def _machines_wire(hub: Hub, scenario: ScenarioRecord) -> list[dict[str, Any]]:
-    """The scenario's machines as stored, shown offline where no replica holds their session any more."""
+async def _machines_wire(
+    hub: Hub, scenario: ScenarioRecord, after: str = "", limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The scenario's machines as stored (by name, after ``after``, at most ``limit``), shown offline where no
+    replica holds their session any more."""
     machines = []
-    for machine in await hub.store.machines(scenario.id):
+    stored = sorted((m for m in await hub.store.machines(scenario.id) if m.name > after), key=lambda m: m.name)
+    for machine in stored[:limit]:
         wire = machine.to_wire()
         if machine.status is not MachineStatus.OFFLINE and await hub.locate(machine.id) is None:
             wire["status"] = MachineStatus.OFFLINE.value  # its replica died without saying so
@@ -66,13 +74,17 @@ async def _machines_wire(hub: Hub, scenario: ScenarioRecord) -> list[dict[str, A
     return machines
 
 
-async def scenario_wire(hub: Hub, scenario: ScenarioRecord) -> dict[str, Any]:
+async def scenario_wire(hub: Hub, scenario: ScenarioRecord, after: str = "", limit: int = 0) -> dict[str, Any]:
+    """The scenario with one page of its machines (``more``: further pages follow, ask with ``after``)."""
+    limit = limit if 0 < limit <= MACHINES_PAGE else MACHINES_PAGE
+    machines = await _machines_wire(hub, scenario, after, limit + 1)
     return {
         "id": scenario.id,
         "name": scenario.name,
         "created": scenario.created,
         "cursor": await hub.store.last_cursor(scenario.id),
-        "machines": await _machines_wire(hub, scenario),
+        "machines": machines[:limit],
+        "more": len(machines) > limit,
     }
 
 
@@ -135,10 +147,12 @@ async def scenario_list(hub: Hub, conn: Connection, env: Envelope) -> None:
 
 
 async def scenario_show(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """The scenario with one page of its machines: a scenario of thousands does not fit one frame."""
     body = env.body
     assert isinstance(body, ScenarioShow)
     scenario = await owned_scenario(hub, conn, body.name)
-    conn.send(Response(await scenario_wire(hub, scenario)), scenario=body.name, reply_to=env.id)
+    wire = await scenario_wire(hub, scenario, body.after, body.limit)
+    conn.send(Response(wire), scenario=body.name, reply_to=env.id)
 
 
 async def scenario_delete(hub: Hub, conn: Connection, env: Envelope) -> None:
@@ -287,12 +301,22 @@ async def results_query(hub: Hub, conn: Connection, env: Envelope) -> None:
     assert isinstance(body, ResultsQuery)
     scenario = await owned_scenario(hub, conn, body.scenario)
     names = {m.id: m.name for m in await hub.store.machines(scenario.id)}
-    orders = []
-    for record in await hub.store.orders(scenario.id, body.order_ids or None):
-        item = record.to_wire()
-        item["machine_name"] = names.get(record.machine_id, "")
+    records = await hub.store.orders(scenario.id, body.order_ids or None)
+    orders: list[dict[str, Any]] = []
+    size = 0
+    position = max(0, body.skip)
+    # Results carry output (up to 2 x output_limit each): fill the page by size, at least one per page.
+    while position < len(records):
+        item = records[position].to_wire()
+        item["machine_name"] = names.get(records[position].machine_id, "")
+        cost = len(pack(item))
+        if orders and size + cost > RESULTS_PAGE_BYTES:
+            break
         orders.append(item)
-    conn.send(Response({"orders": orders}), scenario=body.scenario, reply_to=env.id)
+        size += cost
+        position += 1
+    following = position if position < len(records) else -1
+    conn.send(Response({"orders": orders, "next": following}), scenario=body.scenario, reply_to=env.id)
 
 
 async def events_subscribe(hub: Hub, conn: Connection, env: Envelope) -> None:

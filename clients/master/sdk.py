@@ -77,6 +77,9 @@ _REPEATABLE = {
 }
 
 
+WAIT_READY_RESYNC = 10.0  # wait_ready re-reads the scenario this often, in case an event was missed
+
+
 class MasterError(CrcError):
     """A master-side failure that is not the hub's answer (timeouts waiting for machines, bad targets...)."""
 
@@ -273,14 +276,20 @@ class Master:
             for m in minted
         ]  # fmt: skip
         data = await self.request(ScenarioCreate(name, wire), scenario=name)
-        self._scenarios[name] = Scenario.from_wire(data)
+        self._scenarios[name] = Scenario.from_wire(data) if not data.get("more") else await self.scenario(name)
         return minted
 
     async def scenarios(self) -> list[dict[str, Any]]:
         return list((await self.request(ScenarioList()))["scenarios"])
 
     async def scenario(self, name: str) -> Scenario:
-        scenario = Scenario.from_wire(await self.request(ScenarioShow(name), scenario=name))
+        """The scenario and all its machines (fetched a page at a time)."""
+        data = await self.request(ScenarioShow(name), scenario=name)
+        machines = list(data["machines"])
+        while data.get("more") and machines:
+            data = await self.request(ScenarioShow(name, after=str(machines[-1]["name"])), scenario=name)
+            machines += data["machines"]
+        scenario = Scenario.from_wire({**data, "machines": machines})
         self._scenarios[name] = scenario
         return scenario
 
@@ -369,15 +378,27 @@ class Master:
         deadline = time.monotonic() + timeout
         async with self._consume(scenario, -1) as consumer:
             while True:
+                # One snapshot, then events; not a snapshot per event (thousands of machines come up at once).
                 sc = await self.scenario(scenario)
-                missing = [m.name for m in sc.machines if m.status != "ready"]
+                missing = {m.name for m in sc.machines if m.status != "ready"}
                 if not missing:
                     return sc
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise MasterError(f"not ready after {timeout:.0f} s: {', '.join(missing)}")
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._next_event(consumer, {"machine_ready", "machine_offline"}), remaining)
+                resync = time.monotonic() + WAIT_READY_RESYNC
+                while missing and time.monotonic() < resync:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise MasterError(f"not ready after {timeout:.0f} s: {', '.join(sorted(missing))}")
+                    try:
+                        event = await asyncio.wait_for(
+                            self._next_event(consumer, {"machine_ready", "machine_offline"}),
+                            min(remaining, resync - time.monotonic()),
+                        )
+                    except TimeoutError:
+                        continue
+                    if event.kind == "machine_ready":
+                        missing.discard(event.machine)
+                    else:
+                        missing.add(event.machine)
 
     @staticmethod
     async def _next_event(consumer: _Consumer, kinds: set[str]) -> EventInfo:
@@ -414,12 +435,17 @@ class Master:
     async def results(self, scenario: str, order_ids: Sequence[str] | None = None) -> list[CommandResult]:
         """Stored results (and states of unfinished orders), daemon signatures checked."""
         sc = await self._known(scenario)
-        data = await self.request(ResultsQuery(scenario, list(order_ids or [])), scenario=scenario)
+        wanted = list(order_ids or [])
+        data = await self.request(ResultsQuery(scenario, wanted), scenario=scenario)
+        orders = list(data["orders"])
+        while data.get("next", -1) > 0:  # a page at a time: results carry output
+            data = await self.request(ResultsQuery(scenario, wanted, skip=int(data["next"])), scenario=scenario)
+            orders += data["orders"]
         by_id = {m.id: m for m in sc.machines}
-        if any(o["machine"] not in by_id for o in data["orders"]):
+        if any(o["machine"] not in by_id for o in orders):
             sc = await self.scenario(scenario)
             by_id = {m.id: m for m in sc.machines}
-        return [CommandResult.from_order(o, by_id.get(o["machine"])) for o in data["orders"]]
+        return [CommandResult.from_order(o, by_id.get(o["machine"])) for o in orders]
 
     async def dispatch(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from clients.daemon.hosts import BEGIN_MARKER, END_MARKER
 from clients.master.models import EventInfo, OutputChunk
@@ -121,3 +122,27 @@ async def test_cancelling_a_command_queued_for_an_offline_machine_is_final_at_on
     (result,) = await master.results("later", [queued.order_id])
     assert result.status == "cancelled"
     assert not marker.exists()  # the probe ran after it, in order: had it run, the marker would be there
+
+
+async def test_a_scenario_of_many_machines_is_read_a_page_at_a_time(master: Master) -> None:
+    from protocol.messages import ScenarioShow
+
+    names = [f"n{i:04d}" for i in range(600)]
+    created = await master.create_scenario("big", [(n, "linux") for n in reversed(names)])
+    assert len(created) == 600
+    scenario = await master.scenario("big")
+    assert [m.name for m in scenario.machines] == names  # every page, in name order, none twice
+    page = await master.request(ScenarioShow("big", after="n0100", limit=10), scenario="big")
+    assert [m["name"] for m in page["machines"]] == names[101:111] and page["more"] is True
+    last = await master.request(ScenarioShow("big", after="n0590"), scenario="big")
+    assert [m["name"] for m in last["machines"]] == names[591:] and last["more"] is False
+
+
+async def test_results_larger_than_a_frame_arrive_a_page_at_a_time(master: Master, deploy: Any) -> None:
+    await deploy("loud", "box")
+    command = "head -c 250000 /dev/zero | tr '\\\\0' a; head -c 200000 /dev/zero | tr '\\\\0' b >&2"
+    for _ in range(5):  # 5 x 450 kB of output: well over one 1 MiB frame
+        [result] = await master.run("loud", "box", command)
+        assert result.ok and len(result.stdout) == 250000 and len(result.stderr) == 200000
+    results = await master.results("loud")
+    assert len(results) == 5 and all(r.verified and len(r.stdout) == 250000 for r in results)
