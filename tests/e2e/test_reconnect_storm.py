@@ -36,7 +36,7 @@ async def test_every_daemon_returns_after_the_hub_is_killed_and_restarted(tmp_pa
     hub.start()
     configs = tmp_path / "configs"
     swarm = Process(
-        "swarm", [PYTHON, "-m", "tests.e2e.swarm", str(configs), str(tmp_path / "state")], child_env(),
+        "swarm", [PYTHON, "-m", "bench.swarm", str(configs), str(tmp_path / "state")], child_env(),
         tmp_path / "swarm.log",
     )  # fmt: skip
     try:

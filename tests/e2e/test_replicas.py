@@ -278,7 +278,7 @@ async def test_redis_stopped_and_restarted_under_traffic_loses_nothing_and_runs_
 
 
 def _swarm(tmp_path: Path, configs: Path) -> Process:
-    argv = [PYTHON, "-m", "tests.e2e.swarm", str(configs), str(tmp_path / "swarm-state")]
+    argv = [PYTHON, "-m", "bench.swarm", str(configs), str(tmp_path / "swarm-state")]
     return Process("swarm", argv, child_env(), tmp_path / "swarm.log")
 
 

@@ -1,6 +1,6 @@
 """Many real daemons in one process, for tests that need hundreds of machines on a 2-core runner.
 
-    python -m tests.e2e.swarm CONFIG_DIR STATE_ROOT
+    python -m bench.swarm CONFIG_DIR STATE_ROOT
 
 Each ``*.toml`` in CONFIG_DIR becomes one ``Daemon`` (the same class ``crc-daemon`` runs) with its own state
 dir, hosts file, journal and WebSocket session; only the process and event loop are shared. SIGTERM stops all.
