@@ -1,4 +1,5 @@
-"""Operator endpoints on the hub's own port, accepted from the loopback interface only: drain and rebalance.
+"""Operator endpoints on the hub's own port, accepted from the loopback interface only: drain, rebalance and
+removing a master.
 
 They carry no credentials, so they must not be reachable from elsewhere; a load balancer in front forwards
 only ``/v1/ws`` and ``/healthz`` (see deploy/).
@@ -59,6 +60,18 @@ async def rebalance(request: web.Request) -> web.Response:
     return web.json_response({"asked_to_reconnect": moved})
 
 
+async def remove_master(request: web.Request) -> web.Response:
+    """Remove an enrolled master: its scenarios are deleted (machine keys revoked), its sessions closed."""
+    _require_loopback(request)
+    name = request.query.get("name", "")
+    if not name:
+        raise web.HTTPBadRequest(text="give the master's name: ?name=NAME")
+    removed = await request.app[HUB_KEY].remove_master(name)
+    if removed is None:
+        raise web.HTTPNotFound(text=f"no master named {name!r} is enrolled")
+    return web.json_response(removed)
+
+
 async def health(request: web.Request) -> web.Response:
     """Liveness for load balancers: 503 while draining or when the backplane is down."""
     hub = request.app[HUB_KEY]
@@ -82,3 +95,4 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", health)
     app.router.add_post("/v1/admin/drain", drain)
     app.router.add_post("/v1/admin/rebalance", rebalance)
+    app.router.add_post("/v1/admin/remove-master", remove_master)

@@ -47,6 +47,12 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     init_tls.add_argument("--data-dir", type=Path, dest="tls_data_dir", help="the hub's data dir")
     init_tls.add_argument("--force", action="store_true", help="replace an existing certificate")
     init_tls.set_defaults(func=init_tls_command)
+    remove = actions.add_parser(
+        "remove-master", help="remove a master: delete its scenarios (revoking their machines), close its sessions"
+    )
+    remove.add_argument("master_name", metavar="NAME")
+    remove.add_argument("--url", default="http://127.0.0.1:8750", help="the hub's own address (loopback)")
+    remove.set_defaults(func=admin_call, admin_path="/v1/admin/remove-master")
     dist = actions.add_parser(
         "dist", help="put the daemon wheel and its dependencies where the hub serves them to new machines"
     )
@@ -102,11 +108,14 @@ def admin_call(args: argparse.Namespace) -> int:
     """POST to a replica's loopback-only admin endpoint and print its answer."""
     import json
     import urllib.error
+    import urllib.parse
     import urllib.request
 
     url = args.url.rstrip("/") + args.admin_path
     if getattr(args, "share", None) is not None:
         url += f"?share={args.share}"
+    if getattr(args, "master_name", None):
+        url += "?" + urllib.parse.urlencode({"name": args.master_name})
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as answer:
             print(json.dumps(json.loads(answer.read())))

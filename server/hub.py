@@ -20,7 +20,7 @@ from typing import Any
 from protocol import ErrorCode, Identity
 from protocol.messages import Cancel, Deliver, Event, FileChunk, Output, Reconnect
 from server.backplane import Backplane, BackplaneUnavailable, LocalBackplane
-from server.backplane.base import replica_channel, scenario_channel
+from server.backplane.base import BROADCAST_CHANNEL, replica_channel, scenario_channel
 from server.connection import Connection
 from server.guard import AdmissionGuard
 from server.settings import HubSettings
@@ -98,6 +98,7 @@ class Hub:
             "revoke": self._peer_revoke,
             "event": self._peer_event,
             "output": self._peer_output,
+            "drop_master": self._peer_drop_master,
         }
         self.started = time.time()
         self.draining = False
@@ -114,6 +115,7 @@ class Hub:
 
     async def start(self) -> None:
         await self.backplane.start(self._on_peer_message, self._on_backplane_back)
+        await self.backplane.subscribe(BROADCAST_CHANNEL)
         if not isinstance(self.backplane, LocalBackplane):
             self._sweeper = asyncio.create_task(self._sweep(), name="delivery-sweep")
 
@@ -272,6 +274,30 @@ class Hub:
     async def _peer_deliver(self, message: dict[str, Any]) -> None:
         if message["machine"] in self.daemons:
             await self.deliver_queued(message["machine"])
+
+    async def remove_master(self, name: str) -> dict[str, Any] | None:
+        """Remove a master: delete its scenarios (revoking their machines' keys), forget its key, and close its
+        sessions on every replica. None if no master has that name."""
+        record = await self.store.master_by_name(name)
+        if record is None:
+            return None
+        revoked: list[str] = []
+        scenarios = await self.store.scenarios(record.id)
+        for scenario in scenarios:
+            machine_ids = await self.store.delete_scenario(scenario.id)
+            await self.revoke(machine_ids, f"scenario {scenario.name!r} was deleted: its master was removed")
+            revoked += machine_ids
+        await self.store.remove_master(name)
+        await self._drop_master_sessions(record.id)
+        self.backplane.publish(BROADCAST_CHANNEL, {"kind": "drop_master", "master": record.id})
+        return {"master": record.id, "name": name, "scenarios": [s.name for s in scenarios], "revoked": revoked}
+
+    async def _drop_master_sessions(self, master_id: str) -> None:
+        for conn in list(self.masters.pop(master_id, set())):
+            await conn.close(ErrorCode.REVOKED, "this master was removed from the hub")
+
+    async def _peer_drop_master(self, message: dict[str, Any]) -> None:
+        await self._drop_master_sessions(message["master"])
 
     async def _peer_cancel(self, message: dict[str, Any]) -> None:
         conn = self.daemons.get(message["machine"])

@@ -120,6 +120,8 @@ async def scenario_create(hub: Hub, conn: Connection, env: Envelope) -> None:
     assert isinstance(body, ScenarioCreate)
     _check_name("scenario", body.name)
     specs = _machine_specs(body.machines)
+    if await hub.store.master(conn.id) is None:
+        raise RequestError(ErrorCode.REVOKED, "this master is no longer enrolled on the hub")
     try:
         scenario = await hub.store.create_scenario(conn.id, body.name, specs, time.time())
     except StoreConflict:

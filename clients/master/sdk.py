@@ -78,6 +78,7 @@ _REPEATABLE = {
 
 
 WAIT_READY_RESYNC = 10.0  # wait_ready re-reads the scenario this often, in case an event was missed
+_REFUSED_FOR_GOOD = {ErrorCode.UNKNOWN_IDENTITY.value, ErrorCode.REVOKED.value}
 
 
 class MasterError(CrcError):
@@ -107,6 +108,7 @@ class Master:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._consumers: dict[str, set[_Consumer]] = defaultdict(set)
         self._closing = False
+        self._refused: RemoteError | None = None  # the hub refused this master for good (removed, revoked)
         self._scenarios: dict[str, Scenario] = {}
         self._resubscribing: asyncio.Task[None] | None = None
         self._reader = asyncio.create_task(self._read_loop(), name="master-reader")
@@ -160,6 +162,13 @@ class Master:
                         self.url, self.identity, Role.MASTER, pin=self.pin, ca_file=self.ca_file
                     )
                 except Exception as exc:
+                    if isinstance(exc, RemoteError) and exc.code in _REFUSED_FOR_GOOD:
+                        # Removed or revoked: retrying cannot help; every request fails at once from now on.
+                        log.error("the hub refuses this master: %s", exc)
+                        self._refused = exc
+                        self._fail_pending(exc)
+                        self._connected.set()  # wake waiting requests so they see the refusal
+                        return
                     if not is_retryable(exc):
                         log.error("cannot reconnect to the hub: %s", exc)
                         self._fail_pending(exc if isinstance(exc, CrcError) else LinkClosed(str(exc)))
@@ -241,6 +250,8 @@ class Master:
 
     async def _request_once(self, body: Body, scenario: str, timeout: float) -> dict[str, Any]:
         await asyncio.wait_for(self._connected.wait(), timeout)
+        if self._refused is not None:
+            raise self._refused
         link = self._link
         if link is None:
             raise LinkClosed("not connected")

@@ -29,6 +29,9 @@ def replica_channel(replica_id: str) -> str:
     return f"replica:{replica_id}"
 
 
+BROADCAST_CHANNEL = "all-replicas"  # every replica listens (rare, hub-wide news: a master was removed)
+
+
 def scenario_channel(scenario_id: str) -> str:
     return f"scenario:{scenario_id}"
 

@@ -124,6 +124,13 @@ class Store(ABC):
     @abstractmethod
     async def master(self, master_id: str) -> MasterRecord | None: ...
 
+    @abstractmethod
+    async def master_by_name(self, name: str) -> MasterRecord | None: ...
+
+    @abstractmethod
+    async def remove_master(self, name: str) -> MasterRecord | None:
+        """Forget the master enrolled under ``name`` (its scenarios are the caller's business); None if unknown."""
+
     # scenarios and machines
     @abstractmethod
     async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:

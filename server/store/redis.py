@@ -434,6 +434,23 @@ class RedisStore(Store):
             packed = await self._hget(self._masters, master_id)
         return None if packed is None else MasterRecord(*_unpack(packed, None))
 
+    async def master_by_name(self, name: str) -> MasterRecord | None:
+        with self._errors():
+            master_id = await self._hget(self._master_names, name)
+        return None if master_id is None else await self.master(_text(master_id))
+
+    async def remove_master(self, name: str) -> MasterRecord | None:
+        with self._errors():
+            master_id = await self._hget(self._master_names, name)
+            if master_id is None:
+                return None
+            packed = await self._hget(self._masters, _text(master_id))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._master_names, name)
+                pipe.hdel(self._masters, _text(master_id))
+                await pipe.execute()
+        return None if packed is None else MasterRecord(*_unpack(packed, None))
+
     # scenarios and machines
     async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:
         record = ScenarioRecord(uuid.uuid4().hex, owner, name, float(now))

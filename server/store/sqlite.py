@@ -133,6 +133,22 @@ class SqliteStore(Store):
         )
         return None if row is None else MasterRecord(*row)
 
+    async def master_by_name(self, name: str) -> MasterRecord | None:
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT id, name, public_key, created FROM masters WHERE name = ?", (name,)
+            ).fetchone()
+        )
+        return None if row is None else MasterRecord(*row)
+
+    async def remove_master(self, name: str) -> MasterRecord | None:
+        with self._tx() as db:
+            row = db.execute("SELECT id, name, public_key, created FROM masters WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM masters WHERE id = ?", (row[0],))
+        return MasterRecord(*row)
+
     # scenarios and machines
     async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:
         record = ScenarioRecord(uuid.uuid4().hex, owner, name, now)

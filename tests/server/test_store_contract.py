@@ -103,6 +103,16 @@ async def test_one_key_cannot_be_enrolled_under_two_names(store: Store) -> None:
     assert await store.master(first.id) == first
 
 
+async def test_a_removed_master_is_forgotten_and_its_name_and_key_can_be_enrolled_again(store: Store) -> None:
+    key = public_key()
+    enrolled = await store.enroll_master("alice", key, NOW)
+    assert await store.master_by_name("alice") == enrolled
+    assert await store.remove_master("alice") == enrolled
+    assert await store.master(enrolled.id) is None and await store.master_by_name("alice") is None
+    assert await store.remove_master("alice") is None
+    assert (await store.enroll_master("alice2", key, NOW)).id == enrolled.id
+
+
 async def test_the_master_id_is_the_fingerprint_of_its_key(store: Store) -> None:
     identity = Identity.generate(secrets.token_bytes)
     record = await store.enroll_master("bob", identity.public.to_text(), NOW)
