@@ -111,8 +111,9 @@ class HubLink:
         max_frame: int = DEFAULT_MAX_FRAME,
         pin: str = "",
         ca_file: str | None = None,
+        client_id: str = "",
     ) -> HubLink:
-        """Connect and authenticate.
+        """Connect and authenticate (as ``client_id`` when it is not the key's fingerprint: a rotated machine).
 
         Args:
             pin: ``sha256:<hex>`` of the hub's TLS certificate. When given, only that certificate is accepted,
@@ -148,7 +149,7 @@ class HubLink:
         if pin:
             await _check_pin(ws, pin)
         try:
-            session = ClientSession(identity, role, secrets.token_bytes(32), max_frame=max_frame)
+            session = ClientSession(identity, role, secrets.token_bytes(32), max_frame=max_frame, client_id=client_id)
             challenge = await asyncio.wait_for(ws.recv(decode=False), open_timeout)
             await ws.send(session.answer(challenge, new_id(), time.time()))
             answer = await asyncio.wait_for(ws.recv(decode=False), open_timeout)
@@ -177,7 +178,8 @@ class HubLink:
             LinkClosed: the connection is gone.
             ProtocolError: FRAME_TOO_LARGE if the message does not fit a frame.
         """
-        envelope = Envelope(msg_id or new_id(), self.identity.id, recipient, scenario, time.time(), body, reply_to)
+        sender = self.session.client_id
+        envelope = Envelope(msg_id or new_id(), sender, recipient, scenario, time.time(), body, reply_to)
         async with self._send_lock:
             if self.session.state.value != "ready":
                 raise LinkClosed(self.closed_reason or "session is closed")

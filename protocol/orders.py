@@ -25,6 +25,7 @@ class OrderKind(StrEnum):
     PUT_FILE = "put_file"
     HOSTS = "hosts"
     UPDATE = "update"  # install another daemon build from the hub's /v1/dist/ and restart into it
+    ROTATE_KEY = "rotate_key"  # make a new key pair (on the machine) and switch to it; the machine id stays
 
 
 class OrderState(StrEnum):

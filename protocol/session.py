@@ -278,7 +278,9 @@ class HubSession(_Session):
             except ValueError:
                 raise ProtocolError(ErrorCode.HANDSHAKE_FAILED, f"unknown role {auth.role!r}") from None
             key = lookup(auth.client_id, role)
-            if key is None or key.id != auth.client_id:
+            # A master's id is its key's fingerprint; a machine keeps its first key's id across key rotations,
+            # so for it the registered key (whose signature is checked below) is what counts.
+            if key is None or (role is Role.MASTER and key.id != auth.client_id):
                 raise ProtocolError(
                     ErrorCode.UNKNOWN_IDENTITY,
                     f"no enrolled {role.value} has id {auth.client_id!r} (never enrolled, or revoked)",
@@ -304,6 +306,8 @@ class ClientSession(_Session):
         identity: the client's key pair.
         role: master or daemon.
         ephemeral_seed: 32 fresh random bytes for this session's X25519 key.
+        client_id: the id to claim, when it is not the key's fingerprint: a machine keeps its id when its key is
+            rotated (the hub checks the signature against the key registered for that id).
     """
 
     def __init__(
@@ -314,9 +318,11 @@ class ClientSession(_Session):
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_skew: float = DEFAULT_MAX_SKEW,
+        client_id: str = "",
     ) -> None:
         super().__init__(max_frame=max_frame, max_skew=max_skew)
         self._identity = identity
+        self.client_id = client_id or identity.id
         self._role = role
         self._ephemeral = X25519PrivateKey.from_private_bytes(ephemeral_seed)
         self.hub_id = ""
@@ -342,7 +348,7 @@ class ClientSession(_Session):
                 )
             self._check_fresh(envelope.ts, now)
             own_ephemeral = _x25519_public(self._ephemeral)
-            transcript = _transcript(challenge, self._identity.id, self._role.value, own_ephemeral, PROTOCOL_VERSION)
+            transcript = _transcript(challenge, self.client_id, self._role.value, own_ephemeral, PROTOCOL_VERSION)
             to_hub, to_client = _derive(self._ephemeral, challenge.ephemeral_key, challenge.nonce, transcript)
         except (ProtocolError, RemoteError):
             self._fire(SessionEvent.FAIL)
@@ -352,13 +358,13 @@ class ClientSession(_Session):
         self.hub_id = challenge.hub_id
         self._fire(SessionEvent.CHALLENGE)
         auth = Auth(
-            client_id=self._identity.id,
+            client_id=self.client_id,
             role=self._role.value,
             ephemeral_key=own_ephemeral,
             signature=self._identity.sign(b"crc-auth-v1" + transcript),
             version=PROTOCOL_VERSION,
         )
-        return encode_envelope(Envelope(message_id, self._identity.id, HUB_RECIPIENT, "", now, auth))
+        return encode_envelope(Envelope(message_id, self.client_id, HUB_RECIPIENT, "", now, auth))
 
     def welcome(self, frame: bytes, now: float) -> Envelope:
         """Read the hub's answer to AUTH: the sealed WELCOME, after which the session is ready.

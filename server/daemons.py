@@ -8,11 +8,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from protocol import Envelope, ErrorCode, MsgType, OrderState, ProtocolError, SignedResult
-from protocol.messages import OrderAck, OrderStarted, Output, Result, ResultAck, SystemReady
+from protocol import Envelope, ErrorCode, MsgType, OrderKind, OrderState, ProtocolError, PublicKey, SignedResult
+from protocol.messages import OrderAck, OrderStarted, Output, Reconnect, Result, ResultAck, SystemReady
 from server.connection import Connection
 from server.errors import RequestError
 from server.hub import Hub
+from server.masters import REPORT_KEY_PATTERN
 from server.store import MachineStatus
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ async def result(hub: Hub, conn: Connection, env: Envelope) -> None:
     signed = SignedResult.from_wire(body.result)
     if signed.machine != conn.id:
         raise ProtocolError(ErrorCode.WRONG_TARGET, "a machine can only report its own results", machine=signed.machine)
-    signed.verify(conn.peer.public_key)
+    await _verify_result(hub, conn, signed)
     if not signed.status.final:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"result status {signed.status.value} is not final")
     order = await hub.store.order(signed.order_id)
@@ -109,6 +110,8 @@ async def result(hub: Hub, conn: Connection, env: Envelope) -> None:
         stored = await hub.store.store_result(
             signed.order_id, signed.status, _bounded(signed, hub.settings.output_limit), time.time()
         )
+        if stored and order.kind == OrderKind.ROTATE_KEY.value and signed.status is OrderState.SUCCEEDED:
+            await _rotate_key(hub, conn, signed)
         if stored:
             await hub.emit(
                 conn.scenario_id,
@@ -123,6 +126,42 @@ async def result(hub: Hub, conn: Connection, env: Envelope) -> None:
             )
     # Acknowledge even duplicates and orders the hub no longer knows, or the daemon would resend forever.
     conn.send(ResultAck(signed.order_id), scenario=conn.scenario_name)
+
+
+async def _verify_result(hub: Hub, conn: Connection, signed: SignedResult) -> None:
+    """Signed by the session's key, or (a result from before a key rotation, resent) by a former key."""
+    try:
+        signed.verify(conn.peer.public_key)
+        return
+    except ProtocolError:
+        machine = await hub.store.machine(conn.id)
+        for former in reversed(machine.former_keys if machine else []):
+            try:
+                signed.verify(PublicKey.from_text(former))
+                return
+            except ProtocolError:
+                continue
+        raise
+
+
+async def _rotate_key(hub: Hub, conn: Connection, signed: SignedResult) -> None:
+    """The daemon made a new key pair and reported its public half over its authenticated session: register it,
+    then have the daemon reconnect with it. Its id, queue and history stay as they are."""
+    extra = signed.extra or {}
+    try:
+        new_key = PublicKey.from_text(str(extra.get("public_key", "")))
+    except ProtocolError as exc:
+        log.warning("machine %s reported a rotated key that is not one: %s", conn.id, exc.message)
+        return
+    report = str(extra.get("report_key", ""))
+    if not REPORT_KEY_PATTERN.match(report):
+        report = ""
+    machine = await hub.store.machine(conn.id)
+    if machine is None or machine.public_key == new_key.to_text():
+        return  # gone, or this result was resent after the rotation was done
+    await hub.store.rotate_machine_key(conn.id, new_key.to_text(), report.lower())
+    await hub.emit(conn.scenario_id, "machine_key_rotated", conn.machine_name, {"public_key": new_key.to_text()})
+    conn.send(Reconnect(0.0, "the machine key was rotated: reconnect with the new key"), scenario=conn.scenario_name)
 
 
 async def nothing(hub: Hub, conn: Connection, env: Envelope) -> None:

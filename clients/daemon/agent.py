@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from clients.daemon import update
+from clients.daemon import keys, update
 from clients.daemon.config import DaemonConfig
 from clients.daemon.executor import ExecRequest, ExecStatus, Executor, ProcessExecutor
 from clients.daemon.facts import collect_facts
@@ -44,7 +44,7 @@ from protocol import (
     Role,
     SignedResult,
 )
-from protocol.boot import BootStatus
+from protocol.boot import BootStatus, report_key
 from protocol.messages import (
     Cancel,
     Deliver,
@@ -105,10 +105,10 @@ class Daemon:
     """One machine's daemon. ``await Daemon(config, options).run(stop)`` until ``stop`` is set."""
 
     def __init__(self, config: DaemonConfig, options: DaemonOptions, executor: Executor | None = None) -> None:
-        self.config = config
         self.options = options
         self.executor = executor or ProcessExecutor()
         options.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.config = keys.current_config(config, options.state_dir)
         self.spool_dir = options.state_dir / "incoming"
         self.spool_dir.mkdir(exist_ok=True, mode=0o700)
         self.journal = Journal(options.state_dir)
@@ -203,9 +203,7 @@ class Daemon:
         )
         while True:
             try:
-                link = await HubLink.connect(
-                    self.config.hub, self.config.identity, Role.DAEMON, pin=self.config.hub_pin
-                )
+                link = await self._connect()
             except (OSError, TimeoutError, CrcError) as exc:
                 if isinstance(exc, RemoteError | ProtocolError) and not is_retryable(exc):
                     raise Revoked(f"hub refused this machine: {exc}") from exc
@@ -235,6 +233,27 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     await link.close()
             await asyncio.sleep(next(delays))
+
+    async def _connect(self) -> HubLink:
+        """Connect with the key of a rotation in progress if the hub has registered it, else the current one."""
+        pending = keys.pending_config(self.config, self.options.state_dir)
+        if pending is not None:
+            try:
+                link = await self._connect_as(pending)
+            except (RemoteError, ProtocolError) as exc:
+                log.info("the hub does not accept the new key yet (%s); using the current one", exc)
+            else:
+                keys.promote_pending(pending, self.options.state_dir)
+                self.config = pending
+                log.info("now using the rotated key of machine %s", self.config.machine_id)
+                return link
+        return await self._connect_as(self.config)
+
+    @staticmethod
+    async def _connect_as(config: DaemonConfig) -> HubLink:
+        return await HubLink.connect(
+            config.hub, config.identity, Role.DAEMON, pin=config.hub_pin, client_id=config.machine_id
+        )
 
     async def _session(self, link: HubLink) -> None:
         now = time.time()
@@ -400,6 +419,8 @@ class Daemon:
             await self._write_hosts(order, started)
         elif order.kind is OrderKind.UPDATE:
             await self._update(order, started)
+        elif order.kind is OrderKind.ROTATE_KEY:
+            await self._rotate_key(order, started)
 
     async def _run_command(self, order: Order, started: float, cancel: asyncio.Event) -> None:
         body = order.body
@@ -473,6 +494,17 @@ class Daemon:
         await report_step(self.config, "update-restarting", BootStatus.RUNNING, f"from {DAEMON_VERSION}")
         self.exit_code = update.EXIT_RESTART
         self._stop_self.set()
+
+    async def _rotate_key(self, order: Order, started: float) -> None:
+        """Make a new key pair here (the private half never leaves the machine) and report its public half; the
+        hub registers it and asks for a reconnect, which uses it (``_connect``)."""
+        try:
+            new = keys.make_pending(self.config, self.options.state_dir)
+        except OSError as exc:
+            await self._finish(order, OrderState.FAILED, None, started, error=f"cannot save a new key: {exc}")
+            return
+        extra = {"public_key": new.public.to_text(), "report_key": report_key(new).hex()}
+        await self._finish(order, OrderState.SUCCEEDED, 0, started, extra=extra)
 
     async def _wait_acked(self, order_id: str, timeout: float) -> None:
         """Until the hub has the result (or ``timeout``): the next build would resend it anyway."""

@@ -35,10 +35,11 @@ class DaemonConfig:
     master_key: PublicKey
     parallel: int = 1
     hub_pin: str = ""
+    machine: str = ""  # the machine's id when its key was rotated (ids stay; see clients/daemon/keys.py)
 
     @property
     def machine_id(self) -> str:
-        return self.identity.id
+        return self.machine or self.identity.id
 
 
 def _get(data: dict[str, Any], key: str, path: Path) -> str:

@@ -130,6 +130,13 @@ async def cmd_machine_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_machine_rotate_key(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        key = await master.rotate_machine_key(args.scenario, args.name, timeout=args.timeout)
+    print(f"{args.name} of {args.scenario} now uses {key}")
+    return 0
+
+
 async def cmd_wait(args: argparse.Namespace) -> int:
     async with await _connect(args) as master:
         try:
@@ -312,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario")
     p.add_argument("name")
     p.set_defaults(func=cmd_machine_revoke)
+    p = machine.add_parser("rotate-key", help="the machine makes a new key pair and switches to it (id unchanged)")
+    p.add_argument("scenario")
+    p.add_argument("name")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(func=cmd_machine_rotate_key)
 
     p = sub.add_parser("wait", help="wait until every machine is ready")
     p.add_argument("scenario")

@@ -19,12 +19,14 @@ class MachineInfo:
     ips: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     last_seen: float | None = None
+    former_keys: list[str] = field(default_factory=list)  # keys before rotations: older results are signed so
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> MachineInfo:
         return cls(
             raw["id"], raw["name"], raw["os"], raw["role"], raw["public_key"], raw["status"],
             list(raw.get("ips") or []), dict(raw.get("facts") or {}), raw.get("last_seen"),
+            list(raw.get("former_keys") or []),
         )  # fmt: skip
 
 
@@ -131,12 +133,14 @@ class CommandResult:
             return cls(raw["id"], name, raw["state"], kind=raw.get("kind", ""))
         signed = SignedResult.from_wire(result)
         verified = False
-        if machine is not None:
-            try:
-                signed.verify(PublicKey.from_text(machine.public_key))
-                verified = signed.order_id == raw["id"] and signed.machine == machine.id
-            except ProtocolError:
-                verified = False
+        if machine is not None and signed.order_id == raw["id"] and signed.machine == machine.id:
+            for key in (machine.public_key, *reversed(machine.former_keys)):
+                try:
+                    signed.verify(PublicKey.from_text(key))
+                except ProtocolError:
+                    continue
+                verified = True
+                break
         return cls(
             order_id=raw["id"], machine=name, status=signed.status.value, exit_code=signed.exit_code,
             stdout=signed.stdout, stderr=signed.stderr, stdout_truncated=signed.stdout_truncated,

@@ -314,6 +314,38 @@ class Master:
         self._scenarios.pop(scenario, None)
         return str((await self.request(MachineRevoke(scenario, machine), scenario=scenario))["revoked"])
 
+    async def rotate_machine_key(self, scenario: str, machine: str, *, timeout: float = 60.0) -> str:
+        """Have the machine make a new key pair and switch to it; returns the new public key.
+
+        The private half is made on the machine and never travels; the machine's id, queue and history stay.
+
+        Raises:
+            MasterError: the machine did not rotate in time (offline, or it refused the order).
+        """
+        deadline = time.monotonic() + timeout
+        async with self._consume(scenario, -1) as consumer:
+            [result] = await self.dispatch(scenario, machine, OrderKind.ROTATE_KEY, {}, timeout=timeout)
+            if not result.ok:
+                raise MasterError(f"{machine} did not rotate its key: {result.status} {result.error}".rstrip())
+            rotated = False
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise MasterError(f"{machine} rotated its key but did not reconnect within {timeout:.0f} s")
+                try:
+                    event = await asyncio.wait_for(
+                        self._next_event(consumer, {"machine_key_rotated", "machine_ready"}), remaining
+                    )
+                except TimeoutError:
+                    continue
+                if event.machine != machine:
+                    continue
+                if event.kind == "machine_key_rotated":
+                    rotated, new_key = True, str(event.data["public_key"])
+                elif rotated:
+                    await self.scenario(scenario)  # refresh the cached keys
+                    return new_key
+
     async def _known(self, name: str) -> Scenario:
         return self._scenarios.get(name) or await self.scenario(name)
 

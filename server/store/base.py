@@ -74,11 +74,13 @@ class MachineRecord:
     ips: list[str] = field(default_factory=list)
     last_seen: float | None = None
     report_key: str = ""  # never shown: see MachineSpec
+    former_keys: list[str] = field(default_factory=list)  # keys it had before rotations, oldest first
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "os": self.os, "role": self.role, "public_key": self.public_key,
             "status": self.status.value, "facts": self.facts, "ips": self.ips, "last_seen": self.last_seen,
+            "former_keys": self.former_keys,
         }  # fmt: skip
 
 
@@ -160,6 +162,10 @@ class Store(ABC):
 
     @abstractmethod
     async def machine(self, machine_id: str) -> MachineRecord | None: ...
+
+    @abstractmethod
+    async def rotate_machine_key(self, machine_id: str, public_key: str, report_key: str) -> MachineRecord | None:
+        """Give the machine a new key (its id stays); the old one joins ``former_keys``. None if unknown."""
 
     @abstractmethod
     async def machines(self, scenario_id: str) -> list[MachineRecord]: ...

@@ -4,7 +4,7 @@ Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` 
 
     P:{sc:S}:meta          hash    owner, name, created; cursor (last event cursor), orders (last order number)
     P:{sc:S}:machines      set     the scenario's machine ids
-    P:{sc:S}:machine:M     hash    name, os, role, public_key, report_key, status, facts*, ips*, last_seen
+    P:{sc:S}:machine:M     hash    name, os, role, public_key, report_key, former_keys*, status, facts*, ips*, last_seen
     P:{sc:S}:orders        zset    order ids scored by their number in the scenario: submission order
     P:{sc:S}:order:O       hash    machine, kind, body*, state, created, updated, seq, result*, inbox
     P:{sc:S}:chunks:O      list    a file order's chunks, dropped with the result
@@ -54,7 +54,7 @@ import msgpack
 import redis.asyncio
 from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from protocol import OrderState
@@ -525,7 +525,7 @@ class RedisStore(Store):
             role=_text(row[b"role"]), public_key=_text(row[b"public_key"]),
             status=MachineStatus(_text(row[b"status"])), facts=_unpack(row.get(b"facts"), {}),
             ips=_unpack(row.get(b"ips"), []), last_seen=None if last_seen is None else float(last_seen),
-            report_key=_text(row.get(b"report_key", b"")),
+            report_key=_text(row.get(b"report_key", b"")), former_keys=_unpack(row.get(b"former_keys"), []),
         )  # fmt: skip
 
     async def machine(self, machine_id: str) -> MachineRecord | None:
@@ -536,6 +536,30 @@ class RedisStore(Store):
             sc = _text(scenario_id)
             row = await self._hgetall(self._sc(sc, f"machine:{machine_id}"))
         return self._machine(machine_id, sc, row)
+
+    async def rotate_machine_key(self, machine_id: str, public_key: str, report_key: str) -> MachineRecord | None:
+        with self._errors():
+            scenario_id = await self._hget(self._machine_index, machine_id)
+            if scenario_id is None:
+                return None
+            key = self._sc(_text(scenario_id), f"machine:{machine_id}")
+            for _ in range(10):  # optimistic: WATCH the machine, retry if another replica wrote it meanwhile
+                try:
+                    async with self._redis.pipeline(transaction=True) as pipe:
+                        await pipe.watch(key)
+                        old_key, packed = await pipe.hmget(key, ["public_key", "former_keys"])
+                        if old_key is None:
+                            return None
+                        assert isinstance(old_key, bytes) and (packed is None or isinstance(packed, bytes))
+                        former = [*_unpack(packed, []), _text(old_key)]
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.hset(key, mapping={"public_key": public_key, "report_key": report_key,
+                                                "former_keys": _pack(former)})  # fmt: skip
+                        await pipe.execute()
+                        break
+                except WatchError:
+                    continue
+        return await self.machine(machine_id)
 
     async def machines(self, scenario_id: str) -> list[MachineRecord]:
         with self._errors():

@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS scenarios (
 CREATE TABLE IF NOT EXISTS machines (
     id TEXT PRIMARY KEY, scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE,
     name TEXT NOT NULL, os TEXT NOT NULL, role TEXT NOT NULL, public_key TEXT NOT NULL,
-    status TEXT NOT NULL, facts BLOB, ips BLOB, last_seen REAL, report_key TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL, facts BLOB, ips BLOB, last_seen REAL, report_key TEXT NOT NULL DEFAULT '', former_keys BLOB,
     UNIQUE (scenario_id, name));
 CREATE TABLE IF NOT EXISTS orders (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
@@ -90,6 +90,8 @@ class SqliteStore(Store):
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(machines)")}
         if "report_key" not in columns:
             self._db.execute("ALTER TABLE machines ADD COLUMN report_key TEXT NOT NULL DEFAULT ''")
+        if "former_keys" not in columns:
+            self._db.execute("ALTER TABLE machines ADD COLUMN former_keys BLOB")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -202,14 +204,16 @@ class SqliteStore(Store):
         with self._tx() as db:
             return db.execute("DELETE FROM machines WHERE id = ?", (machine_id,)).rowcount == 1
 
-    _MACHINE_COLUMNS = "id, scenario_id, name, os, role, public_key, status, facts, ips, last_seen, report_key"
+    _MACHINE_COLUMNS = (
+        "id, scenario_id, name, os, role, public_key, status, facts, ips, last_seen, report_key, former_keys"
+    )
 
     @staticmethod
     def _machine(row: tuple[Any, ...]) -> MachineRecord:
         return MachineRecord(
             id=row[0], scenario_id=row[1], name=row[2], os=row[3], role=row[4], public_key=row[5],
             status=MachineStatus(row[6]), facts=_unpack(row[7], {}), ips=_unpack(row[8], []), last_seen=row[9],
-            report_key=row[10],
+            report_key=row[10], former_keys=_unpack(row[11], []),
         )  # fmt: skip
 
     async def machine(self, machine_id: str) -> MachineRecord | None:
@@ -219,6 +223,18 @@ class SqliteStore(Store):
             ).fetchone()
         )
         return None if row is None else self._machine(row)
+
+    async def rotate_machine_key(self, machine_id: str, public_key: str, report_key: str) -> MachineRecord | None:
+        with self._tx() as db:
+            row = db.execute("SELECT public_key, former_keys FROM machines WHERE id = ?", (machine_id,)).fetchone()
+            if row is None:
+                return None
+            former = [*_unpack(row[1], []), row[0]]
+            db.execute(
+                "UPDATE machines SET public_key = ?, report_key = ?, former_keys = ? WHERE id = ?",
+                (public_key, report_key, _pack(former), machine_id),
+            )
+        return await self.machine(machine_id)
 
     async def machines(self, scenario_id: str) -> list[MachineRecord]:
         rows = self._read(

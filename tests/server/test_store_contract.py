@@ -120,6 +120,21 @@ async def test_the_master_id_is_the_fingerprint_of_its_key(store: Store) -> None
 
 
 # scenarios and machines
+async def test_rotating_a_machine_key_keeps_its_id_and_remembers_the_old_key(store: Store) -> None:
+    spec = machine("web")
+    scenario = await store.create_scenario("alice", "shop", [spec], NOW)
+    new_key = public_key()
+    rotated = await store.rotate_machine_key(spec.id, new_key, "ab" * 32)
+    assert rotated is not None and rotated.id == spec.id and rotated.scenario_id == scenario.id
+    assert rotated.public_key == new_key and rotated.report_key == "ab" * 32
+    assert rotated.former_keys == [spec.public_key] and rotated.to_wire()["former_keys"] == [spec.public_key]
+    third = public_key()
+    again = await store.rotate_machine_key(spec.id, third, "cd" * 32)
+    assert again is not None and again.former_keys == [spec.public_key, new_key]
+    assert (await store.machines(scenario.id))[0].public_key == third
+    assert await store.rotate_machine_key("nosuchmachine000000", third, "") is None
+
+
 async def test_creating_a_scenario_stores_it_with_its_machines_offline(store: Store) -> None:
     specs = [machine("web"), machine("db")]
     scenario = await store.create_scenario("alice", "shop", specs, NOW)

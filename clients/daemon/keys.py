@@ -1,0 +1,63 @@
+"""The machine's key after rotations: kept in the state dir, so the config file (written by provisioning, maybe
+read-only) never needs rewriting.
+
+``STATE/machine-key.json`` (0600): ``{"machine": id, "private_key": ...}`` the key in use since the last
+rotation; ``STATE/machine-key.pending.json``: a key made for a rotation the hub may not have registered yet.
+A daemon that restarts uses the newest key the hub accepts: pending, then current, then the config's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from dataclasses import replace
+from pathlib import Path
+
+from clients.daemon.config import DaemonConfig
+from protocol import Identity, ProtocolError
+
+CURRENT = "machine-key.json"
+PENDING = "machine-key.pending.json"
+
+
+def _write_private(path: Path, data: dict[str, str]) -> None:
+    temp = path.with_suffix(".tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(temp, path)
+
+
+def _read(path: Path, machine_id: str) -> Identity | None:
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError, ProtocolError):
+        data = json.loads(path.read_text())
+        if data["machine"] == machine_id:
+            return Identity.from_private_text(data["private_key"])
+    return None
+
+
+def current_config(config: DaemonConfig, state_dir: Path) -> DaemonConfig:
+    """The config with the key in use since the last rotation (the config file's own key if none)."""
+    rotated = _read(state_dir / CURRENT, config.machine_id)
+    return config if rotated is None else replace(config, identity=rotated, machine=config.machine_id)
+
+
+def make_pending(config: DaemonConfig, state_dir: Path) -> Identity:
+    """A fresh key pair for a rotation, saved (0600) before its public half is reported."""
+    identity = Identity.generate(secrets.token_bytes)
+    _write_private(state_dir / PENDING, {"machine": config.machine_id, "private_key": identity.private_text()})
+    return identity
+
+
+def pending_config(config: DaemonConfig, state_dir: Path) -> DaemonConfig | None:
+    """The config with the pending key, to try first when connecting; None without a pending rotation."""
+    pending = _read(state_dir / PENDING, config.machine_id)
+    return None if pending is None else replace(config, identity=pending, machine=config.machine_id)
+
+
+def promote_pending(config: DaemonConfig, state_dir: Path) -> None:
+    """The hub accepted the pending key: it becomes the current one."""
+    _write_private(state_dir / CURRENT, {"machine": config.machine_id, "private_key": config.identity.private_text()})
+    (state_dir / PENDING).unlink(missing_ok=True)
