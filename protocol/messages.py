@@ -32,6 +32,7 @@ class MsgType(StrEnum):
     SCENARIO_SHOW = "scenario.show"
     SCENARIO_DELETE = "scenario.delete"
     MACHINE_REVOKE = "machine.revoke"
+    MASTER_REKEY = "master.rekey"
     ORDER_SUBMIT = "order.submit"
     ORDER_CANCEL = "order.cancel"
     RESULTS_QUERY = "results.query"
@@ -143,6 +144,20 @@ class ScenarioShow(Body):
 class ScenarioDelete(Body):
     TYPE = MsgType.SCENARIO_DELETE
     name: str
+
+
+@dataclass(frozen=True)
+class MasterRekey(Body):
+    """Move the asking master (its scenarios, its name) to a new key. ``proof`` is the new key's signature over
+    ``master_rekey_payload(old id, new key)``, so nobody can move a master to a key they do not hold."""
+
+    TYPE = MsgType.MASTER_REKEY
+    public_key: str
+    proof: bytes
+
+
+def master_rekey_payload(old_id: str, new_public_key: str) -> bytes:
+    return b"crc-master-rekey-v1\n" + old_id.encode() + b"\n" + new_public_key.encode()
 
 
 @dataclass(frozen=True)
@@ -293,8 +308,9 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
     cls.TYPE: cls
     for cls in (
         Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
-        ScenarioDelete, MachineRevoke, OrderSubmit, OrderCancel, ResultsQuery, EventsSubscribe, EventsUnsubscribe,
-        Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect, SystemReady, OrderAck, OrderStarted, Output, Result,
+        ScenarioDelete, MachineRevoke, MasterRekey, OrderSubmit, OrderCancel, ResultsQuery, EventsSubscribe,
+        EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect, SystemReady, OrderAck,
+        OrderStarted, Output, Result,
     )
 }  # fmt: skip
 

@@ -26,6 +26,7 @@ class OrderKind(StrEnum):
     HOSTS = "hosts"
     UPDATE = "update"  # install another daemon build from the hub's /v1/dist/ and restart into it
     ROTATE_KEY = "rotate_key"  # make a new key pair (on the machine) and switch to it; the machine id stays
+    TRUST_MASTER = "trust_master"  # from now on obey orders signed by this master key instead (master rotation)
 
 
 class OrderState(StrEnum):

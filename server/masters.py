@@ -17,6 +17,7 @@ from protocol.messages import (
     EventsUnsubscribe,
     FileChunk,
     MachineRevoke,
+    MasterRekey,
     OrderCancel,
     OrderSubmit,
     Response,
@@ -24,8 +25,10 @@ from protocol.messages import (
     ScenarioCreate,
     ScenarioDelete,
     ScenarioShow,
+    master_rekey_payload,
 )
 from server.backplane import BackplaneUnavailable
+from server.backplane.base import BROADCAST_CHANNEL
 from server.connection import Connection
 from server.errors import RequestError
 from server.hub import Hub
@@ -340,12 +343,36 @@ async def events_unsubscribe(hub: Hub, conn: Connection, env: Envelope) -> None:
     conn.send(Response({}), reply_to=env.id)
 
 
+async def master_rekey(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """Move this master to a new key (proved by the new key's signature); its other sessions are closed, and
+    this one should be too (the SDK reconnects with the new key)."""
+    body = env.body
+    assert isinstance(body, MasterRekey)
+    try:
+        new_key = PublicKey.from_text(body.public_key)
+        new_key.verify(body.proof, master_rekey_payload(conn.id, new_key.to_text()))
+    except ProtocolError as exc:
+        raise RequestError(exc.code, f"the new key's proof does not hold: {exc.message}") from None
+    try:
+        record = await hub.store.rekey_master(conn.id, new_key.to_text())
+    except StoreConflict:
+        raise RequestError(ErrorCode.ALREADY_EXISTS, "that key is enrolled already") from None
+    if record is None:
+        raise RequestError(ErrorCode.REVOKED, "this master is no longer enrolled on the hub")
+    log.info("master %s (%s) moved to a new key: now %s", record.name, conn.id, record.id)
+    conn.send(Response({"master": record.id, "name": record.name}), reply_to=env.id)
+    for other in [c for c in hub.masters.get(conn.id, set()) if c is not conn]:
+        await other.close(ErrorCode.REVOKED, "this master moved to a new key")
+    hub.backplane.publish(BROADCAST_CHANNEL, {"kind": "drop_master", "master": conn.id})
+
+
 MASTER_HANDLERS: dict[MsgType, Handler] = {
     MsgType.SCENARIO_CREATE: scenario_create,
     MsgType.SCENARIO_LIST: scenario_list,
     MsgType.SCENARIO_SHOW: scenario_show,
     MsgType.SCENARIO_DELETE: scenario_delete,
     MsgType.MACHINE_REVOKE: machine_revoke,
+    MsgType.MASTER_REKEY: master_rekey,
     MsgType.ORDER_SUBMIT: order_submit,
     MsgType.FILE_CHUNK: file_chunk,
     MsgType.ORDER_CANCEL: order_cancel,

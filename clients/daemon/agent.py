@@ -40,6 +40,7 @@ from protocol import (
     OrderKind,
     OrderState,
     ProtocolError,
+    PublicKey,
     RemoteError,
     Role,
     SignedResult,
@@ -316,6 +317,10 @@ class Daemon:
             await self._send(OrderAck(order.id))
             await self._finish(order, OrderState.REJECTED, None, time.time(), error=f"refused by the daemon: {exc}")
             return
+        if order.kind is OrderKind.TRUST_MASTER and not self._trust_master(order):
+            await self._send(OrderAck(order.id))
+            await self._finish(order, OrderState.REJECTED, None, time.time(), error="no valid master_public_key")
+            return
         if order.kind is OrderKind.PUT_FILE:
             expected = order.body.get("chunks")
             if not isinstance(expected, int) or expected < 1:
@@ -329,6 +334,18 @@ class Daemon:
             return
         self._accept(order)
         await self._send(OrderAck(order.id))
+
+    def _trust_master(self, order: Order) -> bool:
+        """Switch to the new master key at delivery, so orders delivered right after it, signed with that key,
+        verify (its result is reported when the order's turn comes; a restart re-applies it)."""
+        try:
+            new_key = PublicKey.from_text(str(order.body.get("master_public_key", "")))
+        except ProtocolError:
+            return False
+        if new_key != self.config.master_key:
+            self.config = keys.trust_master(self.config, self.options.state_dir, new_key)
+            log.info("now obeying master %s (was told so by the previous master key)", new_key.id)
+        return True
 
     def _accept(self, order: Order) -> None:
         if self.journal.record_received(order.id, order.to_wire(), time.time()):
@@ -421,6 +438,10 @@ class Daemon:
             await self._update(order, started)
         elif order.kind is OrderKind.ROTATE_KEY:
             await self._rotate_key(order, started)
+        elif order.kind is OrderKind.TRUST_MASTER:
+            # Applied when delivered (_trust_master); after a crash before the result, apply it again.
+            self._trust_master(order)
+            await self._finish(order, OrderState.SUCCEEDED, 0, started, extra={"master": self.config.master_key.id})
 
     async def _run_command(self, order: Order, started: float, cancel: asyncio.Event) -> None:
         body = order.body

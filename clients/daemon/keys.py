@@ -1,9 +1,11 @@
-"""The machine's key after rotations: kept in the state dir, so the config file (written by provisioning, maybe
-read-only) never needs rewriting.
+"""The machine's key and its master's key after rotations: kept in the state dir, so the config file (written by
+provisioning, maybe read-only) never needs rewriting.
 
 ``STATE/machine-key.json`` (0600): ``{"machine": id, "private_key": ...}`` the key in use since the last
 rotation; ``STATE/machine-key.pending.json``: a key made for a rotation the hub may not have registered yet.
 A daemon that restarts uses the newest key the hub accepts: pending, then current, then the config's.
+``STATE/master-key.json``: the master key this daemon obeys since a TRUST_MASTER order (signed by the master key
+it obeyed until then) moved it; it replaces the config's ``master_public_key``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from clients.daemon.config import DaemonConfig
-from protocol import Identity, ProtocolError
+from protocol import Identity, ProtocolError, PublicKey
 
 CURRENT = "machine-key.json"
+MASTER = "master-key.json"
 PENDING = "machine-key.pending.json"
 
 
@@ -39,9 +42,21 @@ def _read(path: Path, machine_id: str) -> Identity | None:
 
 
 def current_config(config: DaemonConfig, state_dir: Path) -> DaemonConfig:
-    """The config with the key in use since the last rotation (the config file's own key if none)."""
+    """The config with the keys in use since the last rotations (the config file's own keys if none)."""
     rotated = _read(state_dir / CURRENT, config.machine_id)
-    return config if rotated is None else replace(config, identity=rotated, machine=config.machine_id)
+    if rotated is not None:
+        config = replace(config, identity=rotated, machine=config.machine_id)
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError, ProtocolError):
+        data = json.loads((state_dir / MASTER).read_text())
+        if data["machine"] == config.machine_id:
+            config = replace(config, master_key=PublicKey.from_text(data["master_public_key"]))
+    return config
+
+
+def trust_master(config: DaemonConfig, state_dir: Path, master_key: PublicKey) -> DaemonConfig:
+    """Obey ``master_key`` from now on (saved before anything else is verified against it)."""
+    _write_private(state_dir / MASTER, {"machine": config.machine_id, "master_public_key": master_key.to_text()})
+    return replace(config, master_key=master_key)
 
 
 def make_pending(config: DaemonConfig, state_dir: Path) -> Identity:

@@ -67,6 +67,27 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """New master key pair: machines are told to obey it, the hub moves this master to it, the file is replaced."""
+    path = Path(args.key) if args.key else default_key_path()
+    staged = path.with_name(path.name + ".new")
+    new = Identity.generate(secrets.token_bytes)
+    write_private_key(staged, new, overwrite=True)  # on disk before anything depends on it
+    async with await _connect(args) as master:
+        _, told = await master.rotate_key(new, timeout=args.timeout)
+    os.replace(staged, path)
+    waiting = [r.machine for r in told if not r.final]
+    refused = [r.machine for r in told if r.final and not r.ok]
+    print(f"master key rotated: {path} now holds {new.id}; {sum(r.ok for r in told)} machines switched")
+    if waiting:
+        print(f"  offline, will switch when they reconnect: {', '.join(waiting)}", file=sys.stderr)
+    if refused:
+        print(f"  REFUSED the new key (still obey the old one, which the hub no longer accepts): "
+              f"{', '.join(refused)}", file=sys.stderr)  # fmt: skip
+    print(new.public.to_text())
+    return 0 if not refused else 1
+
+
 def cmd_pubkey(args: argparse.Namespace) -> int:
     print(load_master_key(args.key).public.to_text())
     return 0
@@ -291,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing key")
     p.set_defaults(func=cmd_keygen)
     sub.add_parser("pubkey", help="print the master public key").set_defaults(func=cmd_pubkey)
+    p = sub.add_parser(
+        "rotate-key", help="replace the master key: machines are told (signed with the old key), then the hub"
+    )
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for online machines (default 60)")
+    p.set_defaults(func=cmd_rotate_key)
 
     from server.cli import add_hub_parser
 

@@ -47,6 +47,7 @@ from protocol.messages import (
     EventsUnsubscribe,
     FileChunk,
     MachineRevoke,
+    MasterRekey,
     OrderCancel,
     OrderSubmit,
     Output,
@@ -56,6 +57,7 @@ from protocol.messages import (
     ScenarioDelete,
     ScenarioList,
     ScenarioShow,
+    master_rekey_payload,
 )
 from protocol.orders import file_body, file_chunks
 from protocol.retry import backoff_delays, is_retryable
@@ -313,6 +315,42 @@ class Master:
         """Revoke one machine's key: its daemon is disconnected at once and can no longer connect."""
         self._scenarios.pop(scenario, None)
         return str((await self.request(MachineRevoke(scenario, machine), scenario=scenario))["revoked"])
+
+    async def rotate_key(
+        self, new_identity: Identity | None = None, *, timeout: float = 60.0
+    ) -> tuple[Identity, list[CommandResult]]:
+        """Move this master to a new key pair: every machine of every scenario is told, in an order signed with
+        the current key, to obey the new key from now on; then the hub moves the master (its name and
+        scenarios) to the new key, and this connection continues with it.
+
+        Machines that are offline get that order first thing when they reconnect (it is queued before anything
+        signed with the new key). Save the new key (``keys.write_private_key``) before calling this.
+
+        Returns:
+            the new identity, and the result of each machine's order (``queued`` for offline machines).
+        """
+        new = new_identity or Identity.generate(secrets.token_bytes)
+        body = {"master_public_key": new.public.to_text()}
+        told: list[CommandResult] = []
+        for item in await self.scenarios():
+            name = str(item["name"])
+            if (await self.scenario(name)).machines:
+                told += await self.dispatch(name, "all", OrderKind.TRUST_MASTER, body, timeout=timeout)
+        proof = new.sign(master_rekey_payload(self.identity.id, new.public.to_text()))
+        await self.request(MasterRekey(new.public.to_text(), proof))
+        self.identity = new
+        link = self._link
+        if link is not None:
+            await link.close()  # the read loop reconnects, now with the new key
+        await asyncio.wait_for(self._wait_for_link(new), timeout)
+        return new, told
+
+    async def _wait_for_link(self, identity: Identity) -> None:
+        while True:
+            link = self._link
+            if link is not None and link.identity is identity:
+                return
+            await asyncio.sleep(0.05)
 
     async def rotate_machine_key(self, scenario: str, machine: str, *, timeout: float = 60.0) -> str:
         """Have the machine make a new key pair and switch to it; returns the new public key.

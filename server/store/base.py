@@ -127,6 +127,15 @@ class Store(ABC):
     async def master(self, master_id: str) -> MasterRecord | None: ...
 
     @abstractmethod
+    async def rekey_master(self, master_id: str, public_key: str) -> MasterRecord | None:
+        """Move a master to a new key: a record under the new id (same name and created), its scenarios owned by
+        it, the old record gone. None if ``master_id`` is unknown.
+
+        Raises:
+            StoreConflict: the new key is enrolled already.
+        """
+
+    @abstractmethod
     async def master_by_name(self, name: str) -> MasterRecord | None: ...
 
     @abstractmethod

@@ -89,6 +89,23 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return {0}
 """
 
+# KEYS: masters, master names. ARGV: prefix, old id, new id, packed new record, name.
+# Returns 0 unknown master, 2 the new key is enrolled already, 1 moved (record, name, scenarios' owner).
+_REKEY_MASTER = """
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return 2 end
+redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[3])
+local old_index = ARGV[1] .. ':idx:owner:' .. ARGV[2]
+local owned = redis.call('HGETALL', old_index)
+for i = 2, #owned, 2 do
+  redis.call('HSET', ARGV[1] .. ':{sc:' .. owned[i] .. '}:meta', 'owner', ARGV[3])
+end
+if #owned > 0 then redis.call('RENAME', old_index, ARGV[1] .. ':idx:owner:' .. ARGV[3]) end
+return 1
+"""
+
 # KEYS: owner index, machine index, meta, machines, then one machine hash per machine.
 # ARGV: scenario id, owner, name, created, then (machine id, name, os, role, public key, report key) per machine.
 # Returns {0} created, {1} the owner has a scenario of that name, {2, machine id} a machine key is in use.
@@ -326,6 +343,7 @@ class RedisStore(Store):
         self._order_index = f"{prefix}:idx:orders"
         self._present = f"{prefix}:present"
         self._enroll = client.register_script(_ENROLL)
+        self._rekey_master = client.register_script(_REKEY_MASTER)
         self._create = client.register_script(_CREATE)
         self._delete = client.register_script(_DELETE)
         self._update_machine = client.register_script(_UPDATE_MACHINE)
@@ -433,6 +451,20 @@ class RedisStore(Store):
         with self._errors():
             packed = await self._hget(self._masters, master_id)
         return None if packed is None else MasterRecord(*_unpack(packed, None))
+
+    async def rekey_master(self, master_id: str, public_key: str) -> MasterRecord | None:
+        old = await self.master(master_id)
+        if old is None:
+            return None
+        record = MasterRecord(MachineSpec("", "", "", public_key).id, old.name, public_key, old.created)
+        packed = _pack([record.id, record.name, record.public_key, record.created])
+        with self._errors():
+            moved = await self._rekey_master(
+                keys=[self._masters, self._master_names], args=[self.prefix, master_id, record.id, packed, old.name]
+            )
+        if moved == 2:
+            raise StoreConflict("the new master key is enrolled already")
+        return record if moved == 1 else None
 
     async def master_by_name(self, name: str) -> MasterRecord | None:
         with self._errors():

@@ -135,6 +135,17 @@ class SqliteStore(Store):
         )
         return None if row is None else MasterRecord(*row)
 
+    async def rekey_master(self, master_id: str, public_key: str) -> MasterRecord | None:
+        new_id = MachineSpec("", "", "", public_key).id
+        with self._tx() as db:
+            row = db.execute("SELECT id, name, public_key, created FROM masters WHERE id = ?", (master_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM masters WHERE id = ?", (master_id,))
+            db.execute("INSERT INTO masters VALUES (?, ?, ?, ?)", (new_id, row[1], public_key, row[3]))
+            db.execute("UPDATE scenarios SET owner = ? WHERE owner = ?", (new_id, master_id))
+        return MasterRecord(new_id, row[1], public_key, row[3])
+
     async def master_by_name(self, name: str) -> MasterRecord | None:
         row = self._read(
             lambda db: db.execute(

@@ -113,6 +113,25 @@ async def test_a_removed_master_is_forgotten_and_its_name_and_key_can_be_enrolle
     assert (await store.enroll_master("alice2", key, NOW)).id == enrolled.id
 
 
+async def test_rekeying_a_master_moves_its_name_and_scenarios_to_the_new_key(store: Store) -> None:
+    old = await store.enroll_master("alice", public_key(), NOW)
+    await store.create_scenario(old.id, "shop", [machine("web")], NOW)
+    await store.create_scenario(old.id, "lab", [machine("db")], NOW)
+    new_key = public_key()
+    moved = await store.rekey_master(old.id, new_key)
+    assert moved is not None and moved.name == "alice" and moved.public_key == new_key and moved.created == NOW
+    assert await store.master(old.id) is None and await store.master(moved.id) == moved
+    assert await store.master_by_name("alice") == moved
+    assert sorted(s.name for s in await store.scenarios(moved.id)) == ["lab", "shop"]
+    assert await store.scenarios(old.id) == []
+    shop = await store.scenario_by_name(moved.id, "shop")
+    assert shop is not None and shop.owner == moved.id and await store.scenario(shop.id) == shop
+    assert await store.rekey_master(old.id, public_key()) is None
+    other = await store.enroll_master("bob", public_key(), NOW)
+    with pytest.raises(StoreConflict):
+        await store.rekey_master(other.id, new_key)
+
+
 async def test_the_master_id_is_the_fingerprint_of_its_key(store: Store) -> None:
     identity = Identity.generate(secrets.token_bytes)
     record = await store.enroll_master("bob", identity.public.to_text(), NOW)
