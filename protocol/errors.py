@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     SHUTTING_DOWN = "shutting_down"
     UNAVAILABLE = "unavailable"
     RATE_LIMITED = "rate_limited"
+    QUEUE_FULL = "queue_full"
 
 
 class CrcError(Exception):

@@ -217,6 +217,13 @@ async def order_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
             f"scenario {scenario.name!r} has no machine {order.machine!r}",
             machine=order.machine,
         )
+    if await hub.store.queued_count(machine.id) >= hub.settings.max_queued_per_machine:
+        raise RequestError(
+            ErrorCode.QUEUE_FULL,
+            f"machine {machine.name!r} already has {hub.settings.max_queued_per_machine} orders waiting; "
+            "nothing was queued (wait until it catches up, or cancel some)",
+            machine=machine.name,
+        )
     if order.expires > time.time() + hub.settings.order_ttl_max:
         raise RequestError(ErrorCode.INVALID_REQUEST, "order expiry is too far in the future")
     chunks = _uploaded_chunks(conn, order, body.upload) if order.kind is OrderKind.PUT_FILE else []

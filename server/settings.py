@@ -42,6 +42,7 @@ class HubSettings:
         handshake_failure_limit: failed handshakes per source address per minute before it gets HTTP 429.
         drain_spread: daemons told to reconnect during a drain spread their reconnects over this many seconds.
         drain_timeout: a drain waits at most this long for daemons to leave and deliveries to finish.
+        max_queued_per_machine: orders waiting for one machine beyond which submits are refused (queue_full).
         dist: folder of wheels served at ``/v1/dist/`` to machines installing the daemon (default DATA_DIR/dist).
     """
 
@@ -56,6 +57,7 @@ class HubSettings:
     handshake_timeout: float = 10.0
     output_limit: int = 256 * 1024
     order_ttl_max: float = 7 * 24 * 3600.0
+    max_queued_per_machine: int = 10_000
     redis_url: str = ""
     replica_id: str = ""
     presence_ttl: float = 15.0
@@ -155,4 +157,5 @@ def settings_from(
         dist=dist or (Path(env["CRC_DIST_DIR"]) if env.get("CRC_DIST_DIR") else None),
         heartbeat_interval=_env_float(env, "CRC_HEARTBEAT_INTERVAL", 5.0),
         dead_after=_env_float(env, "CRC_DEAD_AFTER", 20.0),
+        max_queued_per_machine=int(_env_float(env, "CRC_MAX_QUEUED", 10_000)),
     )

@@ -210,6 +210,10 @@ class Store(ABC):
         """Orders not yet acknowledged by the machine, oldest first: what to (re)deliver when it connects."""
 
     @abstractmethod
+    async def queued_count(self, machine_id: str) -> int:
+        """How many orders wait for the machine (cheap: checked on every submit)."""
+
+    @abstractmethod
     async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
         """Move an order forward (queued -> delivered -> running); False if unknown, already there or further,
         or if ``state`` is not delivered or running (final states come with ``store_result``)."""

@@ -671,6 +671,13 @@ class RedisStore(Store):
             chunks = cast("list[bytes]", await self._redis.lrange(self._sc(sc, f"chunks:{order_id}"), 0, -1))
         return chunks
 
+    async def queued_count(self, machine_id: str) -> int:
+        with self._errors():
+            scenario_id = await self._hget(self._machine_index, machine_id)
+            if scenario_id is None:
+                return 0
+            return int(await self._redis.xlen(self._sc(_text(scenario_id), f"inbox:{machine_id}")))
+
     async def queued_orders(self, machine_id: str) -> list[OrderRecord]:
         with self._errors():
             scenario_id = await self._hget(self._machine_index, machine_id)

@@ -332,6 +332,11 @@ class SqliteStore(Store):
         )
         return [self._order(row) for row in rows]
 
+    async def queued_count(self, machine_id: str) -> int:
+        query = "SELECT COUNT(*) FROM orders WHERE machine_id = ? AND state = ?"
+        row = self._read(lambda db: db.execute(query, (machine_id, OrderState.QUEUED.value)).fetchone())
+        return int(row[0])
+
     _PROGRESSION = (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
 
     async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from clients.master.sdk import Master
-from tests.e2e.support import file_lines, wait_results
+from protocol import RemoteError
+from tests.e2e.support import HubProcess, file_lines, run_crc, wait_results
 
 
 async def test_a_command_queued_while_the_daemon_is_down_runs_once_when_it_starts(
@@ -61,3 +64,21 @@ async def test_a_file_queued_while_the_daemon_is_down_is_written_when_it_starts(
     (result,) = await wait_results(master, "files", [put[0].order_id])
     assert (result.status, result.verified) == ("succeeded", True)
     assert target.read_bytes() == content
+
+
+async def test_a_machine_queue_has_a_bound_and_a_full_one_refuses_clearly(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path / "hub")
+    hub.env["CRC_MAX_QUEUED"] = "3"
+    hub.start()
+    try:
+        async with await Master.connect(hub.url, hub.key_path) as master:
+            await master.create_scenario("q", [("idle", "linux")])  # its daemon never starts: orders wait
+            for i in range(3):
+                await master.run("q", "idle", f"echo {i}", wait=False)
+            with pytest.raises(RemoteError) as refused:
+                await master.run("q", "idle", "echo one too many", wait=False)
+            assert refused.value.code == "queue_full" and "3 orders waiting" in refused.value.message
+        cli = run_crc(hub, "run", "q", "idle", "--no-wait", "--", "true")
+        assert cli.returncode == 1 and "queue_full" in cli.stderr
+    finally:
+        hub.cleanup()

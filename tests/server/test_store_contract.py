@@ -342,9 +342,11 @@ async def test_queued_orders_come_oldest_first_and_leave_the_queue_when_acknowle
     await store.add_order(order("o-db", scenario.id, db.id), [])
     assert [o.id for o in await store.queued_orders(web.id)] == ["o-c", "o-a", "o-b"]
     assert [o.id for o in await store.queued_orders(db.id)] == ["o-db"]
+    assert await store.queued_count(web.id) == 3 and await store.queued_count("no-such-machine") == 0
 
     assert await store.set_order_state("o-a", OrderState.DELIVERED, NOW + 1)
     assert [o.id for o in await store.queued_orders(web.id)] == ["o-c", "o-b"]
+    assert await store.queued_count(web.id) == 2
     assert [o.id for o in await store.orders(scenario.id)] == ["o-c", "o-a", "o-b", "o-db"]
     assert [o.id for o in await store.orders(scenario.id, ["o-b", "o-db"])] == ["o-b", "o-db"]
 
