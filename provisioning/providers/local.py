@@ -273,7 +273,18 @@ def _spawn_detached(argv: list[str], env: dict[str, str], log: Path) -> int:
     )
     if done.returncode != 0 or not done.stdout.strip().isdigit():
         raise ProviderError(f"could not start {argv[0]}: {done.stderr.strip()}")
-    return int(done.stdout.strip())
+    pid = int(done.stdout.strip())
+    # setsid runs a moment after the shell forked: return once the child leads its own group, so that
+    # killing the group (destroy) can never hit the shell's.
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        try:
+            if os.getpgid(pid) == pid:
+                break
+        except ProcessLookupError:
+            break  # already over (a script that failed at once); nothing left to kill
+        time.sleep(0.005)
+    return pid
 
 
 def _read_pid(path: Path) -> int:
