@@ -102,7 +102,9 @@ async def up(
         wheel = await daemon_wheel(hub_url, pin=master.pin, ca_file=master.ca_file)
     hub_ca_pem = await self_signed_certificate(hub_url, master.pin)
     try:
-        minted = await master.create_scenario(spec.name, [(m.name, m.os, m.role) for m in spec.machines])
+        minted = await master.create_scenario(
+            spec.name, [(m.name, m.os, m.role, dict(m.labels)) for m in spec.machines]
+        )
     except RemoteError as exc:
         if exc.code == ErrorCode.ALREADY_EXISTS.value:
             raise UpError(

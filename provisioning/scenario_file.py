@@ -20,6 +20,7 @@
     os = "linux"
     role = "database"
     plan = "vc2-2c-4gb"                       # any of region, plan, image overrides the provider default
+    labels = { tier = "back" }                # for targets like label:tier=back
 
 Unknown keys are errors (a typo must not silently create a default machine); messages name the file and key.
 """
@@ -56,6 +57,7 @@ class MachinePlan:
     region: str
     plan: str
     image: int | str
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def hostname(self) -> str:
@@ -122,7 +124,7 @@ class _Reader:
         return value
 
 
-MACHINE_KEYS = {"name", "os", "role", "region", "plan", "image"}
+MACHINE_KEYS = {"name", "os", "role", "region", "plan", "image", "labels"}
 PROVIDER_KEYS = {"kind", "region", "plan", "linux_image", "windows_image", "boot", "tags", "netns"}
 SCENARIO_KEYS = {"name", "hub", "hub_cert_sha256"}
 
@@ -205,6 +207,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> ScenarioFile:
                 region=reader.text(raw, "region", where, provider.region),
                 plan=reader.text(raw, "plan", where, provider.plan),
                 image=reader.image(raw["image"], where) if "image" in raw else provider.images[os_name],
+                labels=_labels(reader, raw.get("labels", {}), where),
             )
         )
     seen: set[str] = set()
@@ -213,6 +216,12 @@ def parse_scenario(text: str, source: str = "<scenario>") -> ScenarioFile:
             raise reader.fail(f"machine {machine.name!r}", "appears twice; machine names must be unique")
         seen.add(machine.name)
     return ScenarioFile(name, tuple(machines), provider, hub=hub, hub_pin=hub_pin)
+
+
+def _labels(reader: _Reader, raw: Any, where: str) -> dict[str, str]:
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise reader.fail(where, 'labels must be a table of strings, e.g. labels = { tier = "front" }')
+    return dict(raw)
 
 
 def load_scenario(path: str | Path) -> ScenarioFile:

@@ -91,6 +91,28 @@ async def scenario_wire(hub: Hub, scenario: ScenarioRecord, after: str = "", lim
     }
 
 
+LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
+MAX_LABELS = 32
+
+
+def _labels(machine: str, raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) > MAX_LABELS:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"machine {machine!r}: labels are a map of at most {MAX_LABELS}")
+    for key, value in raw.items():
+        if not isinstance(key, str) or not LABEL_KEY.match(key):
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"machine {machine!r}: label {key!r} must be 1-63 letters, digits, '.', '_', '-' or '/'",
+            )
+        if not isinstance(value, str) or len(value) > 255 or "," in value:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST, f"machine {machine!r}: label {key!r} needs a string value (<= 255, no ',')"
+            )
+    return dict(raw)
+
+
 def _machine_specs(raw: list[dict[str, Any]]) -> list[MachineSpec]:
     if not raw:
         raise RequestError(ErrorCode.INVALID_REQUEST, "a scenario needs at least one machine")
@@ -110,7 +132,7 @@ def _machine_specs(raw: list[dict[str, Any]]) -> list[MachineSpec]:
         report_key = item.get("report_key", "")
         if not isinstance(report_key, str) or (report_key and not REPORT_KEY_PATTERN.match(report_key)):
             raise RequestError(ErrorCode.INVALID_REQUEST, f"machine {name!r}: report_key must be 64 hex digits")
-        specs.append(MachineSpec(name, os_name, role, key, report_key.lower()))
+        specs.append(MachineSpec(name, os_name, role, key, report_key.lower(), _labels(name, item.get("labels"))))
     if len({s.name for s in specs}) != len(specs):
         raise RequestError(ErrorCode.INVALID_REQUEST, "machine names in a scenario must be unique")
     if len({s.id for s in specs}) != len(specs):

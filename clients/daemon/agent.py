@@ -451,7 +451,14 @@ class Daemon:
             command=str(body.get("command", "")),
             shell=self.options.platform.shell,
             cwd=body.get("cwd") or None,
-            env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
+            env={
+                # Who and what this is, for scripts (like Salt's grains): then the order's own variables.
+                "CRC_SCENARIO": self.config.scenario,
+                "CRC_MACHINE": self.config.machine_name,
+                "CRC_MACHINE_ID": self.config.machine_id,
+                "CRC_ORDER_ID": order.id,
+                **({str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}),
+            },
             timeout=float(timeout) if isinstance(timeout, int | float) and timeout > 0 else None,
         )
 

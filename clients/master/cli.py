@@ -16,6 +16,7 @@ from typing import Any
 
 from clients.daemon.config import DaemonConfig, write_config
 from clients.link import LinkClosed
+from clients.master.fanout import FanOut, Summary
 from clients.master.keys import KeyFileError, default_key_path, load_master_key, write_private_key
 from clients.master.models import CommandResult, EventInfo, OutputChunk
 from clients.master.sdk import Master, MasterError
@@ -212,18 +213,25 @@ async def cmd_run(args: argparse.Namespace) -> int:
         print("crc run: give the command after --", file=sys.stderr)
         return EXIT_USAGE
     env = dict(item.split("=", 1) for item in args.env)
+    try:
+        fanout = FanOut(args.concurrency, args.max_failures, args.target_timeout)
+    except ValueError as exc:
+        print(f"crc run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     async with await _connect(args) as master:
         _, machines = await master.targets(args.scenario, args.target)
         results = await master.run(
             args.scenario, args.target, command, cwd=args.cwd, env=env, timeout=args.command_timeout,
             wait_timeout=args.timeout, wait=not args.no_wait,
-            on_output=None if args.json else _printer(len(machines) > 1),
+            on_output=None if args.json else _printer(len(machines) > 1), fanout=fanout,
         )  # fmt: skip
     if args.no_wait:
         for r in results:
             print(f"{r.machine}\t{r.order_id}\t{r.status}")
         return 0
     _report(results, json_out=args.json, quiet_ok=True)
+    if len(results) > 1 and not args.json:
+        print(f"{args.target}: {Summary.of(results).line()}", file=sys.stderr)
     return _exit_code(results)
 
 
@@ -358,8 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a shell command: crc run SCENARIO TARGET -- COMMAND")
     p.add_argument("scenario")
-    p.add_argument("target", help="a machine name, NAME1,NAME2, or all")
+    p.add_argument("target", help="NAME, role:ROLE, label:KEY=VALUE, a glob (web-*), a comma list, or all")
     p.add_argument("command", nargs="*")
+    p.add_argument("--concurrency", help="at most this many machines at once: N or N%% of the targets")
+    p.add_argument("--max-failures", help="stop dispatching once more than N (or N%%) targets failed")
+    p.add_argument("--target-timeout", type=float, help="cancel a target without a result after this many seconds")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for results (default: until done)")
     p.add_argument("--command-timeout", type=float, default=None, help="kill the command after this many seconds")
     p.add_argument("--cwd")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from clients.master.targeting import select
 from protocol import Identity, OrderState, ProtocolError, PublicKey, SignedResult
 
 
@@ -20,13 +21,14 @@ class MachineInfo:
     facts: dict[str, Any] = field(default_factory=dict)
     last_seen: float | None = None
     former_keys: list[str] = field(default_factory=list)  # keys before rotations: older results are signed so
+    labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> MachineInfo:
         return cls(
             raw["id"], raw["name"], raw["os"], raw["role"], raw["public_key"], raw["status"],
             list(raw.get("ips") or []), dict(raw.get("facts") or {}), raw.get("last_seen"),
-            list(raw.get("former_keys") or []),
+            list(raw.get("former_keys") or []), dict(raw.get("labels") or {}),
         )  # fmt: skip
 
 
@@ -55,14 +57,12 @@ class Scenario:
         raise KeyError(f"scenario {self.name!r} has no machine {name!r}")
 
     def select(self, target: str) -> list[MachineInfo]:
-        """``all``, one machine name, or a comma-separated list of names.
+        """The machines a target names (``clients.master.targeting``: names, ``role:``, ``label:``, globs, lists).
 
         Raises:
-            KeyError: a named machine is not in the scenario.
+            KeyError: a plainly named machine is not in the scenario.
         """
-        if target == "all":
-            return list(self.machines)
-        return [self.machine(name.strip()) for name in target.split(",") if name.strip()]
+        return select(self.machines, target)
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,8 @@ class CommandResult:
 
     @property
     def final(self) -> bool:
+        if self.status == "skipped":  # a fan-out stopped before this machine got the order: nothing will come
+            return True
         return OrderState(self.status).final
 
     @classmethod

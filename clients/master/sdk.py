@@ -19,12 +19,13 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from clients.link import HubLink, LinkClosed, new_id
+from clients.master.fanout import SKIPPED, TIMED_OUT, FanOut, amount
 from clients.master.keys import load_master_key
 from clients.master.models import CommandResult, EventInfo, MachineInfo, NewMachine, OutputChunk, Scenario
 from protocol import (
@@ -66,7 +67,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ORDER_TTL = 24 * 3600.0
 OutputCallback = Callable[[OutputChunk], Awaitable[None] | None]
-MachineDecl = tuple[str, str] | tuple[str, str, str]
+MachineDecl = tuple[str, str] | tuple[str, str, str] | tuple[str, str, str, dict[str, str]]
 
 
 _REPEATABLE = {
@@ -271,20 +272,23 @@ class Master:
         """Declare a scenario and its machines, minting one key pair per machine locally.
 
         Args:
-            machines: ``(name, os)`` or ``(name, os, role)``; os is ``linux`` or ``windows``.
+            machines: ``(name, os)``, ``(name, os, role)`` or ``(name, os, role, labels)``; os is ``linux`` or
+                ``windows``; labels (a dict of strings) are what ``label:KEY=VALUE`` targets select.
 
         Returns:
             the machines with their private keys, to be written into daemon configs.
         """
         minted = []
+        labels: dict[str, dict[str, str]] = {}
         for decl in machines:
             name_, os_ = decl[0], decl[1]
             role = decl[2] if len(decl) > 2 else name_
+            labels[name_] = dict(decl[3]) if len(decl) > 3 else {}
             minted.append(NewMachine(name_, os_, role, Identity.generate(secrets.token_bytes)))
         wire = [
             {
                 "name": m.name, "os": m.os, "role": m.role, "public_key": m.identity.public.to_text(),
-                "report_key": report_key(m.identity).hex(),
+                "report_key": report_key(m.identity).hex(), "labels": labels[m.name],
             }
             for m in minted
         ]  # fmt: skip
@@ -398,8 +402,11 @@ class Master:
                 machines = sc.select(spec)
             except KeyError as exc:
                 raise MasterError(str(exc.args[0])) from None
+        if not machines and sc is self._scenarios.get(scenario):
+            sc = await self.scenario(scenario)  # a cached view may predate the machines it should match
+            machines = sc.select(spec)
         if not machines:
-            raise MasterError(f"target {spec!r} names no machine")
+            raise MasterError(f"target {spec!r} matches no machine of {scenario!r}")
         return sc, machines
 
     # events
@@ -540,18 +547,98 @@ class Master:
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
         ttl: float = DEFAULT_ORDER_TTL,
+        fanout: FanOut | None = None,
     ) -> list[CommandResult]:
         """Send one order per target machine and (unless ``wait`` is False) wait for every result.
+
+        With ``fanout`` (``clients.master.fanout.FanOut``): at most ``concurrency`` orders in flight, no new
+        dispatch once more than ``max_failures`` failed, and targets cancelled after ``target_timeout``; machines
+        never dispatched come back with status ``skipped``, late ones with ``timed_out``.
 
         Waits also while machines are offline and the orders queued, up to ``timeout`` (None: no limit);
         orders still unfinished then are returned with their current state.
         """
         sc, machines = await self.targets(scenario, target)
+        if fanout is not None and fanout.active and wait:
+            return await self._dispatch_rolling(sc, machines, kind, body, upload, fanout, timeout, on_output, ttl)
         async with self._consume(scenario, -1) as consumer:
             ids = [await self.submit(self.sign(sc, m, kind, body, ttl), upload) for m in machines]
             if wait:
                 await self._await_finished(consumer, set(ids), timeout, on_output)
         return await self.results(scenario, ids)
+
+    async def _dispatch_rolling(
+        self,
+        sc: Scenario,
+        machines: list[MachineInfo],
+        kind: OrderKind,
+        body: dict[str, Any],
+        upload: str,
+        fanout: FanOut,
+        timeout: float | None,
+        on_output: OutputCallback | None,
+        ttl: float,
+    ) -> list[CommandResult]:
+        """Dispatch under fan-out controls (``clients.master.fanout``): a window of orders in flight, a failure
+        threshold that stops further dispatch, and a per-target deadline."""
+        limit = amount(fanout.concurrency, len(machines)) or len(machines)
+        threshold = amount(fanout.max_failures, len(machines))
+        waiting = list(machines)
+        in_flight: dict[str, float] = {}  # order id -> when it went out
+        sent: list[tuple[str, MachineInfo]] = []
+        late: set[str] = set()
+        failures = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with self._consume(sc.name, -1) as consumer:
+
+            async def top_up() -> None:
+                while waiting and len(in_flight) < limit and (threshold is None or failures <= threshold):
+                    machine = waiting.pop(0)
+                    order_id = await self.submit(self.sign(sc, machine, kind, body, ttl), upload)
+                    in_flight[order_id] = time.monotonic()
+                    sent.append((order_id, machine))
+
+            await top_up()
+            while in_flight:
+                now = time.monotonic()
+                wake = [t for t in (deadline,) if t is not None]
+                if fanout.target_timeout is not None:
+                    wake.append(min(in_flight.values()) + fanout.target_timeout)
+                try:
+                    item = await asyncio.wait_for(consumer.queue.get(), max(0.0, min(wake) - now) if wake else None)
+                except TimeoutError:
+                    item = None
+                if isinstance(item, OutputChunk):
+                    if on_output is not None and item.order_id in in_flight:
+                        maybe = on_output(item)
+                        if maybe is not None:
+                            await maybe
+                    continue
+                if isinstance(item, EventInfo) and item.kind == "command_finished":
+                    order_id = str(item.data.get("order_id"))
+                    if in_flight.pop(order_id, None) is not None and item.data.get("status") != "succeeded":
+                        failures += 1
+                if deadline is not None and time.monotonic() >= deadline:
+                    break  # overall wait over: unfinished ones are returned as they stand
+                if fanout.target_timeout is not None:
+                    for order_id, started in list(in_flight.items()):
+                        if time.monotonic() - started >= fanout.target_timeout:
+                            in_flight.pop(order_id)
+                            late.add(order_id)
+                            failures += 1
+                            with contextlib.suppress(CrcError):
+                                await self.cancel(sc.name, order_id)
+                await top_up()
+        results = {r.order_id: r for r in await self.results(sc.name, [order_id for order_id, _ in sent])}
+        outcome: list[CommandResult] = []
+        for order_id, machine in sent:
+            result = results.get(order_id) or CommandResult(order_id, machine.name, "queued")
+            if order_id in late and not result.ok:
+                result = replace(result, status=TIMED_OUT, error=f"no result within {fanout.target_timeout:g} s")
+            outcome.append(result)
+        reason = f"stopped after {failures} failures (max_failures {fanout.max_failures})"
+        outcome += [CommandResult("", m.name, SKIPPED, error=reason) for m in waiting]
+        return outcome
 
     async def _await_finished(
         self, consumer: _Consumer, ids: set[str], timeout: float | None, on_output: OutputCallback | None
@@ -588,8 +675,9 @@ class Master:
         wait_timeout: float | None = None,
         on_output: OutputCallback | None = None,
         wait: bool = True,
+        fanout: FanOut | None = None,
     ) -> list[CommandResult]:
-        """Run a shell command on the target machines (``all``, a name, or several names).
+        """Run a shell command on the target machines (a target: see ``clients.master.targeting``).
 
         Args:
             timeout: the command's own time limit on the machine (killed with its whole process group).
@@ -598,8 +686,9 @@ class Master:
         """
         body: dict[str, Any] = {"command": command, "cwd": cwd, "env": dict(env or {}), "timeout": timeout}
         return await self.dispatch(
-            scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output
-        )
+            scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output,
+            fanout=fanout,
+        )  # fmt: skip
 
     async def put_file(
         self,

@@ -53,6 +53,7 @@ class MachineSpec:
     role: str
     public_key: str
     report_key: str = ""  # hex; authenticates the startup script's boot reports (protocol.boot)
+    labels: dict[str, str] = field(default_factory=dict)  # for targeting: label:KEY=VALUE
 
     @property
     def id(self) -> str:
@@ -75,12 +76,13 @@ class MachineRecord:
     last_seen: float | None = None
     report_key: str = ""  # never shown: see MachineSpec
     former_keys: list[str] = field(default_factory=list)  # keys it had before rotations, oldest first
+    labels: dict[str, str] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "os": self.os, "role": self.role, "public_key": self.public_key,
             "status": self.status.value, "facts": self.facts, "ips": self.ips, "last_seen": self.last_seen,
-            "former_keys": self.former_keys,
+            "former_keys": self.former_keys, "labels": self.labels,
         }  # fmt: skip
 
 

@@ -4,7 +4,8 @@ Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` 
 
     P:{sc:S}:meta          hash    owner, name, created; cursor (last event cursor), orders (last order number)
     P:{sc:S}:machines      set     the scenario's machine ids
-    P:{sc:S}:machine:M     hash    name, os, role, public_key, report_key, former_keys*, status, facts*, ips*, last_seen
+    P:{sc:S}:machine:M     hash    name, os, role, public_key, report_key, former_keys*, labels*, status, facts*,
+                                   ips*, last_seen
     P:{sc:S}:orders        zset    order ids scored by their number in the scenario: submission order
     P:{sc:S}:order:O       hash    machine, kind, body*, state, created, updated, seq, result*, inbox
     P:{sc:S}:chunks:O      list    a file order's chunks, dropped with the result
@@ -107,21 +108,22 @@ return 1
 """
 
 # KEYS: owner index, machine index, meta, machines, then one machine hash per machine.
-# ARGV: scenario id, owner, name, created, then (machine id, name, os, role, public key, report key) per machine.
+# ARGV: scenario id, owner, name, created, then (machine id, name, os, role, public key, report key, labels*) per
+# machine.
 # Returns {0} created, {1} the owner has a scenario of that name, {2, machine id} a machine key is in use.
 _CREATE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return {1} end
-for i = 5, #ARGV, 6 do
+for i = 5, #ARGV, 7 do
   if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then return {2, ARGV[i]} end
 end
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
 redis.call('HSET', KEYS[3], 'owner', ARGV[2], 'name', ARGV[3], 'created', ARGV[4], 'cursor', 0, 'orders', 0)
 local n = 5
-for i = 5, #ARGV, 6 do
+for i = 5, #ARGV, 7 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[1])
   redis.call('SADD', KEYS[4], ARGV[i])
   redis.call('HSET', KEYS[n], 'name', ARGV[i + 1], 'os', ARGV[i + 2], 'role', ARGV[i + 3],
-             'public_key', ARGV[i + 4], 'report_key', ARGV[i + 5], 'status', 'offline')
+             'public_key', ARGV[i + 4], 'report_key', ARGV[i + 5], 'labels', ARGV[i + 6], 'status', 'offline')
   n = n + 1
 end
 return {0}
@@ -491,9 +493,9 @@ class RedisStore(Store):
             raise StoreConflict("a machine key appears twice in the scenario")
         if len({m.name for m in machines}) != len(machines):
             raise StoreConflict("two machines of the scenario have the same name")
-        args: list[str] = [record.id, owner, name, _number(now)]
+        args: list[str | bytes] = [record.id, owner, name, _number(now)]
         for machine_id, spec in zip(ids, machines, strict=True):
-            args += [machine_id, spec.name, spec.os, spec.role, spec.public_key, spec.report_key]
+            args += [machine_id, spec.name, spec.os, spec.role, spec.public_key, spec.report_key, _pack(spec.labels)]
         keys = [
             f"{self.prefix}:idx:owner:{owner}",
             self._machine_index,
@@ -558,6 +560,7 @@ class RedisStore(Store):
             status=MachineStatus(_text(row[b"status"])), facts=_unpack(row.get(b"facts"), {}),
             ips=_unpack(row.get(b"ips"), []), last_seen=None if last_seen is None else float(last_seen),
             report_key=_text(row.get(b"report_key", b"")), former_keys=_unpack(row.get(b"former_keys"), []),
+            labels=_unpack(row.get(b"labels"), {}),
         )  # fmt: skip
 
     async def machine(self, machine_id: str) -> MachineRecord | None:

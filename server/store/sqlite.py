@@ -38,8 +38,8 @@ CREATE TABLE IF NOT EXISTS scenarios (
 CREATE TABLE IF NOT EXISTS machines (
     id TEXT PRIMARY KEY, scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE,
     name TEXT NOT NULL, os TEXT NOT NULL, role TEXT NOT NULL, public_key TEXT NOT NULL,
-    status TEXT NOT NULL, facts BLOB, ips BLOB, last_seen REAL, report_key TEXT NOT NULL DEFAULT '', former_keys BLOB,
-    UNIQUE (scenario_id, name));
+    status TEXT NOT NULL, facts BLOB, ips BLOB, last_seen REAL, report_key TEXT NOT NULL DEFAULT '',
+    former_keys BLOB, labels BLOB, UNIQUE (scenario_id, name));
 CREATE TABLE IF NOT EXISTS orders (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
     scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE,
@@ -92,6 +92,8 @@ class SqliteStore(Store):
             self._db.execute("ALTER TABLE machines ADD COLUMN report_key TEXT NOT NULL DEFAULT ''")
         if "former_keys" not in columns:
             self._db.execute("ALTER TABLE machines ADD COLUMN former_keys BLOB")
+        if "labels" not in columns:
+            self._db.execute("ALTER TABLE machines ADD COLUMN labels BLOB")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -171,10 +173,20 @@ class SqliteStore(Store):
                 (record.id, owner, name, now),
             )
             db.executemany(
-                "INSERT INTO machines (id, scenario_id, name, os, role, public_key, status, report_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO machines (id, scenario_id, name, os, role, public_key, status, report_key, labels) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (m.id, record.id, m.name, m.os, m.role, m.public_key, MachineStatus.OFFLINE.value, m.report_key)
+                    (
+                        m.id,
+                        record.id,
+                        m.name,
+                        m.os,
+                        m.role,
+                        m.public_key,
+                        MachineStatus.OFFLINE.value,
+                        m.report_key,
+                        _pack(m.labels),
+                    )
                     for m in machines
                 ],
             )
@@ -216,7 +228,7 @@ class SqliteStore(Store):
             return db.execute("DELETE FROM machines WHERE id = ?", (machine_id,)).rowcount == 1
 
     _MACHINE_COLUMNS = (
-        "id, scenario_id, name, os, role, public_key, status, facts, ips, last_seen, report_key, former_keys"
+        "id, scenario_id, name, os, role, public_key, status, facts, ips, last_seen, report_key, former_keys, labels"
     )
 
     @staticmethod
@@ -224,7 +236,7 @@ class SqliteStore(Store):
         return MachineRecord(
             id=row[0], scenario_id=row[1], name=row[2], os=row[3], role=row[4], public_key=row[5],
             status=MachineStatus(row[6]), facts=_unpack(row[7], {}), ips=_unpack(row[8], []), last_seen=row[9],
-            report_key=row[10], former_keys=_unpack(row[11], []),
+            report_key=row[10], former_keys=_unpack(row[11], []), labels=_unpack(row[12], {}),
         )  # fmt: skip
 
     async def machine(self, machine_id: str) -> MachineRecord | None:

@@ -146,3 +146,17 @@ async def test_results_larger_than_a_frame_arrive_a_page_at_a_time(master: Maste
         assert result.ok and len(result.stdout) == 250000 and len(result.stderr) == 200000
     results = await master.results("loud")
     assert len(results) == 5 and all(r.verified and len(r.stdout) == 250000 for r in results)
+
+
+async def test_machine_labels_are_stored_and_checked(master: Master) -> None:
+    from protocol import RemoteError
+
+    await master.create_scenario("labelled", [("web", "linux", "web", {"tier": "front", "team/owner": "ops"})])
+    assert (await master.scenario("labelled")).machine("web").labels == {"tier": "front", "team/owner": "ops"}
+    for bad in ({"": "x"}, {"tier": "a,b"}, {"ti er": "x"}, {f"k{i}": "v" for i in range(33)}):
+        try:
+            await master.create_scenario("bad-labels", [("web", "linux", "web", bad)])
+        except RemoteError as exc:
+            assert exc.code == "invalid_request" and "label" in exc.message
+        else:
+            raise AssertionError(f"labels {bad!r} were accepted")

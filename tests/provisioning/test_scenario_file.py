@@ -360,3 +360,15 @@ def test_load_scenario_on_a_file_that_is_not_utf8(tmp_path: Path) -> None:
 def test_load_scenario_on_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ScenarioFileError, match="cannot read"):
         load_scenario(tmp_path)
+
+
+def test_machines_carry_labels_for_targeting() -> None:
+    from provisioning.scenario_file import ScenarioFileError, parse_scenario
+
+    spec = parse_scenario(
+        '[scenario]\nname = "s"\n[[machine]]\nname = "web"\nlabels = { tier = "front", zone = "b" }\n'
+        '[[machine]]\nname = "db"\n'
+    )
+    assert spec.machine("web").labels == {"tier": "front", "zone": "b"} and spec.machine("db").labels == {}
+    with pytest.raises(ScenarioFileError, match="labels must be a table of strings"):
+        parse_scenario('[scenario]\nname = "s"\n[[machine]]\nname = "web"\nlabels = { tier = 3 }\n')

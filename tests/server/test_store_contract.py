@@ -139,6 +139,14 @@ async def test_the_master_id_is_the_fingerprint_of_its_key(store: Store) -> None
 
 
 # scenarios and machines
+async def test_machine_labels_round_trip(store: Store) -> None:
+    spec = MachineSpec("web", "linux", "web", public_key(), labels={"tier": "front", "team/owner": "ops"})
+    scenario = await store.create_scenario("alice", "shop", [spec, machine("db")], NOW)
+    by_name = {m.name: m for m in await store.machines(scenario.id)}
+    assert by_name["web"].labels == {"tier": "front", "team/owner": "ops"} and by_name["db"].labels == {}
+    assert by_name["web"].to_wire()["labels"] == {"tier": "front", "team/owner": "ops"}
+
+
 async def test_rotating_a_machine_key_keeps_its_id_and_remembers_the_old_key(store: Store) -> None:
     spec = machine("web")
     scenario = await store.create_scenario("alice", "shop", [spec], NOW)
