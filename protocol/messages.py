@@ -33,6 +33,10 @@ class MsgType(StrEnum):
     SCENARIO_DELETE = "scenario.delete"
     MACHINE_REVOKE = "machine.revoke"
     MASTER_REKEY = "master.rekey"
+    JOB_PUT = "job.put"
+    JOB_LIST = "job.list"
+    JOB_SHOW = "job.show"
+    JOB_DELETE = "job.delete"
     ORDER_SUBMIT = "order.submit"
     ORDER_CANCEL = "order.cancel"
     RESULTS_QUERY = "results.query"
@@ -158,6 +162,33 @@ class MasterRekey(Body):
 
 def master_rekey_payload(old_id: str, new_public_key: str) -> bytes:
     return b"crc-master-rekey-v1\n" + old_id.encode() + b"\n" + new_public_key.encode()
+
+
+@dataclass(frozen=True)
+class JobPut(Body):
+    """Keep (or replace) a named script on the hub, for this master: a *stored job*."""
+
+    TYPE = MsgType.JOB_PUT
+    name: str
+    shell: str  # sh | powershell
+    script: str
+
+
+@dataclass(frozen=True)
+class JobList(Body):
+    TYPE = MsgType.JOB_LIST
+
+
+@dataclass(frozen=True)
+class JobShow(Body):
+    TYPE = MsgType.JOB_SHOW
+    name: str
+
+
+@dataclass(frozen=True)
+class JobDelete(Body):
+    TYPE = MsgType.JOB_DELETE
+    name: str
 
 
 @dataclass(frozen=True)
@@ -308,9 +339,9 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
     cls.TYPE: cls
     for cls in (
         Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
-        ScenarioDelete, MachineRevoke, MasterRekey, OrderSubmit, OrderCancel, ResultsQuery, EventsSubscribe,
-        EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect, SystemReady, OrderAck,
-        OrderStarted, Output, Result,
+        ScenarioDelete, MachineRevoke, MasterRekey, JobPut, JobList, JobShow, JobDelete, OrderSubmit, OrderCancel,
+        ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect,
+        SystemReady, OrderAck, OrderStarted, Output, Result,
     )
 }  # fmt: skip
 

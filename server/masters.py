@@ -27,16 +27,16 @@ from protocol.messages import (
     ScenarioShow,
     master_rekey_payload,
 )
+from server import jobs
 from server.backplane import BackplaneUnavailable
 from server.backplane.base import BROADCAST_CHANNEL
 from server.connection import Connection
-from server.errors import RequestError
+from server.errors import RequestError, check_name
 from server.hub import Hub
 from server.store import MachineSpec, MachineStatus, OrderRecord, ScenarioRecord, StoreConflict, StoreError
 
 log = logging.getLogger(__name__)
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 OPERATING_SYSTEMS = ("linux", "windows")
 REPORT_KEY_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
 # Machines per scenario-show page: each with its facts is well under 1 KiB, so a page stays far below 1 MiB.
@@ -44,14 +44,6 @@ MACHINES_PAGE = 250
 RESULTS_PAGE_BYTES = 512 * 1024
 
 Handler = Callable[[Hub, Connection, Envelope], Awaitable[None]]
-
-
-def _check_name(what: str, name: str) -> None:
-    if not NAME_PATTERN.match(name):
-        raise RequestError(
-            ErrorCode.INVALID_REQUEST,
-            f"{what} name {name!r} must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
-        )
 
 
 async def owned_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
@@ -122,7 +114,7 @@ def _machine_specs(raw: list[dict[str, Any]]) -> list[MachineSpec]:
         if not all(isinstance(v, str) for v in (name, os_name, role, key)):
             raise RequestError(ErrorCode.INVALID_REQUEST, "each machine needs name, os, role and public_key strings")
         assert isinstance(name, str) and isinstance(os_name, str) and isinstance(role, str) and isinstance(key, str)
-        _check_name("machine", name)
+        check_name("machine", name)
         if os_name not in OPERATING_SYSTEMS:
             raise RequestError(ErrorCode.INVALID_REQUEST, f"machine {name!r}: os must be one of {OPERATING_SYSTEMS}")
         try:
@@ -143,7 +135,7 @@ def _machine_specs(raw: list[dict[str, Any]]) -> list[MachineSpec]:
 async def scenario_create(hub: Hub, conn: Connection, env: Envelope) -> None:
     body = env.body
     assert isinstance(body, ScenarioCreate)
-    _check_name("scenario", body.name)
+    check_name("scenario", body.name)
     specs = _machine_specs(body.machines)
     if await hub.store.master(conn.id) is None:
         raise RequestError(ErrorCode.REVOKED, "this master is no longer enrolled on the hub")
@@ -214,6 +206,8 @@ def _order_summary(order: Order) -> dict[str, Any]:
         summary["path"] = order.body.get("path", "")
     elif order.kind is OrderKind.UPDATE:
         summary["wheel"] = order.body.get("wheel", "")
+    if order.body.get("job"):
+        summary["job"] = order.body["job"]
     return summary
 
 
@@ -402,6 +396,10 @@ MASTER_HANDLERS: dict[MsgType, Handler] = {
     MsgType.SCENARIO_DELETE: scenario_delete,
     MsgType.MACHINE_REVOKE: machine_revoke,
     MsgType.MASTER_REKEY: master_rekey,
+    MsgType.JOB_PUT: jobs.job_put,
+    MsgType.JOB_LIST: jobs.job_list,
+    MsgType.JOB_SHOW: jobs.job_show,
+    MsgType.JOB_DELETE: jobs.job_delete,
     MsgType.ORDER_SUBMIT: order_submit,
     MsgType.FILE_CHUNK: file_chunk,
     MsgType.ORDER_CANCEL: order_cancel,

@@ -69,6 +69,7 @@ except metadata.PackageNotFoundError:  # running from a source tree
     DAEMON_VERSION = "0.0.0+source"
 
 JOURNAL_KEEP = 7 * 24 * 3600.0
+POWERSHELL_ON_POSIX = ("pwsh", "-NoProfile", "-NonInteractive", "-Command")
 RESEND_INTERVAL = 5.0
 
 _EXEC_STATES = {
@@ -443,13 +444,28 @@ class Daemon:
             self._trust_master(order)
             await self._finish(order, OrderState.SUCCEEDED, 0, started, extra={"master": self.config.master_key.id})
 
+    def _shell_for(self, wanted: object) -> tuple[str, ...] | str:
+        """The shell an order asks for (a stored job names one), or why this machine has none such."""
+        windows = self.options.platform.name == "windows"
+        if wanted in (None, ""):
+            return self.options.platform.shell
+        if wanted == "powershell":
+            return self.options.platform.shell if windows else POWERSHELL_ON_POSIX
+        if wanted == "sh":
+            return "this machine runs Windows: it has no sh for this job" if windows else ("/bin/sh", "-c")
+        return f"unknown shell {wanted!r} (sh or powershell)"
+
     async def _run_command(self, order: Order, started: float, cancel: asyncio.Event) -> None:
         body = order.body
         env = body.get("env") or {}
         timeout = body.get("timeout")
+        shell = self._shell_for(body.get("shell"))
+        if isinstance(shell, str):
+            await self._finish(order, OrderState.FAILED, None, started, error=shell)
+            return
         request = ExecRequest(
             command=str(body.get("command", "")),
-            shell=self.options.platform.shell,
+            shell=shell,
             cwd=body.get("cwd") or None,
             env={
                 # Who and what this is, for scripts (like Salt's grains): then the order's own variables.

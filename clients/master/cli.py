@@ -235,6 +235,81 @@ async def cmd_run(args: argparse.Namespace) -> int:
     return _exit_code(results)
 
 
+async def cmd_job_add(args: argparse.Namespace) -> int:
+    script = Path(args.file).read_text(encoding="utf-8")
+    async with await _connect(args) as master:
+        job = await master.put_job(args.name, script, shell=args.shell)
+    print(f"job {job['name']} ({job['shell']}, {len(script)} bytes): version {job['version']}")
+    return 0
+
+
+async def cmd_job_list(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        jobs = await master.jobs()
+    if args.json:
+        _print_json(jobs)
+    for job in [] if args.json else jobs:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job["updated"]))
+        print(f"{job['name']:<24} {job['shell']:<10} v{job['version']:<4} {job['size']:>7} bytes  {when}")
+    return 0
+
+
+async def cmd_job_show(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        job = await master.job(args.name)
+    if args.json:
+        _print_json(job)
+    else:
+        print(f"# job {job['name']} ({job['shell']}), version {job['version']}")
+        print(job["script"], end="" if job["script"].endswith("\n") else "\n")
+    return 0
+
+
+async def cmd_job_delete(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        await master.delete_job(args.name)
+    print(f"deleted job {args.name}")
+    return 0
+
+
+async def cmd_job_run(args: argparse.Namespace) -> int:
+    try:
+        fanout = FanOut(args.concurrency, args.max_failures, args.target_timeout)
+    except ValueError as exc:
+        print(f"crc job run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    async with await _connect(args) as master:
+        _, machines = await master.targets(args.scenario, args.target)
+        results = await master.run_job(
+            args.scenario, args.target, args.name, wait_timeout=args.timeout, wait=not args.no_wait, fanout=fanout,
+            on_output=None if args.json else _printer(len(machines) > 1),
+        )  # fmt: skip
+    if args.no_wait:
+        for r in results:
+            print(f"{r.machine}\t{r.order_id}\t{r.status}")
+        return 0
+    _report(results, json_out=args.json, quiet_ok=True)
+    if len(results) > 1 and not args.json:
+        print(f"{args.target}: {Summary.of(results).line()}", file=sys.stderr)
+    return _exit_code(results)
+
+
+async def cmd_job_runs(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        runs = await master.job_runs(args.scenario, args.name)
+    if args.json:
+        _print_json([{"job": r.job, "version": r.version, "started_by": r.started_by, "duration": r.duration,
+                      **_result_json(r.result)} for r in runs])  # fmt: skip
+        return 0
+    for run in runs:
+        r = run.result
+        code = "-" if r.exit_code is None else str(r.exit_code)
+        took = "-" if run.duration is None else f"{run.duration:.1f}s"
+        print(f"{run.job:<16} v{run.version:<3} {r.machine:<12} {r.status:<11} exit {code:<4} {took:>7}  "
+              f"by {run.started_by}  {r.order_id}")  # fmt: skip
+    return 0
+
+
 async def cmd_put(args: argparse.Namespace) -> int:
     async with await _connect(args) as master:
         results = await master.put_file(
@@ -377,6 +452,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE")
     p.add_argument("--no-wait", action="store_true", help="only queue; print the command ids")
     p.set_defaults(func=cmd_run)
+
+    job = sub.add_parser("job", help="stored jobs: named scripts kept on the hub").add_subparsers(
+        dest="job_action", required=True
+    )
+    p = job.add_parser("add", help="store (or replace) a job from a script file")
+    p.add_argument("name")
+    p.add_argument("file")
+    p.add_argument("--shell", choices=["sh", "powershell"], default="sh")
+    p.set_defaults(func=cmd_job_add)
+    job.add_parser("list", help="your stored jobs").set_defaults(func=cmd_job_list)
+    p = job.add_parser("show", help="a job's script")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_job_show)
+    p = job.add_parser("delete", help="forget a job (its past runs stay in the results)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_job_delete)
+    p = job.add_parser("run", help="play a job on a target (offline machines run it when they connect)")
+    p.add_argument("scenario")
+    p.add_argument("target")
+    p.add_argument("name")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait for results (default: until done)")
+    p.add_argument("--no-wait", action="store_true", help="only queue; print the order ids")
+    p.add_argument("--concurrency", help="at most this many machines at once: N or N%% of the targets")
+    p.add_argument("--max-failures", help="stop dispatching once more than N (or N%%) targets failed")
+    p.add_argument("--target-timeout", type=float, help="cancel a target without a result after this many seconds")
+    p.set_defaults(func=cmd_job_run)
+    p = job.add_parser("runs", help="each run of stored jobs in a scenario: machine, exit code, time, who")
+    p.add_argument("scenario")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=cmd_job_runs)
 
     p = sub.add_parser("put", help="write a local file on the target machines")
     p.add_argument("scenario")

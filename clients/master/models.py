@@ -149,3 +149,18 @@ class CommandResult:
             stderr_truncated=signed.stderr_truncated, error=signed.error, started=signed.started,
             finished=signed.finished, verified=verified, kind=raw.get("kind", ""),
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One machine's run of a stored job: which job (and version), who started it, and its result."""
+
+    job: str
+    version: int
+    started_by: str  # the id of the master that signed the order
+    result: CommandResult
+
+    @property
+    def duration(self) -> float | None:
+        r = self.result
+        return None if r.started is None or r.finished is None else r.finished - r.started

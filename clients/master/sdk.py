@@ -27,7 +27,7 @@ from typing import Any
 from clients.link import HubLink, LinkClosed, new_id
 from clients.master.fanout import SKIPPED, TIMED_OUT, FanOut, amount
 from clients.master.keys import load_master_key
-from clients.master.models import CommandResult, EventInfo, MachineInfo, NewMachine, OutputChunk, Scenario
+from clients.master.models import CommandResult, EventInfo, JobRun, MachineInfo, NewMachine, OutputChunk, Scenario
 from protocol import (
     CrcError,
     Envelope,
@@ -47,6 +47,10 @@ from protocol.messages import (
     EventsSubscribe,
     EventsUnsubscribe,
     FileChunk,
+    JobDelete,
+    JobList,
+    JobPut,
+    JobShow,
     MachineRevoke,
     MasterRekey,
     OrderCancel,
@@ -689,6 +693,66 @@ class Master:
             scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output,
             fanout=fanout,
         )  # fmt: skip
+
+    # stored jobs
+    async def put_job(self, name: str, script: str, *, shell: str = "sh") -> dict[str, Any]:
+        """Keep a named script on the hub (or replace it: its ``version`` goes up)."""
+        return await self.request(JobPut(name, shell, script))
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        """This master's stored jobs (without their scripts)."""
+        return list((await self.request(JobList()))["jobs"])
+
+    async def job(self, name: str) -> dict[str, Any]:
+        return await self.request(JobShow(name))
+
+    async def delete_job(self, name: str) -> None:
+        await self.request(JobDelete(name))
+
+    async def run_job(
+        self,
+        scenario: str,
+        target: str | Sequence[str],
+        name: str,
+        *,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        wait_timeout: float | None = None,
+        wait: bool = True,
+        fanout: FanOut | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> list[CommandResult]:
+        """Play a stored job on the target machines: the script is fetched from the hub and sent in orders this
+        master signs (marked with the job's name and version; see ``job_runs``). Offline machines run it when
+        they connect."""
+        job = await self.job(name)
+        body: dict[str, Any] = {
+            "command": job["script"], "shell": job["shell"], "env": dict(env or {}), "timeout": timeout,
+            "job": name, "job_version": job["version"],
+        }  # fmt: skip
+        return await self.dispatch(
+            scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output,
+            fanout=fanout,
+        )  # fmt: skip
+
+    async def job_runs(self, scenario: str, name: str | None = None) -> list[JobRun]:
+        """Every run of stored jobs in the scenario (or of one job), oldest first, per machine."""
+        data = await self.request(ResultsQuery(scenario, []), scenario=scenario)
+        orders = list(data["orders"])
+        while data.get("next", -1) > 0:
+            data = await self.request(ResultsQuery(scenario, [], skip=int(data["next"])), scenario=scenario)
+            orders += data["orders"]
+        sc = await self._known(scenario)
+        by_id = {m.id: m for m in sc.machines}
+        runs = []
+        for raw in orders:
+            body = (raw.get("order") or {}).get("body") or {}
+            if not body.get("job") or (name is not None and body["job"] != name):
+                continue
+            result = CommandResult.from_order(raw, by_id.get(raw["machine"]))
+            started_by = str((raw.get("order") or {}).get("master", ""))
+            runs.append(JobRun(str(body["job"]), int(body.get("job_version", 0)), started_by, result))
+        return runs
 
     async def put_file(
         self,

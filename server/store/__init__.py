@@ -2,6 +2,7 @@
 
 from server.store.base import (
     EventRecord,
+    JobRecord,
     MachineRecord,
     MachineSpec,
     MachineStatus,
@@ -16,6 +17,7 @@ from server.store.sqlite import SqliteStore
 
 __all__ = [
     "EventRecord",
+    "JobRecord",
     "MachineRecord",
     "MachineSpec",
     "MachineStatus",

@@ -108,6 +108,25 @@ class OrderRecord:
 
 
 @dataclass(frozen=True)
+class JobRecord:
+    """A stored job: a named script of one master; ``version`` counts its replacements."""
+
+    owner: str
+    name: str
+    shell: str
+    script: str
+    created: float
+    updated: float
+    version: int = 1
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "shell": self.shell, "script": self.script, "created": self.created,
+            "updated": self.updated, "version": self.version,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
 class EventRecord:
     scenario_id: str
     cursor: int
@@ -143,6 +162,21 @@ class Store(ABC):
     @abstractmethod
     async def remove_master(self, name: str) -> MasterRecord | None:
         """Forget the master enrolled under ``name`` (its scenarios are the caller's business); None if unknown."""
+
+    # stored jobs
+    @abstractmethod
+    async def put_job(self, owner: str, name: str, shell: str, script: str, now: float) -> JobRecord:
+        """Store a job, or replace it (``version`` + 1, ``created`` kept)."""
+
+    @abstractmethod
+    async def job(self, owner: str, name: str) -> JobRecord | None: ...
+
+    @abstractmethod
+    async def jobs(self, owner: str) -> list[JobRecord]:
+        """The owner's jobs, by name."""
+
+    @abstractmethod
+    async def delete_job(self, owner: str, name: str) -> bool: ...
 
     # scenarios and machines
     @abstractmethod

@@ -14,6 +14,7 @@ Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` 
     P:{sc:S}:events        stream  the event log: entry id ``<cursor>-0``, fields ts, kind, machine, data*
     P:masters              hash    master id -> [id, name, public_key, created]*
     P:idx:master-names     hash    master name -> master id
+    P:jobs:<owner>         hash    job name -> [owner, name, shell, script, created, updated, version]*
     P:idx:owner:<owner>    hash    scenario name -> scenario id, for one owner (a master id)
     P:idx:machines         hash    machine id -> scenario id
     P:idx:orders           hash    order id -> scenario id
@@ -62,6 +63,7 @@ from protocol import OrderState
 from server.redis_url import endpoint, redis_from_url
 from server.store.base import (
     EventRecord,
+    JobRecord,
     MachineRecord,
     MachineSpec,
     MachineStatus,
@@ -467,6 +469,44 @@ class RedisStore(Store):
         if moved == 2:
             raise StoreConflict("the new master key is enrolled already")
         return record if moved == 1 else None
+
+    # stored jobs
+    def _jobs_key(self, owner: str) -> str:
+        return f"{self.prefix}:jobs:{owner}"
+
+    async def put_job(self, owner: str, name: str, shell: str, script: str, now: float) -> JobRecord:
+        key = self._jobs_key(owner)
+        with self._errors():
+            for _ in range(10):  # optimistic: WATCH the owner's jobs, retry if another replica wrote meanwhile
+                try:
+                    async with self._redis.pipeline(transaction=True) as pipe:
+                        await pipe.watch(key)
+                        packed = await pipe.hget(key, name)
+                        assert packed is None or isinstance(packed, bytes)
+                        old = None if packed is None else JobRecord(*_unpack(packed, None))
+                        job = JobRecord(owner, name, shell, script, old.created if old else float(now), float(now),
+                                        old.version + 1 if old else 1)  # fmt: skip
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.hset(key, name, _pack(list(job.__dict__.values())))
+                        await pipe.execute()
+                        return job
+                except WatchError:
+                    continue
+        raise StoreError(f"job {name!r} kept changing under concurrent writes; try again")
+
+    async def job(self, owner: str, name: str) -> JobRecord | None:
+        with self._errors():
+            packed = await self._hget(self._jobs_key(owner), name)
+        return None if packed is None else JobRecord(*_unpack(packed, None))
+
+    async def jobs(self, owner: str) -> list[JobRecord]:
+        with self._errors():
+            rows = await self._hgetall(self._jobs_key(owner))
+        return sorted((JobRecord(*_unpack(v, None)) for v in rows.values()), key=lambda j: j.name)
+
+    async def delete_job(self, owner: str, name: str) -> bool:
+        with self._errors():
+            return bool(await self._redis.hdel(self._jobs_key(owner), name))
 
     async def master_by_name(self, name: str) -> MasterRecord | None:
         with self._errors():

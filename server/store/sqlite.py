@@ -18,6 +18,7 @@ import msgpack
 from protocol import OrderState
 from server.store.base import (
     EventRecord,
+    JobRecord,
     MachineRecord,
     MachineSpec,
     MachineStatus,
@@ -50,6 +51,9 @@ CREATE INDEX IF NOT EXISTS orders_by_scenario ON orders (scenario_id, seq);
 CREATE TABLE IF NOT EXISTS order_chunks (
     order_id TEXT NOT NULL REFERENCES orders(id) ON DELETE CASCADE, idx INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (order_id, idx));
+CREATE TABLE IF NOT EXISTS jobs (
+    owner TEXT NOT NULL, name TEXT NOT NULL, shell TEXT NOT NULL, script TEXT NOT NULL, created REAL NOT NULL,
+    updated REAL NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (owner, name));
 CREATE TABLE IF NOT EXISTS events (
     scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE, cursor INTEGER NOT NULL,
     ts REAL NOT NULL, kind TEXT NOT NULL, machine TEXT NOT NULL, data BLOB NOT NULL,
@@ -163,6 +167,34 @@ class SqliteStore(Store):
                 return None
             db.execute("DELETE FROM masters WHERE id = ?", (row[0],))
         return MasterRecord(*row)
+
+    # stored jobs
+    _JOB_COLUMNS = "owner, name, shell, script, created, updated, version"
+
+    async def put_job(self, owner: str, name: str, shell: str, script: str, now: float) -> JobRecord:
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO jobs ({self._JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1) "
+                "ON CONFLICT (owner, name) DO UPDATE SET shell = excluded.shell, script = excluded.script, "
+                "updated = excluded.updated, version = version + 1",
+                (owner, name, shell, script, now, now),
+            )
+        job = await self.job(owner, name)
+        assert job is not None
+        return job
+
+    async def job(self, owner: str, name: str) -> JobRecord | None:
+        query = f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE owner = ? AND name = ?"
+        row = self._read(lambda db: db.execute(query, (owner, name)).fetchone())
+        return None if row is None else JobRecord(*row)
+
+    async def jobs(self, owner: str) -> list[JobRecord]:
+        query = f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE owner = ? ORDER BY name"
+        return [JobRecord(*row) for row in self._read(lambda db: db.execute(query, (owner,)).fetchall())]
+
+    async def delete_job(self, owner: str, name: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM jobs WHERE owner = ? AND name = ?", (owner, name)).rowcount == 1
 
     # scenarios and machines
     async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:

@@ -139,6 +139,20 @@ async def test_the_master_id_is_the_fingerprint_of_its_key(store: Store) -> None
 
 
 # scenarios and machines
+async def test_stored_jobs_are_kept_per_owner_and_versioned(store: Store) -> None:
+    first = await store.put_job("alice", "deploy", "sh", "echo one", NOW)
+    assert (first.name, first.shell, first.script, first.version, first.created) == ("deploy", "sh", "echo one", 1, NOW)
+    second = await store.put_job("alice", "deploy", "powershell", "Write-Output two", NOW + 5)
+    assert (second.version, second.created, second.updated, second.shell) == (2, NOW, NOW + 5, "powershell")
+    await store.put_job("alice", "backup", "sh", "true", NOW)
+    await store.put_job("bob", "deploy", "sh", "echo bob", NOW)
+    assert [j.name for j in await store.jobs("alice")] == ["backup", "deploy"]
+    assert (await store.job("alice", "deploy")) == second and (await store.job("bob", "deploy")).script == "echo bob"
+    assert await store.job("alice", "nope") is None
+    assert await store.delete_job("alice", "deploy") and not await store.delete_job("alice", "deploy")
+    assert [j.name for j in await store.jobs("alice")] == ["backup"] and len(await store.jobs("bob")) == 1
+
+
 async def test_machine_labels_round_trip(store: Store) -> None:
     spec = MachineSpec("web", "linux", "web", public_key(), labels={"tier": "front", "team/owner": "ops"})
     scenario = await store.create_scenario("alice", "shop", [spec, machine("db")], NOW)
