@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     RATE_LIMITED = "rate_limited"
     QUEUE_FULL = "queue_full"
+    TIMEOUT = "timeout"
 
 
 class CrcError(Exception):

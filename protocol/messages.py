@@ -37,6 +37,9 @@ class MsgType(StrEnum):
     JOB_LIST = "job.list"
     JOB_SHOW = "job.show"
     JOB_DELETE = "job.delete"
+    KV_SET = "kv.set"
+    KV_GET = "kv.get"
+    KV_WAIT = "kv.wait"
     ORDER_SUBMIT = "order.submit"
     ORDER_CANCEL = "order.cancel"
     RESULTS_QUERY = "results.query"
@@ -192,6 +195,34 @@ class JobDelete(Body):
 
 
 @dataclass(frozen=True)
+class KvSet(Body):
+    """Set a future: a per-scenario key (``ttl`` seconds, 0: no expiry). A machine may set only ``NAME/...``."""
+
+    TYPE = MsgType.KV_SET
+    scenario: str
+    key: str
+    value: bytes
+    ttl: float = 0.0
+
+
+@dataclass(frozen=True)
+class KvGet(Body):
+    TYPE = MsgType.KV_GET
+    scenario: str
+    key: str
+
+
+@dataclass(frozen=True)
+class KvWait(Body):
+    """Answered the moment the key is set (at once if it is), or with a ``timeout`` error."""
+
+    TYPE = MsgType.KV_WAIT
+    scenario: str
+    key: str
+    timeout: float
+
+
+@dataclass(frozen=True)
 class MachineRevoke(Body):
     """Remove one machine from a scenario: its key stops working and its sessions close on every replica."""
 
@@ -339,7 +370,8 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
     cls.TYPE: cls
     for cls in (
         Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
-        ScenarioDelete, MachineRevoke, MasterRekey, JobPut, JobList, JobShow, JobDelete, OrderSubmit, OrderCancel,
+        ScenarioDelete, MachineRevoke, MasterRekey, JobPut, JobList, JobShow, JobDelete, KvSet, KvGet,
+        KvWait, OrderSubmit, OrderCancel,
         ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect,
         SystemReady, OrderAck, OrderStarted, Output, Result,
     )

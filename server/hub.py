@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from protocol import ErrorCode, Identity
@@ -22,6 +22,7 @@ from protocol.messages import Cancel, Deliver, Event, FileChunk, Output, Reconne
 from server.backplane import Backplane, BackplaneUnavailable, LocalBackplane
 from server.backplane.base import BROADCAST_CHANNEL, replica_channel, scenario_channel
 from server.connection import Connection
+from server.futures import KeyWaiters
 from server.guard import AdmissionGuard
 from server.settings import HubSettings
 from server.store import EventRecord, MachineStatus, ScenarioRecord, Store, StoreError
@@ -104,6 +105,8 @@ class Hub:
         self.draining = False
         self.guard = AdmissionGuard(settings.max_pending_handshakes, settings.handshake_failure_limit)
         self._sweeper: asyncio.Task[None] | None = None
+        self.kv_waiters = KeyWaiters()
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def id(self) -> str:
@@ -143,13 +146,35 @@ class Hub:
     def _notify_local(self, scenario_id: str) -> None:
         for sub in self.subscriptions.get(scenario_id, {}).values():
             sub.notify()
+        self.kv_waiters.poke(scenario_id)
+
+    async def watch_scenario(self, scenario_id: str) -> None:
+        """Hear about this scenario's events from other replicas (while something here waits on them)."""
+        if not self.subscriptions.get(scenario_id):
+            await self.backplane.subscribe(scenario_channel(scenario_id))
+
+    async def unwatch_scenario(self, scenario_id: str) -> None:
+        if not self.subscriptions.get(scenario_id) and not self.kv_waiters.has(scenario_id):
+            await self.backplane.unsubscribe(scenario_channel(scenario_id))
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a request's later part (a long wait) without holding up its connection; errors are logged."""
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._background.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("%s failed: %s", name, finished.exception())
+
+        task.add_done_callback(done)
 
     async def subscribe(self, conn: Connection, scenario: ScenarioRecord, after: int) -> None:
         subs = self.subscriptions[scenario.id]
         old = subs.pop(conn, None)
         if old is not None:
             old.stop()
-        if not subs:
+        if not subs and not self.kv_waiters.has(scenario.id):
             await self.backplane.subscribe(scenario_channel(scenario.id))
         subs[conn] = Subscription(self, conn, scenario, after)
 
@@ -162,7 +187,8 @@ class Hub:
             sub.stop()
         if not subs:
             del self.subscriptions[scenario_id]
-            await self.backplane.unsubscribe(scenario_channel(scenario_id))
+            if not self.kv_waiters.has(scenario_id):
+                await self.backplane.unsubscribe(scenario_channel(scenario_id))
 
     def forward_output(self, scenario_id: str, scenario_name: str, output: Output) -> None:
         """Live output goes straight to current subscribers; the result keeps the durable copy."""

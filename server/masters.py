@@ -27,7 +27,7 @@ from protocol.messages import (
     ScenarioShow,
     master_rekey_payload,
 )
-from server import jobs
+from server import futures, jobs
 from server.backplane import BackplaneUnavailable
 from server.backplane.base import BROADCAST_CHANNEL
 from server.connection import Connection
@@ -400,6 +400,9 @@ MASTER_HANDLERS: dict[MsgType, Handler] = {
     MsgType.JOB_LIST: jobs.job_list,
     MsgType.JOB_SHOW: jobs.job_show,
     MsgType.JOB_DELETE: jobs.job_delete,
+    MsgType.KV_SET: futures.kv_set,
+    MsgType.KV_GET: futures.kv_get,
+    MsgType.KV_WAIT: futures.kv_wait,
     MsgType.ORDER_SUBMIT: order_submit,
     MsgType.FILE_CHUNK: file_chunk,
     MsgType.ORDER_CANCEL: order_cancel,

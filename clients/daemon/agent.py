@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import sys
 import time
@@ -21,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from clients.daemon import keys, update
+from clients.daemon import keys, localsocket, update
 from clients.daemon.config import DaemonConfig
 from clients.daemon.executor import ExecRequest, ExecStatus, Executor, ProcessExecutor
 from clients.daemon.facts import collect_facts
@@ -31,7 +32,7 @@ from clients.daemon.journal import Journal
 from clients.daemon.journal import OrderState as JournalState
 from clients.daemon.platform import PlatformDefaults, current_platform
 from clients.daemon.reports import report_step
-from clients.link import HubLink, LinkClosed
+from clients.link import HubLink, LinkClosed, new_id
 from protocol import (
     CrcError,
     Envelope,
@@ -51,10 +52,14 @@ from protocol.messages import (
     Deliver,
     Error,
     FileChunk,
+    KvGet,
+    KvSet,
+    KvWait,
     OrderAck,
     OrderStarted,
     Output,
     Reconnect,
+    Response,
     Result,
     ResultAck,
     SystemReady,
@@ -130,7 +135,10 @@ class Daemon:
             MsgType.RESULT_ACK: self._on_result_ack,
             MsgType.ERROR: self._on_error,
             MsgType.RECONNECT: self._on_reconnect,
+            MsgType.RESPONSE: self._on_response,
         }
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.socket_path = localsocket.socket_path(options.state_dir, self.config.machine_id)
 
     # lifecycle
     async def run(self, stop: asyncio.Event) -> None:
@@ -140,6 +148,12 @@ class Daemon:
             Revoked: the hub refused this machine for good.
         """
         self._recover()
+        local = None
+        if sys.platform != "win32":
+            try:
+                local = await localsocket.serve(self.socket_path, self._local_request)
+            except OSError as exc:
+                log.warning("no local socket at %s (crc-daemon kv will not work here): %s", self.socket_path, exc)
         workers = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.config.parallel)]
         connector = asyncio.create_task(self._connect_loop(), name="connect")
         stopper = asyncio.create_task(stop.wait())
@@ -156,6 +170,8 @@ class Daemon:
             await asyncio.gather(*tasks, *workers, return_exceptions=True)
             if self.link is not None:
                 await self.link.close()
+            if local is not None:
+                local.close()
             self.journal.close()
 
     async def _trial_deadline(self) -> None:
@@ -403,9 +419,58 @@ class Daemon:
 
         self._leaving = asyncio.create_task(leave())
 
+    async def _on_response(self, envelope: Envelope) -> None:
+        fut = self._pending.pop(envelope.reply_to, None)
+        if fut is not None and not fut.done() and isinstance(envelope.body, Response):
+            fut.set_result(envelope.body.data)
+
+    async def request(self, body: Any, timeout: float) -> dict[str, Any]:
+        """Ask the hub something and wait for the answer (futures).
+
+        Raises:
+            RemoteError: the hub refused; LinkClosed: no session; TimeoutError: no answer in time.
+        """
+        link = self.link
+        if link is None:
+            raise LinkClosed("not connected to the hub")
+        msg_id = new_id()
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = fut
+        try:
+            await link.send(body, scenario=self.config.scenario, msg_id=msg_id)
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(msg_id, None)
+
+    async def _local_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A script's request on the local socket (``clients/daemon/localsocket.py``), forwarded to the hub."""
+        op, key = request.get("op"), str(request.get("key", ""))
+        try:
+            if op == "set":
+                value = str(request.get("value", "")).encode()
+                ttl = float(request.get("ttl") or 0)
+                await self.request(KvSet(self.config.scenario, key, value, ttl), 30)
+                return {"ok": True}
+            if op == "get":
+                data = await self.request(KvGet(self.config.scenario, key), 30)
+                return {"ok": True, "value": bytes(data["value"]).decode("utf-8", "replace")}
+            if op == "wait":
+                timeout = float(request.get("timeout") or 60)
+                data = await self.request(KvWait(self.config.scenario, key, timeout), timeout + 15)
+                return {"ok": True, "value": bytes(data["value"]).decode("utf-8", "replace")}
+        except RemoteError as exc:
+            return {"ok": False, "code": exc.code, "error": exc.message}
+        except (LinkClosed, ProtocolError, TimeoutError, ValueError) as exc:
+            return {"ok": False, "code": "unavailable", "error": f"cannot ask the hub now: {exc}"}
+        return {"ok": False, "code": "invalid_request", "error": f"unknown op {op!r} (set, get or wait)"}
+
     async def _on_error(self, envelope: Envelope) -> None:
         body = envelope.body
         assert isinstance(body, Error)
+        fut = self._pending.pop(envelope.reply_to, None) if envelope.reply_to else None
+        if fut is not None and not fut.done():
+            fut.set_exception(RemoteError(body.code, body.message, body.details))
+            return
         log.warning("hub reported %s: %s", body.code, body.message)
 
     # running orders
@@ -473,6 +538,9 @@ class Daemon:
                 "CRC_MACHINE": self.config.machine_name,
                 "CRC_MACHINE_ID": self.config.machine_id,
                 "CRC_ORDER_ID": order.id,
+                # `crc-daemon kv ...` in a command reaches this daemon, whatever the PATH of the service.
+                "CRC_DAEMON_SOCKET": str(self.socket_path),
+                "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", os.defpath),
                 **({str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}),
             },
             timeout=float(timeout) if isinstance(timeout, int | float) and timeout > 0 else None,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from clients.daemon import update
+from clients.daemon import localsocket, update
 from clients.daemon.agent import DAEMON_VERSION, Daemon, DaemonOptions, Revoked
 from clients.daemon.config import ConfigError, load_config
 from clients.daemon.platform import current_platform, platform_executor
@@ -45,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"crc-daemon {DAEMON_VERSION}")
-    parser.epilog = "crc-daemon service {install,uninstall,start,stop} manages the Windows service."
+    parser.epilog = (
+        "crc-daemon service {install,uninstall,start,stop} manages the Windows service; "
+        "crc-daemon kv {set,get,wait} uses the scenario's futures from scripts on this machine."
+    )
     return parser
 
 
@@ -87,6 +91,41 @@ def service_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def kv_main(argv: Sequence[str]) -> int:
+    """``crc-daemon kv set|get|wait``: futures for scripts on this machine, through the local daemon."""
+    parser = argparse.ArgumentParser(prog="crc-daemon kv", description="Per-scenario keys, through the local daemon.")
+    parser.add_argument("--socket", type=Path, help="the daemon's socket (default $CRC_DAEMON_SOCKET)")
+    actions = parser.add_subparsers(dest="op", required=True)
+    p = actions.add_parser("set", help="set KEY (this machine may set only NAME/...)")
+    p.add_argument("key")
+    p.add_argument("value")
+    p.add_argument("--ttl", type=float, default=0.0, help="seconds until it expires (default: never)")
+    p = actions.add_parser("get", help="print KEY's value (exit 1 if unset)")
+    p.add_argument("key")
+    p = actions.add_parser("wait", help="wait until KEY is set, then print its value (exit 124 on timeout)")
+    p.add_argument("key")
+    p.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    default = current_platform().state_dir / localsocket.SOCKET_NAME
+    path = args.socket or Path(os.environ.get("CRC_DAEMON_SOCKET") or default)
+    request = {"op": args.op, "key": args.key}
+    if args.op == "set":
+        request.update(value=args.value, ttl=args.ttl)
+    if args.op == "wait":
+        request["timeout"] = args.timeout
+    try:
+        answer = localsocket.call(path, request, timeout=(args.timeout if args.op == "wait" else 0) + 30)
+    except OSError as exc:
+        print(f"crc-daemon kv: cannot reach the daemon at {path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not answer.get("ok"):
+        print(f"crc-daemon kv: {answer.get('code')}: {answer.get('error')}", file=sys.stderr)
+        return 124 if answer.get("code") == "timeout" else 1
+    if "value" in answer:
+        print(answer["value"])
+    return 0
+
+
 async def _run(daemon: Daemon) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -99,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["service"]:
         return service_main(argv[1:])
+    if argv[:1] == ["kv"]:
+        return kv_main(argv[1:])
     args = build_parser().parse_args(argv)
     update.launch(args.state_dir, argv)  # may exec another installed build (self-update) and never return
     logging.basicConfig(level=args.log_level, format="%(asctime)s crc-daemon %(levelname)s %(message)s")

@@ -51,6 +51,9 @@ from protocol.messages import (
     JobList,
     JobPut,
     JobShow,
+    KvGet,
+    KvSet,
+    KvWait,
     MachineRevoke,
     MasterRekey,
     OrderCancel,
@@ -75,6 +78,8 @@ MachineDecl = tuple[str, str] | tuple[str, str, str] | tuple[str, str, str, dict
 
 
 _REPEATABLE = {
+    MsgType.KV_GET,
+    MsgType.KV_WAIT,
     MsgType.SCENARIO_LIST,
     MsgType.SCENARIO_SHOW,
     MsgType.RESULTS_QUERY,
@@ -693,6 +698,30 @@ class Master:
             scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output,
             fanout=fanout,
         )  # fmt: skip
+
+    # futures
+    async def kv_set(self, scenario: str, key: str, value: bytes | str, *, ttl: float = 0.0) -> None:
+        """Set a per-scenario key (``ttl`` seconds; 0: it stays until the scenario goes). Waiters wake at once."""
+        data = value.encode() if isinstance(value, str) else value
+        await self.request(KvSet(scenario, key, data, ttl), scenario=scenario)
+
+    async def kv_get(self, scenario: str, key: str) -> bytes | None:
+        """The key's value, or None when it is not set (or expired)."""
+        try:
+            return bytes((await self.request(KvGet(scenario, key), scenario=scenario))["value"])
+        except RemoteError as exc:
+            if exc.code == ErrorCode.NOT_FOUND.value and exc.details.get("key") == key:
+                return None
+            raise
+
+    async def kv_wait(self, scenario: str, key: str, *, timeout: float = 60.0) -> bytes:
+        """Wait until the key is set (pushed by the hub, no polling) and return its value.
+
+        Raises:
+            RemoteError: ``timeout`` when it was not set in time.
+        """
+        data = await self.request(KvWait(scenario, key, timeout), scenario=scenario, timeout=timeout + 15)
+        return bytes(data["value"])
 
     # stored jobs
     async def put_job(self, name: str, script: str, *, shell: str = "sh") -> dict[str, Any]:

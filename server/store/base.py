@@ -178,6 +178,15 @@ class Store(ABC):
     @abstractmethod
     async def delete_job(self, owner: str, name: str) -> bool: ...
 
+    # futures (per-scenario keys)
+    @abstractmethod
+    async def kv_set(self, scenario_id: str, key: str, value: bytes, ttl: float | None, now: float) -> None:
+        """Set a key for ``ttl`` seconds from ``now`` (None: no expiry)."""
+
+    @abstractmethod
+    async def kv_get(self, scenario_id: str, key: str, now: float) -> bytes | None:
+        """The key's value, None when unset or expired."""
+
     # scenarios and machines
     @abstractmethod
     async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:

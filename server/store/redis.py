@@ -11,6 +11,8 @@ Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` 
     P:{sc:S}:chunks:O      list    a file order's chunks, dropped with the result
     P:{sc:S}:inbox:M       stream  one entry (order=O) per QUEUED order of machine M, in submission order
     P:{sc:S}:inboxes       set     the machines that have an inbox key
+    P:{sc:S}:kv:K          string  a future's value (with a TTL when it has one); gone with the scenario
+    P:{sc:S}:kvs           set     the keys that were set (so deleting the scenario finds them)
     P:{sc:S}:events        stream  the event log: entry id ``<cursor>-0``, fields ts, kind, machine, data*
     P:masters              hash    master id -> [id, name, public_key, created]*
     P:idx:master-names     hash    master name -> master id
@@ -153,7 +155,11 @@ for _, o in ipairs(redis.call('ZRANGE', sc_key(sc, 'orders'), 0, -1)) do
   redis.call('DEL', sc_key(sc, 'order:' .. o), sc_key(sc, 'chunks:' .. o))
   redis.call('HDEL', KEYS[2], o)
 end
-redis.call('DEL', meta, sc_key(sc, 'machines'), sc_key(sc, 'orders'), sc_key(sc, 'inboxes'), sc_key(sc, 'events'))
+for _, k in ipairs(redis.call('SMEMBERS', sc_key(sc, 'kvs'))) do
+  redis.call('DEL', sc_key(sc, 'kv:' .. k))
+end
+redis.call('DEL', meta, sc_key(sc, 'machines'), sc_key(sc, 'orders'), sc_key(sc, 'inboxes'), sc_key(sc, 'events'),
+           sc_key(sc, 'kvs'))
 return machines
 """
 )
@@ -469,6 +475,21 @@ class RedisStore(Store):
         if moved == 2:
             raise StoreConflict("the new master key is enrolled already")
         return record if moved == 1 else None
+
+    # futures
+    async def kv_set(self, scenario_id: str, key: str, value: bytes, ttl: float | None, now: float) -> None:
+        name = self._sc(scenario_id, f"kv:{key}")
+        with self._errors():
+            if ttl is None:
+                await self._redis.set(name, value)
+            else:  # Redis expires it on its own clock
+                await self._redis.set(name, value, px=max(1, int(ttl * 1000)))
+            await self._redis.sadd(self._sc(scenario_id, "kvs"), key)
+
+    async def kv_get(self, scenario_id: str, key: str, now: float) -> bytes | None:
+        with self._errors():
+            value = await self._redis.get(self._sc(scenario_id, f"kv:{key}"))
+        return value.encode() if isinstance(value, str) else value
 
     # stored jobs
     def _jobs_key(self, owner: str) -> str:

@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS order_chunks (
 CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT NOT NULL, name TEXT NOT NULL, shell TEXT NOT NULL, script TEXT NOT NULL, created REAL NOT NULL,
     updated REAL NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (owner, name));
+CREATE TABLE IF NOT EXISTS kv (
+    scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE, key TEXT NOT NULL, value BLOB NOT NULL,
+    expires REAL, PRIMARY KEY (scenario_id, key));
 CREATE TABLE IF NOT EXISTS events (
     scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE, cursor INTEGER NOT NULL,
     ts REAL NOT NULL, kind TEXT NOT NULL, machine TEXT NOT NULL, data BLOB NOT NULL,
@@ -195,6 +198,23 @@ class SqliteStore(Store):
     async def delete_job(self, owner: str, name: str) -> bool:
         with self._tx() as db:
             return db.execute("DELETE FROM jobs WHERE owner = ? AND name = ?", (owner, name)).rowcount == 1
+
+    # futures
+    async def kv_set(self, scenario_id: str, key: str, value: bytes, ttl: float | None, now: float) -> None:
+        expires = None if ttl is None else now + ttl
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO kv (scenario_id, key, value, expires) VALUES (?, ?, ?, ?) ON CONFLICT (scenario_id, key) "
+                "DO UPDATE SET value = excluded.value, expires = excluded.expires",
+                (scenario_id, key, value, expires),
+            )
+
+    async def kv_get(self, scenario_id: str, key: str, now: float) -> bytes | None:
+        query = "SELECT value, expires FROM kv WHERE scenario_id = ? AND key = ?"
+        row = self._read(lambda db: db.execute(query, (scenario_id, key)).fetchone())
+        if row is None or (row[1] is not None and row[1] <= now):
+            return None
+        return bytes(row[0])
 
     # scenarios and machines
     async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:

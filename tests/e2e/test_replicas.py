@@ -126,6 +126,20 @@ async def test_a_command_sent_through_one_replica_runs_on_a_daemon_of_another(
     assert b"".join(c.data for c in chunks) == b"from-42\n"
 
 
+async def test_a_future_set_through_one_replica_wakes_a_waiter_on_another(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]]
+) -> None:
+    a, b = cluster.add_replica(), cluster.add_replica()
+    on_a, on_b = await masters(a.url), await masters(b.url)
+    await on_a.create_scenario("futures", [("box", "linux")])
+    waiter = asyncio.create_task(on_a.kv_wait("futures", "db/ready", timeout=20))
+    await asyncio.sleep(0.5)
+    assert not waiter.done()
+    await on_b.kv_set("futures", "db/ready", "from b")
+    assert await asyncio.wait_for(waiter, 4) == b"from b"  # pushed across replicas, not found by a 5 s re-check
+    assert await on_a.kv_get("futures", "db/ready") == b"from b"
+
+
 async def test_a_watcher_on_a_third_replica_sees_every_event(
     cluster: Cluster, masters: Callable[[str], Awaitable[Master]]
 ) -> None:

@@ -139,6 +139,21 @@ async def test_the_master_id_is_the_fingerprint_of_its_key(store: Store) -> None
 
 
 # scenarios and machines
+async def test_futures_are_per_scenario_expire_and_go_with_the_scenario(store: Store) -> None:
+    shop = await store.create_scenario("alice", "shop", [machine("web")], NOW)
+    lab = await store.create_scenario("alice", "lab", [machine("db")], NOW)
+    await store.kv_set(shop.id, "db/ready", b"yes", None, NOW)
+    await store.kv_set(shop.id, "lease", b"l1", 10.0, NOW)
+    assert (
+        await store.kv_get(shop.id, "db/ready", NOW) == b"yes" and await store.kv_get(lab.id, "db/ready", NOW) is None
+    )
+    assert await store.kv_get(shop.id, "lease", NOW + 5) == b"l1"
+    await store.kv_set(shop.id, "db/ready", b"again", None, NOW)
+    assert await store.kv_get(shop.id, "db/ready", NOW) == b"again"
+    await store.delete_scenario(shop.id)
+    assert await store.kv_get(shop.id, "db/ready", NOW) is None
+
+
 async def test_stored_jobs_are_kept_per_owner_and_versioned(store: Store) -> None:
     first = await store.put_job("alice", "deploy", "sh", "echo one", NOW)
     assert (first.name, first.shell, first.script, first.version, first.created) == ("deploy", "sh", "echo one", 1, NOW)

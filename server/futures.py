@@ -1,0 +1,137 @@
+"""Futures: per-scenario keys that masters and machines set, read, and wait on (``KvSet``, ``KvGet``, ``KvWait``).
+
+A wait is answered the moment the key is set, on whichever replica: setting a key appends a ``kv_set`` event,
+and event notifications (local, or over the backplane's scenario channel, which a replica with waiters listens
+to) wake the waiters, who re-read the store. A machine may set only keys under its own name (``web/...``); a
+master may set any key of its scenarios. Everyone in the scenario may read and wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from protocol import Envelope, ErrorCode, Role
+from protocol.messages import KvGet, KvSet, KvWait, Response
+from server.connection import Connection
+from server.errors import RequestError
+from server.store import ScenarioRecord
+
+if TYPE_CHECKING:
+    from server.hub import Hub
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
+MAX_VALUE = 64 * 1024
+MAX_TTL = 7 * 24 * 3600.0
+MAX_WAIT = 3600.0
+RECHECK = 5.0  # a waiter re-reads the store this often anyway, in case a wake-up was lost
+
+
+class KeyWaiters:
+    """The waits in progress on this replica, by scenario."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def has(self, scenario_id: str) -> bool:
+        return bool(self._waiting.get(scenario_id))
+
+    def poke(self, scenario_id: str) -> None:
+        for event in self._waiting.get(scenario_id, ()):
+            event.set()
+
+    async def wait(self, hub: Hub, scenario_id: str, key: str, timeout: float) -> bytes | None:
+        wake = asyncio.Event()
+        first = not self.has(scenario_id)
+        self._waiting[scenario_id].add(wake)
+        if first:
+            await hub.watch_scenario(scenario_id)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                wake.clear()  # before reading: a set that lands after the read still wakes us
+                value = await hub.store.kv_get(scenario_id, key, time.time())
+                remaining = deadline - time.monotonic()
+                if value is not None or remaining <= 0:
+                    return value
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), min(remaining, RECHECK))
+        finally:
+            self._waiting[scenario_id].discard(wake)
+            if not self._waiting[scenario_id]:
+                del self._waiting[scenario_id]
+                await hub.unwatch_scenario(scenario_id)
+
+
+async def _scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
+    if conn.role is Role.DAEMON:  # a machine's futures are those of its own scenario, whatever it names
+        scenario = await hub.store.scenario(conn.scenario_id)
+        if scenario is None:
+            raise RequestError(ErrorCode.NOT_FOUND, "this machine's scenario is gone")
+        return scenario
+    from server.masters import owned_scenario
+
+    return await owned_scenario(hub, conn, name)
+
+
+def _check_key(key: str) -> None:
+    if not KEY_PATTERN.match(key):
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f"key {key!r}: 1-128 letters, digits, '.', '_', '-' or '/', not starting with one",
+        )
+
+
+async def kv_set(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, KvSet)
+    _check_key(body.key)
+    if conn.role is Role.DAEMON and not body.key.startswith(conn.machine_name + "/"):
+        raise RequestError(
+            ErrorCode.FORBIDDEN, f"machine {conn.machine_name!r} may only set keys under {conn.machine_name + '/'!r}"
+        )
+    if len(body.value) > MAX_VALUE:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"a value is at most {MAX_VALUE // 1024} KiB")
+    if not 0 <= body.ttl <= MAX_TTL:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"ttl is 0 (none) to {MAX_TTL:.0f} seconds")
+    scenario = await _scenario(hub, conn, body.scenario)
+    now = time.time()
+    expires = now + body.ttl if body.ttl else None
+    await hub.store.kv_set(scenario.id, body.key, body.value, body.ttl or None, now)
+    who = conn.machine_name if conn.role is Role.DAEMON else ""
+    await hub.emit(scenario.id, "kv_set", who, {"key": body.key, "ttl": body.ttl, "size": len(body.value)})
+    conn.send(Response({"key": body.key, "expires": expires}), reply_to=env.id)
+
+
+async def kv_get(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, KvGet)
+    _check_key(body.key)
+    scenario = await _scenario(hub, conn, body.scenario)
+    value = await hub.store.kv_get(scenario.id, body.key, time.time())
+    if value is None:
+        raise RequestError(ErrorCode.NOT_FOUND, f"key {body.key!r} is not set (or expired)", key=body.key)
+    conn.send(Response({"key": body.key, "value": value}), reply_to=env.id)
+
+
+async def kv_wait(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """Answered later, from a task of its own: the connection goes on serving meanwhile."""
+    body = env.body
+    assert isinstance(body, KvWait)
+    _check_key(body.key)
+    if not 0 < body.timeout <= MAX_WAIT:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"timeout is 0 to {MAX_WAIT:.0f} seconds")
+    scenario = await _scenario(hub, conn, body.scenario)
+
+    async def answer() -> None:
+        value = await hub.kv_waiters.wait(hub, scenario.id, body.key, body.timeout)
+        if value is None:
+            conn.reply_error(env, ErrorCode.TIMEOUT, f"key {body.key!r} was not set within {body.timeout:g} s")
+        else:
+            conn.send(Response({"key": body.key, "value": value}), reply_to=env.id)
+
+    hub.spawn(answer(), name=f"kv-wait-{body.key}")
