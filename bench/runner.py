@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench import output_frames, protocol_layers
+from bench import output_frames, plan_engine, protocol_layers
 from bench.common import Config, Record
 
 Scenario = Callable[[Config], Awaitable[list[Record]]]
@@ -24,6 +24,7 @@ Scenario = Callable[[Config], Awaitable[list[Record]]]
 SCENARIOS: dict[str, Scenario] = {
     protocol_layers.NAME: protocol_layers.run,
     output_frames.NAME: output_frames.run,
+    plan_engine.NAME: plan_engine.run,
 }
 # A whole scenario is abandoned after this long (each flood inside is bounded too).
 SCENARIO_TIMEOUT = {True: 60.0, False: 240.0}

@@ -40,3 +40,15 @@ def test_the_soak_runs_bounded_and_reports_hub_memory(tmp_path: Path) -> None:
     assert record["scenario"] == "soak_memory" and record["unit"] == "MiB hub RSS" and record["target"] == 1.2
     assert record["ours"] > 0 and record["baseline"] > 0 and len(report["samples"]) >= 2
     assert "hub RSS" in done.stdout
+
+
+def test_the_plan_engine_benchmark_measures_gorchestrators_example(tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "plan_engine", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [record] = json.loads(out.read_text())
+    assert record["scenario"] == "plan_engine" and record["unit"] == "ms/run" and record["target"] == 0.1
+    assert record["ours"] > 0 and record["baseline"] > 0 and record["met"] == (record["ours"] <= 0.1)
