@@ -40,6 +40,10 @@ class MsgType(StrEnum):
     KV_SET = "kv.set"
     KV_GET = "kv.get"
     KV_WAIT = "kv.wait"
+    PLAN_SUBMIT = "plan.submit"
+    PLAN_SHOW = "plan.show"
+    PLAN_LIST = "plan.list"
+    PLAN_CANCEL = "plan.cancel"
     ORDER_SUBMIT = "order.submit"
     ORDER_CANCEL = "order.cancel"
     RESULTS_QUERY = "results.query"
@@ -223,6 +227,38 @@ class KvWait(Body):
 
 
 @dataclass(frozen=True)
+class PlanSubmit(Body):
+    """A plan for the hub to run: its spec (``protocol.plans``) and, per step, the orders the master signed for
+    each target machine (the hub queues a step's orders once the steps it depends on are done)."""
+
+    TYPE = MsgType.PLAN_SUBMIT
+    scenario: str
+    plan_id: str
+    spec: dict[str, Any]
+    orders: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PlanShow(Body):
+    TYPE = MsgType.PLAN_SHOW
+    scenario: str
+    plan_id: str
+
+
+@dataclass(frozen=True)
+class PlanList(Body):
+    TYPE = MsgType.PLAN_LIST
+    scenario: str
+
+
+@dataclass(frozen=True)
+class PlanCancel(Body):
+    TYPE = MsgType.PLAN_CANCEL
+    scenario: str
+    plan_id: str
+
+
+@dataclass(frozen=True)
 class MachineRevoke(Body):
     """Remove one machine from a scenario: its key stops working and its sessions close on every replica."""
 
@@ -371,7 +407,7 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
     for cls in (
         Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
         ScenarioDelete, MachineRevoke, MasterRekey, JobPut, JobList, JobShow, JobDelete, KvSet, KvGet,
-        KvWait, OrderSubmit, OrderCancel,
+        KvWait, PlanSubmit, PlanShow, PlanList, PlanCancel, OrderSubmit, OrderCancel,
         ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect,
         SystemReady, OrderAck, OrderStarted, Output, Result,
     )

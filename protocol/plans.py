@@ -217,6 +217,19 @@ def from_gorch(data: Any, default_target: str = "") -> Plan:
     return validate(Plan(name, tuple(steps)))
 
 
+def plan_to_wire(plan: Plan) -> dict[str, Any]:
+    """The plan in our format (what ``parse_plan`` reads back)."""
+    steps = []
+    for s in plan.steps:
+        raw: dict[str, Any] = {"id": s.id, "target": s.target, "depends_on": list(s.depends_on), "shell": s.shell,
+                               "on_failure": s.on_failure}  # fmt: skip
+        raw.update({k: v for k, v in (("command", s.command), ("job", s.job), ("name", s.name)) if v})
+        if s.timeout is not None:
+            raw["timeout"] = s.timeout
+        steps.append(raw)
+    return {"name": plan.name, "steps": steps}
+
+
 def validate(plan: Plan) -> Plan:
     """Check ids, references, shells and cycles before anything runs.
 

@@ -106,6 +106,7 @@ class Hub:
         self.guard = AdmissionGuard(settings.max_pending_handshakes, settings.handshake_failure_limit)
         self._sweeper: asyncio.Task[None] | None = None
         self.kv_waiters = KeyWaiters()
+        self.plan_runners: dict[str, Any] = {}  # plan id -> server.plans.PlanRunner
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -119,6 +120,11 @@ class Hub:
     async def start(self) -> None:
         await self.backplane.start(self._on_peer_message, self._on_backplane_back)
         await self.backplane.subscribe(BROADCAST_CHANNEL)
+        from server.plans import resume_plans
+
+        resumed = await resume_plans(self)
+        if resumed:
+            log.info("resumed %d plans that were running", resumed)
         if not isinstance(self.backplane, LocalBackplane):
             self._sweeper = asyncio.create_task(self._sweep(), name="delivery-sweep")
 
@@ -386,6 +392,9 @@ class Hub:
         self.draining = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for runner in list(self.plan_runners.values()):  # stopped here; resumed from the store by the next start
+            if runner.task is not None:
+                runner.task.cancel()
         for subs in self.subscriptions.values():
             for sub in subs.values():
                 sub.stop()

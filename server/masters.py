@@ -27,7 +27,7 @@ from protocol.messages import (
     ScenarioShow,
     master_rekey_payload,
 )
-from server import futures, jobs
+from server import futures, jobs, plans
 from server.backplane import BackplaneUnavailable
 from server.backplane.base import BROADCAST_CHANNEL
 from server.connection import Connection
@@ -306,6 +306,12 @@ async def order_cancel(hub: Hub, conn: Connection, env: Envelope) -> None:
     order = await hub.store.order(body.order_id)
     if order is None or order.scenario_id != scenario.id:
         raise RequestError(ErrorCode.NOT_FOUND, f"no order {body.order_id} in scenario {body.scenario!r}")
+    state = await cancel_order(hub, scenario, order)
+    conn.send(Response({"order_id": order.id, "state": state.value}), reply_to=env.id)
+
+
+async def cancel_order(hub: Hub, scenario: ScenarioRecord, order: OrderRecord) -> OrderState:
+    """Cancel an order: final at once if it never reached its machine, else asked of the daemon."""
     machine = await hub.store.machine(order.machine_id)
     machine_name = machine.name if machine else ""
     if order.state is OrderState.QUEUED and await hub.locate(order.machine_id) is None:
@@ -314,14 +320,11 @@ async def order_cancel(hub: Hub, conn: Connection, env: Envelope) -> None:
         finished = {"order_id": order.id, "status": OrderState.CANCELLED.value, "exit_code": None}
         finished["error"] = "cancelled before delivery"
         await hub.emit(scenario.id, "command_finished", machine_name, finished)
-        state = OrderState.CANCELLED
-    elif order.state.final:
-        state = order.state
-    else:
+        return OrderState.CANCELLED
+    if not order.state.final:
         await hub.cancel_on_machine(order.machine_id, order.id, scenario.name)
         await hub.emit(scenario.id, "command_cancel_requested", machine_name, {"order_id": order.id})
-        state = order.state
-    conn.send(Response({"order_id": order.id, "state": state.value}), reply_to=env.id)
+    return order.state
 
 
 async def results_query(hub: Hub, conn: Connection, env: Envelope) -> None:
@@ -403,6 +406,10 @@ MASTER_HANDLERS: dict[MsgType, Handler] = {
     MsgType.KV_SET: futures.kv_set,
     MsgType.KV_GET: futures.kv_get,
     MsgType.KV_WAIT: futures.kv_wait,
+    MsgType.PLAN_SUBMIT: plans.plan_submit,
+    MsgType.PLAN_SHOW: plans.plan_show,
+    MsgType.PLAN_LIST: plans.plan_list,
+    MsgType.PLAN_CANCEL: plans.plan_cancel,
     MsgType.ORDER_SUBMIT: order_submit,
     MsgType.FILE_CHUNK: file_chunk,
     MsgType.ORDER_CANCEL: order_cancel,

@@ -59,6 +59,10 @@ from protocol.messages import (
     OrderCancel,
     OrderSubmit,
     Output,
+    PlanCancel,
+    PlanList,
+    PlanShow,
+    PlanSubmit,
     Response,
     ResultsQuery,
     ScenarioCreate,
@@ -68,6 +72,7 @@ from protocol.messages import (
     master_rekey_payload,
 )
 from protocol.orders import file_body, file_chunks
+from protocol.plans import Plan, parse_plan, plan_to_wire, validate
 from protocol.retry import backoff_delays, is_retryable
 
 log = logging.getLogger(__name__)
@@ -698,6 +703,55 @@ class Master:
             scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output,
             fanout=fanout,
         )  # fmt: skip
+
+    # plans
+    async def run_plan(self, scenario: str, plan: Plan | dict[str, Any], *, ttl: float = 24 * 3600.0) -> dict[str, Any]:
+        """Hand a plan to the hub, which runs it (it goes on if this master disconnects).
+
+        Each step's target is resolved now and one order per machine is signed up front (stored jobs are
+        fetched and their scripts signed in); the orders are valid for ``ttl`` seconds.
+
+        Raises:
+            PlanError: a malformed plan (nothing was sent); MasterError: a target that matches no machine.
+        """
+        parsed = parse_plan(plan) if isinstance(plan, dict) else validate(plan)
+        sc = await self.scenario(scenario)
+        orders: dict[str, list[dict[str, Any]]] = {}
+        for step in parsed.steps:
+            _, machines = await self.targets(scenario, step.target)
+            if step.job:
+                job = await self.job(step.job)
+                command, shell = job["script"], job["shell"]
+            else:
+                command, shell = step.command, step.shell
+            body = {"command": command, "shell": shell, "timeout": step.timeout, "env": {},
+                    "plan_step": step.id, **({"job": step.job} if step.job else {})}  # fmt: skip
+            orders[step.id] = [self.sign(sc, m, OrderKind.EXEC, body, ttl).to_wire() for m in machines]
+        submit = PlanSubmit(scenario, new_id(), plan_to_wire(parsed), orders)
+        return await self.request(submit, scenario=scenario)
+
+    async def plan(self, scenario: str, plan_id: str) -> dict[str, Any]:
+        return await self.request(PlanShow(scenario, plan_id), scenario=scenario)
+
+    async def plans(self, scenario: str) -> list[dict[str, Any]]:
+        return list((await self.request(PlanList(scenario), scenario=scenario))["plans"])
+
+    async def cancel_plan(self, scenario: str, plan_id: str) -> dict[str, Any]:
+        return await self.request(PlanCancel(scenario, plan_id), scenario=scenario)
+
+    async def wait_plan(self, scenario: str, plan_id: str, *, timeout: float = 3600.0) -> dict[str, Any]:
+        """Wait until the plan is done (its ``plan_finished`` event) and return its final state."""
+        deadline = time.monotonic() + timeout
+        async with self._consume(scenario, -1) as consumer:
+            while True:
+                shown = await self.plan(scenario, plan_id)
+                if shown["done"]:
+                    return shown
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise MasterError(f"plan {plan_id} not done after {timeout:.0f} s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._next_event(consumer, {"plan_finished"}), min(remaining, 5.0))
 
     # futures
     async def kv_set(self, scenario: str, key: str, value: bytes | str, *, ttl: float = 0.0) -> None:

@@ -127,6 +127,23 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
+class PlanRecord:
+    """A plan the hub runs: its spec (``protocol.plans`` format), the master-signed orders of each step, and the
+    state of each step (what the engine needs to resume after a restart)."""
+
+    id: str
+    scenario_id: str
+    name: str
+    spec: dict[str, Any]
+    orders: dict[str, list[dict[str, Any]]]
+    states: dict[str, str]
+    created: float
+    updated: float
+    done: bool = False
+    started: dict[str, float] = field(default_factory=dict)  # when each step was dispatched
+
+
+@dataclass(frozen=True)
 class EventRecord:
     scenario_id: str
     cursor: int
@@ -177,6 +194,22 @@ class Store(ABC):
 
     @abstractmethod
     async def delete_job(self, owner: str, name: str) -> bool: ...
+
+    # plans
+    @abstractmethod
+    async def put_plan(self, plan: PlanRecord) -> None:
+        """Store a plan, or its new states (same id)."""
+
+    @abstractmethod
+    async def plan(self, plan_id: str) -> PlanRecord | None: ...
+
+    @abstractmethod
+    async def plans(self, scenario_id: str) -> list[PlanRecord]:
+        """The scenario's plans, oldest first."""
+
+    @abstractmethod
+    async def open_plans(self) -> list[PlanRecord]:
+        """Plans not done yet, of every scenario (to resume after a restart)."""
 
     # futures (per-scenario keys)
     @abstractmethod

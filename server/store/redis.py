@@ -13,6 +13,10 @@ Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` 
     P:{sc:S}:inboxes       set     the machines that have an inbox key
     P:{sc:S}:kv:K          string  a future's value (with a TTL when it has one); gone with the scenario
     P:{sc:S}:kvs           set     the keys that were set (so deleting the scenario finds them)
+    P:{sc:S}:plan:ID       string  a plan (spec, signed orders, step states)*
+    P:{sc:S}:plans         zset    the scenario's plan ids by creation time
+    P:idx:plans            hash    plan id -> scenario id
+    P:idx:open-plans       hash    plan id -> scenario id, for plans not done (resumed after a restart)
     P:{sc:S}:events        stream  the event log: entry id ``<cursor>-0``, fields ts, kind, machine, data*
     P:masters              hash    master id -> [id, name, public_key, created]*
     P:idx:master-names     hash    master name -> master id
@@ -71,6 +75,7 @@ from server.store.base import (
     MachineStatus,
     MasterRecord,
     OrderRecord,
+    PlanRecord,
     ScenarioRecord,
     Store,
     StoreConflict,
@@ -158,6 +163,12 @@ end
 for _, k in ipairs(redis.call('SMEMBERS', sc_key(sc, 'kvs'))) do
   redis.call('DEL', sc_key(sc, 'kv:' .. k))
 end
+for _, id in ipairs(redis.call('ZRANGE', sc_key(sc, 'plans'), 0, -1)) do
+  redis.call('DEL', sc_key(sc, 'plan:' .. id))
+  redis.call('HDEL', P .. ':idx:open-plans', id)
+  redis.call('HDEL', P .. ':idx:plans', id)
+end
+redis.call('DEL', sc_key(sc, 'plans'))
 redis.call('DEL', meta, sc_key(sc, 'machines'), sc_key(sc, 'orders'), sc_key(sc, 'inboxes'), sc_key(sc, 'events'),
            sc_key(sc, 'kvs'))
 return machines
@@ -475,6 +486,41 @@ class RedisStore(Store):
         if moved == 2:
             raise StoreConflict("the new master key is enrolled already")
         return record if moved == 1 else None
+
+    # plans
+    async def put_plan(self, plan: PlanRecord) -> None:
+        open_index = f"{self.prefix}:idx:open-plans"
+        with self._errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._sc(plan.scenario_id, f"plan:{plan.id}"), _pack(plan.__dict__))
+                pipe.zadd(self._sc(plan.scenario_id, "plans"), {plan.id: plan.created})
+                pipe.hset(f"{self.prefix}:idx:plans", plan.id, plan.scenario_id)
+                if plan.done:
+                    pipe.hdel(open_index, plan.id)
+                else:
+                    pipe.hset(open_index, plan.id, plan.scenario_id)
+                await pipe.execute()
+
+    async def _plan_in(self, scenario_id: str, plan_id: str) -> PlanRecord | None:
+        packed = await self._redis.get(self._sc(scenario_id, f"plan:{plan_id}"))
+        return None if packed is None else PlanRecord(**_unpack(packed if isinstance(packed, bytes) else b"", {}))
+
+    async def plan(self, plan_id: str) -> PlanRecord | None:
+        with self._errors():
+            scenario_id = await self._hget(f"{self.prefix}:idx:plans", plan_id)
+            return None if scenario_id is None else await self._plan_in(_text(scenario_id), plan_id)
+
+    async def plans(self, scenario_id: str) -> list[PlanRecord]:
+        with self._errors():
+            ids = await self._redis.zrange(self._sc(scenario_id, "plans"), 0, -1)
+            found = [await self._plan_in(scenario_id, i.decode() if isinstance(i, bytes) else str(i)) for i in ids]
+        return [p for p in found if p is not None]
+
+    async def open_plans(self) -> list[PlanRecord]:
+        with self._errors():
+            index = await self._hgetall(f"{self.prefix}:idx:open-plans")
+            found = [await self._plan_in(_text(sc), _text(pid)) for pid, sc in index.items()]
+        return sorted((p for p in found if p is not None), key=lambda p: (p.created, p.id))
 
     # futures
     async def kv_set(self, scenario_id: str, key: str, value: bytes, ttl: float | None, now: float) -> None:

@@ -24,6 +24,7 @@ from server.store.base import (
     MachineStatus,
     MasterRecord,
     OrderRecord,
+    PlanRecord,
     ScenarioRecord,
     Store,
     StoreConflict,
@@ -54,6 +55,9 @@ CREATE TABLE IF NOT EXISTS order_chunks (
 CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT NOT NULL, name TEXT NOT NULL, shell TEXT NOT NULL, script TEXT NOT NULL, created REAL NOT NULL,
     updated REAL NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (owner, name));
+CREATE TABLE IF NOT EXISTS plans (
+    id TEXT PRIMARY KEY, scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE, data BLOB NOT NULL,
+    done INTEGER NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (
     scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE, key TEXT NOT NULL, value BLOB NOT NULL,
     expires REAL, PRIMARY KEY (scenario_id, key));
@@ -198,6 +202,29 @@ class SqliteStore(Store):
     async def delete_job(self, owner: str, name: str) -> bool:
         with self._tx() as db:
             return db.execute("DELETE FROM jobs WHERE owner = ? AND name = ?", (owner, name)).rowcount == 1
+
+    # plans
+    async def put_plan(self, plan: PlanRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO plans (id, scenario_id, data, done, created) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET data = excluded.data, done = excluded.done",
+                (plan.id, plan.scenario_id, _pack(plan.__dict__), int(plan.done), plan.created),
+            )
+
+    async def plan(self, plan_id: str) -> PlanRecord | None:
+        row = self._read(lambda db: db.execute("SELECT data FROM plans WHERE id = ?", (plan_id,)).fetchone())
+        return None if row is None else PlanRecord(**_unpack(row[0], {}))
+
+    async def plans(self, scenario_id: str) -> list[PlanRecord]:
+        query = "SELECT data FROM plans WHERE scenario_id = ? ORDER BY created, id"
+        return [
+            PlanRecord(**_unpack(r[0], {})) for r in self._read(lambda db: db.execute(query, (scenario_id,)).fetchall())
+        ]
+
+    async def open_plans(self) -> list[PlanRecord]:
+        query = "SELECT data FROM plans WHERE done = 0 ORDER BY created, id"
+        return [PlanRecord(**_unpack(r[0], {})) for r in self._read(lambda db: db.execute(query).fetchall())]
 
     # futures
     async def kv_set(self, scenario_id: str, key: str, value: bytes, ttl: float | None, now: float) -> None:

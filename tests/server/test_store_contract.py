@@ -139,6 +139,27 @@ async def test_the_master_id_is_the_fingerprint_of_its_key(store: Store) -> None
 
 
 # scenarios and machines
+async def test_plans_are_stored_updated_listed_and_resumable(store: Store) -> None:
+    from server.store import PlanRecord
+
+    shop = await store.create_scenario("alice", "shop", [machine("web")], NOW)
+    spec = {"name": "p", "steps": [{"id": "a", "target": "web", "command": "true"}]}
+    first = PlanRecord("p1", shop.id, "p", spec, {"a": [{"id": "o1"}]}, {"a": "pending"}, NOW, NOW)
+    await store.put_plan(first)
+    second = PlanRecord("p2", shop.id, "q", spec, {}, {"a": "succeeded"}, NOW + 1, NOW + 1, done=True)
+    await store.put_plan(second)
+    assert await store.plan("p1") == first and await store.plan("nope") is None
+    assert [p.id for p in await store.plans(shop.id)] == ["p1", "p2"]
+    assert [p.id for p in await store.open_plans()] == ["p1"]
+    running = PlanRecord(**{**first.__dict__, "states": {"a": "running"}, "started": {"a": NOW + 2}})
+    await store.put_plan(running)
+    assert (await store.plan("p1")) == running
+    await store.put_plan(PlanRecord(**{**running.__dict__, "done": True}))
+    assert await store.open_plans() == []
+    await store.delete_scenario(shop.id)
+    assert await store.plan("p1") is None and await store.plans(shop.id) == []
+
+
 async def test_futures_are_per_scenario_expire_and_go_with_the_scenario(store: Store) -> None:
     shop = await store.create_scenario("alice", "shop", [machine("web")], NOW)
     lab = await store.create_scenario("alice", "lab", [machine("db")], NOW)
