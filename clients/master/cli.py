@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ from clients.master.keys import KeyFileError, default_key_path, load_master_key,
 from clients.master.models import CommandResult, EventInfo, OutputChunk
 from clients.master.sdk import Master, MasterError
 from protocol import CrcError, Identity, RemoteError
+from protocol.plans import Plan, PlanError, from_gorch, parse_plan
 
 EXIT_USAGE = 2
 EXIT_WAIT_TIMEOUT = 124
@@ -310,6 +312,76 @@ async def cmd_job_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_plan(path: str) -> Plan:
+    """A plan file: ours in JSON or YAML (``name`` + ``steps``), or gorchestrator's JSON (``digraph`` + ``nodes``)."""
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith((".yaml", ".yml")):
+        try:
+            yaml = importlib.import_module("yaml")  # optional: PyYAML
+        except ImportError:
+            raise PlanError("YAML plans need PyYAML (pip install pyyaml); or write the plan as JSON") from None
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise PlanError(f"{path} is not valid JSON: {exc}") from None
+    return from_gorch(data) if isinstance(data, dict) and "digraph" in data else parse_plan(data)
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    print(f"plan {plan['name']} ({plan['id']}): {'done' if plan['done'] else 'running'}")
+    for step in plan["steps"]:
+        after = f" after {', '.join(step['depends_on'])}" if step["depends_on"] else ""
+        print(f"  {step['id']:<16} {step['state']:<10} on {step['target']}{after}")
+
+
+async def cmd_plan_run(args: argparse.Namespace) -> int:
+    try:
+        plan = _load_plan(args.file)
+    except (OSError, PlanError) as exc:
+        print(f"crc plan run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    async with await _connect(args) as master:
+        submitted = await master.run_plan(args.scenario, plan, ttl=args.ttl)
+        if not args.follow:
+            print(submitted["id"])
+            return 0
+        print(f"plan {plan.name} ({submitted['id']}) running on the hub", file=sys.stderr)
+        done = await master.wait_plan(args.scenario, submitted["id"], timeout=args.timeout)
+    if args.json:
+        _print_json(done)
+    else:
+        _print_plan(done)
+    return 0 if all(s["state"] == "succeeded" for s in done["steps"]) else 1
+
+
+async def cmd_plan_show(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        shown = await master.plan(args.scenario, args.plan_id)
+    _print_json(shown) if args.json else _print_plan(shown)
+    return 0
+
+
+async def cmd_plan_list(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        plans = await master.plans(args.scenario)
+    if args.json:
+        _print_json(plans)
+    for plan in [] if args.json else plans:
+        states = [s["state"] for s in plan["steps"]]
+        done = sum(s == "succeeded" for s in states)
+        print(f"{plan['id']}  {plan['name']:<20} {'done' if plan['done'] else 'running':<8} {done}/{len(states)} ok")
+    return 0
+
+
+async def cmd_plan_cancel(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        shown = await master.cancel_plan(args.scenario, args.plan_id)
+    _print_plan(shown)
+    return 0
+
+
 async def cmd_put(args: argparse.Namespace) -> int:
     async with await _connect(args) as master:
         results = await master.put_file(
@@ -482,6 +554,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario")
     p.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_job_runs)
+
+    plan = sub.add_parser("plan", help="dependency graphs of steps, run by the hub").add_subparsers(
+        dest="plan_action", required=True
+    )
+    p = plan.add_parser("run", help="hand a plan file (JSON/YAML, or gorchestrator's JSON) to the hub")
+    p.add_argument("scenario")
+    p.add_argument("file")
+    p.add_argument("--follow", action="store_true", help="wait for the end and show every step's state")
+    p.add_argument("--timeout", type=float, default=3600.0, help="with --follow: how long to wait")
+    p.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds the signed orders stay valid")
+    p.set_defaults(func=cmd_plan_run)
+    for action, func, text in (("show", cmd_plan_show, "a plan's steps and states"),
+                               ("cancel", cmd_plan_cancel, "cancel a plan (running steps' orders too)")):  # fmt: skip
+        p = plan.add_parser(action, help=text)
+        p.add_argument("scenario")
+        p.add_argument("plan_id")
+        p.set_defaults(func=func)
+    p = plan.add_parser("list", help="the scenario's plans")
+    p.add_argument("scenario")
+    p.set_defaults(func=cmd_plan_list)
 
     p = sub.add_parser("put", help="write a local file on the target machines")
     p.add_argument("scenario")

@@ -4,6 +4,7 @@ plan goes on after its master disconnects and after the hub restarts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from clients.master.sdk import Master
 from protocol import RemoteError
 from protocol.plans import PlanError, from_gorch
-from tests.e2e.support import HubProcess
+from tests.e2e.support import HubProcess, run_crc
 
 GORCH_EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "gorch-example.json"
 
@@ -105,3 +106,37 @@ async def test_a_plan_goes_on_without_its_master_and_across_a_hub_restart(
         with pytest.raises(RemoteError, match="not_found"):
             await again.plan("long", "no-such-plan")
     assert set(spans(log)) == {"one", "two"}
+
+
+async def test_the_cli_runs_follows_lists_shows_and_cancels_plans(
+    hub: HubProcess, master: Master, deploy, tmp_path: Path
+) -> None:
+    await deploy("cli", "test")
+    task = json.loads(GORCH_EXAMPLE.read_text())
+    for node in task["nodes"]:
+        node["engine"], node["artifact"], node["args"] = "shell", "true", None
+    gorch_file = tmp_path / "task.json"
+    gorch_file.write_text(json.dumps(task))
+    followed = await asyncio.to_thread(run_crc, hub, "plan", "run", "cli", str(gorch_file), "--follow", timeout=60)
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.count("succeeded") == 8 and "done" in followed.stdout
+
+    slow = tmp_path / "slow.json"
+    slow.write_text(json.dumps({"name": "slow", "steps": [
+        {"id": "wait", "target": "test", "command": "sleep 30"},
+        {"id": "after", "target": "test", "command": "true", "depends_on": ["wait"]},
+    ]}))  # fmt: skip
+    started = await asyncio.to_thread(run_crc, hub, "plan", "run", "cli", str(slow))
+    plan_id = started.stdout.strip()
+    assert started.returncode == 0 and len(plan_id) == 32, started.stderr
+    listed = await asyncio.to_thread(run_crc, hub, "plan", "list", "cli")
+    assert plan_id in listed.stdout and "running" in listed.stdout
+    await asyncio.sleep(1.0)
+    cancelled = await asyncio.to_thread(run_crc, hub, "plan", "cancel", "cli", plan_id)
+    assert cancelled.returncode == 0 and cancelled.stdout.count("cancelled") == 2, cancelled.stdout
+    shown = await master.plan("cli", plan_id)
+    assert shown["done"] and {s["gorch_state"] for s in shown["steps"]} == {11}
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    refused = await asyncio.to_thread(run_crc, hub, "plan", "run", "cli", str(bad))
+    assert refused.returncode == 2 and "not valid JSON" in refused.stderr
