@@ -44,6 +44,8 @@ class MsgType(StrEnum):
     PLAN_SHOW = "plan.show"
     PLAN_LIST = "plan.list"
     PLAN_CANCEL = "plan.cancel"
+    MSG_SEND = "msg.send"
+    MSG_RECV = "msg.recv"
     ORDER_SUBMIT = "order.submit"
     ORDER_CANCEL = "order.cancel"
     RESULTS_QUERY = "results.query"
@@ -259,6 +261,28 @@ class PlanCancel(Body):
 
 
 @dataclass(frozen=True)
+class MsgSend(Body):
+    """A named message to the machines a target names (masters and machines alike may send)."""
+
+    TYPE = MsgType.MSG_SEND
+    scenario: str
+    target: str
+    topic: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class MsgRecv(Body):
+    """A machine asks for its next message after ``after`` (of ``topic``, or any): answered when there is one."""
+
+    TYPE = MsgType.MSG_RECV
+    scenario: str
+    topic: str
+    after: int
+    timeout: float
+
+
+@dataclass(frozen=True)
 class MachineRevoke(Body):
     """Remove one machine from a scenario: its key stops working and its sessions close on every replica."""
 
@@ -407,7 +431,8 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
     for cls in (
         Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
         ScenarioDelete, MachineRevoke, MasterRekey, JobPut, JobList, JobShow, JobDelete, KvSet, KvGet,
-        KvWait, PlanSubmit, PlanShow, PlanList, PlanCancel, OrderSubmit, OrderCancel,
+        KvWait, PlanSubmit, PlanShow, PlanList, PlanCancel, MsgSend,
+        MsgRecv, OrderSubmit, OrderCancel,
         ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect,
         SystemReady, OrderAck, OrderStarted, Output, Result,
     )

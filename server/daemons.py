@@ -10,7 +10,7 @@ from typing import Any
 
 from protocol import Envelope, ErrorCode, MsgType, OrderKind, OrderState, ProtocolError, PublicKey, SignedResult
 from protocol.messages import OrderAck, OrderStarted, Output, Reconnect, Result, ResultAck, SystemReady
-from server import futures
+from server import futures, messaging
 from server.connection import Connection
 from server.errors import RequestError
 from server.hub import Hub
@@ -179,4 +179,6 @@ DAEMON_HANDLERS: dict[MsgType, Handler] = {
     MsgType.KV_SET: futures.kv_set,
     MsgType.KV_GET: futures.kv_get,
     MsgType.KV_WAIT: futures.kv_wait,
+    MsgType.MSG_SEND: messaging.msg_send,
+    MsgType.MSG_RECV: messaging.msg_recv,
 }

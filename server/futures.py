@@ -13,7 +13,8 @@ import contextlib
 import re
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from protocol import Envelope, ErrorCode, Role
 from protocol.messages import KvGet, KvSet, KvWait, Response
@@ -24,6 +25,7 @@ from server.store import ScenarioRecord
 if TYPE_CHECKING:
     from server.hub import Hub
 
+T = TypeVar("T")
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
 MAX_VALUE = 64 * 1024
 MAX_TTL = 7 * 24 * 3600.0
@@ -45,6 +47,15 @@ class KeyWaiters:
             event.set()
 
     async def wait(self, hub: Hub, scenario_id: str, key: str, timeout: float) -> bytes | None:
+        async def check() -> bytes | None:
+            return await hub.store.kv_get(scenario_id, key, time.time())
+
+        return await self.until(hub, scenario_id, check, timeout)
+
+    async def until(
+        self, hub: Hub, scenario_id: str, check: Callable[[], Awaitable[T | None]], timeout: float
+    ) -> T | None:
+        """``check()``'s first non-None answer, re-asked whenever the scenario has news, or None after ``timeout``."""
         wake = asyncio.Event()
         first = not self.has(scenario_id)
         self._waiting[scenario_id].add(wake)
@@ -54,7 +65,7 @@ class KeyWaiters:
             deadline = time.monotonic() + timeout
             while True:
                 wake.clear()  # before reading: a set that lands after the read still wakes us
-                value = await hub.store.kv_get(scenario_id, key, time.time())
+                value = await check()
                 remaining = deadline - time.monotonic()
                 if value is not None or remaining <= 0:
                     return value
@@ -67,7 +78,7 @@ class KeyWaiters:
                 await hub.unwatch_scenario(scenario_id)
 
 
-async def _scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
+async def requester_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
     if conn.role is Role.DAEMON:  # a machine's futures are those of its own scenario, whatever it names
         scenario = await hub.store.scenario(conn.scenario_id)
         if scenario is None:
@@ -98,7 +109,7 @@ async def kv_set(hub: Hub, conn: Connection, env: Envelope) -> None:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"a value is at most {MAX_VALUE // 1024} KiB")
     if not 0 <= body.ttl <= MAX_TTL:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"ttl is 0 (none) to {MAX_TTL:.0f} seconds")
-    scenario = await _scenario(hub, conn, body.scenario)
+    scenario = await requester_scenario(hub, conn, body.scenario)
     now = time.time()
     expires = now + body.ttl if body.ttl else None
     await hub.store.kv_set(scenario.id, body.key, body.value, body.ttl or None, now)
@@ -111,7 +122,7 @@ async def kv_get(hub: Hub, conn: Connection, env: Envelope) -> None:
     body = env.body
     assert isinstance(body, KvGet)
     _check_key(body.key)
-    scenario = await _scenario(hub, conn, body.scenario)
+    scenario = await requester_scenario(hub, conn, body.scenario)
     value = await hub.store.kv_get(scenario.id, body.key, time.time())
     if value is None:
         raise RequestError(ErrorCode.NOT_FOUND, f"key {body.key!r} is not set (or expired)", key=body.key)
@@ -125,7 +136,7 @@ async def kv_wait(hub: Hub, conn: Connection, env: Envelope) -> None:
     _check_key(body.key)
     if not 0 < body.timeout <= MAX_WAIT:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"timeout is 0 to {MAX_WAIT:.0f} seconds")
-    scenario = await _scenario(hub, conn, body.scenario)
+    scenario = await requester_scenario(hub, conn, body.scenario)
 
     async def answer() -> None:
         value = await hub.kv_waiters.wait(hub, scenario.id, body.key, body.timeout)

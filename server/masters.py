@@ -27,7 +27,7 @@ from protocol.messages import (
     ScenarioShow,
     master_rekey_payload,
 )
-from server import futures, jobs, plans
+from server import futures, jobs, messaging, plans
 from server.backplane import BackplaneUnavailable
 from server.backplane.base import BROADCAST_CHANNEL
 from server.connection import Connection
@@ -410,6 +410,7 @@ MASTER_HANDLERS: dict[MsgType, Handler] = {
     MsgType.PLAN_SHOW: plans.plan_show,
     MsgType.PLAN_LIST: plans.plan_list,
     MsgType.PLAN_CANCEL: plans.plan_cancel,
+    MsgType.MSG_SEND: messaging.msg_send,
     MsgType.ORDER_SUBMIT: order_submit,
     MsgType.FILE_CHUNK: file_chunk,
     MsgType.ORDER_CANCEL: order_cancel,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -55,6 +56,8 @@ from protocol.messages import (
     KvGet,
     KvSet,
     KvWait,
+    MsgRecv,
+    MsgSend,
     OrderAck,
     OrderStarted,
     Output,
@@ -458,11 +461,34 @@ class Daemon:
                 timeout = float(request.get("timeout") or 60)
                 data = await self.request(KvWait(self.config.scenario, key, timeout), timeout + 15)
                 return {"ok": True, "value": bytes(data["value"]).decode("utf-8", "replace")}
+            if op == "send":
+                payload = str(request.get("data", "")).encode()
+                target, topic = str(request.get("target", "")), str(request.get("topic", ""))
+                sent = await self.request(MsgSend(self.config.scenario, target, topic, payload), 30)
+                return {"ok": True, "to": sent["to"]}
+            if op == "recv":
+                return await self._receive(str(request.get("topic") or ""), float(request.get("timeout") or 60))
         except RemoteError as exc:
             return {"ok": False, "code": exc.code, "error": exc.message}
         except (LinkClosed, ProtocolError, TimeoutError, ValueError) as exc:
             return {"ok": False, "code": "unavailable", "error": f"cannot ask the hub now: {exc}"}
-        return {"ok": False, "code": "invalid_request", "error": f"unknown op {op!r} (set, get or wait)"}
+        return {"ok": False, "code": "invalid_request", "error": f"unknown op {op!r} (set, get, wait, send, recv)"}
+
+    async def _receive(self, topic: str, timeout: float) -> dict[str, Any]:
+        """The next scenario message (of ``topic``, or any); each topic filter keeps its own read position."""
+        cursors_file = self.options.state_dir / "mail-cursors.json"
+        try:
+            cursors: dict[str, int] = json.loads(cursors_file.read_text())
+        except (FileNotFoundError, ValueError):
+            cursors = {}
+        asked = MsgRecv(self.config.scenario, topic, cursors.get(topic, 0), timeout)
+        message = await self.request(asked, timeout + 15)
+        cursors[topic] = int(message["seq"])
+        temp = cursors_file.with_suffix(".tmp")
+        temp.write_text(json.dumps(cursors))
+        os.replace(temp, cursors_file)
+        data = bytes(message["data"]).decode("utf-8", "replace")
+        return {"ok": True, "topic": message["topic"], "sender": message["sender"], "data": data, "seq": message["seq"]}
 
     async def _on_error(self, envelope: Envelope) -> None:
         body = envelope.body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -126,6 +127,44 @@ def kv_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def message_main(op: str, argv: Sequence[str]) -> int:
+    """``crc-daemon send TARGET TOPIC DATA`` / ``crc-daemon recv [TOPIC] [--timeout S]``: scenario messages."""
+    parser = argparse.ArgumentParser(prog=f"crc-daemon {op}")
+    parser.add_argument("--socket", type=Path, help="the daemon's socket (default $CRC_DAEMON_SOCKET)")
+    if op == "send":
+        parser.description = "Send a named message to a machine, a role (role:R) or all machines of the scenario."
+        parser.add_argument("target")
+        parser.add_argument("topic")
+        parser.add_argument("data")
+    else:
+        parser.description = "Print the next scenario message for this machine (of TOPIC, or any), waiting for it."
+        parser.add_argument("topic", nargs="?", default="")
+        parser.add_argument("--timeout", type=float, default=60.0)
+        parser.add_argument("--json", action="store_true", help="print topic, sender and data as JSON")
+    args = parser.parse_args(argv)
+    path = args.socket or Path(os.environ.get("CRC_DAEMON_SOCKET") or current_platform().state_dir / "daemon.sock")
+    if op == "send":
+        request = {"op": "send", "target": args.target, "topic": args.topic, "data": args.data}
+        wait = 0.0
+    else:
+        request, wait = {"op": "recv", "topic": args.topic, "timeout": args.timeout}, args.timeout
+    try:
+        answer = localsocket.call(path, request, timeout=wait + 30)
+    except OSError as exc:
+        print(f"crc-daemon {op}: cannot reach the daemon at {path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not answer.get("ok"):
+        print(f"crc-daemon {op}: {answer.get('code')}: {answer.get('error')}", file=sys.stderr)
+        return 124 if answer.get("code") == "timeout" else 1
+    if op == "send":
+        print(f"sent to {', '.join(answer['to'])}", file=sys.stderr)
+    elif args.json:
+        print(json.dumps({k: answer[k] for k in ("topic", "sender", "data", "seq")}))
+    else:
+        print(answer["data"])
+    return 0
+
+
 async def _run(daemon: Daemon) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -140,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return service_main(argv[1:])
     if argv[:1] == ["kv"]:
         return kv_main(argv[1:])
+    if argv[:1] in (["send"], ["recv"]):
+        return message_main(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     update.launch(args.state_dir, argv)  # may exec another installed build (self-update) and never return
     logging.basicConfig(level=args.log_level, format="%(asctime)s crc-daemon %(levelname)s %(message)s")

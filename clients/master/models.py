@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from clients.master.targeting import select
 from protocol import Identity, OrderState, ProtocolError, PublicKey, SignedResult
+from protocol.targeting import select
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Scenario:
         raise KeyError(f"scenario {self.name!r} has no machine {name!r}")
 
     def select(self, target: str) -> list[MachineInfo]:
-        """The machines a target names (``clients.master.targeting``: names, ``role:``, ``label:``, globs, lists).
+        """The machines a target names (``protocol.targeting``: names, ``role:``, ``label:``, globs, lists).
 
         Raises:
             KeyError: a plainly named machine is not in the scenario.

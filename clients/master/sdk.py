@@ -56,6 +56,7 @@ from protocol.messages import (
     KvWait,
     MachineRevoke,
     MasterRekey,
+    MsgSend,
     OrderCancel,
     OrderSubmit,
     Output,
@@ -691,7 +692,7 @@ class Master:
         wait: bool = True,
         fanout: FanOut | None = None,
     ) -> list[CommandResult]:
-        """Run a shell command on the target machines (a target: see ``clients.master.targeting``).
+        """Run a shell command on the target machines (a target: see ``protocol.targeting``).
 
         Args:
             timeout: the command's own time limit on the machine (killed with its whole process group).
@@ -752,6 +753,14 @@ class Master:
                     raise MasterError(f"plan {plan_id} not done after {timeout:.0f} s")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._next_event(consumer, {"plan_finished"}), min(remaining, 5.0))
+
+    # scenario messages
+    async def send_message(self, scenario: str, target: str, topic: str, data: bytes | str) -> list[str]:
+        """Send a named message to the machines ``target`` names; returns their names. Each gets its messages in
+        order; one that is offline finds them when it returns (``crc-daemon recv`` on the machine)."""
+        payload = data.encode() if isinstance(data, str) else data
+        answer = await self.request(MsgSend(scenario, target, topic, payload), scenario=scenario)
+        return list(answer["to"])
 
     # futures
     async def kv_set(self, scenario: str, key: str, value: bytes | str, *, ttl: float = 0.0) -> None:

@@ -144,6 +144,20 @@ class PlanRecord:
 
 
 @dataclass(frozen=True)
+class MessageRecord:
+    """A scenario message in one machine's mailbox; ``seq`` orders that mailbox."""
+
+    seq: int
+    topic: str
+    sender: str  # a machine name, or "" for the master
+    data: bytes
+    ts: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"seq": self.seq, "topic": self.topic, "sender": self.sender, "data": self.data, "ts": self.ts}
+
+
+@dataclass(frozen=True)
 class EventRecord:
     scenario_id: str
     cursor: int
@@ -210,6 +224,17 @@ class Store(ABC):
     @abstractmethod
     async def open_plans(self) -> list[PlanRecord]:
         """Plans not done yet, of every scenario (to resume after a restart)."""
+
+    # scenario messages
+    @abstractmethod
+    async def post_message(
+        self, scenario_id: str, machine_ids: list[str], topic: str, sender: str, data: bytes, now: float
+    ) -> None:
+        """Append a message to each machine's mailbox (in one go)."""
+
+    @abstractmethod
+    async def messages_after(self, machine_id: str, after: int, topic: str, limit: int) -> list[MessageRecord]:
+        """The machine's messages numbered above ``after`` (of ``topic`` only, unless it is '')."""
 
     # futures (per-scenario keys)
     @abstractmethod

@@ -13,6 +13,8 @@ Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` 
     P:{sc:S}:inboxes       set     the machines that have an inbox key
     P:{sc:S}:kv:K          string  a future's value (with a TTL when it has one); gone with the scenario
     P:{sc:S}:kvs           set     the keys that were set (so deleting the scenario finds them)
+    P:{sc:S}:mail:M        stream  machine M's scenario messages (entry ids ``<seq>-0``: topic, sender, data, ts)
+    P:{sc:S}:mailboxes     set     the machines with a mailbox key
     P:{sc:S}:plan:ID       string  a plan (spec, signed orders, step states)*
     P:{sc:S}:plans         zset    the scenario's plan ids by creation time
     P:idx:plans            hash    plan id -> scenario id
@@ -74,6 +76,7 @@ from server.store.base import (
     MachineSpec,
     MachineStatus,
     MasterRecord,
+    MessageRecord,
     OrderRecord,
     PlanRecord,
     ScenarioRecord,
@@ -87,6 +90,8 @@ _KEYS_LUA = """
 local P = ARGV[1]
 local function sc_key(sc, suffix) return P .. ':{sc:' .. sc .. '}:' .. suffix end
 """
+
+SEQ_SPLIT = 1_000_000  # a mailbox message's seq: stream id <ms>-<n> as ms * SEQ_SPLIT + n
 
 # KEYS: masters, master names. ARGV: name, id, packed record.
 # Returns {0} enrolled, {1, packed} already enrolled under that name, {2} the key is enrolled under another name.
@@ -160,6 +165,10 @@ for _, o in ipairs(redis.call('ZRANGE', sc_key(sc, 'orders'), 0, -1)) do
   redis.call('DEL', sc_key(sc, 'order:' .. o), sc_key(sc, 'chunks:' .. o))
   redis.call('HDEL', KEYS[2], o)
 end
+for _, m in ipairs(redis.call('SMEMBERS', sc_key(sc, 'mailboxes'))) do
+  redis.call('DEL', sc_key(sc, 'mail:' .. m))
+end
+redis.call('DEL', sc_key(sc, 'mailboxes'))
 for _, k in ipairs(redis.call('SMEMBERS', sc_key(sc, 'kvs'))) do
   redis.call('DEL', sc_key(sc, 'kv:' .. k))
 end
@@ -521,6 +530,41 @@ class RedisStore(Store):
             index = await self._hgetall(f"{self.prefix}:idx:open-plans")
             found = [await self._plan_in(_text(sc), _text(pid)) for pid, sc in index.items()]
         return sorted((p for p in found if p is not None), key=lambda p: (p.created, p.id))
+
+    # scenario messages
+    async def post_message(
+        self, scenario_id: str, machine_ids: list[str], topic: str, sender: str, data: bytes, now: float
+    ) -> None:
+        with self._errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for machine_id in machine_ids:
+                    fields = {"topic": topic, "sender": sender, "data": data, "ts": _number(now)}
+                    pipe.xadd(self._sc(scenario_id, f"mail:{machine_id}"), fields)  # type: ignore[arg-type]
+                    pipe.sadd(self._sc(scenario_id, "mailboxes"), machine_id)
+                await pipe.execute()
+
+    async def messages_after(self, machine_id: str, after: int, topic: str, limit: int) -> list[MessageRecord]:
+        with self._errors():
+            scenario_id = await self._hget(self._machine_index, machine_id)
+            if scenario_id is None:
+                return []
+            key = self._sc(_text(scenario_id), f"mail:{machine_id}")
+            found: list[MessageRecord] = []
+            # Stream ids are <ms>-<n>; a message's seq packs both, so seqs order a mailbox like its ids.
+            start = f"({after // SEQ_SPLIT}-{after % SEQ_SPLIT}" if after else "-"
+            while len(found) < limit:
+                entries = await self._xrange(key, start, count=max(limit, 100))
+                if not entries:
+                    break
+                for entry_id, fields in entries:
+                    ms, n = (int(part) for part in _text(entry_id).split("-"))
+                    kind, sender = _text(fields[b"topic"]), _text(fields[b"sender"])
+                    if not topic or kind == topic:
+                        found.append(
+                            MessageRecord(ms * SEQ_SPLIT + n, kind, sender, fields[b"data"], float(fields[b"ts"]))
+                        )
+                start = f"({_text(entries[-1][0])}"
+        return found[:limit]
 
     # futures
     async def kv_set(self, scenario_id: str, key: str, value: bytes, ttl: float | None, now: float) -> None:

@@ -23,6 +23,7 @@ from server.store.base import (
     MachineSpec,
     MachineStatus,
     MasterRecord,
+    MessageRecord,
     OrderRecord,
     PlanRecord,
     ScenarioRecord,
@@ -58,6 +59,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS plans (
     id TEXT PRIMARY KEY, scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE, data BLOB NOT NULL,
     done INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE,
+    machine_id TEXT NOT NULL, topic TEXT NOT NULL, sender TEXT NOT NULL, data BLOB NOT NULL, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_by_machine ON messages (machine_id, seq);
 CREATE TABLE IF NOT EXISTS kv (
     scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE, key TEXT NOT NULL, value BLOB NOT NULL,
     expires REAL, PRIMARY KEY (scenario_id, key));
@@ -225,6 +230,26 @@ class SqliteStore(Store):
     async def open_plans(self) -> list[PlanRecord]:
         query = "SELECT data FROM plans WHERE done = 0 ORDER BY created, id"
         return [PlanRecord(**_unpack(r[0], {})) for r in self._read(lambda db: db.execute(query).fetchall())]
+
+    # scenario messages
+    async def post_message(
+        self, scenario_id: str, machine_ids: list[str], topic: str, sender: str, data: bytes, now: float
+    ) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO messages (scenario_id, machine_id, topic, sender, data, ts) VALUES (?, ?, ?, ?, ?, ?)",
+                [(scenario_id, m, topic, sender, data, now) for m in machine_ids],
+            )
+
+    async def messages_after(self, machine_id: str, after: int, topic: str, limit: int) -> list[MessageRecord]:
+        query = "SELECT seq, topic, sender, data, ts FROM messages WHERE machine_id = ? AND seq > ?"
+        params: list[Any] = [machine_id, after]
+        if topic:
+            query += " AND topic = ?"
+            params.append(topic)
+        query += " ORDER BY seq LIMIT ?"
+        rows = self._read(lambda db: db.execute(query, (*params, limit)).fetchall())
+        return [MessageRecord(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 
     # futures
     async def kv_set(self, scenario_id: str, key: str, value: bytes, ttl: float | None, now: float) -> None:

@@ -139,6 +139,24 @@ async def test_the_master_id_is_the_fingerprint_of_its_key(store: Store) -> None
 
 
 # scenarios and machines
+async def test_messages_wait_in_each_machines_mailbox_in_order(store: Store) -> None:
+    web, db = machine("web"), machine("db")
+    shop = await store.create_scenario("alice", "shop", [web, db], NOW)
+    await store.post_message(shop.id, [web.id, db.id], "deploy", "", b"v1", NOW)
+    await store.post_message(shop.id, [web.id], "config", "db", b"port=5432", NOW + 1)
+    await store.post_message(shop.id, [web.id], "deploy", "", b"v2", NOW + 2)
+    mail = await store.messages_after(web.id, 0, "", 10)
+    assert [(m.topic, m.sender, m.data) for m in mail] == [("deploy", "", b"v1"), ("config", "db", b"port=5432"),
+                                                            ("deploy", "", b"v2")]  # fmt: skip
+    assert [m.seq for m in mail] == sorted(m.seq for m in mail) and len({m.seq for m in mail}) == 3
+    assert [m.data for m in await store.messages_after(web.id, mail[0].seq, "deploy", 10)] == [b"v2"]
+    assert [m.data for m in await store.messages_after(web.id, 0, "deploy", 1)] == [b"v1"]
+    assert [m.data for m in await store.messages_after(db.id, 0, "", 10)] == [b"v1"]
+    assert await store.messages_after(web.id, mail[-1].seq, "", 10) == []
+    await store.delete_scenario(shop.id)
+    assert await store.messages_after(web.id, 0, "", 10) == []
+
+
 async def test_plans_are_stored_updated_listed_and_resumable(store: Store) -> None:
     from server.store import PlanRecord
 

@@ -6,7 +6,7 @@ import pytest
 
 from clients.master.fanout import SKIPPED, TIMED_OUT, FanOut, Summary, amount
 from clients.master.models import CommandResult, MachineInfo
-from clients.master.targeting import UnknownMachine, select
+from protocol.targeting import UnknownMachine, select
 
 
 def machine(name: str, role: str, **labels: str) -> MachineInfo:

@@ -1,0 +1,67 @@
+"""Scenario messages: a master or a machine sends a named message to one machine, a role, or the whole scenario
+(any target, ``protocol.targeting``); each receiving machine gets its messages in order, and one that was
+offline finds them in its mailbox when it returns (``crc-daemon recv``). The daemon keeps its read position.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from protocol import Envelope, ErrorCode, Role
+from protocol.messages import MsgRecv, MsgSend, Response
+from protocol.targeting import UnknownMachine, select
+from server.connection import Connection
+from server.errors import RequestError
+from server.futures import MAX_VALUE, MAX_WAIT, requester_scenario
+from server.store import MessageRecord
+
+if TYPE_CHECKING:
+    from server.hub import Hub
+
+TOPIC_MAX = 128
+
+
+async def msg_send(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, MsgSend)
+    if not body.topic or len(body.topic) > TOPIC_MAX or not body.topic.isprintable():
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"a topic is 1-{TOPIC_MAX} printable characters")
+    if len(body.data) > MAX_VALUE:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"a message carries at most {MAX_VALUE // 1024} KiB")
+    scenario = await requester_scenario(hub, conn, body.scenario)
+    machines = await hub.store.machines(scenario.id)
+    try:
+        targets = select(machines, body.target)
+    except UnknownMachine as exc:
+        raise RequestError(ErrorCode.NOT_FOUND, str(exc.args[0])) from None
+    if not targets:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"target {body.target!r} matches no machine")
+    sender = conn.machine_name if conn.role is Role.DAEMON else ""
+    await hub.store.post_message(scenario.id, [m.id for m in targets], body.topic, sender, body.data, time.time())
+    names = [m.name for m in targets]
+    await hub.emit(scenario.id, "message_sent", sender, {"topic": body.topic, "to": names, "size": len(body.data)})
+    conn.send(Response({"to": names}), reply_to=env.id)
+
+
+async def msg_recv(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """A machine's next message (answered later, from a task: the session goes on meanwhile)."""
+    body = env.body
+    assert isinstance(body, MsgRecv)
+    if conn.role is not Role.DAEMON:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "only machines have mailboxes")
+    if not 0 <= body.timeout <= MAX_WAIT:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"timeout is 0 to {MAX_WAIT:.0f} seconds")
+
+    async def check() -> MessageRecord | None:
+        found = await hub.store.messages_after(conn.id, body.after, body.topic, 1)
+        return found[0] if found else None
+
+    async def answer() -> None:
+        message = await hub.kv_waiters.until(hub, conn.scenario_id, check, body.timeout)
+        if message is None:
+            conn.reply_error(env, ErrorCode.TIMEOUT, f"no message{' on ' + body.topic if body.topic else ''} in time")
+        else:
+            conn.send(Response(message.to_wire()), reply_to=env.id)
+
+    hub.spawn(answer(), name=f"msg-recv-{conn.id}")
