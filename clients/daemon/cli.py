@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from clients.daemon import localsocket, update
 from clients.daemon.agent import DAEMON_VERSION, Daemon, DaemonOptions, Revoked
@@ -92,6 +93,19 @@ def service_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _ask_daemon(command: str, path: Path, request: dict[str, Any], wait: float) -> dict[str, Any] | int:
+    """The local daemon's answer, or the exit status after saying why there is none (124: timed out)."""
+    try:
+        answer = localsocket.call(path, request, timeout=wait + 30)
+    except OSError as exc:
+        print(f"crc-daemon {command}: cannot reach the daemon at {path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not answer.get("ok"):
+        print(f"crc-daemon {command}: {answer.get('code')}: {answer.get('error')}", file=sys.stderr)
+        return 124 if answer.get("code") == "timeout" else 1
+    return answer
+
+
 def kv_main(argv: Sequence[str]) -> int:
     """``crc-daemon kv set|get|wait``: futures for scripts on this machine, through the local daemon."""
     parser = argparse.ArgumentParser(prog="crc-daemon kv", description="Per-scenario keys, through the local daemon.")
@@ -114,14 +128,9 @@ def kv_main(argv: Sequence[str]) -> int:
         request.update(value=args.value, ttl=args.ttl)
     if args.op == "wait":
         request["timeout"] = args.timeout
-    try:
-        answer = localsocket.call(path, request, timeout=(args.timeout if args.op == "wait" else 0) + 30)
-    except OSError as exc:
-        print(f"crc-daemon kv: cannot reach the daemon at {path}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    if not answer.get("ok"):
-        print(f"crc-daemon kv: {answer.get('code')}: {answer.get('error')}", file=sys.stderr)
-        return 124 if answer.get("code") == "timeout" else 1
+    answer = _ask_daemon("kv", path, request, args.timeout if args.op == "wait" else 0.0)
+    if isinstance(answer, int):
+        return answer
     if "value" in answer:
         print(answer["value"])
     return 0
@@ -148,14 +157,9 @@ def message_main(op: str, argv: Sequence[str]) -> int:
         wait = 0.0
     else:
         request, wait = {"op": "recv", "topic": args.topic, "timeout": args.timeout}, args.timeout
-    try:
-        answer = localsocket.call(path, request, timeout=wait + 30)
-    except OSError as exc:
-        print(f"crc-daemon {op}: cannot reach the daemon at {path}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    if not answer.get("ok"):
-        print(f"crc-daemon {op}: {answer.get('code')}: {answer.get('error')}", file=sys.stderr)
-        return 124 if answer.get("code") == "timeout" else 1
+    answer = _ask_daemon(op, path, request, wait)
+    if isinstance(answer, int):
+        return answer
     if op == "send":
         print(f"sent to {', '.join(answer['to'])}", file=sys.stderr)
     elif args.json:

@@ -227,6 +227,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
             wait_timeout=args.timeout, wait=not args.no_wait,
             on_output=None if args.json else _printer(len(machines) > 1), fanout=fanout,
         )  # fmt: skip
+    return _finish_run(args, results)
+
+
+def _finish_run(args: argparse.Namespace, results: list[CommandResult]) -> int:
+    """What ``crc run`` and ``crc job run`` print and exit with."""
     if args.no_wait:
         for r in results:
             print(f"{r.machine}\t{r.order_id}\t{r.status}")
@@ -286,14 +291,7 @@ async def cmd_job_run(args: argparse.Namespace) -> int:
             args.scenario, args.target, args.name, wait_timeout=args.timeout, wait=not args.no_wait, fanout=fanout,
             on_output=None if args.json else _printer(len(machines) > 1),
         )  # fmt: skip
-    if args.no_wait:
-        for r in results:
-            print(f"{r.machine}\t{r.order_id}\t{r.status}")
-        return 0
-    _report(results, json_out=args.json, quiet_ok=True)
-    if len(results) > 1 and not args.json:
-        print(f"{args.target}: {Summary.of(results).line()}", file=sys.stderr)
-    return _exit_code(results)
+    return _finish_run(args, results)
 
 
 async def cmd_job_runs(args: argparse.Namespace) -> int:
