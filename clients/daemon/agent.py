@@ -175,6 +175,7 @@ class Daemon:
                 await self.link.close()
             if local is not None:
                 local.close()
+                self.socket_path.unlink(missing_ok=True)
             self.journal.close()
 
     async def _trial_deadline(self) -> None:
