@@ -18,6 +18,7 @@ from server.backplane import Backplane, LocalBackplane
 from server.boot import add_boot_routes
 from server.dist import add_dist_routes
 from server.hub import Hub
+from server.metrics import add_metrics_route
 from server.settings import HubSettings
 from server.store import SqliteStore, Store
 from server.tls import fingerprint, server_context
@@ -73,6 +74,7 @@ def create_app(
     add_admin_routes(app)
     add_boot_routes(app)
     add_dist_routes(app, settings.dist_dir)
+    add_metrics_route(app)
 
     async def on_startup(app: web.Application) -> None:
         # Alone, this hub knows nobody is connected yet; among replicas, presence keys with a TTL say who is.

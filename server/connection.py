@@ -57,6 +57,10 @@ class Connection:
         return self.peer.client_id
 
     @property
+    def outbox_size(self) -> int:
+        return self._outbox.qsize()
+
+    @property
     def role(self) -> Role:
         return self.peer.role
 

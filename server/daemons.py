@@ -111,6 +111,8 @@ async def result(hub: Hub, conn: Connection, env: Envelope) -> None:
         stored = await hub.store.store_result(
             signed.order_id, signed.status, _bounded(signed, hub.settings.output_limit), time.time()
         )
+        if stored and signed.started is not None and signed.finished is not None:
+            hub.metrics.command_duration.observe(max(0.0, signed.finished - signed.started))
         if stored and order.kind == OrderKind.ROTATE_KEY.value and signed.status is OrderState.SUCCEEDED:
             await _rotate_key(hub, conn, signed)
         if stored:

@@ -24,6 +24,7 @@ from server.backplane.base import BROADCAST_CHANNEL, replica_channel, scenario_c
 from server.connection import Connection
 from server.futures import KeyWaiters
 from server.guard import AdmissionGuard
+from server.metrics import HubMetrics
 from server.settings import HubSettings
 from server.store import EventRecord, MachineStatus, ScenarioRecord, Store, StoreError
 
@@ -107,6 +108,7 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         self.kv_waiters = KeyWaiters()
         self.plan_runners: dict[str, Any] = {}  # plan id -> server.plans.PlanRunner
+        self.metrics = HubMetrics(self)
         self._background: set[asyncio.Task[None]] = set()
 
     @property

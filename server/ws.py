@@ -124,6 +124,7 @@ async def _dispatch(hub: Hub, conn: Connection, envelope: Envelope) -> None:
         return
     if envelope.type is MsgType.PONG:
         return  # receiving it already refreshed the peer's heartbeat
+    hub.metrics.messages.labels(type=envelope.type.value).inc()
     handler = _HANDLERS[conn.role].get(envelope.type)
     if handler is None:
         conn.reply_error(envelope, ErrorCode.INVALID_REQUEST, f"a {conn.role.value} may not send {envelope.type.value}")
@@ -135,6 +136,7 @@ async def _dispatch(hub: Hub, conn: Connection, envelope: Envelope) -> None:
     except ProtocolError as exc:
         conn.reply_error(envelope, exc.code, exc.message, **exc.details)
     except (StoreError, BackplaneUnavailable) as exc:
+        hub.metrics.backend_errors.labels(backend="store" if isinstance(exc, StoreError) else "backplane").inc()
         log.error("could not handle %s from %s: %s", envelope.type.value, conn.id, exc)
         conn.reply_error(envelope, ErrorCode.UNAVAILABLE, f"the hub cannot store or route this right now: {exc}")
 
@@ -159,6 +161,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         hub.guard.pending -= 1
     if shaken is None:
         hub.guard.failed(source, time.monotonic())
+        hub.metrics.handshake_failures.inc()
         return ws
     session, peer = shaken
     conn = Connection(ws, session, peer, hub.id)
