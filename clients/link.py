@@ -51,6 +51,49 @@ def hub_ws_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
+def hub_http_url(url: str) -> str:
+    """The base of the hub's HTTP endpoints for any accepted hub URL: ``http(s)://host:port[/prefix]``."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    path = parts.path.rstrip("/").removesuffix(WS_PATH).rstrip("/")
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+async def pinned_self_signed_pem(url: str, pin: str, timeout: float = 15.0) -> str:
+    """The hub's certificate as PEM when it matches ``pin`` and is self-signed (so clients can trust exactly
+    it); '' for plain HTTP, no pin, or a CA-signed certificate (the system's CAs vouch for that one).
+
+    Raises:
+        PinMismatch: the certificate is not the pinned one.
+        OSError / TimeoutError: the hub cannot be reached.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    parts = urlsplit(hub_http_url(url))
+    if parts.scheme != "https" or not pin:
+        return ""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the pin is checked below instead
+    _reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context), timeout
+    )
+    try:
+        der: bytes = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    actual = "sha256:" + hashlib.sha256(der).hexdigest()
+    if actual != pin.strip().lower():
+        raise PinMismatch(f"the hub's certificate is {actual}, not the pinned {pin}")
+    cert = x509.load_der_x509_certificate(der)
+    if cert.issuer != cert.subject:
+        return ""
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 

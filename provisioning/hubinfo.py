@@ -5,30 +5,17 @@ Both are fetched over the same trust as the master's own session: with a pin, th
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
 import json
 import ssl
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from clients.link import PinMismatch
+from clients.link import PinMismatch, hub_http_url, pinned_self_signed_pem
 from provisioning.startup import WheelRef
 
 
 class HubInfoError(RuntimeError):
     """The hub cannot give what provisioning needs (no daemon wheel, unreachable, wrong certificate)."""
-
-
-def hub_http_url(url: str) -> str:
-    """``http(s)://host:port`` for any accepted hub URL (ws://, wss://, with or without /v1/ws)."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, "", "", ""))
 
 
 def _client_ssl(url: str, pin: str, ca_file: str | None) -> ssl.SSLContext | aiohttp.Fingerprint | bool:
@@ -78,26 +65,4 @@ async def self_signed_certificate(hub_url: str, pin: str) -> str:
     Raises:
         PinMismatch: the certificate is not the pinned one.
     """
-    parts = urlsplit(hub_http_url(hub_url))
-    if parts.scheme != "https" or not pin:
-        return ""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the pin is checked below instead
-    _reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context), 15
-    )
-    try:
-        ssl_object = writer.get_extra_info("ssl_object")
-        der: bytes = ssl_object.getpeercert(binary_form=True)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError):
-            await writer.wait_closed()
-    actual = "sha256:" + hashlib.sha256(der).hexdigest()
-    if actual != pin.lower():
-        raise PinMismatch(f"the hub's certificate is {actual}, not the pinned {pin}")
-    cert = x509.load_der_x509_certificate(der)
-    if cert.issuer != cert.subject:
-        return ""
-    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return await pinned_self_signed_pem(hub_url, pin)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from clients.daemon.config import DaemonConfig, render_config
+from clients.link import hub_http_url
 from protocol.boot import report_key
 
 WHEEL_NAME = re.compile(r"^[A-Za-z0-9_.+-]+\.whl$")
@@ -54,11 +55,7 @@ class StartupParams:
     @property
     def hub_http(self) -> str:
         """The hub's HTTP(S) base URL (the config may name it ws:// or wss://)."""
-        hub = self.config.hub.rstrip("/")
-        for ws, http in (("ws://", "http://"), ("wss://", "https://")):
-            if hub.startswith(ws):
-                hub = http + hub[len(ws) :]
-        return hub.removesuffix("/v1/ws")
+        return hub_http_url(self.config.hub)
 
 
 def _template(name: str) -> str:

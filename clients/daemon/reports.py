@@ -12,18 +12,10 @@ import time
 import aiohttp
 
 from clients.daemon.config import DaemonConfig
+from clients.link import hub_http_url
 from protocol.boot import BootReport, BootStatus, report_key
 
 log = logging.getLogger(__name__)
-
-
-def hub_http_base(hub: str) -> str:
-    """``http(s)://host:port`` of a hub URL given as http(s):// or ws(s)://, with or without ``/v1/ws``."""
-    base = hub.rstrip("/").removesuffix("/v1/ws")
-    for ws, http in (("ws://", "http://"), ("wss://", "https://")):
-        if base.startswith(ws):
-            base = http + base[len(ws) :]
-    return base
 
 
 def client_ssl(config: DaemonConfig) -> aiohttp.Fingerprint | bool:
@@ -41,7 +33,7 @@ async def report_step(config: DaemonConfig, step: str, status: BootStatus, detai
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session,
             session.post(
-                f"{hub_http_base(config.hub)}/v1/boot", data=report.detail, headers=headers, ssl=client_ssl(config)
+                f"{hub_http_url(config.hub)}/v1/boot", data=report.detail, headers=headers, ssl=client_ssl(config)
             ) as answer,
         ):
             if answer.status == 202:

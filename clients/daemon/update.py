@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import json
 import os
-import ssl
 import sys
 import tempfile
 import time
@@ -37,11 +36,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from clients.daemon.config import DaemonConfig
-from clients.daemon.reports import client_ssl, hub_http_base
+from clients.daemon.reports import client_ssl
+from clients.link import PinMismatch, hub_http_url, pinned_self_signed_pem
 
 EXIT_RESTART = 75  # "restart me": systemd (Restart=always) and the process-mode supervisor both do
 TRIAL_ENV = "CRC_DAEMON_TRIAL"
@@ -175,7 +173,7 @@ async def install(config: DaemonConfig, state_dir: Path, wheel: str, sha256: str
     Raises:
         UpdateError: with what failed (and pip's last lines).
     """
-    base = hub_http_base(config.hub)
+    base = hub_http_url(config.hub)
     venv = Path(sys.prefix).parent / f"venv-{sha256[:12]}"
     with tempfile.TemporaryDirectory(prefix="crc-update-", dir=state_dir) as scratch:
         wheel_path = Path(scratch) / wheel
@@ -221,31 +219,19 @@ async def _download(url: str, path: Path, sha256: str, config: DaemonConfig) -> 
 
 async def _pip_trust(config: DaemonConfig, scratch: Path) -> list[str]:
     """pip's options to reach the hub: trust a plain-HTTP host, or its pinned self-signed certificate."""
-    parts = urlsplit(hub_http_base(config.hub))
+    parts = urlsplit(hub_http_url(config.hub))
     if parts.scheme == "http":
         return ["--trusted-host", parts.hostname or ""]
-    if not config.hub_pin:
-        return []
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the pin is checked below instead
     try:
-        _reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context), 15
-        )
+        hub_pem = await pinned_self_signed_pem(config.hub, config.hub_pin)
+    except PinMismatch:
+        raise UpdateError("the hub's certificate does not match the pinned one; not installing anything") from None
     except (OSError, TimeoutError) as exc:
         raise UpdateError(f"cannot reach the hub for its certificate: {exc}") from exc
-    der: bytes = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-    writer.close()
-    with contextlib.suppress(OSError, ssl.SSLError):
-        await writer.wait_closed()
-    if "sha256:" + hashlib.sha256(der).hexdigest() != config.hub_pin.lower():
-        raise UpdateError("the hub's certificate does not match the pinned one; not installing anything")
-    cert = x509.load_der_x509_certificate(der)
-    if cert.issuer != cert.subject:
-        return []  # CA-signed: the system's CAs vouch for it
+    if not hub_pem:
+        return []  # no pin, or CA-signed: the system's CAs vouch for it
     pem = scratch / "hub.pem"
-    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_text(hub_pem)
     return ["--cert", str(pem)]
 
 

@@ -535,15 +535,19 @@ class Master:
     async def cancel(self, scenario: str, order_id: str) -> str:
         return str((await self.request(OrderCancel(scenario, order_id), scenario=scenario))["state"])
 
+    async def _order_records(self, scenario: str, order_ids: list[str]) -> list[dict[str, Any]]:
+        """The hub's order records (all, or ``order_ids``), a page at a time: results carry output."""
+        data = await self.request(ResultsQuery(scenario, order_ids), scenario=scenario)
+        orders = list(data["orders"])
+        while data.get("next", -1) > 0:
+            data = await self.request(ResultsQuery(scenario, order_ids, skip=int(data["next"])), scenario=scenario)
+            orders += data["orders"]
+        return orders
+
     async def results(self, scenario: str, order_ids: Sequence[str] | None = None) -> list[CommandResult]:
         """Stored results (and states of unfinished orders), daemon signatures checked."""
         sc = await self._known(scenario)
-        wanted = list(order_ids or [])
-        data = await self.request(ResultsQuery(scenario, wanted), scenario=scenario)
-        orders = list(data["orders"])
-        while data.get("next", -1) > 0:  # a page at a time: results carry output
-            data = await self.request(ResultsQuery(scenario, wanted, skip=int(data["next"])), scenario=scenario)
-            orders += data["orders"]
+        orders = await self._order_records(scenario, list(order_ids or []))
         by_id = {m.id: m for m in sc.machines}
         if any(o["machine"] not in by_id for o in orders):
             sc = await self.scenario(scenario)
@@ -829,11 +833,7 @@ class Master:
 
     async def job_runs(self, scenario: str, name: str | None = None) -> list[JobRun]:
         """Every run of stored jobs in the scenario (or of one job), oldest first, per machine."""
-        data = await self.request(ResultsQuery(scenario, []), scenario=scenario)
-        orders = list(data["orders"])
-        while data.get("next", -1) > 0:
-            data = await self.request(ResultsQuery(scenario, [], skip=int(data["next"])), scenario=scenario)
-            orders += data["orders"]
+        orders = await self._order_records(scenario, [])
         sc = await self._known(scenario)
         by_id = {m.id: m for m in sc.machines}
         runs = []
