@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     ALREADY_EXISTS = "already_exists"
     FORBIDDEN = "forbidden"
+    UNAUTHORIZED = "unauthorized"  # REST: no access token, or one that is unknown, revoked or expired
     INVALID_REQUEST = "invalid_request"
     REVOKED = "revoked"
     INTERNAL = "internal"

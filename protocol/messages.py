@@ -46,6 +46,9 @@ class MsgType(StrEnum):
     PLAN_CANCEL = "plan.cancel"
     MSG_SEND = "msg.send"
     MSG_RECV = "msg.recv"
+    TOKEN_CREATE = "token.create"
+    TOKEN_LIST = "token.list"
+    TOKEN_REVOKE = "token.revoke"
     ORDER_SUBMIT = "order.submit"
     ORDER_CANCEL = "order.cancel"
     RESULTS_QUERY = "results.query"
@@ -226,6 +229,33 @@ class KvWait(Body):
     scenario: str
     key: str
     timeout: float
+
+
+@dataclass(frozen=True)
+class TokenCreate(Body):
+    """Register an access token the master made (``protocol.tokens``): the hub keeps only the secret's hash and,
+    for operators, the master-signed delegation and the delegate key sealed under the secret."""
+
+    TYPE = MsgType.TOKEN_CREATE
+    token_id: str
+    role: str  # viewer | operator
+    scenario: str  # "" = every scenario of this master
+    expires: float  # 0 = never
+    secret_hash: str
+    label: str = ""
+    delegation: dict[str, Any] | None = None
+    sealed_key: bytes = b""
+
+
+@dataclass(frozen=True)
+class TokenList(Body):
+    TYPE = MsgType.TOKEN_LIST
+
+
+@dataclass(frozen=True)
+class TokenRevoke(Body):
+    TYPE = MsgType.TOKEN_REVOKE
+    token_id: str
 
 
 @dataclass(frozen=True)
@@ -432,7 +462,7 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
         Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
         ScenarioDelete, MachineRevoke, MasterRekey, JobPut, JobList, JobShow, JobDelete, KvSet, KvGet,
         KvWait, PlanSubmit, PlanShow, PlanList, PlanCancel, MsgSend,
-        MsgRecv, OrderSubmit, OrderCancel,
+        MsgRecv, TokenCreate, TokenList, TokenRevoke, OrderSubmit, OrderCancel,
         ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect,
         SystemReady, OrderAck, OrderStarted, Output, Result,
     )

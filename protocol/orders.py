@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from protocol.delegation import Delegation
 from protocol.envelope import pack
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.identity import Identity, PublicKey
@@ -27,6 +28,10 @@ class OrderKind(StrEnum):
     UPDATE = "update"  # install another daemon build from the hub's /v1/dist/ and restart into it
     ROTATE_KEY = "rotate_key"  # make a new key pair (on the machine) and switch to it; the machine id stays
     TRUST_MASTER = "trust_master"  # from now on obey orders signed by this master key instead (master rotation)
+
+
+# What an access token's delegate key may sign (protocol.delegation): never key or trust changes, never updates.
+DELEGABLE_KINDS = frozenset({OrderKind.EXEC, OrderKind.PUT_FILE, OrderKind.HOSTS})
 
 
 class OrderState(StrEnum):
@@ -80,17 +85,27 @@ class Order:
     expires: float
     master: str
     signature: bytes = b""
+    delegation: Delegation | None = None  # set when an access token's delegate key signed it, not the master
 
     def signing_payload(self) -> bytes:
-        return pack(
-            ["crc-order-v1", self.scenario, self.machine, self.id, self.kind.value, canonical(self.body),
-             float(self.expires), self.master]
-        )  # fmt: skip
+        fields = ["crc-order-v1", self.scenario, self.machine, self.id, self.kind.value, canonical(self.body),
+                  float(self.expires), self.master]  # fmt: skip
+        if self.delegation is not None:
+            fields += ["delegated", self.delegation.token]
+        return pack(fields)
 
     def signed(self, master: Identity) -> Order:
         """This order with the master's signature."""
         unsigned = Order(self.id, self.scenario, self.machine, self.kind, self.body, self.expires, master.id)
         return Order(**{**unsigned.__dict__, "signature": master.sign(unsigned.signing_payload())})
+
+    def signed_by_delegate(self, delegate: Identity, delegation: Delegation) -> Order:
+        """This order signed by an access token's delegate key, carrying the master's delegation."""
+        if self.kind not in DELEGABLE_KINDS:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"an access token cannot sign {self.kind.value} orders")
+        unsigned = Order(self.id, self.scenario, self.machine, self.kind, self.body, self.expires, delegation.master,
+                         delegation=delegation)  # fmt: skip
+        return Order(**{**unsigned.__dict__, "signature": delegate.sign(unsigned.signing_payload())})
 
     def verify(self, master_key: PublicKey, machine_id: str, scenario: str, now: float) -> None:
         """What a daemon checks before doing anything.
@@ -101,17 +116,25 @@ class Order:
         """
         if self.master != master_key.id:
             raise ProtocolError(ErrorCode.BAD_SIGNATURE, "order is not from this daemon's master", master=self.master)
-        master_key.verify(self.signature, self.signing_payload())
+        if self.delegation is None:
+            master_key.verify(self.signature, self.signing_payload())
+        else:
+            if self.kind not in DELEGABLE_KINDS:
+                raise ProtocolError(ErrorCode.BAD_SIGNATURE, f"{self.kind.value} orders need the master's own key")
+            self.delegation.verify(master_key, scenario, now).verify(self.signature, self.signing_payload())
         if self.machine != machine_id or self.scenario != scenario:
             raise ProtocolError(ErrorCode.WRONG_TARGET, "order is addressed to another machine", machine=self.machine)
         if now > self.expires:
             raise ProtocolError(ErrorCode.EXPIRED, "order expired before it could run", expires=self.expires)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "id": self.id, "scenario": self.scenario, "machine": self.machine, "kind": self.kind.value,
             "body": self.body, "expires": self.expires, "master": self.master, "signature": self.signature,
         }  # fmt: skip
+        if self.delegation is not None:
+            wire["delegation"] = self.delegation.to_wire()
+        return wire
 
     @classmethod
     def from_wire(cls, raw: Any) -> Order:
@@ -131,6 +154,7 @@ class Order:
             expires=float(_require(raw, "expires", (int, float))),
             master=_require(raw, "master", str),
             signature=_require(raw, "signature", bytes),
+            delegation=None if raw.get("delegation") is None else Delegation.from_wire(raw["delegation"]),
         )
 
 

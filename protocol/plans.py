@@ -7,6 +7,11 @@ anything runs. Two formats are read: ours (``parse_plan``, from YAML or JSON) an
 (``from_gorch``: nodes plus an n x n adjacency matrix, row-major, where a 1 at row i, column j means node j runs
 after node i).
 
+A step may also wait for futures (``waits_for``: per-scenario keys, see ``server.futures``) besides its
+dependencies, and declare the keys its command sets (``sets``); ``unproducible_keys`` finds the waits that nothing
+could ever satisfy, so such a plan is refused before it runs. The waiting itself is the hub's business (a step
+whose dependencies are done but whose keys are missing is ``WAITING``); the engine does not know about keys.
+
 ``PlanRun`` is the engine, with no I/O: the hub feeds it results and dispatches what it returns, so it can be
 tested, persisted (``states``) and measured on its own.
 """
@@ -22,6 +27,7 @@ from typing import Any
 from protocol.errors import ErrorCode, ProtocolError
 
 STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")  # a future's key (the hub's futures check it too)
 SHELLS = ("sh", "powershell")
 MAX_STEPS = 1000
 
@@ -35,6 +41,7 @@ class PlanError(ProtocolError):
 
 class StepState(StrEnum):
     PENDING = "pending"  # waiting for the steps it depends on
+    WAITING = "waiting"  # its dependencies are done, its keys (waits_for) are not all set: not dispatched yet
     RUNNING = "running"  # dispatched
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -44,7 +51,7 @@ class StepState(StrEnum):
 
     @property
     def final(self) -> bool:
-        return self not in (StepState.PENDING, StepState.RUNNING)
+        return self not in (StepState.PENDING, StepState.WAITING, StepState.RUNNING)
 
 
 class GorchState(IntEnum):
@@ -62,6 +69,7 @@ class GorchState(IntEnum):
 
 GORCH_STATES = {
     StepState.PENDING: GorchState.TO_RUN,
+    StepState.WAITING: GorchState.TO_RUN,
     StepState.RUNNING: GorchState.RUNNING,
     StepState.SUCCEEDED: GorchState.SUCCESS,
     StepState.FAILED: GorchState.FAILURE,
@@ -82,6 +90,8 @@ class Step:
     timeout: float | None = None
     on_failure: str = "skip_dependents"  # or "continue": dependents run anyway
     name: str = ""  # a display name (gorchestrator's node name)
+    waits_for: tuple[str, ...] = ()  # future keys that must be set before it is dispatched
+    sets: tuple[str, ...] = ()  # future keys its command declares it sets (for the check before the plan runs)
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,22 @@ class Plan:
     def order(self) -> list[str]:
         """A topological order of the step ids (stable: plan order among independent steps)."""
         return _topological(self.steps)
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot name a future, or None when it can."""
+    if KEY_PATTERN.match(key):
+        return None
+    return f"key {key!r}: 1-128 letters, digits, '.', '_', '-' or '/', not starting with one"
+
+
+def _keys(raw: Mapping[str, Any], name: str, where: str) -> tuple[str, ...]:
+    keys = raw.get(name, [])
+    if isinstance(keys, str):
+        keys = [keys]
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise PlanError(f"{where}: {name} is a list of keys")
+    return tuple(dict.fromkeys(keys))  # validate() checks their syntax
 
 
 def _text(raw: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
@@ -123,6 +149,14 @@ def parse_plan(data: Any) -> Plan:
             depends_on: [db]
             timeout: 300
             on_failure: continue
+          - id: web
+            target: role:web
+            command: ./start-web.sh
+            waits_for: [db/ready]       # dispatched once these future keys are set (and depends_on is done)
+          - id: announce
+            target: db
+            command: crc-daemon kv set db/ready yes
+            sets: [db/ready]            # the keys this step's command sets
 
     Raises:
         PlanError: naming the step and the problem.
@@ -141,7 +175,8 @@ def parse_plan(data: Any) -> Plan:
         where = f"step #{index}"
         if not isinstance(raw, Mapping):
             raise PlanError(f"{where} must be a mapping")
-        known = {"id", "target", "command", "job", "shell", "depends_on", "timeout", "on_failure", "name"}
+        known = {"id", "target", "command", "job", "shell", "depends_on", "timeout", "on_failure", "name", "waits_for",
+                 "sets"}  # fmt: skip
         extra = sorted(set(raw) - known)
         if extra:
             raise PlanError(f"{where}: unknown key(s) {', '.join(extra)}")
@@ -161,6 +196,7 @@ def parse_plan(data: Any) -> Plan:
                 job=_text(raw, "job", where, ""), shell=_text(raw, "shell", where, "sh"), depends_on=tuple(depends),
                 timeout=None if timeout is None else float(timeout),
                 on_failure=_text(raw, "on_failure", where, "skip_dependents"), name=_text(raw, "name", where, ""),
+                waits_for=_keys(raw, "waits_for", where), sets=_keys(raw, "sets", where),
             )
         )  # fmt: skip
     return validate(Plan(name, tuple(steps)))
@@ -226,6 +262,7 @@ def plan_to_wire(plan: Plan) -> dict[str, Any]:
         raw.update({k: v for k, v in (("command", s.command), ("job", s.job), ("name", s.name)) if v})
         if s.timeout is not None:
             raw["timeout"] = s.timeout
+        raw.update({k: list(v) for k, v in (("waits_for", s.waits_for), ("sets", s.sets)) if v})
         steps.append(raw)
     return {"name": plan.name, "steps": steps}
 
@@ -254,6 +291,10 @@ def validate(plan: Plan) -> Plan:
             raise PlanError(f"{where}: on_failure is skip_dependents or continue")
         if not step.target.strip():
             raise PlanError(f"{where}: a target is required")
+        for key in (*step.waits_for, *step.sets):
+            problem = key_problem(key)
+            if problem is not None:
+                raise PlanError(f"{where}: {problem}", step=step.id)
     for step in plan.steps:
         for dep in step.depends_on:
             if dep not in seen:
@@ -262,6 +303,35 @@ def validate(plan: Plan) -> Plan:
                 raise PlanError(f"step {step.id!r} depends on itself", step=step.id)
     _topological(plan.steps)  # raises on a cycle
     return plan
+
+
+def unproducible_keys(plan: Plan, machine_names: Iterable[str], existing: Iterable[str]) -> list[tuple[str, str]]:
+    """(step id, key) for every key a step waits for that nothing could set: no other step that may run before it
+    ``sets`` it, it is not set already (``existing``), and it is not under the name of a machine of the scenario
+    (``NAME/...``: that machine may set it). A master may set any key, but a plan that relies on someone doing so by
+    hand is refused: a typo would otherwise hold the step until its timeout, or forever."""
+    existing_keys = set(existing)
+    machines = set(machine_names)
+    dependents: dict[str, set[str]] = {s.id: set() for s in plan.steps}
+    for s in plan.steps:
+        for dep in s.depends_on:
+            dependents[dep].add(s.id)
+    missing = []
+    for step in plan.steps:
+        if not step.waits_for:
+            continue
+        # the step itself and what runs after it cannot set a key before the step is dispatched
+        after, stack = {step.id}, [step.id]
+        while stack:
+            for nxt in dependents[stack.pop()] - after:
+                after.add(nxt)
+                stack.append(nxt)
+        produced = {key for other in plan.steps if other.id not in after for key in other.sets}
+        for key in step.waits_for:
+            owner, slash, _ = key.partition("/")
+            if key not in produced and key not in existing_keys and not (slash and owner in machines):
+                missing.append((step.id, key))
+    return missing
 
 
 def _topological(steps: Sequence[Step]) -> list[str]:

@@ -16,9 +16,11 @@ from protocol import Identity, PublicKey
 from server.admin import STOP_KEY, add_admin_routes
 from server.backplane import Backplane, LocalBackplane
 from server.boot import add_boot_routes
+from server.dashboard import add_dashboard_routes
 from server.dist import add_dist_routes
 from server.hub import Hub
 from server.metrics import add_metrics_route
+from server.rest import add_rest_routes
 from server.settings import HubSettings
 from server.store import SqliteStore, Store
 from server.tls import fingerprint, server_context
@@ -75,6 +77,8 @@ def create_app(
     add_boot_routes(app)
     add_dist_routes(app, settings.dist_dir)
     add_metrics_route(app)
+    add_dashboard_routes(app)
+    add_rest_routes(app)
 
     async def on_startup(app: web.Application) -> None:
         # Alone, this hub knows nobody is connected yet; among replicas, presence keys with a TTL say who is.

@@ -5,15 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 from protocol import ProtocolError, PublicKey
+from protocol.logformat import LOG_FORMATS, configure_logging
 from server.app import serve
 from server.settings import SettingsError, settings_from
 from server.store import SqliteStore, StoreConflict, StoreError
 from server.tls import TlsError
+
+HUB_LOG_FORMAT = "%(asctime)s crc-hub %(levelname)s %(name)s: %(message)s"
+
+
+def _log_format(args: argparse.Namespace) -> str:
+    fmt = getattr(args, "log_format", None) or os.environ.get("CRC_LOG_FORMAT") or "text"
+    return fmt if fmt in LOG_FORMATS else "text"
 
 
 def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +42,12 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     hub.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     hub.add_argument(
         "--dist-dir", type=Path, help="wheels served to machines at /v1/dist/ (default DATA_DIR/dist; env CRC_DIST_DIR)"
+    )
+    hub.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=argparse.SUPPRESS,  # absent: keep the value of crc's global --log-format (or CRC_LOG_FORMAT)
+        help="text (default) or json: one JSON object per log line (env CRC_LOG_FORMAT)",
     )
     hub.set_defaults(func=run_hub)
     actions = hub.add_subparsers(dest="hub_action")
@@ -92,7 +107,7 @@ def run_hub(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"crc hub: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s crc-hub %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO, _log_format(args), HUB_LOG_FORMAT)
     try:
         asyncio.run(serve(settings, ready_file=args.ready_file))
     except TlsError as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from protocol import Envelope, ErrorCode, Role
 from protocol.messages import KvGet, KvSet, KvWait, Response
+from protocol.plans import key_problem
 from server.connection import Connection
 from server.errors import RequestError
 from server.store import ScenarioRecord
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from server.hub import Hub
 
 T = TypeVar("T")
-KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
 MAX_VALUE = 64 * 1024
 MAX_TTL = 7 * 24 * 3600.0
 MAX_WAIT = 3600.0
@@ -90,11 +89,9 @@ async def requester_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioR
 
 
 def _check_key(key: str) -> None:
-    if not KEY_PATTERN.match(key):
-        raise RequestError(
-            ErrorCode.INVALID_REQUEST,
-            f"key {key!r}: 1-128 letters, digits, '.', '_', '-' or '/', not starting with one",
-        )
+    problem = key_problem(key)  # the same rule plans' waits_for and sets are checked against
+    if problem is not None:
+        raise RequestError(ErrorCode.INVALID_REQUEST, problem)
 
 
 async def kv_set(hub: Hub, conn: Connection, env: Envelope) -> None:

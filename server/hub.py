@@ -15,7 +15,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from protocol import ErrorCode, Identity
 from protocol.messages import Cancel, Deliver, Event, FileChunk, Output, Reconnect
@@ -80,6 +80,16 @@ def event_body(scenario_name: str, event: EventRecord) -> Event:
     return Event(scenario_name, event.cursor, event.kind, event.machine, event.ts, event.data)
 
 
+class ScenarioListener(Protocol):
+    """Something besides master sessions that follows a scenario live (the REST API's streams, the dashboard)."""
+
+    def notify(self) -> None:
+        """New events are in the store."""
+
+    def output(self, output: Output) -> None:
+        """A chunk of a running command's output (not stored: results keep the durable copy)."""
+
+
 class Hub:
     """State shared by every session of one hub process (one replica)."""
 
@@ -93,6 +103,7 @@ class Hub:
         self.daemons: dict[str, Connection] = {}
         self.masters: dict[str, set[Connection]] = defaultdict(set)
         self.subscriptions: dict[str, dict[Connection, Subscription]] = defaultdict(dict)
+        self.listeners: dict[str, set[ScenarioListener]] = defaultdict(set)
         self._delivery_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._peer_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "deliver": self._peer_deliver,
@@ -101,11 +112,13 @@ class Hub:
             "event": self._peer_event,
             "output": self._peer_output,
             "drop_master": self._peer_drop_master,
+            "cancel_plan": self._peer_cancel_plan,
         }
         self.started = time.time()
         self.draining = False
         self.guard = AdmissionGuard(settings.max_pending_handshakes, settings.handshake_failure_limit)
         self._sweeper: asyncio.Task[None] | None = None
+        self._adopter: asyncio.Task[None] | None = None  # among replicas: takes over plans of replicas that died
         self.kv_waiters = KeyWaiters()
         self.plan_runners: dict[str, Any] = {}  # plan id -> server.plans.PlanRunner
         self.metrics = HubMetrics(self)
@@ -122,13 +135,14 @@ class Hub:
     async def start(self) -> None:
         await self.backplane.start(self._on_peer_message, self._on_backplane_back)
         await self.backplane.subscribe(BROADCAST_CHANNEL)
-        from server.plans import resume_plans
+        from server.plans import adopt_plans, resume_plans
 
         resumed = await resume_plans(self)
         if resumed:
             log.info("resumed %d plans that were running", resumed)
         if not isinstance(self.backplane, LocalBackplane):
             self._sweeper = asyncio.create_task(self._sweep(), name="delivery-sweep")
+            self._adopter = asyncio.create_task(adopt_plans(self), name="plan-adoption")
 
     async def _sweep(self) -> None:
         """Among replicas, a "deliver" notification can be lost (Redis blinked, the store failed mid-way): every
@@ -154,16 +168,38 @@ class Hub:
     def _notify_local(self, scenario_id: str) -> None:
         for sub in self.subscriptions.get(scenario_id, {}).values():
             sub.notify()
+        for listener in self.listeners.get(scenario_id, ()):
+            listener.notify()
         self.kv_waiters.poke(scenario_id)
+
+    def _followed(self, scenario_id: str) -> bool:
+        """Whether anything on this replica follows the scenario (so its backplane channel is subscribed)."""
+        return bool(
+            self.subscriptions.get(scenario_id) or self.listeners.get(scenario_id) or self.kv_waiters.has(scenario_id)
+        )
 
     async def watch_scenario(self, scenario_id: str) -> None:
         """Hear about this scenario's events from other replicas (while something here waits on them)."""
-        if not self.subscriptions.get(scenario_id):
+        if not self.subscriptions.get(scenario_id) and not self.listeners.get(scenario_id):
             await self.backplane.subscribe(scenario_channel(scenario_id))
 
     async def unwatch_scenario(self, scenario_id: str) -> None:
-        if not self.subscriptions.get(scenario_id) and not self.kv_waiters.has(scenario_id):
+        if not self._followed(scenario_id):
             await self.backplane.unsubscribe(scenario_channel(scenario_id))
+
+    async def listen(self, scenario_id: str, listener: ScenarioListener) -> None:
+        if not self._followed(scenario_id):
+            await self.backplane.subscribe(scenario_channel(scenario_id))
+        self.listeners[scenario_id].add(listener)
+
+    async def stop_listening(self, scenario_id: str, listener: ScenarioListener) -> None:
+        listeners = self.listeners.get(scenario_id)
+        if listeners is None:
+            return
+        listeners.discard(listener)
+        if not listeners:
+            del self.listeners[scenario_id]
+        await self.unwatch_scenario(scenario_id)
 
     def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run a request's later part (a long wait) without holding up its connection; errors are logged."""
@@ -182,7 +218,7 @@ class Hub:
         old = subs.pop(conn, None)
         if old is not None:
             old.stop()
-        if not subs and not self.kv_waiters.has(scenario.id):
+        if not self._followed(scenario.id):
             await self.backplane.subscribe(scenario_channel(scenario.id))
         subs[conn] = Subscription(self, conn, scenario, after)
 
@@ -195,7 +231,7 @@ class Hub:
             sub.stop()
         if not subs:
             del self.subscriptions[scenario_id]
-            if not self.kv_waiters.has(scenario_id):
+            if not self._followed(scenario_id):
                 await self.backplane.unsubscribe(scenario_channel(scenario_id))
 
     def forward_output(self, scenario_id: str, scenario_name: str, output: Output) -> None:
@@ -209,6 +245,8 @@ class Hub:
     def _forward_local(self, scenario_id: str, scenario_name: str, output: Output) -> None:
         for conn in self.subscriptions.get(scenario_id, {}):
             conn.send(output, scenario=scenario_name)
+        for listener in self.listeners.get(scenario_id, ()):
+            listener.output(output)
 
     # sessions
     def attach_master(self, conn: Connection) -> None:
@@ -333,6 +371,11 @@ class Hub:
     async def _peer_drop_master(self, message: dict[str, Any]) -> None:
         await self._drop_master_sessions(message["master"])
 
+    async def _peer_cancel_plan(self, message: dict[str, Any]) -> None:
+        from server.plans import cancel_here
+
+        await cancel_here(self, message["plan"])
+
     async def _peer_cancel(self, message: dict[str, Any]) -> None:
         conn = self.daemons.get(message["machine"])
         if conn is not None:
@@ -394,6 +437,8 @@ class Hub:
         self.draining = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._adopter is not None:  # before the runners stop: it would start them again
+            self._adopter.cancel()
         for runner in list(self.plan_runners.values()):  # stopped here; resumed from the store by the next start
             if runner.task is not None:
                 runner.task.cancel()

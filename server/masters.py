@@ -27,7 +27,7 @@ from protocol.messages import (
     ScenarioShow,
     master_rekey_payload,
 )
-from server import futures, jobs, messaging, plans
+from server import futures, jobs, messaging, plans, tokens
 from server.backplane import BackplaneUnavailable
 from server.backplane.base import BROADCAST_CHANNEL
 from server.connection import Connection
@@ -226,6 +226,29 @@ async def order_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
     if order.master != conn.id:
         raise RequestError(ErrorCode.FORBIDDEN, "orders must be signed by the master that submits them")
     scenario = await owned_scenario(hub, conn, order.scenario)
+    chunks = _uploaded_chunks(conn, order, body.upload) if order.kind is OrderKind.PUT_FILE else []
+    await queue_order(hub, scenario, order, chunks, accepted=lambda: conn.send(
+        Response({"order_id": order.id, "state": OrderState.QUEUED.value}), reply_to=env.id
+    ))  # fmt: skip
+
+
+async def queue_order(
+    hub: Hub,
+    scenario: ScenarioRecord,
+    order: Order,
+    chunks: list[bytes],
+    *,
+    accepted: Callable[[], None] = lambda: None,
+) -> None:
+    """Store a signed order for one machine of ``scenario`` and try to deliver it; ``accepted`` is called once it
+    is stored (from then on it is the hub's to deliver, so later failures are logged, not reported).
+
+    Raises:
+        RequestError: no such machine here, its queue is full, the expiry is too far, or the id was used.
+    """
+    if not hub.backplane.available:
+        # Never accept and drop: without the backplane this replica cannot be sure to route the order.
+        raise RequestError(ErrorCode.UNAVAILABLE, "backplane unavailable; nothing was queued, try again shortly")
     machine = await hub.store.machine(order.machine)
     if machine is None or machine.scenario_id != scenario.id:
         raise RequestError(
@@ -242,7 +265,6 @@ async def order_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
         )
     if order.expires > time.time() + hub.settings.order_ttl_max:
         raise RequestError(ErrorCode.INVALID_REQUEST, "order expiry is too far in the future")
-    chunks = _uploaded_chunks(conn, order, body.upload) if order.kind is OrderKind.PUT_FILE else []
     now = time.time()
     record = OrderRecord(
         order.id, scenario.id, machine.id, order.kind.value, order.to_wire(), OrderState.QUEUED, now, now
@@ -253,7 +275,7 @@ async def order_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
         raise RequestError(ErrorCode.ALREADY_EXISTS, f"order id {order.id} was used before") from None
     # Stored means accepted: from here on a failure must not be reported as a refusal. Delivery catches up
     # when the machine reconnects or the backplane comes back.
-    conn.send(Response({"order_id": order.id, "state": OrderState.QUEUED.value}), reply_to=env.id)
+    accepted()
     try:
         await hub.emit(scenario.id, "command_queued", machine.name, _order_summary(order))
         await hub.deliver_queued(machine.id)
@@ -411,6 +433,9 @@ MASTER_HANDLERS: dict[MsgType, Handler] = {
     MsgType.PLAN_LIST: plans.plan_list,
     MsgType.PLAN_CANCEL: plans.plan_cancel,
     MsgType.MSG_SEND: messaging.msg_send,
+    MsgType.TOKEN_CREATE: tokens.token_create,
+    MsgType.TOKEN_LIST: tokens.token_list,
+    MsgType.TOKEN_REVOKE: tokens.token_revoke,
     MsgType.ORDER_SUBMIT: order_submit,
     MsgType.FILE_CHUNK: file_chunk,
     MsgType.ORDER_CANCEL: order_cancel,

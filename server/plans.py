@@ -6,6 +6,18 @@ it depends on are done (``protocol.plans.PlanRun`` decides). A step succeeds whe
 timed out (and its orders cancelled) past its ``timeout``. Step states are stored after every change, and a hub
 that restarts resumes every open plan (queueing an order twice is harmless: order ids are fixed). Every step
 change is a ``plan_step`` event; the end is ``plan_finished``.
+
+A step may wait for futures (``waits_for``): once its dependencies are done it is ``waiting`` until all its keys
+are set, and only then are its orders queued; its ``timeout`` counts from when it became ready, waiting included.
+A plan waiting for a key that no step sets, no machine may set and that is not set is refused before it is stored.
+
+Among replicas, one replica at a time runs a plan: its runner holds a lease on it in the store (``claim_plan``),
+renewed every ``LEASE_RENEW`` seconds and lasting ``LEASE_TTL``; a runner that finds its lease taken stops without
+touching the plan. Every replica looks for open plans with no live lease every ``ADOPT_EVERY`` seconds, so the
+plans of a replica that died go on elsewhere within about ``LEASE_TTL + ADOPT_EVERY``. A plan is cancelled by the
+replica running it, which any replica asks over the backplane; a plan nobody runs is cancelled by the asking one.
+A single hub takes no leases: it owns its store, and a lease left by its previous run (under another random
+replica id) would only hold its plans back after a restart.
 """
 
 from __future__ import annotations
@@ -19,7 +31,18 @@ from typing import TYPE_CHECKING, Any
 
 from protocol import Envelope, ErrorCode, Order, OrderKind, OrderState, ProtocolError
 from protocol.messages import PlanCancel, PlanList, PlanShow, PlanSubmit, Response
-from protocol.plans import GORCH_STATES, PlanError, PlanRun, StepState, parse_plan
+from protocol.plans import (
+    GORCH_STATES,
+    Plan,
+    PlanError,
+    PlanRun,
+    StepState,
+    parse_plan,
+    plan_to_wire,
+    unproducible_keys,
+)
+from server.backplane import LocalBackplane
+from server.backplane.base import BROADCAST_CHANNEL, BackplaneUnavailable
 from server.connection import Connection
 from server.errors import RequestError
 from server.store import OrderRecord, PlanRecord, ScenarioRecord, StoreConflict, StoreError
@@ -29,7 +52,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POLL = 0.5  # a running step's orders are looked at this often (results may land on any replica)
+POLL = 0.5  # a running step's orders (and a waiting step's keys) are looked at this often
+KEY_WATCH = 3600.0  # how long one watch for scenario news lasts before it is renewed (while steps still wait)
+LEASE_TTL = 15.0  # a plan whose runner has not renewed its lease for this long is adopted by another replica
+LEASE_RENEW = 5.0  # a runner renews its lease this often: a few renewals may fail (a slow store) before it expires
+ADOPT_EVERY = 5.0  # among replicas, each looks for plans whose lease expired (their replica died) this often
+CANCEL_WAIT = 5.0  # how long a cancel waits for the replica running the plan to end it
+CANCEL_POLL = 0.2
+
+
+def _shared(hub: Hub) -> bool:
+    """Whether other replicas may run plans of this store (only then are leases taken)."""
+    return not isinstance(hub.backplane, LocalBackplane)
+
+
+async def _claim(hub: Hub, plan_id: str) -> bool:
+    if not _shared(hub):
+        return True
+    return await hub.store.claim_plan(plan_id, hub.replica_id, time.time(), LEASE_TTL)
 
 
 class PlanRunner:
@@ -39,46 +79,100 @@ class PlanRunner:
         self.hub = hub
         self.record = record
         self.scenario = scenario
-        self.plan = parse_plan(record.spec)
+        self.plan = parse_plan({k: v for k, v in record.spec.items() if k != "gorch"})
         self.run = PlanRun(self.plan, {sid: StepState(state) for sid, state in record.states.items()})
         self.started = dict(record.started)
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.watcher: asyncio.Task[None] | None = None  # wakes the loop on scenario news while steps wait for keys
+        self.renew_at = time.monotonic() + LEASE_RENEW  # the lease was claimed just before the runner was made
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._loop(), name=f"plan-{self.record.id}")
 
+    async def _still_ours(self) -> bool:
+        """Renew the lease when due; False once another replica holds it (ours expired: a pause, a slow store)."""
+        if time.monotonic() < self.renew_at:
+            return True
+        if not await _claim(self.hub, self.record.id):
+            return False
+        self.renew_at = time.monotonic() + LEASE_RENEW
+        return True
+
+    async def _release(self) -> None:
+        if not _shared(self.hub):
+            return
+        try:
+            await self.hub.store.release_plan(self.record.id, self.hub.replica_id)
+        except StoreError as exc:  # it expires on its own
+            log.warning("plan %s: could not release its lease: %s", self.record.id, exc)
+
     async def _loop(self) -> None:
         try:
-            await self._dispatch(self.run.start())
+            if StepState.WAITING in self.run.states.values():  # waiting before a restart: wait on
+                self._watch_keys()
+            await self._ready(self.run.start())
             await self._save()
             while not self.run.done:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), POLL)
                 self.wake.clear()
+                if not await self._still_ours():
+                    # Whoever took the lease runs the plan from its stored states: writing ours would undo theirs.
+                    log.warning("plan %s: another replica took it over; stopping here", self.record.id)
+                    return
                 if await self._advance():
                     await self._save()
             await self._save(done=True)
             outcome = "succeeded" if self.run.succeeded else "failed"
             await self.hub.emit(self.scenario.id, "plan_finished", "", {"plan": self.record.id, "outcome": outcome})
-        except asyncio.CancelledError:
+            await self._release()
+        except asyncio.CancelledError:  # the hub is shutting down: let another replica adopt the plan at once
+            await self._release()
             raise
         except (StoreError, ProtocolError) as exc:
-            log.error("plan %s stopped (it resumes when the hub restarts): %s", self.record.id, exc)
+            # Its lease stays: among replicas this one's adoption loop renews it and starts a new runner.
+            log.error("plan %s stopped (it resumes when adopted again or the hub restarts): %s", self.record.id, exc)
         finally:
-            self.hub.plan_runners.pop(self.record.id, None)
+            if self.watcher is not None:
+                self.watcher.cancel()
+            if self.hub.plan_runners.get(self.record.id) is self:
+                del self.hub.plan_runners[self.record.id]
 
     async def _advance(self) -> bool:
         changed = False
         for sid, state in list(self.run.states.items()):
-            if state is not StepState.RUNNING:
+            if state is StepState.WAITING:
+                missing = await self._missing_keys(sid)
+                if self.run.states[sid] is not StepState.WAITING:  # cancelled meanwhile
+                    continue
+                if not missing:
+                    changed = True
+                    await self._dispatch(sid)
+                    continue
+                if not self._timed_out(sid):
+                    continue
+                outcome: StepState | None = StepState.TIMED_OUT
+            elif state is StepState.RUNNING:
+                outcome = await self._outcome(sid)
+            else:
                 continue
-            outcome = await self._outcome(sid)
             if outcome is not None:
                 changed = True
                 await self._step_event(sid, outcome)
-                await self._dispatch(self.run.finished(sid, outcome))
+                await self._ready(self.run.finished(sid, outcome))
         return changed
+
+    def _timed_out(self, step_id: str) -> bool:
+        timeout = self.plan.step(step_id).timeout
+        return timeout is not None and time.time() - self.started.get(step_id, time.time()) > timeout
+
+    async def _missing_keys(self, step_id: str) -> list[str]:
+        now = time.time()
+        return [
+            key for key in self.plan.step(step_id).waits_for
+            if await self.hub.store.kv_get(self.scenario.id, key, now) is None
+        ]  # fmt: skip
 
     async def _outcome(self, step_id: str) -> StepState | None:
         ids = [str(o["id"]) for o in self.record.orders.get(step_id, [])]
@@ -88,30 +182,63 @@ class PlanRunner:
             if all(s is OrderState.SUCCEEDED for s in states):
                 return StepState.SUCCEEDED
             return StepState.TIMED_OUT if OrderState.TIMED_OUT in states else StepState.FAILED
-        timeout = self.plan.step(step_id).timeout
-        if timeout is not None and time.time() - self.started.get(step_id, time.time()) > timeout:
+        if self._timed_out(step_id):
             await self._cancel_orders(records)
             return StepState.TIMED_OUT
         return None
 
-    async def _dispatch(self, step_ids: list[str]) -> None:
+    async def _ready(self, step_ids: list[str]) -> None:
+        """The engine's ready steps: dispatched now, or waiting while some of their keys are not set."""
+        for sid in step_ids:
+            # Only a step not dispatched yet gets here (started is saved with the states), so the clock starts now:
+            # the step's timeout covers its wait for keys too.
+            self.started.setdefault(sid, time.time())
+            missing = await self._missing_keys(sid)
+            if self.run.states[sid] is not StepState.RUNNING:  # cancelled meanwhile
+                continue
+            if not missing:
+                await self._dispatch(sid)
+                continue
+            self.run.states[sid] = StepState.WAITING  # the engine has it RUNNING: no orders are out yet
+            await self._step_event(sid, StepState.WAITING, keys=list(self.plan.step(sid).waits_for), missing=missing)
+            self._watch_keys()
+
+    async def _dispatch(self, sid: str) -> None:
         from server.masters import _order_summary
 
-        for sid in step_ids:
-            self.started[sid] = time.time()
-            await self._step_event(sid, StepState.RUNNING)
-            for wire in self.record.orders.get(sid, []):
-                order = Order.from_wire(wire)
-                now = time.time()
-                record = OrderRecord(
-                    order.id, self.scenario.id, order.machine, order.kind.value, wire, OrderState.QUEUED, now, now
-                )
-                with contextlib.suppress(StoreConflict):  # queued before a restart: it is there already
-                    await self.hub.store.add_order(record, [])
-                    machine = await self.hub.store.machine(order.machine)
-                    summary = {**_order_summary(order), "plan": self.record.id, "step": sid}
-                    await self.hub.emit(self.scenario.id, "command_queued", machine.name if machine else "", summary)
-                await self.hub.deliver_queued(order.machine)
+        self.run.states[sid] = StepState.RUNNING
+        self.started.setdefault(sid, time.time())
+        await self._step_event(sid, StepState.RUNNING)
+        for wire in self.record.orders.get(sid, []):
+            order = Order.from_wire(wire)
+            now = time.time()
+            record = OrderRecord(
+                order.id, self.scenario.id, order.machine, order.kind.value, wire, OrderState.QUEUED, now, now
+            )
+            with contextlib.suppress(StoreConflict):  # queued before a restart: it is there already
+                await self.hub.store.add_order(record, [])
+                machine = await self.hub.store.machine(order.machine)
+                summary = {**_order_summary(order), "plan": self.record.id, "step": sid}
+                await self.hub.emit(self.scenario.id, "command_queued", machine.name if machine else "", summary)
+            await self.hub.deliver_queued(order.machine)
+
+    def _watch_keys(self) -> None:
+        if self.watcher is None or self.watcher.done():
+            self.watcher = asyncio.create_task(self._key_news(), name=f"plan-keys-{self.record.id}")
+
+    async def _key_news(self) -> None:
+        """Wake the loop whenever the scenario has news (a key set here or on another replica wakes the futures'
+        waiters), so a waiting step is dispatched at once rather than at the next poll; ends when no step waits."""
+
+        async def news() -> bool | None:
+            self.wake.set()
+            return None if StepState.WAITING in self.run.states.values() else True
+
+        try:
+            while StepState.WAITING in self.run.states.values():
+                await self.hub.kv_waiters.until(self.hub, self.scenario.id, news, KEY_WATCH)
+        except (StoreError, BackplaneUnavailable) as exc:  # the loop's polling finds the keys anyway
+            log.warning("plan %s: not watching for keys (polling only): %s", self.record.id, exc)
 
     async def _cancel_orders(self, records: list[OrderRecord]) -> None:
         from server.masters import cancel_order
@@ -120,16 +247,19 @@ class PlanRunner:
             if not record.state.final:
                 await cancel_order(self.hub, self.scenario, record)
 
-    async def cancel(self) -> None:
+    async def cancel(self, *, orphaned: bool = False) -> None:
+        """Cancel the steps not done and their orders. ``orphaned``: the plan's runner died, maybe between queueing
+        a step's orders and saving its state, so every open step's orders are looked for, not just running ones."""
+        open_steps = [sid for sid, state in self.run.states.items() if not state.final]
         running = self.run.cancel()
-        for sid in running:
+        for sid in open_steps if orphaned else running:
             ids = [str(o["id"]) for o in self.record.orders.get(sid, [])]
             await self._cancel_orders(await self.hub.store.orders(self.scenario.id, ids))
         self.wake.set()
 
-    async def _step_event(self, step_id: str, state: StepState) -> None:
+    async def _step_event(self, step_id: str, state: StepState, **extra: Any) -> None:
         step = self.plan.step(step_id)
-        data = {"plan": self.record.id, "step": step_id, "name": step.name or step_id, "state": state.value}
+        data = {"plan": self.record.id, "step": step_id, "name": step.name or step_id, "state": state.value, **extra}
         await self.hub.emit(self.scenario.id, "plan_step", "", data)
 
     async def _save(self, done: bool = False) -> None:
@@ -147,23 +277,55 @@ def plan_wire(record: PlanRecord) -> dict[str, Any]:
             "id": raw["id"], "name": raw.get("name") or raw["id"], "target": raw["target"],
             "depends_on": raw.get("depends_on", []), "state": state.value, "gorch_state": int(GORCH_STATES[state]),
             "orders": [o["id"] for o in record.orders.get(raw["id"], [])],
+            **({"waits_for": raw["waits_for"]} if raw.get("waits_for") else {}),
         })  # fmt: skip
     return {"id": record.id, "name": record.name, "done": record.done, "created": record.created,
             "updated": record.updated, "steps": steps}  # fmt: skip
 
 
 async def resume_plans(hub: Hub) -> int:
-    """At start-up: go on with every plan that was not done (of scenarios that still exist)."""
+    """Go on with every plan that is not done (of scenarios that still exist) and that no other replica runs: at
+    start-up, and among replicas every ``ADOPT_EVERY`` seconds (``adopt_plans``)."""
     resumed = 0
     for record in await hub.store.open_plans():
-        scenario = await hub.store.scenario(record.scenario_id)
-        if scenario is None or record.id in hub.plan_runners:
-            continue
-        runner = PlanRunner(hub, record, scenario)
-        hub.plan_runners[record.id] = runner
-        runner.start()
-        resumed += 1
+        runner = await _adopt(hub, record)
+        if runner is not None:
+            runner.start()
+            resumed += 1
     return resumed
+
+
+async def _adopt(hub: Hub, record: PlanRecord) -> PlanRunner | None:
+    """A runner (not started yet) for an open plan whose lease this replica could claim, else None."""
+    if record.id in hub.plan_runners or await hub.store.scenario(record.scenario_id) is None:
+        return None
+    if not await _claim(hub, record.id):
+        return None
+    # Read again under the lease: the replica that held it may have saved states (or finished) since the listing.
+    current = await hub.store.plan(record.id)
+    scenario = await hub.store.scenario(record.scenario_id)
+    if record.id in hub.plan_runners:  # made here meanwhile (a cancel, an adoption): that runner has the lease
+        return None
+    if current is None or current.done or scenario is None:
+        if _shared(hub):
+            await hub.store.release_plan(record.id, hub.replica_id)
+        return None
+    runner = PlanRunner(hub, current, scenario)
+    hub.plan_runners[record.id] = runner
+    return runner
+
+
+async def adopt_plans(hub: Hub) -> None:
+    """Among replicas: take over the plans of replicas that died (their leases expired)."""
+    while True:
+        await asyncio.sleep(ADOPT_EVERY)
+        try:
+            adopted = await resume_plans(hub)
+        except (StoreError, BackplaneUnavailable) as exc:
+            log.warning("looking for plans to adopt failed (trying again in %s s): %s", ADOPT_EVERY, exc)
+            continue
+        if adopted:
+            log.info("adopted %d plans that no replica was running", adopted)
 
 
 # requests
@@ -194,16 +356,55 @@ async def plan_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
             if machine is None or machine.scenario_id != scenario.id:
                 raise RequestError(ErrorCode.NOT_FOUND, f"step {step.id!r}: no machine {order.machine!r} here")
         orders[step.id] = list(wires)
-    if await hub.store.plan(body.plan_id) is not None:
-        raise RequestError(ErrorCode.ALREADY_EXISTS, f"plan id {body.plan_id} was used before")
+    record = await start_plan(hub, scenario, body.plan_id, plan, orders)
+    conn.send(Response(plan_wire(record)), scenario=scenario.name, reply_to=env.id)
+
+
+async def start_plan(
+    hub: Hub,
+    scenario: ScenarioRecord,
+    plan_id: str,
+    plan: Plan,
+    orders: dict[str, list[dict[str, Any]]],
+    *,
+    source: dict[str, Any] | None = None,
+) -> PlanRecord:
+    """Store a checked plan with its signed orders (``orders``: step id -> order wires) and start running it.
+
+    ``source``: the gorchestrator task it was read from, kept to show it back in that form (``/v1/tasks``).
+    """
+    if await hub.store.plan(plan_id) is not None:
+        raise RequestError(ErrorCode.ALREADY_EXISTS, f"plan id {plan_id} was used before")
+    await _check_keys(hub, scenario, plan)
     now = time.time()
     states = {s.id: StepState.PENDING.value for s in plan.steps}
-    record = PlanRecord(body.plan_id, scenario.id, plan.name, dict(body.spec), orders, states, now, now)
+    spec = plan_to_wire(plan) if source is None else {**plan_to_wire(plan), "gorch": source}
+    record = PlanRecord(plan_id, scenario.id, plan.name, spec, orders, states, now, now)
+    # Before it is stored: once it is an open plan, another replica's adoption loop could take it first.
+    if not await _claim(hub, plan_id):
+        raise RequestError(ErrorCode.ALREADY_EXISTS, f"plan id {plan_id} is in use")
     await hub.store.put_plan(record)
     runner = PlanRunner(hub, record, scenario)
     hub.plan_runners[record.id] = runner
     runner.start()
-    conn.send(Response(plan_wire(record)), scenario=scenario.name, reply_to=env.id)
+    return record
+
+
+async def _check_keys(hub: Hub, scenario: ScenarioRecord, plan: Plan) -> None:
+    """Refuse a plan that waits for a key nothing can set: it would only ever time out (or wait forever)."""
+    waited = sorted({key for step in plan.steps for key in step.waits_for})
+    if not waited:
+        return
+    now = time.time()
+    existing = [key for key in waited if await hub.store.kv_get(scenario.id, key, now) is not None]
+    machines = [m.name for m in await hub.store.machines(scenario.id)]
+    missing = unproducible_keys(plan, machines, existing)
+    if missing:
+        problems = [
+            f"step {sid!r} waits for key {key!r}, which no step sets (before it), no machine can set and is not set"
+            for sid, key in missing
+        ]
+        raise RequestError(ErrorCode.INVALID_REQUEST, "; ".join(problems))
 
 
 async def _owned_plan(hub: Hub, conn: Connection, scenario_name: str, plan_id: str) -> PlanRecord:
@@ -230,14 +431,70 @@ async def plan_list(hub: Hub, conn: Connection, env: Envelope) -> None:
 
 
 async def plan_cancel(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """Answered from a task of its own: waiting for another replica to end the plan may take seconds, and the
+    connection goes on serving (and answering heartbeats) meanwhile."""
     body = env.body
     assert isinstance(body, PlanCancel)
-    record = await _owned_plan(hub, conn, body.scenario, body.plan_id)
-    runner = hub.plan_runners.get(record.id)
+    owned = await _owned_plan(hub, conn, body.scenario, body.plan_id)
+
+    async def answer() -> None:
+        try:
+            record = await cancel_plan(hub, owned)
+        except (StoreError, BackplaneUnavailable) as exc:
+            log.error("could not cancel plan %s: %s", owned.id, exc)
+            conn.reply_error(env, ErrorCode.UNAVAILABLE, f"the hub cannot store or route this right now: {exc}")
+            return
+        conn.send(Response(plan_wire(record)), scenario=body.scenario, reply_to=env.id)
+
+    hub.spawn(answer(), name=f"plan-cancel-{owned.id}")
+
+
+async def cancel_plan(hub: Hub, record: PlanRecord) -> PlanRecord:
+    """Cancel a running plan (its waiting steps never run, running ones are cancelled); the plan as it ends.
+
+    The replica running it cancels it: this one if the runner is here, else the one holding its lease, asked over
+    the backplane; a plan whose lease nobody holds (its replica died) is cancelled here.
+    """
+    runner: PlanRunner | None = hub.plan_runners.get(record.id)
     if runner is not None:
         await runner.cancel()
-        if runner.task is not None:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(asyncio.shield(runner.task), 5)
-    record = await hub.store.plan(record.id) or record
-    conn.send(Response(plan_wire(record)), scenario=body.scenario, reply_to=env.id)
+    else:
+        runner = await _cancel_elsewhere(hub, record)
+    if runner is not None and runner.task is not None:
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(runner.task), CANCEL_WAIT)
+    return await hub.store.plan(record.id) or record
+
+
+async def _cancel_elsewhere(hub: Hub, record: PlanRecord) -> PlanRunner | None:
+    """Ask the replica running the plan to cancel it and wait until it is done; if no replica runs it (or the one
+    that did dies meanwhile and its lease expires), take it and cancel it here: that runner is returned."""
+    deadline = time.monotonic() + CANCEL_WAIT
+    asked = False
+    while True:
+        current = await hub.store.plan(record.id)
+        if current is None or current.done:
+            return None
+        local: PlanRunner | None = hub.plan_runners.get(record.id)
+        if local is not None:  # adopted here meanwhile
+            await local.cancel()
+            return local
+        runner = await _adopt(hub, current)
+        if runner is not None:
+            await runner.cancel(orphaned=True)
+            runner.start()  # to save the cancelled states, say the plan finished and release the lease
+            return runner
+        if not asked:
+            hub.backplane.publish(BROADCAST_CHANNEL, {"kind": "cancel_plan", "plan": record.id})
+            asked = True
+        if time.monotonic() >= deadline:
+            log.warning("plan %s: the replica running it did not end it within %s s", record.id, CANCEL_WAIT)
+            return None
+        await asyncio.sleep(CANCEL_POLL)
+
+
+async def cancel_here(hub: Hub, plan_id: str) -> None:
+    """Another replica was asked to cancel the plan: cancel it if it runs here."""
+    runner = hub.plan_runners.get(plan_id)
+    if runner is not None:
+        await runner.cancel()

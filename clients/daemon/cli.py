@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -17,6 +16,7 @@ from clients.daemon import localsocket, update
 from clients.daemon.agent import DAEMON_VERSION, Daemon, DaemonOptions, Revoked
 from clients.daemon.config import ConfigError, load_config
 from clients.daemon.platform import current_platform, platform_executor
+from protocol.logformat import LOG_FORMATS, configure_logging
 
 EXIT_CONFIG = 2
 # systemd's unit sets RestartPreventExitStatus=3: a revoked machine must not hammer the hub forever.
@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"hosts file to manage (default {platform.hosts_file})",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=os.environ.get("CRC_LOG_FORMAT") or "text",
+        help="text (default) or json: one JSON object per log line (env CRC_LOG_FORMAT)",
+    )
     parser.add_argument("--version", action="version", version=f"crc-daemon {DAEMON_VERSION}")
     parser.epilog = (
         "crc-daemon service {install,uninstall,start,stop} manages the Windows service; "
@@ -187,7 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return message_main(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     update.launch(args.state_dir, argv)  # may exec another installed build (self-update) and never return
-    logging.basicConfig(level=args.log_level, format="%(asctime)s crc-daemon %(levelname)s %(message)s")
+    if args.log_format not in LOG_FORMATS:  # argparse checks choices on the command line, not in defaults
+        print(f"crc-daemon: CRC_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(args.log_level, args.log_format, "%(asctime)s crc-daemon %(levelname)s %(message)s")
     try:
         config = load_config(args.config)
     except ConfigError as exc:

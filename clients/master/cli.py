@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -22,6 +23,7 @@ from clients.master.keys import KeyFileError, default_key_path, load_master_key,
 from clients.master.models import CommandResult, EventInfo, OutputChunk
 from clients.master.sdk import Master, MasterError
 from protocol import CrcError, Identity, RemoteError
+from protocol.logformat import LOG_FORMATS, configure_logging
 from protocol.plans import Plan, PlanError, from_gorch, parse_plan
 
 EXIT_USAGE = 2
@@ -242,6 +244,63 @@ def _finish_run(args: argparse.Namespace, results: list[CommandResult]) -> int:
     return _exit_code(results)
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration(text: str) -> float | None:
+    """``90``, ``15m``, ``12h``, ``30d``, ``2w`` as seconds; ``never`` (or 0) as None."""
+    text = text.strip().lower()
+    if text in ("never", "0"):
+        return None
+    unit = DURATION_UNITS.get(text[-1:], 0)
+    try:
+        value = float(text[:-1]) * unit if unit else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (like 3600, 15m, 12h, 30d or never)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a duration is positive (or never)")
+    return value
+
+
+def _until(expires: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(expires)) if expires else "never"
+
+
+async def cmd_token_create(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        text, record = await master.create_token(args.role, scenario=args.scenario or "", ttl=args.ttl,
+                                                 label=args.label)  # fmt: skip
+    if args.json:
+        _print_json({**record, "token": text})
+        return 0
+    scope = f"scenario {record['scenario']}" if record["scenario"] else "all your scenarios"
+    print(f"{record['role']} token {record['id']} for {scope}, expires {_until(record['expires'])}:", file=sys.stderr)
+    print(text)
+    print("keep it secret: it is shown only now (the hub keeps a hash). Use: Authorization: Bearer <token>",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+async def cmd_token_list(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        tokens = await master.tokens()
+    if args.json:
+        _print_json(tokens)
+        return 0
+    for t in tokens:
+        until = _until(t["expires"])
+        state = "revoked" if t["revoked"] else ("expired" if t["expires"] and t["expires"] < time.time() else "active")
+        print(f"{t['id']}  {t['role']:<8} {t['scenario'] or '*':<20} {state:<8} until {until}  {t['label']}")
+    return 0
+
+
+async def cmd_token_revoke(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        await master.revoke_token(args.id)
+    print(f"revoked token {args.id}")
+    return 0
+
+
 async def cmd_job_add(args: argparse.Namespace) -> int:
     script = Path(args.file).read_text(encoding="utf-8")
     async with await _connect(args) as master:
@@ -416,12 +475,18 @@ def format_event(event: EventInfo) -> str:
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
+    from clients.master import watch  # rich is loaded only here: every other crc call starts faster
+
     async with await _connect(args) as master:
-        async for item in master.events(args.scenario, args.after, follow=not args.no_follow, output=args.output):
-            if isinstance(item, OutputChunk):
+        items = master.events(args.scenario, args.after, follow=not args.no_follow, output=args.output)
+        if not args.json and sys.stdout.isatty():
+            await watch.run_live(master, args.scenario, items)
+            return 0
+        async for item in items:
+            if args.json:
+                print(watch.json_line(item), flush=True)
+            elif isinstance(item, OutputChunk):
                 _printer(True)(item)
-            elif args.json:
-                print(json.dumps(item.__dict__), flush=True)
             else:
                 print(format_event(item), flush=True)
     return 0
@@ -454,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hub", help="hub URL (env CRC_HUB): http(s)://host:port or ws(s)://")
     parser.add_argument("--key", help="master private key file (env CRC_KEY; default ~/.config/crc/master.key)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=os.environ.get("CRC_LOG_FORMAT") or "text",
+        help="text (default) or json: one JSON object per log line on stderr (env CRC_LOG_FORMAT)",
+    )
     parser.add_argument(
         "--hub-fingerprint",
         help="sha256:... of the hub's TLS certificate (env CRC_HUB_FINGERPRINT; `crc hub init-tls` prints it); "
@@ -522,6 +593,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE")
     p.add_argument("--no-wait", action="store_true", help="only queue; print the command ids")
     p.set_defaults(func=cmd_run)
+
+    token = sub.add_parser("token", help="access tokens for the REST API and dashboard").add_subparsers(
+        dest="token_action", required=True
+    )
+    p = token.add_parser("create", help="make a token (printed once)")
+    p.add_argument("--role", choices=["viewer", "operator"], default="viewer",
+                   help="viewer: reads only; operator: also runs commands and plans")  # fmt: skip
+    p.add_argument("--scenario", help="limit it to this scenario (default: all of yours)")
+    p.add_argument("--ttl", type=duration, default=30 * 86400.0, help="lifetime: 3600, 12h, 30d (default), never")
+    p.add_argument("--label", default="", help="a note to tell tokens apart")
+    p.set_defaults(func=cmd_token_create)
+    token.add_parser("list", help="your tokens (never their secrets)").set_defaults(func=cmd_token_list)
+    p = token.add_parser("revoke", help="revoke a token at once")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_token_revoke)
 
     job = sub.add_parser("job", help="stored jobs: named scripts kept on the hub").add_subparsers(
         dest="job_action", required=True
@@ -594,6 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after", type=int, default=0, help="start after this event number (-1: only new)")
     p.add_argument("--output", action="store_true", help="also show live command output")
     p.add_argument("--no-follow", action="store_true", help="print the log so far and exit")
+    # SUPPRESS: without it, the subcommand's default False would overwrite `crc --json watch`'s True.
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object per event line")
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("results", help="stored results of the scenario's commands")
@@ -624,6 +712,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "command"):
             parser.error("unrecognized arguments: -- " + " ".join(after_dashes))
         args.command = [*args.command, "--", *after_dashes] if args.command else after_dashes
+    if args.log_format not in LOG_FORMATS:  # argparse checks choices on the command line, not in defaults
+        parser.error(f"CRC_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    if args.log_format == "json":
+        # Text stays as it was (Python's bare last-resort handler); `crc hub` sets its own level and format.
+        configure_logging(logging.WARNING, "json", "%(message)s")
     func: Callable[[argparse.Namespace], int | Awaitable[int]] = args.func
     try:
         outcome = func(args)

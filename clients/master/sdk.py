@@ -40,6 +40,7 @@ from protocol import (
     Role,
 )
 from protocol.boot import report_key
+from protocol.delegation import Delegation
 from protocol.messages import (
     Body,
     Error,
@@ -70,11 +71,15 @@ from protocol.messages import (
     ScenarioDelete,
     ScenarioList,
     ScenarioShow,
+    TokenCreate,
+    TokenList,
+    TokenRevoke,
     master_rekey_payload,
 )
 from protocol.orders import file_body, file_chunks
 from protocol.plans import Plan, parse_plan, plan_to_wire, validate
 from protocol.retry import backoff_delays, is_retryable
+from protocol.tokens import AccessToken, TokenRole
 
 log = logging.getLogger(__name__)
 
@@ -789,6 +794,41 @@ class Master:
         """
         data = await self.request(KvWait(scenario, key, timeout), scenario=scenario, timeout=timeout + 15)
         return bytes(data["value"])
+
+    # access tokens
+    async def create_token(
+        self, role: str = "viewer", *, scenario: str = "", ttl: float | None = 30 * 24 * 3600.0, label: str = ""
+    ) -> tuple[str, dict[str, Any]]:
+        """Make an access token for the REST API and dashboard; returns its text (shown once: the hub keeps
+        only a hash) and its record.
+
+        An operator token gets its own delegate key pair, a delegation signed here (limited to ``scenario``, or
+        every scenario of this master, until the token expires) and the delegate key sealed under the token, so
+        the hub can sign orders with it only while the token is presented.
+
+        Args:
+            role: ``viewer`` (reads only) or ``operator`` (also runs commands and plans).
+            ttl: seconds until it expires; None: never (then only revoking ends it).
+        """
+        token = AccessToken.generate(secrets.token_bytes)
+        expires = 0.0 if ttl is None else time.time() + ttl
+        delegation: dict[str, Any] | None = None
+        sealed = b""
+        if role == TokenRole.OPERATOR:
+            delegate = Identity.generate(secrets.token_bytes)
+            cert = Delegation(token.id, self.identity.id, delegate.public.to_text(), scenario, expires)
+            delegation = cert.signed(self.identity).to_wire()
+            sealed = token.seal(delegate, secrets.token_bytes)
+        body = TokenCreate(token.id, role, scenario, expires, token.secret_hash, label, delegation, sealed)
+        return token.text(), await self.request(body)
+
+    async def tokens(self) -> list[dict[str, Any]]:
+        """This master's access tokens (never their secrets)."""
+        return list((await self.request(TokenList()))["tokens"])
+
+    async def revoke_token(self, token_id: str) -> None:
+        """Revoke a token at once: the hub refuses it and erases its sealed signing key."""
+        await self.request(TokenRevoke(token_id))
 
     # stored jobs
     async def put_job(self, name: str, script: str, *, shell: str = "sh") -> dict[str, Any]:

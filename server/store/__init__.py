@@ -14,6 +14,7 @@ from server.store.base import (
     Store,
     StoreConflict,
     StoreError,
+    TokenRecord,
 )
 from server.store.sqlite import SqliteStore
 
@@ -32,4 +33,5 @@ __all__ = [
     "Store",
     "StoreConflict",
     "StoreError",
+    "TokenRecord",
 ]

@@ -127,6 +127,32 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
+class TokenRecord:
+    """An access token for the REST API and dashboard. Only a hash of its secret half is kept; an operator
+    token also keeps its master-signed delegation and the delegate signing key sealed under the secret, so the
+    hub can sign orders for it only while the token is presented."""
+
+    id: str  # the public half of the token (what lists and revocation name)
+    owner: str  # the master id that made it
+    role: str  # "viewer" or "operator"
+    scenario: str  # the scenario name it is limited to; "" = every scenario of its owner
+    secret_hash: str  # SHA-256 hex of the secret half
+    created: float
+    expires: float  # unix time; 0 = never
+    label: str = ""
+    delegation: dict[str, Any] | None = None
+    sealed_key: bytes = b""
+    revoked: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        """What lists show: never the secret's hash, the sealed key or the delegation."""
+        return {
+            "id": self.id, "role": self.role, "scenario": self.scenario, "created": self.created,
+            "expires": self.expires, "label": self.label, "revoked": self.revoked,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
 class PlanRecord:
     """A plan the hub runs: its spec (``protocol.plans`` format), the master-signed orders of each step, and the
     state of each step (what the engine needs to resume after a restart)."""
@@ -140,7 +166,7 @@ class PlanRecord:
     created: float
     updated: float
     done: bool = False
-    started: dict[str, float] = field(default_factory=dict)  # when each step was dispatched
+    started: dict[str, float] = field(default_factory=dict)  # when each step became ready (waiting included)
 
 
 @dataclass(frozen=True)
@@ -180,8 +206,8 @@ class Store(ABC):
 
     @abstractmethod
     async def rekey_master(self, master_id: str, public_key: str) -> MasterRecord | None:
-        """Move a master to a new key: a record under the new id (same name and created), its scenarios owned by
-        it, the old record gone. None if ``master_id`` is unknown.
+        """Move a master to a new key: a record under the new id (same name and created), its scenarios and access
+        tokens owned by it, the old record gone. None if ``master_id`` is unknown.
 
         Raises:
             StoreConflict: the new key is enrolled already.
@@ -192,7 +218,8 @@ class Store(ABC):
 
     @abstractmethod
     async def remove_master(self, name: str) -> MasterRecord | None:
-        """Forget the master enrolled under ``name`` (its scenarios are the caller's business); None if unknown."""
+        """Forget the master enrolled under ``name`` and its access tokens (its scenarios are the caller's
+        business); None if unknown."""
 
     # stored jobs
     @abstractmethod
@@ -209,6 +236,22 @@ class Store(ABC):
     @abstractmethod
     async def delete_job(self, owner: str, name: str) -> bool: ...
 
+    # access tokens
+    @abstractmethod
+    async def put_token(self, token: TokenRecord) -> None:
+        """Store a new token. Raises StoreConflict if a token with that id exists."""
+
+    @abstractmethod
+    async def token(self, token_id: str) -> TokenRecord | None: ...
+
+    @abstractmethod
+    async def tokens(self, owner: str) -> list[TokenRecord]:
+        """The owner's tokens (revoked ones too), oldest first (by created, then id)."""
+
+    @abstractmethod
+    async def revoke_token(self, owner: str, token_id: str) -> bool:
+        """Mark the owner's token revoked and erase its sealed key; False if the owner has no such token."""
+
     # plans
     @abstractmethod
     async def put_plan(self, plan: PlanRecord) -> None:
@@ -224,6 +267,16 @@ class Store(ABC):
     @abstractmethod
     async def open_plans(self) -> list[PlanRecord]:
         """Plans not done yet, of every scenario (to resume after a restart)."""
+
+    @abstractmethod
+    async def claim_plan(self, plan_id: str, owner: str, now: float, ttl: float) -> bool:
+        """Take or renew the lease on running a plan, so that one replica at a time runs it: True (and the lease
+        is ``owner``'s until ``now + ttl``) if it was free, expired or ``owner``'s already; False while another
+        owner holds it. An implementation may expire leases on its own clock rather than ``now``."""
+
+    @abstractmethod
+    async def release_plan(self, plan_id: str, owner: str) -> None:
+        """Give the lease up (the plan is done, or its runner stopped), unless another owner holds it by now."""
 
     # scenario messages
     @abstractmethod

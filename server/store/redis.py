@@ -19,10 +19,14 @@ Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` 
     P:{sc:S}:plans         zset    the scenario's plan ids by creation time
     P:idx:plans            hash    plan id -> scenario id
     P:idx:open-plans       hash    plan id -> scenario id, for plans not done (resumed after a restart)
+    P:planlease:ID         string  the replica running plan ID (its lease), with a PX expiry: see ``claim_plan``
     P:{sc:S}:events        stream  the event log: entry id ``<cursor>-0``, fields ts, kind, machine, data*
     P:masters              hash    master id -> [id, name, public_key, created]*
     P:idx:master-names     hash    master name -> master id
     P:jobs:<owner>         hash    job name -> [owner, name, shell, script, created, updated, version]*
+    P:token:ID             hash    owner, role, scenario, secret_hash, created, expires, label, delegation*,
+                                   sealed_key (raw bytes), revoked (0 or 1): an access token
+    P:idx:tokens:<owner>   set     the token ids of one owner (a master id)
     P:idx:owner:<owner>    hash    scenario name -> scenario id, for one owner (a master id)
     P:idx:machines         hash    machine id -> scenario id
     P:idx:orders           hash    order id -> scenario id
@@ -49,6 +53,8 @@ Why this shape:
   (``XDEL``) when it is delivered or gets a result, so the inbox stays short and its length is the number of queued
   orders. Inboxes are never trimmed, which would silently drop queued orders: ``add_order`` refuses (StoreError) an
   order for a machine that already has ``inbox_max`` queued.
+- A plan lease is a key whose value is its owner and whose expiry is the lease's: Redis expires it on its own
+  clock (PX), so the replicas' clocks never have to agree and the ``now`` given to ``claim_plan`` is not used.
 
 Every redis-py error becomes a ``StoreError`` that names the server (never its password).
 """
@@ -83,6 +89,7 @@ from server.store.base import (
     Store,
     StoreConflict,
     StoreError,
+    TokenRecord,
 )
 
 # A prelude for the scripts that derive per-scenario key names: ARGV[1] is always the prefix.
@@ -105,7 +112,7 @@ return {0}
 """
 
 # KEYS: masters, master names. ARGV: prefix, old id, new id, packed new record, name.
-# Returns 0 unknown master, 2 the new key is enrolled already, 1 moved (record, name, scenarios' owner).
+# Returns 0 unknown master, 2 the new key is enrolled already, 1 moved (record, name, scenarios' and tokens' owner).
 _REKEY_MASTER = """
 if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return 0 end
 if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return 2 end
@@ -118,6 +125,38 @@ for i = 2, #owned, 2 do
   redis.call('HSET', ARGV[1] .. ':{sc:' .. owned[i] .. '}:meta', 'owner', ARGV[3])
 end
 if #owned > 0 then redis.call('RENAME', old_index, ARGV[1] .. ':idx:owner:' .. ARGV[3]) end
+local old_tokens = ARGV[1] .. ':idx:tokens:' .. ARGV[2]
+local tokens = redis.call('SMEMBERS', old_tokens)
+for _, id in ipairs(tokens) do
+  redis.call('HSET', ARGV[1] .. ':token:' .. id, 'owner', ARGV[3])
+end
+if #tokens > 0 then
+  local new_tokens = ARGV[1] .. ':idx:tokens:' .. ARGV[3]
+  redis.call('SUNIONSTORE', new_tokens, new_tokens, old_tokens)
+  redis.call('DEL', old_tokens)
+end
+return 1
+"""
+
+# KEYS: token, owner's token index. ARGV: token id, then field, value pairs. Returns 0 if the id is taken.
+_PUT_TOKEN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: token. ARGV: owner. Returns 0 if there is no such token of that owner.
+_REVOKE_TOKEN = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'revoked', 1, 'sealed_key', '')
+return 1
+"""
+
+# KEYS: owner's token index. ARGV: prefix. Deletes the owner's tokens (with a removed master).
+_DROP_TOKENS = """
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', ARGV[1] .. ':token:' .. id) end
+redis.call('DEL', KEYS[1])
 return 1
 """
 
@@ -316,6 +355,26 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], cursor .. '-0',
 return cursor
 """
 
+# KEYS: plan lease. ARGV: owner, ttl in ms. Returns 1 if the lease is now the owner's (taken or renewed), else 0.
+_CLAIM_PLAN = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: plan lease. ARGV: owner. Deletes the lease only if it is the owner's (it may have expired and been taken).
+_RELEASE_PLAN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 _PROGRESSION = (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
 
 
@@ -374,6 +433,9 @@ class RedisStore(Store):
         self._present = f"{prefix}:present"
         self._enroll = client.register_script(_ENROLL)
         self._rekey_master = client.register_script(_REKEY_MASTER)
+        self._put_token = client.register_script(_PUT_TOKEN)
+        self._revoke_token = client.register_script(_REVOKE_TOKEN)
+        self._drop_tokens = client.register_script(_DROP_TOKENS)
         self._create = client.register_script(_CREATE)
         self._delete = client.register_script(_DELETE)
         self._update_machine = client.register_script(_UPDATE_MACHINE)
@@ -383,6 +445,8 @@ class RedisStore(Store):
         self._set_order_state = client.register_script(_SET_ORDER_STATE)
         self._store_result = client.register_script(_STORE_RESULT)
         self._append_event = client.register_script(_APPEND_EVENT)
+        self._claim_plan = client.register_script(_CLAIM_PLAN)
+        self._release_plan = client.register_script(_RELEASE_PLAN)
 
     @classmethod
     def from_url(
@@ -496,6 +560,56 @@ class RedisStore(Store):
             raise StoreConflict("the new master key is enrolled already")
         return record if moved == 1 else None
 
+    # access tokens
+    def _token_key(self, token_id: str) -> str:
+        return f"{self.prefix}:token:{token_id}"
+
+    def _tokens_key(self, owner: str) -> str:
+        return f"{self.prefix}:idx:tokens:{owner}"
+
+    @staticmethod
+    def _token(token_id: str, row: dict[bytes, bytes]) -> TokenRecord | None:
+        if b"owner" not in row:
+            return None
+        return TokenRecord(
+            id=token_id, owner=_text(row[b"owner"]), role=_text(row[b"role"]), scenario=_text(row[b"scenario"]),
+            secret_hash=_text(row[b"secret_hash"]), created=float(row[b"created"]), expires=float(row[b"expires"]),
+            label=_text(row[b"label"]), delegation=_unpack(row.get(b"delegation"), None),
+            sealed_key=row.get(b"sealed_key", b""), revoked=row.get(b"revoked") == b"1",
+        )  # fmt: skip
+
+    async def put_token(self, token: TokenRecord) -> None:
+        fields: list[str | bytes] = [
+            "owner", token.owner, "role", token.role, "scenario", token.scenario, "secret_hash", token.secret_hash,
+            "created", _number(token.created), "expires", _number(token.expires), "label", token.label,
+            "sealed_key", token.sealed_key, "revoked", "1" if token.revoked else "0",
+        ]  # fmt: skip
+        if token.delegation is not None:
+            fields += ["delegation", _pack(token.delegation)]
+        with self._errors():
+            stored = await self._put_token(
+                keys=[self._token_key(token.id), self._tokens_key(token.owner)], args=[token.id, *fields]
+            )
+        if not stored:
+            raise StoreConflict(f"token id {token.id} is taken")
+
+    async def token(self, token_id: str) -> TokenRecord | None:
+        with self._errors():
+            row = await self._hgetall(self._token_key(token_id))
+        return self._token(token_id, row)
+
+    async def tokens(self, owner: str) -> list[TokenRecord]:
+        with self._errors():
+            ids = await self._members(self._tokens_key(owner))
+            rows = await self._hgetall_many([self._token_key(i) for i in ids])
+        records = [self._token(i, row) for i, row in zip(ids, rows, strict=True)]
+        return sorted((r for r in records if r is not None and r.owner == owner), key=lambda r: (r.created, r.id))
+
+    async def revoke_token(self, owner: str, token_id: str) -> bool:
+        with self._errors():
+            revoked = await self._revoke_token(keys=[self._token_key(token_id)], args=[owner])
+        return bool(revoked)
+
     # plans
     async def put_plan(self, plan: PlanRecord) -> None:
         open_index = f"{self.prefix}:idx:open-plans"
@@ -530,6 +644,18 @@ class RedisStore(Store):
             index = await self._hgetall(f"{self.prefix}:idx:open-plans")
             found = [await self._plan_in(_text(sc), _text(pid)) for pid, sc in index.items()]
         return sorted((p for p in found if p is not None), key=lambda p: (p.created, p.id))
+
+    def _plan_lease(self, plan_id: str) -> str:
+        return f"{self.prefix}:planlease:{plan_id}"
+
+    async def claim_plan(self, plan_id: str, owner: str, now: float, ttl: float) -> bool:
+        with self._errors():
+            claimed = await self._claim_plan(keys=[self._plan_lease(plan_id)], args=[owner, max(1, int(ttl * 1000))])
+        return bool(claimed)
+
+    async def release_plan(self, plan_id: str, owner: str) -> None:
+        with self._errors():
+            await self._release_plan(keys=[self._plan_lease(plan_id)], args=[owner])
 
     # scenario messages
     async def post_message(
@@ -633,6 +759,7 @@ class RedisStore(Store):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(self._master_names, name)
                 pipe.hdel(self._masters, _text(master_id))
+                await self._drop_tokens(keys=[self._tokens_key(_text(master_id))], args=[self.prefix], client=pipe)
                 await pipe.execute()
         return None if packed is None else MasterRecord(*_unpack(packed, None))
 

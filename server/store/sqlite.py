@@ -30,6 +30,7 @@ from server.store.base import (
     Store,
     StoreConflict,
     StoreError,
+    TokenRecord,
 )
 
 SCHEMA = """
@@ -56,9 +57,16 @@ CREATE TABLE IF NOT EXISTS order_chunks (
 CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT NOT NULL, name TEXT NOT NULL, shell TEXT NOT NULL, script TEXT NOT NULL, created REAL NOT NULL,
     updated REAL NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (owner, name));
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, role TEXT NOT NULL, scenario TEXT NOT NULL, secret_hash TEXT NOT NULL,
+    created REAL NOT NULL, expires REAL NOT NULL, label TEXT NOT NULL, delegation BLOB, sealed_key BLOB NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS tokens_by_owner ON tokens (owner, created, id);
 CREATE TABLE IF NOT EXISTS plans (
     id TEXT PRIMARY KEY, scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE, data BLOB NOT NULL,
     done INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS plan_leases (
+    plan_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, scenario_id TEXT NOT NULL REFERENCES scenarios(id) ON DELETE CASCADE,
     machine_id TEXT NOT NULL, topic TEXT NOT NULL, sender TEXT NOT NULL, data BLOB NOT NULL, ts REAL NOT NULL);
@@ -162,6 +170,7 @@ class SqliteStore(Store):
             db.execute("DELETE FROM masters WHERE id = ?", (master_id,))
             db.execute("INSERT INTO masters VALUES (?, ?, ?, ?)", (new_id, row[1], public_key, row[3]))
             db.execute("UPDATE scenarios SET owner = ? WHERE owner = ?", (new_id, master_id))
+            db.execute("UPDATE tokens SET owner = ? WHERE owner = ?", (new_id, master_id))
         return MasterRecord(new_id, row[1], public_key, row[3])
 
     async def master_by_name(self, name: str) -> MasterRecord | None:
@@ -178,6 +187,7 @@ class SqliteStore(Store):
             if row is None:
                 return None
             db.execute("DELETE FROM masters WHERE id = ?", (row[0],))
+            db.execute("DELETE FROM tokens WHERE owner = ?", (row[0],))
         return MasterRecord(*row)
 
     # stored jobs
@@ -208,6 +218,44 @@ class SqliteStore(Store):
         with self._tx() as db:
             return db.execute("DELETE FROM jobs WHERE owner = ? AND name = ?", (owner, name)).rowcount == 1
 
+    # access tokens
+    _TOKEN_COLUMNS = "id, owner, role, scenario, secret_hash, created, expires, label, delegation, sealed_key, revoked"
+
+    @staticmethod
+    def _token(row: tuple[Any, ...]) -> TokenRecord:
+        return TokenRecord(
+            id=row[0], owner=row[1], role=row[2], scenario=row[3], secret_hash=row[4], created=row[5],
+            expires=row[6], label=row[7], delegation=_unpack(row[8], None), sealed_key=bytes(row[9]),
+            revoked=bool(row[10]),
+        )  # fmt: skip
+
+    async def put_token(self, token: TokenRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO tokens ({self._TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    token.id, token.owner, token.role, token.scenario, token.secret_hash, token.created,
+                    token.expires, token.label, None if token.delegation is None else _pack(token.delegation),
+                    token.sealed_key, int(token.revoked),
+                ),
+            )  # fmt: skip
+
+    async def token(self, token_id: str) -> TokenRecord | None:
+        query = f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE id = ?"
+        row = self._read(lambda db: db.execute(query, (token_id,)).fetchone())
+        return None if row is None else self._token(row)
+
+    async def tokens(self, owner: str) -> list[TokenRecord]:
+        query = f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE owner = ? ORDER BY created, id"
+        return [self._token(row) for row in self._read(lambda db: db.execute(query, (owner,)).fetchall())]
+
+    async def revoke_token(self, owner: str, token_id: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tokens SET revoked = 1, sealed_key = ? WHERE id = ? AND owner = ?", (b"", token_id, owner)
+            )
+            return cur.rowcount == 1
+
     # plans
     async def put_plan(self, plan: PlanRecord) -> None:
         with self._tx() as db:
@@ -230,6 +278,20 @@ class SqliteStore(Store):
     async def open_plans(self) -> list[PlanRecord]:
         query = "SELECT data FROM plans WHERE done = 0 ORDER BY created, id"
         return [PlanRecord(**_unpack(r[0], {})) for r in self._read(lambda db: db.execute(query).fetchall())]
+
+    async def claim_plan(self, plan_id: str, owner: str, now: float, ttl: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO plan_leases (plan_id, owner, expires) VALUES (?, ?, ?) ON CONFLICT (plan_id) "
+                "DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
+                "WHERE plan_leases.owner = excluded.owner OR plan_leases.expires <= ?",
+                (plan_id, owner, now + ttl, now),
+            )
+            return cur.rowcount == 1
+
+    async def release_plan(self, plan_id: str, owner: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM plan_leases WHERE plan_id = ? AND owner = ?", (plan_id, owner))
 
     # scenario messages
     async def post_message(

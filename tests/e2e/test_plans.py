@@ -1,6 +1,8 @@
 """Plans run by the hub: independent steps run together, a failed step's dependents are skipped while the rest
 finish, a cycle is refused before anything runs, gorchestrator's example graph runs in an order it allows, and a
-plan goes on after its master disconnects and after the hub restarts."""
+plan goes on after its master disconnects and after the hub restarts. Steps may wait for futures: such a step
+starts once its keys are set, times out when they do not come, and a plan waiting for a key nothing can set is
+refused before anything runs."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from clients.master.models import EventInfo
 from clients.master.sdk import Master
 from protocol import RemoteError
 from protocol.plans import PlanError, from_gorch
@@ -140,3 +143,94 @@ async def test_the_cli_runs_follows_lists_shows_and_cancels_plans(
     bad.write_text("{not json")
     refused = await asyncio.to_thread(run_crc, hub, "plan", "run", "cli", str(bad))
     assert refused.returncode == 2 and "not valid JSON" in refused.stderr
+
+
+async def plan_events(master: Master, scenario: str) -> list[tuple[str, ...]]:
+    """("plan_step", step, state) and ("kv_set", key) events, in order."""
+    found: list[tuple[str, ...]] = []
+    async for e in master.events(scenario, 0, follow=False):
+        if isinstance(e, EventInfo) and e.kind == "plan_step":
+            found.append((e.kind, e.data["step"], e.data["state"]))
+        elif isinstance(e, EventInfo) and e.kind == "kv_set":
+            found.append((e.kind, e.data["key"]))
+    return found
+
+
+async def test_a_step_waiting_for_a_key_starts_once_another_machine_sets_it(
+    master: Master, deploy, tmp_path: Path
+) -> None:
+    await deploy("fw", "db", "web")
+    log = tmp_path / "futures.log"
+    plan = {"name": "shop", "steps": [
+        # db/... may be set by the machine db: no step needs to declare it
+        {"id": "db", "target": "db", "command": f'sleep 1; echo "= setting $(date +%s%N)" >> {log}; '
+                                               "crc-daemon kv set db/ready yes"},
+        {"id": "web", "target": "web", "command": log_step(log, "web") + "; crc-daemon kv get db/ready",
+         "waits_for": ["db/ready"]},
+    ]}  # fmt: skip
+    done = await master.wait_plan("fw", (await master.run_plan("fw", plan))["id"], timeout=30)
+    assert {s["id"]: s["state"] for s in done["steps"]} == {"db": "succeeded", "web": "succeeded"}
+    assert {s["id"]: s.get("waits_for") for s in done["steps"]} == {"db": None, "web": ["db/ready"]}
+    ran = spans(log)
+    assert ran["web"][0] > ran["setting"][0]  # not dispatched before db was about to set the key
+    [web] = [r for r in await master.results("fw") if r.stdout.endswith(b"yes\n")]
+    assert web.ok
+    events = await plan_events(master, "fw")
+    waiting, key_set, running = ("plan_step", "web", "waiting"), ("kv_set", "db/ready"), ("plan_step", "web", "running")
+    assert events.count(waiting) == 1 and events.index(waiting) < events.index(key_set) < events.index(running)
+
+
+async def test_a_plan_waiting_for_a_key_nothing_can_set_is_refused(master: Master, deploy) -> None:
+    await deploy("fn", "box")
+    plan = {"name": "n", "steps": [
+        {"id": "one", "target": "box", "command": "true"},
+        {"id": "two", "target": "box", "command": "true", "waits_for": ["box/ok", "nobody/x"], "depends_on": ["one"]},
+    ]}  # fmt: skip
+    with pytest.raises(RemoteError, match="invalid_request") as refused:
+        await master.run_plan("fn", plan)
+    assert "step 'two' waits for key 'nobody/x'" in str(refused.value) and "box/ok" not in str(refused.value)
+    assert await master.plans("fn") == [] and await master.results("fn") == []
+    await master.kv_set("fn", "nobody/x", "now it is")  # set beforehand (by a master): accepted, and runs at once
+    ok = {"name": "ok", "steps": [{"id": "two", "target": "box", "command": "true", "waits_for": ["nobody/x"]}]}
+    done = await master.wait_plan("fn", (await master.run_plan("fn", ok))["id"], timeout=20)
+    assert [s["state"] for s in done["steps"]] == ["succeeded"]
+
+
+async def test_a_key_that_never_comes_times_the_step_out_and_cancel_stops_a_wait(master: Master, deploy) -> None:
+    await deploy("ft", "db", "web")
+    plan = {"name": "t", "steps": [
+        {"id": "web", "target": "web", "command": "true", "waits_for": ["db/never"], "timeout": 2},
+        {"id": "after", "target": "web", "command": "true", "depends_on": ["web"]},
+        {"id": "other", "target": "db", "command": "true"},
+    ]}  # fmt: skip
+    started = asyncio.get_running_loop().time()
+    done = await master.wait_plan("ft", (await master.run_plan("ft", plan))["id"], timeout=20)
+    assert 2 <= asyncio.get_running_loop().time() - started < 8
+    assert {s["id"]: (s["state"], s["gorch_state"]) for s in done["steps"]} == {
+        "web": ("timed_out", 10), "after": ("skipped", 5), "other": ("succeeded", 3)}  # fmt: skip
+    assert done["steps"][0]["orders"] and len(await master.results("ft")) == 1  # web's order was never queued
+
+    waiting = await master.run_plan("ft", {"name": "w", "steps": [
+        {"id": "web", "target": "web", "command": "true", "waits_for": ["db/never"]}]})  # fmt: skip
+    await asyncio.sleep(1.0)
+    shown = await master.plan("ft", waiting["id"])
+    assert [(s["state"], s["gorch_state"]) for s in shown["steps"]] == [("waiting", 1)] and not shown["done"]
+    cancelled = await master.cancel_plan("ft", waiting["id"])
+    assert cancelled["done"] and [s["state"] for s in cancelled["steps"]] == ["cancelled"]
+    assert len(await master.results("ft")) == 1
+
+
+async def test_a_waiting_step_waits_on_across_a_hub_restart(hub: HubProcess, master: Master, deploy) -> None:
+    await deploy("fr", "box")
+    plan = {"name": "r", "steps": [{"id": "go", "target": "box", "command": "echo went", "waits_for": ["box/go"]}]}
+    plan_id = (await master.run_plan("fr", plan))["id"]
+    await asyncio.sleep(1.0)
+    await master.close()
+    await hub.arestart()
+    async with await Master.connect(hub.url, hub.key_path) as again:
+        assert [s["state"] for s in (await again.plan("fr", plan_id))["steps"]] == ["waiting"]
+        await again.kv_set("fr", "box/go", "now")
+        done = await again.wait_plan("fr", plan_id, timeout=30)
+        assert [s["state"] for s in done["steps"]] == ["succeeded"]
+        [went] = await again.results("fr")
+        assert went.stdout == b"went\n"

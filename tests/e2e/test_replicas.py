@@ -346,3 +346,79 @@ async def test_sigterm_drains_and_a_daemon_without_a_balancer_waits_for_its_hub_
     await asyncio.to_thread(a.start)
     (result,) = await master.run("alone", "box", "echo back", wait_timeout=30)
     assert result.stdout == b"back\n"
+
+
+def _two_steps(log: Path, first: str) -> dict[str, object]:
+    return {"name": "two", "steps": [
+        {"id": "one", "target": "box", "command": f"echo one >> {log}; {first}"},
+        {"id": "two", "target": "box", "command": f"echo two >> {log}", "depends_on": ["one"]},
+    ]}  # fmt: skip
+
+
+async def _plan_events(master: Master, scenario: str) -> list[tuple[str, ...]]:
+    """("plan_step", step, state) and ("plan_finished",) events, in log order."""
+    found: list[tuple[str, ...]] = []
+    async for e in master.events(scenario, 0, follow=False):
+        if isinstance(e, EventInfo) and e.kind == "plan_step":
+            found.append((e.kind, e.data["step"], e.data["state"]))
+        elif isinstance(e, EventInfo) and e.kind == "plan_finished":
+            found.append((e.kind,))
+    return found
+
+
+async def test_a_replica_restarting_does_not_run_a_second_copy_of_a_plan_another_runs(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]], tmp_path: Path
+) -> None:
+    a, b = cluster.add_replica(), cluster.add_replica()
+    master = await masters(a.url)  # a runs the plan: it was submitted there
+    await cluster.deploy(master, "lease", {"box": a.url})
+    log = tmp_path / "lease.txt"
+    plan_id = (await master.run_plan("lease", _two_steps(log, "sleep 2")))["id"]
+    await b.arestart()  # while "one" runs: b resumes open plans at start-up, but this one is a's
+    done = await master.wait_plan("lease", plan_id, timeout=30)
+    assert {s["id"]: s["state"] for s in done["steps"]} == {"one": "succeeded", "two": "succeeded"}
+    await asyncio.sleep(2.0)  # a second runner on b would report the steps again at its next polls
+    assert await _plan_events(master, "lease") == [
+        ("plan_step", "one", "running"), ("plan_step", "one", "succeeded"),
+        ("plan_step", "two", "running"), ("plan_step", "two", "succeeded"), ("plan_finished",),
+    ]  # fmt: skip
+    assert file_lines(log) == ["one", "two"]
+
+
+async def test_the_plan_of_a_replica_killed_mid_step_is_adopted_by_another_and_finishes(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]], tmp_path: Path
+) -> None:
+    a, b = cluster.add_replica(), cluster.add_replica()
+    on_a = await masters(a.url)
+    await cluster.deploy(on_a, "adopt", {"box": b.url})  # the daemon is on b: it lives through a's death
+    log = tmp_path / "adopt.txt"
+    plan_id = (await on_a.run_plan("adopt", _two_steps(log, "sleep 3")))["id"]
+    await asyncio.sleep(1.0)
+    a.kill()
+    on_b = await masters(b.url)
+    assert not (await on_b.plan("adopt", plan_id))["done"]
+    done = await on_b.wait_plan("adopt", plan_id, timeout=30)  # its lease expires, then b's adoption loop finds it
+    assert {s["id"]: s["state"] for s in done["steps"]} == {"one": "succeeded", "two": "succeeded"}
+    events = await _plan_events(on_b, "adopt")
+    assert events.count(("plan_step", "one", "running")) == 1 and events.count(("plan_step", "two", "running")) == 1
+    assert events[-1] == ("plan_finished",) and events.count(("plan_finished",)) == 1
+    assert file_lines(log) == ["one", "two"]  # each step ran once: b found "one" running and waited for it
+
+
+async def test_a_plan_cancelled_through_a_replica_that_does_not_run_it_ends_cancelled(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]], tmp_path: Path
+) -> None:
+    a, b = cluster.add_replica(), cluster.add_replica()
+    on_a = await masters(a.url)  # a runs the plan
+    await cluster.deploy(on_a, "stop", {"box": b.url})
+    log = tmp_path / "stop.txt"
+    plan_id = (await on_a.run_plan("stop", _two_steps(log, "sleep 30")))["id"]
+    await eventually(lambda: log.exists(), timeout=10, what="step one running")
+    on_b = await masters(b.url)
+    cancelled = await on_b.cancel_plan("stop", plan_id)
+    assert cancelled["done"] and [s["state"] for s in cancelled["steps"]] == ["cancelled", "cancelled"]
+    one = cancelled["steps"][0]["orders"]
+    (result,) = await wait_results(on_b, "stop", one, timeout=15)
+    assert result.status == "cancelled"
+    assert file_lines(log) == ["one"]
+    assert (await _plan_events(on_a, "stop"))[-1] == ("plan_finished",)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, get_origin, get_type_hints
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import msgpack
 import pytest
@@ -67,6 +68,9 @@ from protocol.messages import (
     ScenarioList,
     ScenarioShow,
     SystemReady,
+    TokenCreate,
+    TokenList,
+    TokenRevoke,
     Welcome,
     body_from_wire,
 )
@@ -123,6 +127,11 @@ SAMPLES: list[Body] = [
     PlanCancel(scenario="shop", plan_id="p1"),
     MsgSend(scenario="shop", target="role:web", topic="deploy", data=b"v1"),
     MsgRecv(scenario="shop", topic="deploy", after=0, timeout=30.0),
+    TokenCreate(token_id="0123456789abcdef", role="operator", scenario="shop", expires=NOW + 3600,
+                secret_hash="ab" * 32, label="ci", delegation={"token": "0123456789abcdef", "signature": b"\x01"},
+                sealed_key=b"\x02" * 60),
+    TokenList(),
+    TokenRevoke(token_id="0123456789abcdef"),
     OrderSubmit(order=ORDER.to_wire(), upload="ab" * 32),
     OrderCancel(scenario="demo", order_id="o-1"),
     ResultsQuery(scenario="demo", order_ids=["o-1", "o-2"]),
@@ -178,6 +187,8 @@ def param_id(item: object) -> str:
 def wrong_value_for(annotation: Any) -> Any:
     """A msgpack value that does not fit ``annotation``."""
     origin = get_origin(annotation)
+    if origin in (Union, UnionType):  # an optional field: wrong for its non-None type is wrong for it too
+        return wrong_value_for(next(arg for arg in get_args(annotation) if arg is not type(None)))
     if origin is list:
         return {"not": "a list"}
     if origin is dict:

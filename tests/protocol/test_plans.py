@@ -10,7 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.plans import GORCH_STATES, GorchState, PlanError, PlanRun, StepState, from_gorch, parse_plan
+from protocol.plans import (
+    GORCH_STATES,
+    GorchState,
+    PlanError,
+    PlanRun,
+    StepState,
+    from_gorch,
+    parse_plan,
+    plan_to_wire,
+    unproducible_keys,
+)
 
 # gorchestrator's published example graph (a copy of ../shared/fixtures/gorch-example.json)
 GORCH_EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "gorch-example.json"
@@ -61,6 +71,10 @@ def test_our_format_parses_with_defaults() -> None:
         (plan(step("a", color="red")), "unknown key"),
         (plan(step("bad id!")), "an id is"),
         ({"name": "p", "steps": [step("a")], "extra": 1}, "unknown plan key"),
+        (plan(step("a", waits_for=["../escape"])), "key '../escape': 1-128 letters"),
+        (plan(step("a", sets=["/root"])), "key '/root'"),
+        (plan(step("a", waits_for=[1])), "waits_for is a list of keys"),
+        (plan(step("a", sets={"k": 1})), "sets is a list of keys"),
     ],
 )
 def test_malformed_plans_are_refused_with_the_step_named(data: dict[str, Any], message: str) -> None:
@@ -163,3 +177,50 @@ def test_random_acyclic_graphs_run_every_step_after_its_dependencies(graph: tupl
     assert sorted(order, key=int) == [str(j) for j in range(n)]
     for s in run.plan.steps:
         assert all(order.index(d) < order.index(s.id) for d in s.depends_on)
+
+
+def test_waits_for_and_sets_parse_and_round_trip_through_the_wire() -> None:
+    parsed = parse_plan(plan(step("db", sets=["db/ready", "db/ready"]), step("web", waits_for="db/ready"),
+                             step("smoke", "web", waits_for=["web/up", "config/dsn"])))  # fmt: skip
+    assert parsed.step("db").sets == ("db/ready",) and parsed.step("db").waits_for == ()
+    assert parsed.step("web").waits_for == ("db/ready",)
+    assert parsed.step("smoke").waits_for == ("web/up", "config/dsn")
+    wire = plan_to_wire(parsed)
+    assert "waits_for" not in wire["steps"][0] and "sets" not in wire["steps"][1]  # written only when there are some
+    assert wire["steps"][2]["waits_for"] == ["web/up", "config/dsn"]
+    assert parse_plan(json.loads(json.dumps(wire))) == parsed
+
+
+def test_a_waiting_step_is_to_run_for_gorchestrator_and_not_final() -> None:
+    assert GORCH_STATES[StepState.WAITING] is GorchState.TO_RUN and not StepState.WAITING.final
+    run = PlanRun(parse_plan(plan(step("a"), step("b"))))
+    assert run.start() == ["a", "b"]
+    run.states["b"] = StepState.WAITING  # what the hub does while b's keys are missing
+    run.finished("a", StepState.SUCCEEDED)
+    assert not run.done and run.cancel() == [] and run.states["b"] is StepState.CANCELLED
+
+
+@pytest.mark.parametrize(
+    ("steps", "machines", "existing", "expected"),
+    [
+        # another step sets it
+        ([step("db", sets=["db/ready"]), step("web", waits_for=["db/ready"])], [], [], []),
+        # the machine named by its first part may set it
+        ([step("web", waits_for=["db/ready"])], ["db", "web"], [], []),
+        # it is set already
+        ([step("web", waits_for=["config/dsn"])], ["db"], ["config/dsn"], []),
+        # nobody: no such machine, no step, not set
+        ([step("web", waits_for=["nobody/x", "db/ready"])], ["db"], [], [("web", "nobody/x")]),
+        # a key without a machine part: only a step (or a master beforehand) sets it
+        ([step("web", waits_for=["db"])], ["db"], [], [("web", "db")]),
+        # a step cannot wait for what it sets itself, or for what a step after it sets
+        ([step("a", waits_for=["k"], sets=["k"])], [], [], [("a", "k")]),
+        ([step("a", waits_for=["k"]), step("b", "a"), step("c", "b", sets=["k"])], [], [], [("a", "k")]),
+        # ...but a step independent of it may
+        ([step("a", waits_for=["k"]), step("b", sets=["k"])], [], [], []),
+    ],
+)
+def test_unproducible_keys(
+    steps: list[dict[str, Any]], machines: list[str], existing: list[str], expected: list[tuple[str, str]]
+) -> None:
+    assert unproducible_keys(parse_plan(plan(*steps)), machines, existing) == expected

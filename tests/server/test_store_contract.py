@@ -8,7 +8,9 @@ temporary directory for SQLite, the URL of an emptied database on the session's 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,7 @@ from server.store import (
     Store,
     StoreConflict,
     StoreError,
+    TokenRecord,
 )
 from server.store.redis import RedisStore
 
@@ -138,6 +141,107 @@ async def test_the_master_id_is_the_fingerprint_of_its_key(store: Store) -> None
     assert record.id == identity.id
 
 
+# access tokens
+def token(token_id: str, owner: str, created: float = NOW, role: str = "viewer", **fields: Any) -> TokenRecord:
+    return TokenRecord(token_id, owner, role, "", secrets.token_hex(32), created, 0.0, **fields)
+
+
+async def test_a_token_round_trips_every_field(store: Store) -> None:
+    delegation = {
+        "master": "m1", "scenarios": ["shop", "lab"], "limits": {"expires": NOW + 3600, "kinds": ["exec"]},
+        "nested": {"deep": [1, 2.5, None, True, {"k": "v"}]}, "signature": b"\x00\x01" * 32,
+    }  # fmt: skip
+    operator = TokenRecord(
+        "tok-op", "alice", "operator", "shop", secrets.token_hex(32), NOW, NOW + 86400, label="ci deploys",
+        delegation=delegation, sealed_key=b"\x00sealed\xff" * 8,
+    )  # fmt: skip
+    viewer = token("tok-view", "alice", NOW + 1)
+    await store.put_token(operator)
+    await store.put_token(viewer)
+    assert await store.token("tok-op") == operator and await store.token("tok-view") == viewer
+    again = await store.token("tok-op")
+    assert again is not None and again.delegation == delegation and again.sealed_key == operator.sealed_key
+    assert viewer.delegation is None and viewer.sealed_key == b"" and not viewer.revoked
+    assert await store.token("no-such-token") is None
+    wire = operator.to_wire()
+    assert wire == {
+        "id": "tok-op", "role": "operator", "scenario": "shop", "created": NOW, "expires": NOW + 86400,
+        "label": "ci deploys", "revoked": False,
+    }  # fmt: skip
+    assert operator.secret_hash not in repr(wire) and "sealed" not in repr(wire)
+
+
+async def test_a_token_id_can_only_be_used_once(store: Store) -> None:
+    first = token("tok", "alice")
+    await store.put_token(first)
+    with pytest.raises(StoreConflict):
+        await store.put_token(token("tok", "bob", NOW + 1))
+    assert await store.token("tok") == first and await store.tokens("bob") == []
+
+
+async def test_tokens_are_listed_per_owner_oldest_first(store: Store) -> None:
+    await store.put_token(token("t-b", "alice", NOW + 5))
+    await store.put_token(token("t-c", "alice", NOW))
+    await store.put_token(token("t-a", "alice", NOW + 5))
+    await store.put_token(token("t-bob", "bob", NOW))
+    assert [t.id for t in await store.tokens("alice")] == ["t-c", "t-a", "t-b"]
+    assert [t.id for t in await store.tokens("bob")] == ["t-bob"]
+    assert await store.tokens("carol") == []
+
+
+async def test_revoking_a_token_keeps_it_listed_without_its_sealed_key(store: Store) -> None:
+    sealed = token("tok", "alice", delegation={"d": 1}, sealed_key=b"secret-key", role="operator")
+    others = token("bobs", "bob", sealed_key=b"bob-key")
+    await store.put_token(sealed)
+    await store.put_token(others)
+    assert await store.revoke_token("alice", "tok")
+    revoked = await store.token("tok")
+    assert revoked is not None and revoked.revoked and revoked.sealed_key == b""
+    assert revoked == TokenRecord(**{**sealed.__dict__, "revoked": True, "sealed_key": b""})
+    assert await store.tokens("alice") == [revoked]
+    assert await store.revoke_token("alice", "tok")  # again: still revoked
+    assert await store.token("tok") == revoked
+    # another owner's token is not found, and stays as it was
+    assert not await store.revoke_token("alice", "bobs")
+    assert await store.token("bobs") == others
+    assert not await store.revoke_token("alice", "no-such-token")
+    assert await store.tokens("alice") == [revoked]
+
+
+async def test_removing_a_master_deletes_its_tokens(store: Store) -> None:
+    alice = await store.enroll_master("alice", public_key(), NOW)
+    bob = await store.enroll_master("bob", public_key(), NOW)
+    await store.put_token(token("t1", alice.id, sealed_key=b"k"))
+    await store.put_token(token("t2", alice.id, NOW + 1))
+    kept = token("t3", bob.id)
+    await store.put_token(kept)
+    assert await store.remove_master("alice") == alice
+    assert await store.token("t1") is None and await store.token("t2") is None
+    assert await store.tokens(alice.id) == []
+    assert await store.tokens(bob.id) == [kept]
+    # the ids are free again
+    await store.put_token(token("t1", bob.id))
+
+
+async def test_rekeying_a_master_moves_its_tokens_to_the_new_id(store: Store) -> None:
+    old = await store.enroll_master("alice", public_key(), NOW)
+    bob = await store.enroll_master("bob", public_key(), NOW)
+    first = token("t1", old.id, delegation={"master": old.id}, sealed_key=b"k")
+    await store.put_token(first)
+    await store.put_token(token("t2", old.id, NOW + 1))
+    await store.put_token(token("t3", bob.id))
+    moved = await store.rekey_master(old.id, public_key())
+    assert moved is not None
+    record = await store.token("t1")
+    assert record == TokenRecord(**{**first.__dict__, "owner": moved.id})
+    assert [t.id for t in await store.tokens(moved.id)] == ["t1", "t2"]
+    assert await store.tokens(old.id) == []
+    assert [t.id for t in await store.tokens(bob.id)] == ["t3"]
+    assert not await store.revoke_token(old.id, "t1") and await store.revoke_token(moved.id, "t1")
+    assert await store.remove_master("alice") == moved
+    assert await store.token("t1") is None and await store.token("t2") is None
+
+
 # scenarios and machines
 async def test_messages_wait_in_each_machines_mailbox_in_order(store: Store) -> None:
     web, db = machine("web"), machine("db")
@@ -176,6 +280,30 @@ async def test_plans_are_stored_updated_listed_and_resumable(store: Store) -> No
     assert await store.open_plans() == []
     await store.delete_scenario(shop.id)
     assert await store.plan("p1") is None and await store.plans(shop.id) == []
+
+
+async def test_a_plan_lease_is_held_by_one_owner_renewed_by_it_and_released_only_by_it(store: Store) -> None:
+    now = time.time()
+    assert await store.claim_plan("p1", "r0", now, 30.0)
+    assert not await store.claim_plan("p1", "r1", now + 1, 30.0)
+    assert await store.claim_plan("p1", "r0", now + 1, 30.0)  # renewed
+    assert await store.claim_plan("p2", "r1", now, 30.0)  # one lease per plan
+    await store.release_plan("p1", "r1")  # not r1's: nothing happens
+    assert not await store.claim_plan("p1", "r1", now + 2, 30.0)
+    await store.release_plan("p1", "r0")
+    assert await store.claim_plan("p1", "r1", now + 2, 30.0)
+    assert not await store.claim_plan("p1", "r0", now + 2, 30.0)
+
+
+async def test_an_expired_plan_lease_can_be_taken_by_another_owner(store: Store) -> None:
+    now = time.time()
+    assert await store.claim_plan("p1", "r0", now, 0.2)
+    assert not await store.claim_plan("p1", "r1", time.time(), 0.2)
+    await asyncio.sleep(0.3)  # Redis expires leases on its own clock (PX): real time must pass
+    assert await store.claim_plan("p1", "r1", time.time(), 30.0)
+    assert not await store.claim_plan("p1", "r0", time.time(), 30.0)
+    await store.release_plan("p1", "r0")  # r0 lost it: its release must not free r1's lease
+    assert not await store.claim_plan("p1", "r0", time.time(), 30.0)
 
 
 async def test_futures_are_per_scenario_expire_and_go_with_the_scenario(store: Store) -> None:
@@ -519,6 +647,7 @@ async def test_everything_survives_closing_and_reopening(backend: Backend, locat
         await first.add_order(order("done", scenario.id, spec.id), [])
         await first.store_result("done", OrderState.SUCCEEDED, {"stdout": b"ok"}, NOW + 1)
         await first.add_order(order("queued", scenario.id, spec.id), [b"c1", b"c2"])
+        await first.put_token(token("tok", master.id, delegation={"sig": b"\x01"}, sealed_key=b"sealed"))
         for i in range(3):
             await first.append_event(scenario.id, "tick", "web", {"i": i}, NOW + i)
     finally:
@@ -534,6 +663,9 @@ async def test_everything_survives_closing_and_reopening(backend: Backend, locat
         assert done is not None and (done.state, done.result) == (OrderState.SUCCEEDED, {"stdout": b"ok"})
         assert [o.id for o in await second.queued_orders(spec.id)] == ["queued"]
         assert await second.order_chunks("queued") == [b"c1", b"c2"]
+        kept = await second.token("tok")
+        assert kept is not None and (kept.delegation, kept.sealed_key) == ({"sig": b"\x01"}, b"sealed")
+        assert await second.tokens(master.id) == [kept]
         assert [e.data["i"] for e in await second.events_after(scenario.id, 0, 10)] == [0, 1, 2]
         assert (await second.append_event(scenario.id, "tick", "", {}, NOW)).cursor == 4
     finally:

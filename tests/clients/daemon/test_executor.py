@@ -49,12 +49,19 @@ async def run(
     return outcome, sink
 
 
-def is_dead(pid: int) -> bool:
-    # Orphans are reparented to PID 1, which may not reap them in a container: a zombie is dead.
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+def is_dead(pid: int, within: float = 2.0) -> bool:
+    # Orphans are reparented to PID 1, which may not reap them in a container: a zombie is dead. A SIGKILL sent to
+    # a group lands asynchronously, so a busy machine may show a member alive for a moment after the kill.
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
 
 
 def read_pids(path: Path) -> list[int]:

@@ -1,0 +1,100 @@
+"""Who a REST request comes from: a bearer access token (``crc token create``), checked against the hash the hub
+keeps. A principal sees only its master's scenarios (or the one its token is limited to); only operators act,
+signing through their token's delegation."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from protocol import ErrorCode, Identity, ProtocolError
+from protocol.delegation import Delegation
+from protocol.tokens import AccessToken, TokenRole
+from server.errors import RequestError
+from server.hub import Hub
+from server.store import ScenarioRecord, TokenRecord
+from server.ws import HUB_KEY
+
+
+@dataclass(frozen=True)
+class Principal:
+    token: TokenRecord
+    access: AccessToken
+
+    @property
+    def master(self) -> str:
+        return self.token.owner
+
+    @property
+    def operator(self) -> bool:
+        return self.token.role == TokenRole.OPERATOR
+
+    async def scenario(self, hub: Hub, requested: str | None) -> ScenarioRecord:
+        """The scenario a request is about: the token's own, or the ``scenario`` it names."""
+        if self.token.scenario:
+            if requested and requested != self.token.scenario:
+                raise RequestError(ErrorCode.FORBIDDEN, f"this token is limited to scenario {self.token.scenario!r}")
+            requested = self.token.scenario
+        if not requested:
+            raise RequestError(ErrorCode.INVALID_REQUEST, "name the scenario: ?scenario=NAME")
+        scenario = await hub.store.scenario_by_name(self.master, requested)
+        if scenario is None:
+            raise RequestError(ErrorCode.NOT_FOUND, f"no scenario named {requested!r}")
+        return scenario
+
+    async def scenarios(self, hub: Hub) -> list[ScenarioRecord]:
+        if self.token.scenario:
+            return [await self.scenario(hub, None)]
+        return await hub.store.scenarios(self.master)
+
+    def signer(self) -> tuple[Identity, Delegation]:
+        """The delegate key and delegation to sign orders with.
+
+        Raises:
+            RequestError: FORBIDDEN for viewers, or for a token made before its master's key was rotated.
+        """
+        if not self.operator or self.token.delegation is None:
+            raise RequestError(ErrorCode.FORBIDDEN, "a viewer token can only read; this needs an operator token")
+        delegation = Delegation.from_wire(self.token.delegation)
+        if delegation.master != self.master:
+            raise RequestError(
+                ErrorCode.FORBIDDEN, "this token was made before its master's key was rotated: create a new one"
+            )
+        try:
+            return self.access.open(self.token.sealed_key), delegation
+        except ProtocolError:
+            raise RequestError(ErrorCode.FORBIDDEN, "this token cannot sign (was it revoked?)") from None
+
+
+async def authenticate(request: web.Request) -> Principal:
+    """The principal of a request, from ``Authorization: Bearer crc_...``.
+
+    Raises:
+        RequestError: UNAUTHORIZED when the token is missing, unknown, wrong, revoked or expired.
+    """
+    scheme, _, text = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not text.strip():
+        raise RequestError(ErrorCode.UNAUTHORIZED, "send Authorization: Bearer crc_... (see crc token create)")
+    return await principal_for(request.app[HUB_KEY], text)
+
+
+async def principal_for(hub: Hub, text: str) -> Principal:
+    """The principal of a presented token (a header, or the first message of a live WebSocket).
+
+    Raises:
+        RequestError: UNAUTHORIZED when the token is unknown, wrong, revoked or expired.
+    """
+    try:
+        access = AccessToken.parse(text)
+    except ProtocolError as exc:
+        raise RequestError(ErrorCode.UNAUTHORIZED, exc.message) from None
+    record = await hub.store.token(access.id)
+    if record is None or not access.matches(record.secret_hash):
+        raise RequestError(ErrorCode.UNAUTHORIZED, "unknown access token")
+    if record.revoked:
+        raise RequestError(ErrorCode.UNAUTHORIZED, "this access token was revoked")
+    if record.expires and time.time() > record.expires:
+        raise RequestError(ErrorCode.UNAUTHORIZED, "this access token has expired")
+    return Principal(record, access)

@@ -1,0 +1,185 @@
+"""Live streams of a scenario for the dashboard (a WebSocket, ``/v1/live``) and for scripts (server-sent events,
+``/v1/scenarios/{name}/events/stream``): its events in cursor order from where the client left off, then live,
+interleaved with live output of running commands.
+
+Like master subscriptions, a feed rereads the store after every wake-up rather than pushing events from memory,
+so replay and live events never interleave out of order and a slow client simply catches up. A browser cannot
+set headers on a WebSocket, so the token comes in the first message instead (never in the URL, where logs would
+keep it). Tokens are checked again every ``RECHECK`` seconds: revoking one ends its streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from protocol import ErrorCode
+from protocol.messages import Output
+from server.errors import RequestError
+from server.hub import Hub
+from server.rest.auth import Principal, authenticate, principal_for
+from server.rest.encoding import dumps
+from server.rest.scenarios import event_wire
+from server.store import ScenarioRecord, StoreError
+from server.ws import HUB_KEY
+
+log = logging.getLogger(__name__)
+
+PAGE = 200
+HEARTBEAT = 15.0  # seconds between keep-alives on an idle stream (proxies close silent connections)
+RECHECK = 30.0
+MAX_PENDING_OUTPUT = 2000  # chunks kept for a slow client; older ones are dropped (results keep everything)
+FIRST_MESSAGE_TIMEOUT = 10.0
+
+
+class LiveFeed:
+    """One client's view of one scenario: a ``ScenarioListener`` turned into an async stream of JSON-ready items."""
+
+    def __init__(self, hub: Hub, principal: Principal, scenario: ScenarioRecord, after: int) -> None:
+        self.hub = hub
+        self.principal = principal
+        self.scenario = scenario
+        self.cursor = after
+        self.closed = False
+        self._wake = asyncio.Event()
+        self._outputs: deque[Output] = deque(maxlen=MAX_PENDING_OUTPUT)
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def output(self, output: Output) -> None:
+        self._outputs.append(output)
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    async def items(self) -> AsyncIterator[dict[str, Any]]:
+        await self.hub.listen(self.scenario.id, self)
+        checked = time.monotonic()
+        try:
+            while not self.closed:
+                self._wake.clear()
+                events = await self.hub.store.events_after(self.scenario.id, self.cursor, PAGE)
+                for event in events:
+                    self.cursor = event.cursor
+                    yield {"type": "event", **event_wire(event)}
+                while self._outputs:
+                    chunk = self._outputs.popleft()
+                    yield {"type": "output", "order_id": chunk.order_id, "machine": chunk.machine,
+                           "stream": chunk.stream, "data": chunk.data}  # fmt: skip
+                if time.monotonic() - checked > RECHECK:
+                    await principal_for(self.hub, self.principal.access.text())  # revoked or expired: ends here
+                    checked = time.monotonic()
+                if len(events) == PAGE:
+                    continue
+                try:
+                    await asyncio.wait_for(self._wake.wait(), HEARTBEAT)
+                except TimeoutError:
+                    yield {"type": "ping", "head": self.cursor}
+        finally:
+            await self.hub.stop_listening(self.scenario.id, self)
+
+
+def _start_cursor(after: Any, head: int) -> int:
+    """Where a stream starts: after the client's last cursor (0: from the beginning; -1: only what comes next)."""
+    if isinstance(after, bool) or not isinstance(after, int):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "after is an event cursor (an integer)")
+    return head if after < 0 else min(after, head)
+
+
+async def live_socket(request: web.Request) -> web.WebSocketResponse:
+    """``GET /v1/live``: first message ``{"token", "scenario", "after"}``, then ``welcome`` and the feed."""
+    hub = request.app[HUB_KEY]
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT * 2, max_msg_size=16 * 1024)
+    await ws.prepare(request)
+    try:
+        first = await ws.receive_json(timeout=FIRST_MESSAGE_TIMEOUT)
+        if not isinstance(first, dict) or not isinstance(first.get("token"), str):
+            raise RequestError(ErrorCode.UNAUTHORIZED, 'first send {"token": ..., "scenario": ..., "after": N}')
+        principal = await principal_for(hub, first["token"])
+        scenario = await principal.scenario(hub, first.get("scenario") or None)
+        head = await hub.store.last_cursor(scenario.id)
+        after = _start_cursor(first.get("after", 0), head)
+    except RequestError as exc:
+        await ws.send_str(dumps({"type": "error", "code": exc.code.value, "message": exc.message}))
+        await ws.close(code=4401 if exc.code is ErrorCode.UNAUTHORIZED else 4400)
+        return ws
+    except (TimeoutError, ValueError, TypeError):
+        await ws.send_str(dumps({"type": "error", "code": "invalid_request", "message": "first send a JSON object"}))
+        await ws.close(code=4400)
+        return ws
+    await ws.send_str(dumps({"type": "welcome", "scenario": scenario.name, "role": principal.token.role,
+                             "head": head, "after": after}))  # fmt: skip
+    feed = LiveFeed(hub, principal, scenario, after)
+
+    async def read_until_closed() -> None:
+        async for message in ws:
+            if message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                break
+        feed.close()
+
+    reader = asyncio.create_task(read_until_closed())
+    try:
+        async for item in feed.items():
+            if ws.closed:
+                break
+            await ws.send_str(dumps(item))
+    except RequestError as exc:
+        with contextlib.suppress(ConnectionError):
+            await ws.send_str(dumps({"type": "error", "code": exc.code.value, "message": exc.message}))
+    except (ConnectionError, StoreError) as exc:
+        log.info("live stream of %s ended: %s", scenario.name, exc)
+    finally:
+        reader.cancel()
+        await ws.close()
+    return ws
+
+
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/scenarios/{name}/events/stream``: server-sent events; resumes from ``Last-Event-ID``."""
+    hub = request.app[HUB_KEY]
+    principal = await authenticate(request)
+    scenario = await principal.scenario(hub, request.match_info["name"])
+    raw = request.headers.get("Last-Event-ID") or request.query.get("after", "0")
+    try:
+        after = _start_cursor(int(raw), await hub.store.last_cursor(scenario.id))
+    except ValueError:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "after (or Last-Event-ID) is an event cursor") from None
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+    })  # fmt: skip
+    await response.prepare(request)
+    await response.write(b"retry: 2000\n\n")
+    feed = LiveFeed(hub, principal, scenario, after)
+    try:
+        async for item in feed.items():
+            kind = item.pop("type")
+            if kind == "event":
+                frame = f"id: {item['cursor']}\nevent: {item['kind']}\ndata: {dumps(item)}\n\n"
+            elif kind == "output":
+                frame = f"event: output\ndata: {dumps(item)}\n\n"
+            else:
+                frame = ": ping\n\n"
+            await response.write(frame.encode())
+    except RequestError as exc:
+        with contextlib.suppress(ConnectionError):
+            await response.write(
+                f"event: error\ndata: {dumps({'code': exc.code.value, 'message': exc.message})}\n\n".encode()
+            )
+    except (ConnectionError, StoreError) as exc:
+        log.info("event stream of %s ended: %s", scenario.name, exc)
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/live", live_socket)
+    app.router.add_get("/v1/scenarios/{name}/events/stream", event_stream)

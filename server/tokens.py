@@ -1,0 +1,89 @@
+"""Access tokens a master registers for its REST clients and dashboard users (``crc token create``).
+
+The master makes the token and, for operators, the delegate key pair and the signed delegation; the hub is sent
+only the secret's hash and the delegate key sealed under the secret (see ``protocol.tokens``), so it can check a
+presented token and sign with it, but cannot mint one or sign without one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from protocol import Envelope, ErrorCode, ProtocolError, PublicKey
+from protocol.delegation import Delegation
+from protocol.messages import Response, TokenCreate, TokenList, TokenRevoke
+from protocol.tokens import TOKEN_ID, TokenRole
+from server.connection import Connection
+from server.errors import RequestError
+from server.hub import Hub
+from server.store import StoreConflict, TokenRecord
+
+SECRET_HASH = re.compile(r"^[0-9a-f]{64}$")
+MAX_SEALED_KEY = 512
+MAX_LABEL = 100
+MAX_TOKENS_PER_MASTER = 1000
+
+
+async def _check_delegation(hub: Hub, conn: Connection, body: TokenCreate) -> Delegation:
+    if body.delegation is None or not body.sealed_key or len(body.sealed_key) > MAX_SEALED_KEY:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "an operator token needs its delegation and sealed key")
+    master = await hub.store.master(conn.id)
+    if master is None:
+        raise RequestError(ErrorCode.REVOKED, "this master is no longer enrolled on the hub")
+    try:
+        delegation = Delegation.from_wire(body.delegation)
+        delegation.verify(PublicKey.from_text(master.public_key), body.scenario or "", 0.0)
+        PublicKey.from_text(delegation.key)
+    except ProtocolError as exc:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"the token's delegation does not hold: {exc.message}") from None
+    if (delegation.token, delegation.scenario, delegation.expires) != (body.token_id, body.scenario, body.expires):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "the delegation must name this token, scope and expiry")
+    return delegation
+
+
+async def token_create(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, TokenCreate)
+    now = time.time()
+    if not TOKEN_ID.match(body.token_id) or not SECRET_HASH.match(body.secret_hash):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "a token id is 16 hex digits and its hash 64")
+    if body.role not in tuple(TokenRole):
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"a token's role is viewer or operator, not {body.role!r}")
+    if body.expires < 0 or (body.expires and body.expires <= now):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "a token's expiry must be in the future (or 0: never)")
+    if len(body.label) > MAX_LABEL:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"a token's label is at most {MAX_LABEL} characters")
+    if body.scenario and await hub.store.scenario_by_name(conn.id, body.scenario) is None:
+        raise RequestError(ErrorCode.NOT_FOUND, f"you have no scenario named {body.scenario!r}")
+    if body.role == TokenRole.OPERATOR:
+        delegation: Delegation | None = await _check_delegation(hub, conn, body)
+    elif body.delegation is not None or body.sealed_key:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "a viewer token cannot sign: send no delegation")
+    else:
+        delegation = None
+    if len(await hub.store.tokens(conn.id)) >= MAX_TOKENS_PER_MASTER:
+        raise RequestError(ErrorCode.QUEUE_FULL, f"a master keeps at most {MAX_TOKENS_PER_MASTER} tokens")
+    record = TokenRecord(
+        body.token_id, conn.id, body.role, body.scenario, body.secret_hash, now, body.expires, body.label,
+        None if delegation is None else delegation.to_wire(), body.sealed_key,
+    )  # fmt: skip
+    try:
+        await hub.store.put_token(record)
+    except StoreConflict:
+        raise RequestError(ErrorCode.ALREADY_EXISTS, f"token id {body.token_id} is taken; make another") from None
+    conn.send(Response(record.to_wire()), reply_to=env.id)
+
+
+async def token_list(hub: Hub, conn: Connection, env: Envelope) -> None:
+    assert isinstance(env.body, TokenList)
+    tokens = [t.to_wire() for t in await hub.store.tokens(conn.id)]
+    conn.send(Response({"tokens": tokens}), reply_to=env.id)
+
+
+async def token_revoke(hub: Hub, conn: Connection, env: Envelope) -> None:
+    body = env.body
+    assert isinstance(body, TokenRevoke)
+    if not await hub.store.revoke_token(conn.id, body.token_id):
+        raise RequestError(ErrorCode.NOT_FOUND, f"you have no token {body.token_id!r}")
+    conn.send(Response({"revoked": body.token_id}), reply_to=env.id)
