@@ -43,11 +43,24 @@ class Record:
 
     @classmethod
     def of(
-        cls, scenario: str, unit: str, ours: float, baseline: float, baseline_name: str, target: float | None
+        cls,
+        scenario: str,
+        unit: str,
+        ours: float,
+        baseline: float,
+        baseline_name: str,
+        target: float | None,
+        *,
+        lower_is_better: bool = False,
+        digits: int = 1,
     ) -> Record:
+        """``target`` bounds the ratio from below (rates), or from above with ``lower_is_better`` (latency,
+        memory): e.g. a p99 within 3x the baseline's is ``target=3.0, lower_is_better=True``."""
         ratio = ours / baseline if baseline else 0.0
-        met = None if target is None else ratio >= target
-        return cls(scenario, unit, round(ours, 1), round(baseline, 1), baseline_name, round(ratio, 3), target, met)
+        met = None if target is None else (ratio <= target if lower_is_better else ratio >= target)
+        return cls(
+            scenario, unit, round(ours, digits), round(baseline, digits), baseline_name, round(ratio, 3), target, met
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -27,17 +27,18 @@ SCENARIO = "bench"
 
 
 class Watcher:
-    """A master session subscribed to the scenario, counting the OUTPUT messages it receives."""
+    """A master session subscribed to a scenario (``SCENARIO`` unless told), counting the OUTPUT messages it gets."""
 
-    def __init__(self, link: HubLink) -> None:
+    def __init__(self, link: HubLink, scenario: str = SCENARIO) -> None:
         self.link = link
+        self.scenario = scenario
         self.counter = Counter()
         self.subscribed = asyncio.Event()
         self.request_id = ""
         self._task = asyncio.create_task(self._read())
 
     async def subscribe(self) -> None:
-        self.request_id = await self.link.send(EventsSubscribe(SCENARIO, -1), scenario=SCENARIO)
+        self.request_id = await self.link.send(EventsSubscribe(self.scenario, -1), scenario=self.scenario)
         await asyncio.wait_for(self.subscribed.wait(), 10)
 
     async def _read(self) -> None:
@@ -61,19 +62,21 @@ class Watcher:
         await self.link.close()
 
 
-async def _drain(link: HubLink) -> None:
+async def drain_link(link: HubLink) -> None:
     """The daemon reads what the hub sends (answering its PINGs, so the hub keeps the session)."""
     with contextlib.suppress(CrcError):
         while True:
             await link.recv()
 
 
-async def hub_flood(daemon: HubLink, watcher: Watcher, messages: int, payload: int = PAYLOAD) -> float:
+async def hub_flood(
+    daemon: HubLink, watcher: Watcher, messages: int, payload: int = PAYLOAD, scenario: str = SCENARIO
+) -> float:
     """Messages per second: N Output messages from the daemon until the master has the last one."""
     data = b"x" * payload
 
     async def send() -> None:
-        await daemon.send(Output("bench-order", "stdout", data), scenario=SCENARIO)
+        await daemon.send(Output("bench-order", "stdout", data), scenario=scenario)
 
     return await windowed_flood(send, watcher.counter, messages)
 
@@ -95,7 +98,7 @@ async def run(config: Config) -> list[Record]:
             await master.close()
         watcher = Watcher(await HubLink.connect(hub.url, identity, Role.MASTER))
         daemon = await HubLink.connect(hub.url, machine.identity, Role.DAEMON)
-        drain = asyncio.create_task(_drain(daemon))
+        drain = asyncio.create_task(drain_link(daemon))
         ours: list[float] = []
         base: list[float] = []
         try:

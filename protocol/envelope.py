@@ -61,13 +61,20 @@ def unpack(data: bytes, max_size: int = DEFAULT_MAX_FRAME) -> Any:
 
 
 def _depth(value: Any, level: int = 0) -> int:
+    # On every received frame: recursing only into containers (not into every scalar) keeps it cheap.
     if level > _MAX_DEPTH:
         return level
     if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return level
+    deepest = level + 1
+    for child in children:
+        if isinstance(child, dict | list):
+            deepest = max(deepest, _depth(child, level + 1))
+    return deepest
 
 
 def encode_envelope(envelope: Envelope, max_size: int = DEFAULT_MAX_FRAME) -> bytes:

@@ -28,10 +28,11 @@ class OrderKind(StrEnum):
     UPDATE = "update"  # install another daemon build from the hub's /v1/dist/ and restart into it
     ROTATE_KEY = "rotate_key"  # make a new key pair (on the machine) and switch to it; the machine id stays
     TRUST_MASTER = "trust_master"  # from now on obey orders signed by this master key instead (master rotation)
+    PING = "ping"  # answered at once, running nothing: is the machine there and obeying (like Salt's test.ping)
 
 
 # What an access token's delegate key may sign (protocol.delegation): never key or trust changes, never updates.
-DELEGABLE_KINDS = frozenset({OrderKind.EXEC, OrderKind.PUT_FILE, OrderKind.HOSTS})
+DELEGABLE_KINDS = frozenset({OrderKind.EXEC, OrderKind.PUT_FILE, OrderKind.HOSTS, OrderKind.PING})
 
 
 class OrderState(StrEnum):

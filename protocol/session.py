@@ -116,8 +116,21 @@ def _derive(private: X25519PrivateKey, peer_public: bytes, nonce: bytes, transcr
     return okm[:32], okm[32:]
 
 
-def _tag(key: bytes, seq: int, payload: bytes) -> bytes:
-    return hmac.new(key, seq.to_bytes(8, "big") + payload, hashlib.sha256).digest()
+class _Tagger:
+    """HMAC-SHA256 over (sequence number, payload) under one key. The keyed state is prepared once and copied
+    per frame: that skips hashing the key's two padded blocks for every message (a third cheaper per tag)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+
+    def __call__(self, seq: int, payload: bytes) -> bytes:
+        mac = self._keyed.copy()
+        mac.update(seq.to_bytes(8, "big"))
+        mac.update(payload)
+        return mac.digest()
+
+
+_NO_KEY = _Tagger(b"")
 
 
 class _Session:
@@ -128,8 +141,8 @@ class _Session:
         self.max_frame = max_frame
         self.max_skew = max_skew
         self.session_id = ""
-        self._send_key = b""
-        self._recv_key = b""
+        self._send_tag = _NO_KEY
+        self._recv_tag = _NO_KEY
         self._send_seq = 0
         self._recv_seq = 0
 
@@ -171,7 +184,7 @@ class _Session:
     def _seal_unchecked(self, envelope: Envelope) -> bytes:
         payload = encode_envelope(envelope, self.max_frame - 64)
         self._send_seq += 1
-        return pack([self._send_seq, payload, _tag(self._send_key, self._send_seq, payload)])
+        return pack([self._send_seq, payload, self._send_tag(self._send_seq, payload)])
 
     def open(self, frame: bytes, now: float) -> Envelope:
         """Check and decode one received sealed frame.
@@ -193,7 +206,7 @@ class _Session:
                 raise ProtocolError(ErrorCode.MALFORMED_FRAME, "sealed frame fields have the wrong types")
             if seq < 0 or seq >= 2**64:
                 raise ProtocolError(ErrorCode.BAD_SEQUENCE, "sequence number out of range", seq=seq)
-            if not hmac.compare_digest(tag, _tag(self._recv_key, seq, payload)):
+            if not hmac.compare_digest(tag, self._recv_tag(seq, payload)):
                 raise ProtocolError(ErrorCode.BAD_MAC, "frame tag does not verify; the frame was altered")
             if seq != self._recv_seq + 1:
                 raise ProtocolError(
@@ -292,7 +305,7 @@ class HubSession(_Session):
         except ProtocolError:
             self._fire(SessionEvent.FAIL)
             raise
-        self._send_key, self._recv_key = to_client, to_hub
+        self._send_tag, self._recv_tag = _Tagger(to_client), _Tagger(to_hub)
         self.session_id = transcript[:8].hex()
         self._fire(SessionEvent.AUTHENTICATED)
         self.peer = Authenticated(auth.client_id, role, key)
@@ -353,7 +366,7 @@ class ClientSession(_Session):
         except (ProtocolError, RemoteError):
             self._fire(SessionEvent.FAIL)
             raise
-        self._send_key, self._recv_key = to_hub, to_client
+        self._send_tag, self._recv_tag = _Tagger(to_hub), _Tagger(to_client)
         self.session_id = transcript[:8].hex()
         self.hub_id = challenge.hub_id
         self._fire(SessionEvent.CHALLENGE)

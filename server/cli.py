@@ -12,6 +12,7 @@ from pathlib import Path
 
 from protocol import ProtocolError, PublicKey
 from protocol.logformat import LOG_FORMATS, configure_logging
+from server import eventloop
 from server.app import serve
 from server.settings import SettingsError, settings_from
 from server.store import SqliteStore, StoreConflict, StoreError
@@ -36,6 +37,9 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         "--redis",
         help="share state with other replicas: redis://HOST:PORT/DB, rediss://..., "
         "redis+sentinel://HOST:26379/SERVICE (env CRC_REDIS_URL)",
+    )
+    hub.add_argument(
+        "--event-loop", choices=eventloop.LOOPS, help="asyncio (default), uvloop (faster; the 'fast' extra) or auto"
     )
     hub.add_argument("--replica-id", help="this replica's name (default: host-pid-random; env CRC_REPLICA_ID)")
     hub.add_argument("--tls-cert", type=Path, help="PEM certificate (default: DATA_DIR/tls/hub.crt if present)")
@@ -109,7 +113,12 @@ def run_hub(args: argparse.Namespace) -> int:
         return 2
     configure_logging(logging.INFO, _log_format(args), HUB_LOG_FORMAT)
     try:
-        asyncio.run(serve(settings, ready_file=args.ready_file))
+        loop = eventloop.chosen(args.event_loop)
+    except eventloop.EventLoopError as exc:
+        print(f"crc hub: {exc}", file=sys.stderr)
+        return 2
+    try:
+        eventloop.run(serve(settings, ready_file=args.ready_file), loop)
     except TlsError as exc:
         print(f"crc hub: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -23,8 +24,14 @@ OUTBOX_LIMIT = 10_000
 OUTBOX_HIGH_WATER = 1_000
 
 
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ids = itertools.count(1)
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A message id unique to this hub process: a random prefix and a counter (uuid4 per message was ~2 us of
+    the hub's per-message CPU; ids only need to be unique, replays are stopped by sequence numbers)."""
+    return f"{_ID_PREFIX}{next(_ids):x}"
 
 
 class Connection:

@@ -237,10 +237,11 @@ class Hub:
     def forward_output(self, scenario_id: str, scenario_name: str, output: Output) -> None:
         """Live output goes straight to current subscribers; the result keeps the durable copy."""
         self._forward_local(scenario_id, scenario_name, output)
-        self.backplane.publish(
-            scenario_channel(scenario_id),
-            {"kind": "output", "scenario": scenario_id, "name": scenario_name, "output": output.to_wire()},
-        )
+        if self.backplane.shared:
+            self.backplane.publish(
+                scenario_channel(scenario_id),
+                {"kind": "output", "scenario": scenario_id, "name": scenario_name, "output": output.to_wire()},
+            )
 
     def _forward_local(self, scenario_id: str, scenario_name: str, output: Output) -> None:
         for conn in self.subscriptions.get(scenario_id, {}):

@@ -13,7 +13,7 @@ Labels never name scenarios, machines or masters: metrics leave the hub, tenants
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -59,6 +59,14 @@ class HubMetrics:
         self.command_duration = Histogram("crc_command_duration_seconds", "How long commands ran on their machines",
                                           buckets=DURATION_BUCKETS, registry=self.registry)  # fmt: skip
         self.registry.register(_LiveState(hub))
+        self._by_type: dict[str, Any] = {}
+
+    def count_message(self, msg_type: str) -> None:
+        """Count one received message (the labelled child is looked up once per type, not per message)."""
+        child = self._by_type.get(msg_type)
+        if child is None:
+            child = self._by_type[msg_type] = self.messages.labels(type=msg_type)
+        child.inc()
 
 
 async def metrics(request: web.Request) -> web.Response:

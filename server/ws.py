@@ -124,7 +124,7 @@ async def _dispatch(hub: Hub, conn: Connection, envelope: Envelope) -> None:
         return
     if envelope.type is MsgType.PONG:
         return  # receiving it already refreshed the peer's heartbeat
-    hub.metrics.messages.labels(type=envelope.type.value).inc()
+    hub.metrics.count_message(envelope.type.value)
     handler = _HANDLERS[conn.role].get(envelope.type)
     if handler is None:
         conn.reply_error(envelope, ErrorCode.INVALID_REQUEST, f"a {conn.role.value} may not send {envelope.type.value}")

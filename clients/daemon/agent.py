@@ -531,6 +531,8 @@ class Daemon:
             await self._update(order, started)
         elif order.kind is OrderKind.ROTATE_KEY:
             await self._rotate_key(order, started)
+        elif order.kind is OrderKind.PING:
+            await self._finish(order, OrderState.SUCCEEDED, 0, started)
         elif order.kind is OrderKind.TRUST_MASTER:
             # Applied when delivered (_trust_master); after a crash before the result, apply it again.
             self._trust_master(order)

@@ -461,6 +461,22 @@ async def cmd_hosts(args: argparse.Namespace) -> int:
     return _exit_code(results)
 
 
+async def cmd_ping(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        started = time.monotonic()
+        results = await master.ping(args.scenario, args.target, timeout=args.timeout)
+        took = time.monotonic() - started
+    if args.json:
+        _print_json([_result_json(r) for r in results])
+    else:
+        for r in results:
+            trust = "" if r.verified or not r.final else " (UNVERIFIED signature)"
+            print(f"{r.machine}: {'pong' if r.ok else r.status}{trust}")
+        answered = sum(r.ok for r in results)
+        print(f"{answered}/{len(results)} answered in {took:.2f} s", file=sys.stderr)
+    return _exit_code(results)
+
+
 def format_event(event: EventInfo) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(event.ts))
     if event.kind == "boot_step":
@@ -668,6 +684,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None)
     p.set_defaults(func=cmd_put)
 
+    p = sub.add_parser("ping", help="which machines are there and obeying: a signed no-op each answers at once")
+    p.add_argument("scenario")
+    p.add_argument("target", nargs="?", default="all")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers (default 30)")
+    p.set_defaults(func=cmd_ping)
     p = sub.add_parser("hosts", help="write every machine's address into each machine's hosts file")
     p.add_argument("scenario")
     p.add_argument("--target", default="all")

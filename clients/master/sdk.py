@@ -714,6 +714,13 @@ class Master:
             fanout=fanout,
         )  # fmt: skip
 
+    async def ping(
+        self, scenario: str, target: str | Sequence[str] = "all", *, timeout: float | None = 30.0
+    ) -> list[CommandResult]:
+        """Ask machines to answer a signed no-op at once (nothing runs): which are there and obeying this master.
+        Machines that do not answer within ``timeout`` come back with their order's state (``queued``...)."""
+        return await self.dispatch(scenario, target, OrderKind.PING, {}, timeout=timeout)
+
     # plans
     async def run_plan(self, scenario: str, plan: Plan | dict[str, Any], *, ttl: float = 24 * 3600.0) -> dict[str, Any]:
         """Hand a plan to the hub, which runs it (it goes on if this master disconnects).

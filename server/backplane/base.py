@@ -40,6 +40,8 @@ class Backplane(ABC):
     """What one replica needs from the others."""
 
     replica_id: str
+    # False for the in-process backplane: nobody else would hear a publish, so hot paths skip building messages.
+    shared: bool = True
 
     @abstractmethod
     async def start(self, handler: Handler, on_reconnect: Callable[[], Awaitable[None]]) -> None:

@@ -9,6 +9,8 @@ from server.backplane.base import Backplane, Handler
 
 
 class LocalBackplane(Backplane):
+    shared = False
+
     def __init__(self, replica_id: str = "local") -> None:
         self.replica_id = replica_id
         self._claimed: set[str] = set()
