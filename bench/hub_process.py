@@ -12,13 +12,13 @@ of its own (host-pid-random, as ``crc hub`` defaults to).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import resource
 from dataclasses import replace
 from pathlib import Path
 
+from server import eventloop
 from server.app import serve
 from server.settings import HubSettings, default_replica_id
 
@@ -48,7 +48,7 @@ def main() -> None:
         settings = replace(settings, session_rate=1e9, session_burst=1e9)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s bench-hub %(levelname)s %(name)s: %(message)s")
     raise_nofile_limit()
-    asyncio.run(serve(settings, ready_file=args.ready_file))
+    eventloop.run(serve(settings, ready_file=args.ready_file))  # CRC_EVENT_LOOP=uvloop to measure with uvloop
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
+from bench import baselines_socketio
 from bench.baselines import relay_flood
 from bench.common import PAYLOAD, Config, Counter, Record, Server, median, windowed_flood
 from clients.link import HubLink
@@ -24,6 +26,12 @@ from protocol.messages import EventsSubscribe, Output
 NAME = "output_frames"
 TARGET = 0.5  # issue 9: at least half the bare relay's rate
 SCENARIO = "bench"
+SIO_TARGET = 10.0  # issue scenario (1): at least 10x python-socketio with Redis
+SIO_SHARE = 5  # python-socketio runs ~1-2k msgs/s: a fifth of the flood (a few seconds) is enough to measure it
+
+
+def sio_messages(messages: int) -> int:
+    return max(100, messages // SIO_SHARE)
 
 
 class Watcher:
@@ -87,10 +95,16 @@ async def run(config: Config) -> list[Record]:
         "-m", "bench.hub_process", "--data-dir", str(config.work_dir / "hub-data"),
         "--master-key", identity.public.to_text(),
     ]  # fmt: skip
-    async with (
-        Server("hub", hub_argv, config.work_dir) as hub,
-        Server("relay", ["-m", "bench.baselines"], config.work_dir) as relay,
-    ):
+    sio_missing = baselines_socketio.missing()
+    if sio_missing:
+        baselines_socketio.skip_note(NAME, sio_missing)
+    sio: list[float] = []
+    async with contextlib.AsyncExitStack() as stack:
+        hub = await stack.enter_async_context(Server("hub", hub_argv, config.work_dir))
+        relay = await stack.enter_async_context(Server("relay", ["-m", "bench.baselines"], config.work_dir))
+        sio_relay = None
+        if not sio_missing:  # python-socketio + Redis: started before the clock, idle during our floods
+            sio_relay = await stack.enter_async_context(baselines_socketio.SocketioRelay(config.work_dir))
         master = await Master.connect(hub.url, identity)
         try:
             (machine,) = await master.create_scenario(SCENARIO, [("box", "linux")])
@@ -106,8 +120,23 @@ async def run(config: Config) -> list[Record]:
             for _ in range(config.repeats):
                 base.append(await relay_flood(relay.url, config.messages))
                 ours.append(await hub_flood(daemon, watcher, config.messages))
+                if sio_relay is not None:
+                    sio.append(await baselines_socketio.sio_flood(sio_relay.url, sio_messages(config.messages)))
         finally:
             drain.cancel()
             await daemon.close()
             await watcher.close()
-    return [Record.of(NAME, "msgs/s", median(ours), median(base), "bare aiohttp relay", TARGET)]
+    records = [Record.of(NAME, "msgs/s", median(ours), median(base), "bare aiohttp relay", TARGET)]
+    if sio:
+        print(f"  {NAME}: python-socketio flood N={sio_messages(config.messages)}", file=sys.stderr)
+        records.append(
+            Record.of(
+                f"{NAME} vs python-socketio",
+                "msgs/s",
+                median(ours),
+                median(sio),
+                baselines_socketio.SIO_NAME,
+                SIO_TARGET,
+            )
+        )
+    return records

@@ -16,7 +16,16 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench import output_frames, plan_engine, protocol_layers
+from bench import (
+    broadcast,
+    durable_commands,
+    idle_connections,
+    latency,
+    output_frames,
+    plan_engine,
+    protocol_layers,
+    replicas,
+)
 from bench.common import Config, Record
 
 Scenario = Callable[[Config], Awaitable[list[Record]]]
@@ -24,7 +33,12 @@ Scenario = Callable[[Config], Awaitable[list[Record]]]
 SCENARIOS: dict[str, Scenario] = {
     protocol_layers.NAME: protocol_layers.run,
     output_frames.NAME: output_frames.run,
+    durable_commands.NAME: durable_commands.run,
     plan_engine.NAME: plan_engine.run,
+    idle_connections.NAME: idle_connections.run,
+    replicas.NAME: replicas.run,
+    latency.NAME: latency.run,
+    broadcast.NAME: broadcast.run,
 }
 # A whole scenario is abandoned after this long (each flood inside is bounded too).
 SCENARIO_TIMEOUT = {True: 60.0, False: 240.0}
@@ -56,12 +70,20 @@ def table(records: list[Record]) -> str:
     return "\n".join(lines)
 
 
-async def run_all(names: list[str], config: Config) -> list[Record]:
+async def run_all(names: list[str], config: Config, failed: list[str] | None = None) -> list[Record]:
+    """Every scenario in turn. One that fails (a missing redis-server, a timeout) is reported and named in
+    ``failed``, and the others still run: a long run should not be lost to one scenario."""
     records: list[Record] = []
     for name in names:
         start = time.monotonic()
         print(f"running {name}...", file=sys.stderr, flush=True)
-        records += await asyncio.wait_for(SCENARIOS[name](config), SCENARIO_TIMEOUT[config.quick])
+        try:
+            records += await asyncio.wait_for(SCENARIOS[name](config), SCENARIO_TIMEOUT[config.quick])
+        except Exception as exc:  # reported; the run's exit status says so
+            print(f"  {name} FAILED after {time.monotonic() - start:.1f} s: {exc!r}", file=sys.stderr, flush=True)
+            if failed is not None:
+                failed.append(name)
+            continue
         print(f"  {name} took {time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
     return records
 
@@ -79,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     messages = args.messages or (10_000 if args.quick else 30_000)
     with tempfile.TemporaryDirectory(prefix="crc-bench-") as tmp:
         config = Config(quick=args.quick, repeats=1 if args.quick else 3, messages=messages, work_dir=Path(tmp))
-        records = asyncio.run(run_all(names, config))
+        failed: list[str] = []
+        records = asyncio.run(run_all(names, config, failed))
     print(table(records))
     if args.json is not None:
         args.json.write_text(json.dumps([r.to_json() for r in records], indent=2) + "\n")
+    if failed:
+        print(f"failed: {', '.join(failed)} (see above)", file=sys.stderr)
+        return 1
     return 0

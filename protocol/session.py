@@ -120,6 +120,8 @@ class _Tagger:
     """HMAC-SHA256 over (sequence number, payload) under one key. The keyed state is prepared once and copied
     per frame: that skips hashing the key's two padded blocks for every message (a third cheaper per tag)."""
 
+    __slots__ = ("_keyed",)
+
     def __init__(self, key: bytes) -> None:
         self._keyed = hmac.new(key, digestmod=hashlib.sha256)
 
@@ -135,6 +137,8 @@ _NO_KEY = _Tagger(b"")
 
 class _Session:
     """What both ends share: the state table, sealing and opening frames."""
+
+    __slots__ = ("_recv_seq", "_recv_tag", "_send_seq", "_send_tag", "max_frame", "max_skew", "session_id", "state")
 
     def __init__(self, *, max_frame: int, max_skew: float) -> None:
         self.state = SessionState.CONNECTING
@@ -244,6 +248,8 @@ class HubSession(_Session):
         ephemeral_seed: 32 fresh random bytes for this session's X25519 key.
     """
 
+    __slots__ = ("_challenge", "_ephemeral", "_hub", "peer")
+
     def __init__(
         self,
         hub: Identity,
@@ -255,15 +261,18 @@ class HubSession(_Session):
     ) -> None:
         super().__init__(max_frame=max_frame, max_skew=max_skew)
         self._hub = hub
-        self._ephemeral = X25519PrivateKey.from_private_bytes(ephemeral_seed)
-        self._challenge = Challenge(
-            nonce=nonce, hub_id=hub.id, ephemeral_key=_x25519_public(self._ephemeral), versions=[PROTOCOL_VERSION]
+        ephemeral = X25519PrivateKey.from_private_bytes(ephemeral_seed)
+        # Both are dropped once the keys are derived: forward secrecy, and less to keep per idle session.
+        self._ephemeral: X25519PrivateKey | None = ephemeral
+        self._challenge: Challenge | None = Challenge(
+            nonce=nonce, hub_id=hub.id, ephemeral_key=_x25519_public(ephemeral), versions=[PROTOCOL_VERSION]
         )
         self.peer: Authenticated | None = None
 
     def challenge(self, message_id: str, now: float) -> bytes:
         """The CHALLENGE frame to send first."""
         self._fire(SessionEvent.CHALLENGE)
+        assert self._challenge is not None
         return encode_envelope(Envelope(message_id, self._hub.id, "", "", now, self._challenge))
 
     def accept(self, frame: bytes, lookup: KeyLookup, now: float) -> Authenticated:
@@ -276,6 +285,7 @@ class HubSession(_Session):
             ProtocolError: HANDSHAKE_FAILED, UNKNOWN_IDENTITY, BAD_SIGNATURE, STALE_TIMESTAMP or a decode error.
         """
         self._require(SessionState.AUTHENTICATING)
+        assert self._ephemeral is not None and self._challenge is not None  # AUTHENTICATING: not used yet
         try:
             envelope = envelope_from_wire(unpack(frame, self.max_frame))
             auth = envelope.body
@@ -306,6 +316,7 @@ class HubSession(_Session):
             self._fire(SessionEvent.FAIL)
             raise
         self._send_tag, self._recv_tag = _Tagger(to_client), _Tagger(to_hub)
+        self._ephemeral = self._challenge = None
         self.session_id = transcript[:8].hex()
         self._fire(SessionEvent.AUTHENTICATED)
         self.peer = Authenticated(auth.client_id, role, key)
@@ -322,6 +333,8 @@ class ClientSession(_Session):
         client_id: the id to claim, when it is not the key's fingerprint: a machine keeps its id when its key is
             rotated (the hub checks the signature against the key registered for that id).
     """
+
+    __slots__ = ("_ephemeral", "_identity", "_role", "client_id", "hub_id")
 
     def __init__(
         self,

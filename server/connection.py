@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -37,6 +38,29 @@ def new_id() -> str:
 class Connection:
     """An authenticated peer (master or daemon) and the socket it came on."""
 
+    # Slots: a hub holds one per connected machine (10,000s), and a per-instance dict is ~1 KiB of each.
+    __slots__ = (
+        "__weakref__",
+        "_outbox",
+        "_writable",
+        "_writer",
+        "budget",
+        "budget_warned",
+        "caught_up",
+        "closed",
+        "delivered",
+        "hub_id",
+        "last_received",
+        "machine_name",
+        "peer",
+        "scenario_id",
+        "scenario_name",
+        "session",
+        "upload_bytes",
+        "uploads",
+        "ws",
+    )  # fmt: skip
+
     def __init__(self, ws: web.WebSocketResponse, session: HubSession, peer: Authenticated, hub_id: str) -> None:
         self.ws = ws
         self.session = session
@@ -49,15 +73,17 @@ class Connection:
         self.scenario_name = ""
         self.machine_name = ""
         self.delivered: set[str] = set()
+        self.caught_up = False  # every queued order was sent on this session (then new ones go one by one)
         # Master sessions: file contents uploaded ahead of their orders, by upload id (content SHA-256).
         self.uploads: dict[str, list[bytes]] = {}
         self.budget = TokenBucket(1e12, 1e12)  # the endpoint sets the configured budget
         self.budget_warned = 0.0
         self.upload_bytes = 0
-        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{peer.client_id}")
+        # Most sessions are idle most of the time: the outbox is a bare deque and its writer task exists only
+        # while frames wait (a Queue, an Event and a parked task cost ~6 KiB per session; see bench/README.md).
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._writable: asyncio.Event | None = None  # made when a bulk sender first has to wait
 
     @property
     def id(self) -> str:
@@ -65,7 +91,7 @@ class Connection:
 
     @property
     def outbox_size(self) -> int:
-        return self._outbox.qsize()
+        return len(self._outbox)
 
     @property
     def role(self) -> Role:
@@ -84,10 +110,12 @@ class Connection:
                 # The asker is waiting for this answer: say why it will not come, rather than let it time out.
                 self.send(Error(exc.code.value, f"the answer cannot be sent: {exc.message}"), reply_to=reply_to)
             return
-        self._outbox.put_nowait(frame)
-        if self._outbox.qsize() >= OUTBOX_HIGH_WATER:
+        self._outbox.append(frame)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        if len(self._outbox) >= OUTBOX_HIGH_WATER and self._writable is not None:
             self._writable.clear()
-        if self._outbox.qsize() > OUTBOX_LIMIT:
+        if len(self._outbox) > OUTBOX_LIMIT:
             log.warning(
                 "dropping %s %s: it stopped reading (%d frames queued)",
                 self.role.value,
@@ -102,29 +130,37 @@ class Connection:
 
     async def wait_writable(self) -> None:
         """Wait until the outbox drained below the high-water mark (used by bulk senders such as replays)."""
-        await self._writable.wait()
+        while len(self._outbox) >= OUTBOX_HIGH_WATER and not self.closed:
+            if self._writable is None:
+                self._writable = asyncio.Event()
+            self._writable.clear()
+            await self._writable.wait()
 
     async def _write_loop(self) -> None:
+        """Write queued frames in order, then end: ``send`` starts it again when frames come."""
         try:
-            while (frame := await self._outbox.get()) is not None:
-                await self.ws.send_bytes(frame)
-                if self._outbox.qsize() < OUTBOX_HIGH_WATER // 2:
+            while self._outbox:
+                await self.ws.send_bytes(self._outbox.popleft())
+                if self._writable is not None and len(self._outbox) < OUTBOX_HIGH_WATER // 2:
                     self._writable.set()
         except (ConnectionError, RuntimeError) as exc:
             log.debug("writer for %s stopped: %s", self.id, exc)
             self.abort()
         finally:
-            self._writable.set()
+            self._writer = None
+            if self._writable is not None:
+                self._writable.set()
 
-    async def heartbeat(self, interval: float, dead_after: float) -> None:
-        """PING every ``interval``; drop the peer if nothing arrived for ``dead_after`` (half-open socket)."""
-        while not self.closed:
-            await asyncio.sleep(interval)
-            if time.monotonic() - self.last_received > dead_after:
-                log.info("%s %s silent for %.0f s: dropping it", self.role.value, self.id, dead_after)
-                self.abort()
-                return
-            self.send(Ping())
+    def beat(self, now: float, dead_after: float) -> None:
+        """One heartbeat (the hub's heartbeat loop calls it every interval): PING the peer, or drop it if nothing
+        arrived for ``dead_after`` seconds (a half-open socket). ``now`` is ``time.monotonic()``."""
+        if self.closed:
+            return
+        if now - self.last_received > dead_after:
+            log.info("%s %s silent for %.0f s: dropping it", self.role.value, self.id, dead_after)
+            self.abort()
+            return
+        self.send(Ping())
 
     async def close(self, code: ErrorCode | None = None, message: str = "") -> None:
         """Say why (if there is a reason), flush what is queued, and close the socket."""
@@ -133,21 +169,28 @@ class Connection:
         if code is not None:
             self.send(Error(code.value, message, {}))
         self.closed = True
-        self._outbox.put_nowait(None)
-        with contextlib.suppress(asyncio.TimeoutError, ConnectionError, RuntimeError):
-            await asyncio.wait_for(asyncio.shield(self._writer), timeout=2.0)
+        if self._writer is not None:
+            with contextlib.suppress(asyncio.TimeoutError, ConnectionError, RuntimeError):
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout=2.0)
         await self.ws.close()
 
     def abort(self) -> None:
         """Close at once without flushing (slow or dead peer)."""
         self.closed = True
-        self._writer.cancel()
+        self._cancel_writer()
         asyncio.get_running_loop().create_task(self.ws.close())
+
+    def _cancel_writer(self) -> None:
+        if self._writer is not None and self._writer is not asyncio.current_task():
+            self._writer.cancel()
+        self._outbox.clear()
+        if self._writable is not None:
+            self._writable.set()
 
     async def fail(self, error: ProtocolError) -> None:
         """The peer broke the session (bad tag, replay...): tell it why, unsealed, since the session is gone."""
         self.closed = True
-        self._writer.cancel()
+        self._cancel_writer()
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.ws.send_bytes(plain_error_frame(new_id(), self.hub_id, time.time(), error))
         await self.ws.close()

@@ -37,13 +37,24 @@ class KeyWaiters:
 
     def __init__(self) -> None:
         self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
+        # Mailbox waits, by scenario then machine: woken only by mail for that machine. Woken by every event of
+        # the scenario instead, a broadcast to 1,000 waiting machines cost 1,000 store reads per event.
+        self._mail: dict[str, dict[str, set[asyncio.Event]]] = defaultdict(lambda: defaultdict(set))
 
     def has(self, scenario_id: str) -> bool:
-        return bool(self._waiting.get(scenario_id))
+        return bool(self._waiting.get(scenario_id) or self._mail.get(scenario_id))
 
     def poke(self, scenario_id: str) -> None:
         for event in self._waiting.get(scenario_id, ()):
             event.set()
+
+    def poke_mail(self, scenario_id: str, machine_ids: list[str]) -> None:
+        waiting = self._mail.get(scenario_id)
+        if not waiting:
+            return
+        for machine_id in machine_ids:
+            for event in waiting.get(machine_id, ()):
+                event.set()
 
     async def wait(self, hub: Hub, scenario_id: str, key: str, timeout: float) -> bytes | None:
         async def check() -> bytes | None:
@@ -52,12 +63,20 @@ class KeyWaiters:
         return await self.until(hub, scenario_id, check, timeout)
 
     async def until(
-        self, hub: Hub, scenario_id: str, check: Callable[[], Awaitable[T | None]], timeout: float
+        self,
+        hub: Hub,
+        scenario_id: str,
+        check: Callable[[], Awaitable[T | None]],
+        timeout: float,
+        *,
+        mailbox: str = "",
     ) -> T | None:
-        """``check()``'s first non-None answer, re-asked whenever the scenario has news, or None after ``timeout``."""
+        """``check()``'s first non-None answer, re-asked whenever the scenario has news (with ``mailbox``: whenever
+        that machine has mail), or None after ``timeout``."""
         wake = asyncio.Event()
         first = not self.has(scenario_id)
-        self._waiting[scenario_id].add(wake)
+        waiters = self._mail[scenario_id][mailbox] if mailbox else self._waiting[scenario_id]
+        waiters.add(wake)
         if first:
             await hub.watch_scenario(scenario_id)
         try:
@@ -71,9 +90,14 @@ class KeyWaiters:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), min(remaining, RECHECK))
         finally:
-            self._waiting[scenario_id].discard(wake)
-            if not self._waiting[scenario_id]:
+            waiters.discard(wake)
+            if mailbox and not waiters:
+                del self._mail[scenario_id][mailbox]
+                if not self._mail[scenario_id]:
+                    del self._mail[scenario_id]
+            if not mailbox and not waiters:
                 del self._waiting[scenario_id]
+            if not self.has(scenario_id):
                 await hub.unwatch_scenario(scenario_id)
 
 

@@ -50,7 +50,7 @@ class AdmissionGuard:
             failures.popleft()  # only the count within the limit matters: memory stays bounded per source
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenBucket:
     """A per-session message budget: ``rate`` per second on average, bursts up to ``burst``."""
 

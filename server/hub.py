@@ -26,7 +26,7 @@ from server.futures import KeyWaiters
 from server.guard import AdmissionGuard
 from server.metrics import HubMetrics
 from server.settings import HubSettings
-from server.store import EventRecord, MachineStatus, ScenarioRecord, Store, StoreError
+from server.store import EventRecord, MachineStatus, OrderRecord, ScenarioRecord, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ class Hub:
             "revoke": self._peer_revoke,
             "event": self._peer_event,
             "output": self._peer_output,
+            "mail": self._peer_mail,
             "drop_master": self._peer_drop_master,
             "cancel_plan": self._peer_cancel_plan,
         }
@@ -118,6 +119,8 @@ class Hub:
         self.draining = False
         self.guard = AdmissionGuard(settings.max_pending_handshakes, settings.handshake_failure_limit)
         self._sweeper: asyncio.Task[None] | None = None
+        self.sessions: set[Connection] = set()  # every authenticated session, attached or not: for heartbeats
+        self._heartbeat: asyncio.Task[None] | None = None
         self._adopter: asyncio.Task[None] | None = None  # among replicas: takes over plans of replicas that died
         self.kv_waiters = KeyWaiters()
         self.plan_runners: dict[str, Any] = {}  # plan id -> server.plans.PlanRunner
@@ -140,9 +143,21 @@ class Hub:
         resumed = await resume_plans(self)
         if resumed:
             log.info("resumed %d plans that were running", resumed)
+        self._heartbeat = asyncio.create_task(self._heartbeats(), name="heartbeats")
         if not isinstance(self.backplane, LocalBackplane):
             self._sweeper = asyncio.create_task(self._sweep(), name="delivery-sweep")
             self._adopter = asyncio.create_task(adopt_plans(self), name="plan-adoption")
+
+    async def _heartbeats(self) -> None:
+        """One loop beats every session, rather than a task per session (idle sessions are most of them; a task
+        each costs memory for nothing). Large hubs yield to the loop every few hundred sessions."""
+        interval, dead_after = self.settings.heartbeat_interval, self.settings.dead_after
+        while True:
+            await asyncio.sleep(interval)
+            for count, conn in enumerate(list(self.sessions), 1):
+                conn.beat(time.monotonic(), dead_after)
+                if count % 500 == 0:
+                    await asyncio.sleep(0)
 
     async def _sweep(self) -> None:
         """Among replicas, a "deliver" notification can be lost (Redis blinked, the store failed mid-way): every
@@ -177,6 +192,17 @@ class Hub:
         return bool(
             self.subscriptions.get(scenario_id) or self.listeners.get(scenario_id) or self.kv_waiters.has(scenario_id)
         )
+
+    def notify_mail(self, scenario_id: str, machine_ids: list[str]) -> None:
+        """Wake the mailbox waits of these machines, here and on other replicas."""
+        self.kv_waiters.poke_mail(scenario_id, machine_ids)
+        if self.backplane.shared:
+            self.backplane.publish(
+                scenario_channel(scenario_id), {"kind": "mail", "scenario": scenario_id, "machines": machine_ids}
+            )
+
+    async def _peer_mail(self, message: dict[str, Any]) -> None:
+        self.kv_waiters.poke_mail(message["scenario"], list(message["machines"]))
 
     async def watch_scenario(self, scenario_id: str) -> None:
         """Hear about this scenario's events from other replicas (while something here waits on them)."""
@@ -311,12 +337,15 @@ class Hub:
             )
 
     # deliveries
-    async def deliver_queued(self, machine_id: str) -> None:
+    async def deliver_queued(self, machine_id: str, new: OrderRecord | None = None) -> None:
         """Send the machine every queued order its session has not had yet, oldest first.
 
         At least once: an order stays queued until the daemon acknowledges it (after journaling it), so a
         session that dies in between gets it again on the next one, and the daemon de-duplicates by id. A
         machine held by another replica is that replica's to serve: it is told to look.
+
+        ``new``: the order just queued. A session that has had every older queued order gets only that one;
+        rereading the whole queue per new order made a backlog of N orders cost N reads each (quadratic).
         """
         if machine_id not in self.daemons:
             await self._tell_holder(machine_id, {"kind": "deliver", "machine": machine_id})
@@ -325,7 +354,8 @@ class Hub:
             conn = self.daemons.get(machine_id)
             if conn is None:
                 return
-            for order in await self.store.queued_orders(machine_id):
+            orders = [new] if new is not None and conn.caught_up else await self.store.queued_orders(machine_id)
+            for order in orders:
                 if conn.closed:
                     return
                 if order.id in conn.delivered:
@@ -335,6 +365,7 @@ class Hub:
                     conn.send(FileChunk(order.id, index, chunk), scenario=conn.scenario_name)
                     await conn.wait_writable()
                 conn.delivered.add(order.id)
+            conn.caught_up = True
 
     # messages from other replicas
     async def _on_peer_message(self, message: dict[str, Any]) -> None:
@@ -436,6 +467,8 @@ class Hub:
 
     async def close_all(self) -> None:
         self.draining = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._adopter is not None:  # before the runners stop: it would start them again

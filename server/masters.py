@@ -278,7 +278,7 @@ async def queue_order(
     accepted()
     try:
         await hub.emit(scenario.id, "command_queued", machine.name, _order_summary(order))
-        await hub.deliver_queued(machine.id)
+        await hub.deliver_queued(machine.id, record)
     except (StoreError, BackplaneUnavailable) as exc:
         log.warning("order %s is queued but could not be announced or delivered yet: %s", order.id, exc)
 

@@ -39,6 +39,7 @@ async def msg_send(hub: Hub, conn: Connection, env: Envelope) -> None:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"target {body.target!r} matches no machine")
     sender = conn.machine_name if conn.role is Role.DAEMON else ""
     await hub.store.post_message(scenario.id, [m.id for m in targets], body.topic, sender, body.data, time.time())
+    hub.notify_mail(scenario.id, [m.id for m in targets])
     names = [m.name for m in targets]
     await hub.emit(scenario.id, "message_sent", sender, {"topic": body.topic, "to": names, "size": len(body.data)})
     conn.send(Response({"to": names}), reply_to=env.id)
@@ -58,7 +59,7 @@ async def msg_recv(hub: Hub, conn: Connection, env: Envelope) -> None:
         return found[0] if found else None
 
     async def answer() -> None:
-        message = await hub.kv_waiters.until(hub, conn.scenario_id, check, body.timeout)
+        message = await hub.kv_waiters.until(hub, conn.scenario_id, check, body.timeout, mailbox=conn.id)
         if message is None:
             conn.reply_error(env, ErrorCode.TIMEOUT, f"no message{' on ' + body.topic if body.topic else ''} in time")
         else:

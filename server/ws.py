@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -175,14 +174,14 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             info={"hub_id": hub.id, "role": peer.role.value},
         )
     )
-    heartbeat = asyncio.create_task(conn.heartbeat(hub.settings.heartbeat_interval, hub.settings.dead_after))
+    hub.sessions.add(conn)
     try:
         if await _attach(hub, conn):
             await _read_loop(hub, conn)
     except CrcError as exc:
         log.warning("session of %s %s ended: %s", peer.role.value, peer.client_id, exc)
     finally:
-        heartbeat.cancel()
+        hub.sessions.discard(conn)
         await hub.detach(conn)
         if not conn.closed:
             await conn.close()

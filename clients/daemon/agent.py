@@ -126,6 +126,7 @@ class Daemon:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._incoming: dict[str, _IncomingFile] = {}
         self._cancels: dict[str, asyncio.Event] = {}
+        self._pings: set[str] = set()  # answered pings awaiting the hub's acknowledgement (never journaled)
         self._leaving: asyncio.Task[None] | None = None
         self._stop_self = asyncio.Event()
         self._confirmed = False
@@ -338,6 +339,9 @@ class Daemon:
             await self._send(OrderAck(order.id))
             await self._finish(order, OrderState.REJECTED, None, time.time(), error=f"refused by the daemon: {exc}")
             return
+        if order.kind is OrderKind.PING:
+            await self._pong(order)
+            return
         if order.kind is OrderKind.TRUST_MASTER and not self._trust_master(order):
             await self._send(OrderAck(order.id))
             await self._finish(order, OrderState.REJECTED, None, time.time(), error="no valid master_public_key")
@@ -355,6 +359,20 @@ class Daemon:
             return
         self._accept(order)
         await self._send(OrderAck(order.id))
+
+    async def _pong(self, order: Order) -> None:
+        """Answer a ping at once. Nothing runs, so nothing is journaled (four fsyncs saved): a redelivered ping
+        is simply answered again, and the hub keeps the first answer."""
+        now = time.time()
+        result = SignedResult(
+            order_id=order.id, scenario=order.scenario, machine=self.config.machine_id, status=OrderState.SUCCEEDED,
+            exit_code=0, started=now, finished=now,
+        ).signed(self.config.identity)  # fmt: skip
+        if len(self._pings) > 10_000:  # acknowledgements lost with a session: forget them (unknown acks are no-ops)
+            self._pings.clear()
+        self._pings.add(order.id)
+        await self._send(OrderAck(order.id))
+        await self._send(Result(result.to_wire()))
 
     def _trust_master(self, order: Order) -> bool:
         """Switch to the new master key at delivery, so orders delivered right after it, signed with that key,
@@ -406,6 +424,9 @@ class Daemon:
     async def _on_result_ack(self, envelope: Envelope) -> None:
         body = envelope.body
         assert isinstance(body, ResultAck)
+        if body.order_id in self._pings:
+            self._pings.discard(body.order_id)
+            return
         self.journal.mark_acked(body.order_id)
 
     async def _on_reconnect(self, envelope: Envelope) -> None:
@@ -531,8 +552,6 @@ class Daemon:
             await self._update(order, started)
         elif order.kind is OrderKind.ROTATE_KEY:
             await self._rotate_key(order, started)
-        elif order.kind is OrderKind.PING:
-            await self._finish(order, OrderState.SUCCEEDED, 0, started)
         elif order.kind is OrderKind.TRUST_MASTER:
             # Applied when delivered (_trust_master); after a crash before the result, apply it again.
             self._trust_master(order)
