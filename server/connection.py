@@ -151,16 +151,20 @@ class Connection:
             if self._writable is not None:
                 self._writable.set()
 
-    def beat(self, now: float, dead_after: float) -> None:
-        """One heartbeat (the hub's heartbeat loop calls it every interval): PING the peer, or drop it if nothing
-        arrived for ``dead_after`` seconds (a half-open socket). ``now`` is ``time.monotonic()``."""
+    def beat(self, now: float, interval: float, dead_after: float) -> None:
+        """One heartbeat (the hub's heartbeat loop calls it every ``interval``): drop the peer if nothing arrived
+        for ``dead_after`` seconds (a half-open socket), else PING it unless it spoke within the interval: our
+        clients PING on the same interval and get PONGs, so both ends hear each other without the hub's PING
+        too (half the heartbeat frames of an idle hub). ``now`` is ``time.monotonic()``."""
         if self.closed:
             return
-        if now - self.last_received > dead_after:
+        silent = now - self.last_received
+        if silent > dead_after:
             log.info("%s %s silent for %.0f s: dropping it", self.role.value, self.id, dead_after)
             self.abort()
             return
-        self.send(Ping())
+        if silent >= interval:
+            self.send(Ping())
 
     async def close(self, code: ErrorCode | None = None, message: str = "") -> None:
         """Say why (if there is a reason), flush what is queued, and close the socket."""

@@ -155,7 +155,7 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             for count, conn in enumerate(list(self.sessions), 1):
-                conn.beat(time.monotonic(), dead_after)
+                conn.beat(time.monotonic(), interval, dead_after)
                 if count % 500 == 0:
                     await asyncio.sleep(0)
 
