@@ -32,6 +32,10 @@ class AdmissionGuard:
             return f"too many failed handshakes from {source}; try again in {self.window:.0f} s"
         return None
 
+    def too_many_failures(self, source: str, now: float) -> bool:
+        """Whether ``source`` failed ``failure_limit`` times within the window (REST sign-ins count too)."""
+        return self._recent(source, now) >= self.failure_limit
+
     def _recent(self, source: str, now: float) -> int:
         failures = self._failures.get(source)
         if not failures:

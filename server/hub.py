@@ -23,7 +23,7 @@ from server.backplane import Backplane, BackplaneUnavailable, LocalBackplane
 from server.backplane.base import BROADCAST_CHANNEL, replica_channel, scenario_channel
 from server.connection import Connection
 from server.futures import KeyWaiters
-from server.guard import AdmissionGuard
+from server.guard import AdmissionGuard, TokenBucket
 from server.metrics import HubMetrics
 from server.settings import HubSettings
 from server.store import EventRecord, MachineStatus, OrderRecord, ScenarioRecord, Store, StoreError
@@ -119,6 +119,7 @@ class Hub:
         self.draining = False
         self.guard = AdmissionGuard(settings.max_pending_handshakes, settings.handshake_failure_limit)
         self._sweeper: asyncio.Task[None] | None = None
+        self.rest_budgets: dict[str, TokenBucket] = {}  # REST request budget per access token id
         self.sessions: set[Connection] = set()  # every authenticated session, attached or not: for heartbeats
         self._heartbeat: asyncio.Task[None] | None = None
         self._adopter: asyncio.Task[None] | None = None  # among replicas: takes over plans of replicas that died

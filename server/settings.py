@@ -44,6 +44,9 @@ class HubSettings:
         drain_timeout: a drain waits at most this long for daemons to leave and deliveries to finish.
         max_queued_per_machine: orders waiting for one machine beyond which submits are refused (queue_full).
         dist: folder of wheels served at ``/v1/dist/`` to machines installing the daemon (default DATA_DIR/dist).
+        rest_rate, rest_burst: REST requests per second one access token may make on average, and in a burst
+            (beyond: HTTP 429 ``rate_limited``). Failed sign-ins count against the source address like failed
+            handshakes (``handshake_failure_limit`` per minute).
     """
 
     data_dir: Path
@@ -72,6 +75,8 @@ class HubSettings:
     drain_timeout: float = 30.0
     max_upload_bytes: int = 512 * 1024 * 1024
     dist: Path | None = None
+    rest_rate: float = 50.0
+    rest_burst: float = 200.0
 
     @property
     def dist_dir(self) -> Path:
@@ -158,4 +163,7 @@ def settings_from(
         heartbeat_interval=_env_float(env, "CRC_HEARTBEAT_INTERVAL", 5.0),
         dead_after=_env_float(env, "CRC_DEAD_AFTER", 20.0),
         max_queued_per_machine=int(_env_float(env, "CRC_MAX_QUEUED", 10_000)),
+        handshake_failure_limit=int(_env_float(env, "CRC_HANDSHAKE_FAILURE_LIMIT", 30)),
+        rest_rate=_env_float(env, "CRC_REST_RATE", 50.0),
+        rest_burst=_env_float(env, "CRC_REST_BURST", 200.0),
     )

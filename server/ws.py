@@ -83,7 +83,7 @@ async def _handshake(hub: Hub, ws: web.WebSocketResponse) -> tuple[HubSession, A
     return session, peer
 
 
-def _source(request: web.Request) -> str:
+def client_source(request: web.Request) -> str:
     """The peer's address; behind a load balancer on this host, the client it forwarded for."""
     peer = request.remote or "?"
     forwarded = request.headers.get("X-Forwarded-For")
@@ -144,7 +144,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
     if hub.draining:
         raise web.HTTPServiceUnavailable(text="this hub replica is draining; connect to another one")
-    source = _source(request)
+    source = client_source(request)
     refusal = hub.guard.refusal(source, time.monotonic())
     if refusal is not None:
         raise web.HTTPTooManyRequests(text=refusal)

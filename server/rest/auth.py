@@ -13,9 +13,10 @@ from protocol import ErrorCode, Identity, ProtocolError
 from protocol.delegation import Delegation
 from protocol.tokens import AccessToken, TokenRole
 from server.errors import RequestError
+from server.guard import TokenBucket
 from server.hub import Hub
 from server.store import ScenarioRecord, TokenRecord
-from server.ws import HUB_KEY
+from server.ws import HUB_KEY, client_source
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,26 @@ async def authenticate(request: web.Request) -> Principal:
     Raises:
         RequestError: UNAUTHORIZED when the token is missing, unknown, wrong, revoked or expired.
     """
+    hub = request.app[HUB_KEY]
+    source = client_source(request)
+    if hub.guard.too_many_failures(source, time.monotonic()):
+        raise RequestError(ErrorCode.RATE_LIMITED, f"too many failed sign-ins from {source}; try again in a minute")
     scheme, _, text = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not text.strip():
-        raise RequestError(ErrorCode.UNAUTHORIZED, "send Authorization: Bearer crc_... (see crc token create)")
-    return await principal_for(request.app[HUB_KEY], text)
+    try:
+        if scheme.lower() != "bearer" or not text.strip():
+            raise RequestError(ErrorCode.UNAUTHORIZED, "send Authorization: Bearer crc_... (see crc token create)")
+        principal = await principal_for(hub, text)
+    except RequestError:
+        hub.guard.failed(source, time.monotonic())
+        raise
+    budget = hub.rest_budgets.get(principal.token.id)
+    if budget is None:
+        budget = hub.rest_budgets[principal.token.id] = TokenBucket(hub.settings.rest_rate, hub.settings.rest_burst)
+    if not budget.take(time.monotonic()):
+        raise RequestError(
+            ErrorCode.RATE_LIMITED, f"over {hub.settings.rest_rate:.0f} requests/s for this token; slow down"
+        )
+    return principal
 
 
 async def principal_for(hub: Hub, text: str) -> Principal:

@@ -28,7 +28,7 @@ from server.rest.auth import Principal, authenticate, principal_for
 from server.rest.encoding import dumps
 from server.rest.scenarios import event_wire
 from server.store import ScenarioRecord, StoreError
-from server.ws import HUB_KEY
+from server.ws import HUB_KEY, client_source
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ def _start_cursor(after: Any, head: int) -> int:
 async def live_socket(request: web.Request) -> web.WebSocketResponse:
     """``GET /v1/live``: first message ``{"token", "scenario", "after"}``, then ``welcome`` and the feed."""
     hub = request.app[HUB_KEY]
+    if hub.guard.too_many_failures(client_source(request), time.monotonic()):
+        raise web.HTTPTooManyRequests(text="too many failed sign-ins from this address; try again in a minute")
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT * 2, max_msg_size=16 * 1024)
     await ws.prepare(request)
     try:
@@ -110,6 +112,8 @@ async def live_socket(request: web.Request) -> web.WebSocketResponse:
         head = await hub.store.last_cursor(scenario.id)
         after = _start_cursor(first.get("after", 0), head)
     except RequestError as exc:
+        if exc.code is ErrorCode.UNAUTHORIZED:  # guessing over the socket counts like guessing over REST
+            hub.guard.failed(client_source(request), time.monotonic())
         await ws.send_str(dumps({"type": "error", "code": exc.code.value, "message": exc.message}))
         await ws.close(code=4401 if exc.code is ErrorCode.UNAUTHORIZED else 4400)
         return ws

@@ -186,10 +186,10 @@ def _errors(*statuses: int) -> dict[str, Any]:
         405: "method not allowed",
         409: "already exists",
         413: "body too large",
-        429: "too many queued",
+        429: "rate limited (requests per token, failed sign-ins per address) or too many queued",
         503: "hub unavailable",
     }
-    return {str(s): _json(ERROR, text[s]) for s in (401, *statuses)}
+    return {str(s): _json(ERROR, text[s]) for s in sorted({401, 429, *statuses})}
 
 
 NAME = {"name": "name", "in": "path", "required": True, "schema": STRING, "description": "the scenario"}
@@ -223,7 +223,7 @@ def _op(
 
 
 PATHS: dict[str, Any] = {
-    "/v1/me": {"get": _op("The token's role and scope", {"200": _json(_ref("Me"), "the token")})},
+    "/v1/me": {"get": _op("The token's role and scope", {"200": _json(_ref("Me"), "the token"), **_errors()})},
     "/v1/scenarios": {
         "get": _op(
             "Scenarios the token sees",

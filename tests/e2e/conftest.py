@@ -44,9 +44,15 @@ def make_hub(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callabl
     hubs: list[HubProcess] = []
 
     def make(
-        *, heartbeat_interval: float | None = None, dead_after: float | None = None, start: bool = True
+        *,
+        heartbeat_interval: float | None = None,
+        dead_after: float | None = None,
+        start: bool = True,
+        env: dict[str, str] | None = None,
     ) -> HubProcess:
-        hub = HubProcess(tmp_path / f"hub{len(hubs)}", heartbeat_interval=heartbeat_interval, dead_after=dead_after)
+        hub = HubProcess(
+            tmp_path / f"hub{len(hubs)}", heartbeat_interval=heartbeat_interval, dead_after=dead_after, env=env
+        )
         hubs.append(hub)
         if start:
             hub.start()

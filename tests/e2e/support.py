@@ -156,6 +156,7 @@ class HubProcess(Process):
         extra_args: Sequence[str] = (),
         key_path: Path | None = None,
         name: str = "hub",
+        env: dict[str, str] | None = None,
     ):
         self.base = base
         self.data_dir = base / "data"
@@ -164,7 +165,7 @@ class HubProcess(Process):
         self.ready_file = base / "ready"
         self.port = 0
         self.url = ""
-        env = {"CRC_KEY": str(self.key_path)}
+        env = {"CRC_KEY": str(self.key_path), **(env or {})}
         if heartbeat_interval is not None:
             env["CRC_HEARTBEAT_INTERVAL"] = str(heartbeat_interval)
         if dead_after is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -28,6 +28,15 @@ STREAMS = ("/v1/scenarios/{name}/events/stream",)  # endless by design: checked 
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
         yield session
+
+
+@pytest.fixture
+def hub(make_hub: Callable[..., HubProcess]) -> HubProcess:
+    """Generated requests include bad credentials and come fast: limits high enough not to stop the run (the
+    limits themselves are tested in test_rest_api.py)."""
+    return make_hub(
+        env={"CRC_HANDSHAKE_FAILURE_LIMIT": "1000000", "CRC_REST_RATE": "100000", "CRC_REST_BURST": "100000"}
+    )
 
 
 async def test_the_openapi_document_describes_the_running_api(

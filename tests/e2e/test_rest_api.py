@@ -151,3 +151,23 @@ async def test_the_live_websocket_replays_from_a_cursor_then_pushes_events_and_o
     events = [m for m in seen if m["type"] == "event"]
     assert [e["cursor"] for e in events] == list(range(3, 3 + len(events)))
     assert any(m["type"] == "output" and "live-output" in m["data"] and m["machine"] == "box" for m in seen)
+
+
+async def test_tokens_have_a_request_budget_and_failed_sign_ins_are_limited_per_address(
+    http: aiohttp.ClientSession, make_hub
+) -> None:
+    hub = make_hub(env={"CRC_REST_RATE": "2", "CRC_REST_BURST": "5"})
+    async with await Master.connect(hub.url, hub.key_path) as master:
+        await master.create_scenario("rl", [("box", "linux")])
+        token = (await master.create_token("viewer"))[0]
+        other = (await master.create_token("viewer"))[0]
+    api = Api(http, hub, token)
+    statuses = [(await api.call("GET", "/v1/scenarios"))[0] for _ in range(12)]
+    assert statuses[:5] == [200] * 5 and 429 in statuses[5:]
+    message = await api.refused("GET", "/v1/scenarios", 429, "rate_limited")
+    assert "requests/s" in message
+    assert (await Api(http, hub, other).call("GET", "/v1/scenarios"))[0] == 200  # budgets are per token
+    # Guessing: 30 failed sign-ins from one address, then even a good token waits (a minute).
+    for _ in range(30):
+        await Api(http, hub, "crc_0123456789abcdef.AAAA").refused("GET", "/v1/me", 401, "unauthorized")
+    assert "failed sign-ins" in await Api(http, hub, other).refused("GET", "/v1/me", 429, "rate_limited")
