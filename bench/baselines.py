@@ -16,7 +16,7 @@ import websockets
 from aiohttp import web
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.common import PAYLOAD, Counter, windowed_flood, write_ready
+from bench.common import PAYLOAD, Counter, serve_app, windowed_flood
 
 RECEIVER = web.AppKey("receiver", asyncio.Queue[web.WebSocketResponse])
 
@@ -45,15 +45,7 @@ def relay_app() -> web.Application:
 
 
 async def serve(ready_file: Path) -> None:
-    runner = web.AppRunner(relay_app(), handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    write_ready(ready_file, f"ws://127.0.0.1:{runner.addresses[0][1]}/relay")
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await serve_app(relay_app(), "/relay", ready_file)
 
 
 async def _open(url: str, role: str) -> ClientConnection:

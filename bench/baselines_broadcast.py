@@ -20,10 +20,10 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
 from bench.broadcast_swarm import flush
-from bench.common import write_ready
+from bench.common import open_ws, serve_app, write_ready
 from bench.hub_process import raise_nofile_limit
 
 CLIENTS = web.AppKey("clients", set[web.WebSocketResponse])
@@ -59,22 +59,11 @@ def broadcast_app() -> web.Application:
 
 
 async def serve(ready_file: Path) -> None:
-    runner = web.AppRunner(broadcast_app(), handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    write_ready(ready_file, f"ws://127.0.0.1:{runner.addresses[0][1]}/bcast")
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await serve_app(broadcast_app(), "/bcast", ready_file)
 
 
 async def _open(url: str, role: str) -> ClientConnection:
-    return await asyncio.wait_for(
-        connect(f"{url}?role={role}", compression=None, max_size=1 << 20, ping_interval=None, close_timeout=2),
-        OPEN_TIMEOUT,
-    )
+    return await open_ws(url, role, OPEN_TIMEOUT)
 
 
 async def open_trigger(url: str) -> ClientConnection:

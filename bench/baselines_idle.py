@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.common import write_ready
+from bench.common import serve_app
 
 
 def raise_nofile_limit() -> int:
@@ -47,15 +47,7 @@ def idle_app() -> web.Application:
 
 
 async def serve(ready_file: Path) -> None:
-    runner = web.AppRunner(idle_app(), handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)  # default backlog (128), as the hub
-    await site.start()
-    write_ready(ready_file, f"ws://127.0.0.1:{runner.addresses[0][1]}/idle")
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await serve_app(idle_app(), "/idle", ready_file)
 
 
 async def open_idle(url: str, timeout: float = 10.0) -> ClientConnection:

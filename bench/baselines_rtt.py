@@ -16,9 +16,9 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
-from bench.common import write_ready
+from bench.common import open_ws, serve_app, write_ready
 
 WAITING = web.AppKey("waiting", asyncio.Queue[tuple[web.WebSocketResponse, asyncio.Future[web.WebSocketResponse]]])
 
@@ -54,21 +54,11 @@ def rtt_app() -> web.Application:
 
 
 async def serve(ready_file: Path) -> None:
-    runner = web.AppRunner(rtt_app(), handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    write_ready(ready_file, f"ws://127.0.0.1:{runner.addresses[0][1]}/rtt")
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await serve_app(rtt_app(), "/rtt", ready_file)
 
 
 async def _open(url: str, role: str) -> ClientConnection:
-    return await asyncio.wait_for(
-        connect(f"{url}?role={role}", compression=None, max_size=1 << 20, ping_interval=None, close_timeout=2), 10
-    )
+    return await open_ws(url, role, 10)
 
 
 async def echo(url: str, ready_file: Path) -> None:

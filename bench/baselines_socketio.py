@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.common import PAYLOAD, Counter, Server, windowed_flood, write_ready
+from bench.common import PAYLOAD, Counter, Server, serve_app, windowed_flood
 
 SIO_NAME = "python-socketio + AsyncRedisManager"
 CONNECT_TIMEOUT = 10.0
@@ -90,15 +90,7 @@ def socketio_app(redis_url: str) -> web.Application:
 
 
 async def serve(redis_url: str, ready_file: Path) -> None:
-    runner = web.AppRunner(socketio_app(redis_url), handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    write_ready(ready_file, f"http://127.0.0.1:{runner.addresses[0][1]}")
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await serve_app(socketio_app(redis_url), "", ready_file, scheme="http")
 
 
 class SocketioRelay:

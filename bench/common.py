@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+from websockets.asyncio.client import ClientConnection, connect
+
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = 256
 START_TIMEOUT = 20.0
@@ -123,6 +126,28 @@ class Server:
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def serve_app(app: web.Application, path: str, ready_file: Path, scheme: str = "ws") -> None:
+    """Serve a baseline's aiohttp app on a free port of 127.0.0.1, announce its URL in ``ready_file`` (see
+    ``Server``), and run until cancelled."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    write_ready(ready_file, f"{scheme}://127.0.0.1:{runner.addresses[0][1]}{path}")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+async def open_ws(url: str, role: str, timeout: float) -> ClientConnection:
+    """A plain ``websockets`` client of a baseline server (no compression, no pings), in ``timeout`` seconds."""
+    return await asyncio.wait_for(
+        connect(f"{url}?role={role}", compression=None, max_size=1 << 20, ping_interval=None, close_timeout=2),
+        timeout,
+    )
 
 
 def write_ready(ready_file: Path, url: str) -> None:

@@ -30,14 +30,15 @@ from pathlib import Path
 
 from bench import baselines_socketio
 from bench.baselines import relay_flood
-from bench.common import BATCH, ROOT, WINDOW, Config, Counter, Record, Server, child_env, median
+from bench.common import BATCH, ROOT, WINDOW, Config, Record, Server, child_env, median
+from bench.output_frames import Watcher
 from clients.daemon.config import DaemonConfig, write_config
 from clients.link import HubLink
 from clients.master.keys import load_or_create_master_key
 from clients.master.models import Scenario
 from clients.master.sdk import Master
-from protocol import CrcError, MsgType, OrderKind, Role
-from protocol.messages import Event, EventsSubscribe
+from protocol import Envelope, OrderKind, Role
+from protocol.messages import Event
 
 NAME = "durable_commands"
 TARGET = 0.25  # issue scenario (1): at least a quarter of the bare relay's rate
@@ -61,43 +62,20 @@ def command_timeout(commands: int) -> float:
     return 10.0 + commands / 50.0
 
 
-class FinishedWatcher:
+class FinishedWatcher(Watcher):
     """A master session subscribed to the scenario's events, counting ``command_finished`` (any other final
     status than succeeded fails the run)."""
 
     def __init__(self, link: HubLink) -> None:
-        self.link = link
-        self.counter = Counter()
-        self.subscribed = asyncio.Event()
-        self.request_id = ""
-        self._task = asyncio.create_task(self._read())
+        super().__init__(link, SCENARIO)
 
-    async def subscribe(self) -> None:
-        self.request_id = await self.link.send(EventsSubscribe(SCENARIO, -1), scenario=SCENARIO)
-        await asyncio.wait_for(self.subscribed.wait(), 10)
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                envelope = await self.link.recv()
-                body = envelope.body
-                if isinstance(body, Event):
-                    if body.kind == "command_finished":
-                        if body.data.get("status") != "succeeded":
-                            raise RuntimeError(f"an order finished {body.data.get('status')}: {body.data}")
-                        self.counter.add()
-                elif envelope.type is MsgType.ERROR and not envelope.reply_to:
-                    raise RuntimeError(f"the hub answered with an error: {body}")
-                elif envelope.reply_to and envelope.reply_to == self.request_id:
-                    self.subscribed.set()
-        except (CrcError, RuntimeError) as exc:
-            self.counter.fail(exc)
-
-    async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        await self.link.close()
+    def counts(self, envelope: Envelope) -> bool:
+        body = envelope.body
+        if not (isinstance(body, Event) and body.kind == "command_finished"):
+            return False
+        if body.data.get("status") != "succeeded":
+            raise RuntimeError(f"an order finished {body.data.get('status')}: {body.data}")
+        return True
 
 
 async def command_flood(

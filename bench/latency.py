@@ -170,11 +170,7 @@ async def relay_round_trips(a: ClientConnection, size: Sizes) -> Run:
     try:
         return await loop.run(fire, size.warmup)
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        for task in list(tasks):
-            task.cancel()
+        await _stop(reader, tasks)
 
 
 async def hub_round_trips(master: Master, scenario: str, size: Sizes) -> Run:
@@ -209,12 +205,17 @@ async def hub_round_trips(master: Master, scenario: str, size: Sizes) -> Run:
 
         return await loop.run(fire, size.warmup)
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _stop(reader, tasks)
+
+
+async def _stop(reader: asyncio.Task[None], sends: set[asyncio.Task[object]]) -> None:
+    """End a run: stop reading replies and cancel the sends still in flight."""
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+    for task in list(sends):
+        task.cancel()
+    await asyncio.gather(*sends, return_exceptions=True)
 
 
 async def run(config: Config) -> list[Record]:

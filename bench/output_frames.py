@@ -20,7 +20,7 @@ from bench.common import PAYLOAD, Config, Counter, Record, Server, median, windo
 from clients.link import HubLink
 from clients.master.keys import load_or_create_master_key
 from clients.master.sdk import Master
-from protocol import CrcError, MsgType, Role
+from protocol import CrcError, Envelope, MsgType, Role
 from protocol.messages import EventsSubscribe, Output
 
 NAME = "output_frames"
@@ -49,17 +49,21 @@ class Watcher:
         self.request_id = await self.link.send(EventsSubscribe(self.scenario, -1), scenario=self.scenario)
         await asyncio.wait_for(self.subscribed.wait(), 10)
 
+    def counts(self, envelope: Envelope) -> bool:
+        """Whether this message is one the flood waits for (subclasses count other kinds; raise to fail)."""
+        return envelope.type is MsgType.OUTPUT
+
     async def _read(self) -> None:
         try:
             while True:
                 envelope = await self.link.recv()
-                if envelope.type is MsgType.OUTPUT:
-                    self.counter.add()
-                elif envelope.type is MsgType.ERROR and not envelope.reply_to:
+                if envelope.type is MsgType.ERROR and not envelope.reply_to:
                     # Answers to our PONGs come back as ERRORs (a master may not send pong): ignored.
                     raise RuntimeError(f"the hub answered with an error: {envelope.body}")
-                elif envelope.reply_to and envelope.reply_to == self.request_id:
+                if envelope.reply_to and envelope.reply_to == self.request_id:
                     self.subscribed.set()
+                elif self.counts(envelope):
+                    self.counter.add()
         except (CrcError, RuntimeError) as exc:
             self.counter.fail(exc)
 

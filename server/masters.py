@@ -219,9 +219,6 @@ async def order_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
     """
     body = env.body
     assert isinstance(body, OrderSubmit)
-    if not hub.backplane.available:
-        # Never accept and drop: without the backplane this replica cannot be sure to route the order.
-        raise RequestError(ErrorCode.UNAVAILABLE, "backplane unavailable; nothing was queued, try again shortly")
     order = Order.from_wire(body.order)
     if order.master != conn.id:
         raise RequestError(ErrorCode.FORBIDDEN, "orders must be signed by the master that submits them")
