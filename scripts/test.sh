@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need into .venv and runs the linters and the whole test suite.
+# Installs what the tests need (.venv exactly as requirements/test.lock pins it) and runs the linters and the whole test suite.
 # Fails on any failure, including "no tests ran" (pytest exit 5). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,11 +29,20 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
 fi
-if [ ! -x .venv/bin/python ]; then
+# The toolchain comes from requirements/test.lock (exact versions and hashes), never "whatever is newest": a
+# green run must not depend on the day or on an old .venv. A .venv made from another lock is made anew.
+echo "== lock"
+"$python" scripts/lockfile.py check
+stamp="$(sha256sum requirements/test.lock | cut -d' ' -f1) $("$python" -c 'import sys; print(sys.version.split()[0])')"
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/crc-lock-stamp 2>/dev/null)" != "$stamp" ]; then
+    echo "== making .venv from requirements/test.lock"
+    rm -rf .venv
     "$python" -m venv .venv
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/test.lock
+    echo "$stamp" > .venv/crc-lock-stamp
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The project itself, against the locked setuptools: no download, no unpinned build backend.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check --quiet .

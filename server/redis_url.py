@@ -172,7 +172,7 @@ def _sentinel_client(url: str, kwargs: dict[str, Any]) -> SentinelRedis:
     sentinel_kwargs = kwargs.pop("sentinel_kwargs", None)
     if sentinel_kwargs is None:
         sentinel_kwargs = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
-    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)
     client: SentinelRedis = sentinel.master_for(service, redis_class=SentinelRedis, **kwargs)
     client.sentinel_manager = sentinel
     return client
