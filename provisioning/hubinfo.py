@@ -51,7 +51,8 @@ async def daemon_wheel(hub_url: str, *, pin: str = "", ca_file: str | None = Non
     daemon = index.get("daemon") if isinstance(index, dict) else None
     if not isinstance(daemon, dict):
         raise HubInfoError(
-            f"the hub at {base} serves no daemon wheel; run `crc hub dist` on the hub (fills DATA_DIR/dist)"
+            f"the hub at {base} serves no daemon wheel yet: run `crc hub dist` on the hub's machine (add the hub's "
+            "--data-dir if it has one), then try again"
         )
     return WheelRef(str(daemon["name"]), str(daemon["sha256"]))
 

@@ -75,6 +75,17 @@ class DownReport:
 
 
 Progress = Callable[[MachineProgress, str], None]
+Notice = Callable[[str], None]
+DEFAULT_QUIET_WARNING = 60.0
+
+
+def quiet_machines_notice(seconds: float, machines_hub: str) -> str:
+    """What to tell a user when no machine has reported even a first boot step: they cannot reach the hub."""
+    return (
+        f"no machine has reported a first boot step after {seconds:.0f} s; they were told to reach the hub at "
+        f"{machines_hub}. Usual cause: the hub listens on 127.0.0.1 while the machines are in network namespaces "
+        "or on VMs (start it with `crc hub --host` on an address they can reach), or a firewall in between"
+    )
 
 
 async def up(
@@ -85,12 +96,16 @@ async def up(
     timeout: float = 900.0,
     progress: Progress | None = None,
     wheel: WheelRef | None = None,
+    notice: Notice | None = None,
+    quiet_warning: float = DEFAULT_QUIET_WARNING,
 ) -> UpReport:
     """Create the scenario's machines and wait for them; see the module doc.
 
     Args:
         progress: called with a machine and a line of text whenever something happens to it.
         wheel: the daemon wheel to install (default: the one the hub serves).
+        notice: called with a line for the whole scenario, such as `quiet_machines_notice`.
+        quiet_warning: seconds after which, if no machine has reported a boot step, ``notice`` says so (0: never).
 
     Raises:
         UpError: nothing was created (a scenario of that name exists, the hub has no daemon wheel...).
@@ -115,6 +130,7 @@ async def up(
     report = UpReport(spec.name, machines)
     machines_hub = hub_url
     all_done = asyncio.Event()
+    first_step = asyncio.Event()
 
     def settle(progress_: MachineProgress, outcome: Outcome, text: str) -> None:
         if progress_.done:
@@ -129,6 +145,8 @@ async def up(
             if not isinstance(item, EventInfo) or item.machine not in machines:
                 continue
             state = machines[item.machine]
+            if item.kind in ("boot_step", "machine_connected", "machine_ready"):
+                first_step.set()
             if item.kind == "boot_step":
                 state.step, state.step_status = str(item.data.get("step", "")), str(item.data.get("status", ""))
                 if state.step_status == "failed":
@@ -161,11 +179,20 @@ async def up(
         address = await provider.follow(made, lambda text: None if state.done else say(state, text))
         state.address = address or state.address
 
+    async def warn_if_quiet() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(first_step.wait(), quiet_warning)
+            return
+        if not all_done.is_set() and notice is not None:
+            notice(quiet_machines_notice(quiet_warning, machines_hub))
+
     watchers: list[asyncio.Task[None]] = []
     follower = asyncio.create_task(follow(), name="crc-up-events")
     try:
         machines_hub = await provider.prepare(spec.name, hub_url)
         await asyncio.gather(*(create(name) for name in machines))
+        if quiet_warning > 0:
+            watchers.append(asyncio.create_task(warn_if_quiet(), name="crc-up-quiet"))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_done.wait(), max(0.0, timeout - (time.monotonic() - started)))
         for state in machines.values():

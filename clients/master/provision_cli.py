@@ -13,7 +13,8 @@ from typing import Any
 
 from clients.master.sdk import Master
 from provisioning.daemon_update import UpdateOutcome, update_daemons
-from provisioning.lifecycle import MachineProgress, Outcome, UpError, down, up
+from provisioning.hubinfo import HubInfoError
+from provisioning.lifecycle import DEFAULT_QUIET_WARNING, MachineProgress, Outcome, UpError, down, up
 from provisioning.providers import LocalProvider, Provider, ProviderError, VultrProvider
 from provisioning.records import ScenarioRecord, forget_record, load_record, save_record, state_home
 from provisioning.scenario_file import ProviderSettings, ScenarioFileError, load_scenario
@@ -66,6 +67,9 @@ async def cmd_up(args: argparse.Namespace, master_for: Any) -> int:
         if not args.json:
             clock.line(f"{machine.name:<{width}}  {text}")
 
+    def notice(text: str) -> None:
+        print(f"crc up: {text}", file=sys.stderr, flush=True)
+
     try:
         provider = make_provider(kind, settings, args)
     except VultrError as exc:
@@ -77,8 +81,16 @@ async def cmd_up(args: argparse.Namespace, master_for: Any) -> int:
             save_record(ScenarioRecord(spec.name, kind, master.url, _settings_json(settings, args)))
             if not args.json:
                 clock.line(f"scenario {spec.name}: creating {len(spec.machines)} machines with the {kind} provider")
-            report = await up(master, spec, provider, timeout=args.timeout, progress=progress)
-    except UpError as exc:
+            report = await up(
+                master,
+                spec,
+                provider,
+                timeout=args.timeout,
+                progress=progress,
+                notice=notice,
+                quiet_warning=args.quiet_warning,
+            )
+    except (UpError, HubInfoError, ProviderError) as exc:
         print(f"crc up: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -185,6 +197,13 @@ def add_provision_parsers(sub: Any, master_for: Any) -> None:
     p = sub.add_parser("up", help="create a scenario's machines from a scenario file and wait until all are ready")
     p.add_argument("file", type=Path, help="scenario file (TOML)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for SystemReady (default 900)")
+    p.add_argument(
+        "--quiet-warning",
+        type=float,
+        default=DEFAULT_QUIET_WARNING,
+        metavar="SECONDS",
+        help=f"say so when no machine reported a boot step by then (default {DEFAULT_QUIET_WARNING:.0f}; 0: never)",
+    )
     netns = p.add_mutually_exclusive_group()
     netns.add_argument("--netns", dest="netns", action="store_true", default=None, help="local: network namespaces")
     netns.add_argument("--no-netns", dest="netns", action="store_false", help="local: plain processes")

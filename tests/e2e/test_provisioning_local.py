@@ -202,3 +202,100 @@ async def test_network_namespace_machines_have_their_own_address_and_hosts_file(
     finally:
         await provider.destroy(scenario)
         hub.cleanup()
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+async def test_crc_up_of_the_local_example_brings_every_machine_to_system_ready(
+    dist_hub: HubProcess, tmp_path: Path
+) -> None:
+    local = tmp_path / "local"
+    env = {"CRC_STATE_DIR": str(tmp_path / "state")}
+    try:
+        up_run = await asyncio.to_thread(
+            run_crc, dist_hub, "up", str(EXAMPLES / "local.toml"), "--local-dir", str(local), "--no-netns",
+            timeout=240, env=env,
+        )  # fmt: skip
+        assert up_run.returncode == 0, up_run.stdout + up_run.stderr
+        assert "3/3 machines ready" in up_run.stdout
+        async with await Master.connect(dist_hub.url, dist_hub.key_path) as master:
+            scenario = await master.scenario("local-shop")
+            assert {m.name: m.status for m in scenario.machines} == {"db": "ready", "web": "ready", "worker": "ready"}
+        down_run = await asyncio.to_thread(run_crc, dist_hub, "down", "local-shop", timeout=60, env=env)
+        assert down_run.returncode == 0, down_run.stdout + down_run.stderr
+    finally:
+        await LocalProvider(local).destroy("local-shop")
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+async def test_crc_up_on_a_hub_without_a_daemon_wheel_names_the_command_that_adds_it(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path / "hub")  # an empty DATA_DIR/dist: what a newcomer has before `crc hub dist`
+    hub.start()
+    env = {"CRC_STATE_DIR": str(tmp_path / "state")}
+    try:
+        result = await asyncio.to_thread(
+            run_crc, hub, "up", str(EXAMPLES / "local.toml"), "--local-dir", str(tmp_path / "local"), env=env
+        )
+        assert_one_line_error(result, 1, "crc up:", "serves no daemon wheel", "`crc hub dist`")
+        async with await Master.connect(hub.url, hub.key_path) as master:
+            assert await master.scenarios() == []  # nothing was created
+    finally:
+        hub.cleanup()
+
+
+async def test_crc_up_expected_failures_are_one_line_each(dist_hub: HubProcess, tmp_path: Path) -> None:
+    env = {"CRC_STATE_DIR": str(tmp_path / "state")}
+    local = ["--local-dir", str(tmp_path / "local"), "--no-netns"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[scenario]\nname = "x"\n[provider]\nkind = "local"\ncolour = "blue"\n')
+    result = await asyncio.to_thread(run_crc, dist_hub, "up", str(bad), *local, env=env)
+    assert_one_line_error(result, 2, "crc up:", "bad.toml", "colour")
+    result = await asyncio.to_thread(run_crc, dist_hub, "up", str(tmp_path / "absent.toml"), *local, env=env)
+    assert_one_line_error(result, 2, "crc up:", "absent.toml")
+    unreachable = {**env, "CRC_HUB": f"http://127.0.0.1:{free_port()}"}
+    result = await asyncio.to_thread(run_crc, dist_hub, "up", str(EXAMPLES / "local.toml"), *local, env=unreachable)
+    assert_one_line_error(result, 1, "cannot reach the hub")
+    async with await Master.connect(dist_hub.url, dist_hub.key_path) as master:
+        await master.create_scenario("local-shop", [("db", "linux", "database", {})])
+    result = await asyncio.to_thread(run_crc, dist_hub, "up", str(EXAMPLES / "local.toml"), *local, env=env)
+    assert_one_line_error(result, 1, "crc up:", "exists already", "crc down local-shop")
+
+
+class UnreachableHubProvider(LocalProvider):
+    """Local machines told a hub address nothing listens on: what machines see when the hub is on 127.0.0.1
+    only and they are in namespaces or on VMs."""
+
+    def __init__(self, state_dir: Path, hub_url: str) -> None:
+        super().__init__(state_dir, netns=False)
+        self.hub_url = hub_url
+
+    async def prepare(self, scenario: str, hub_url: str) -> str:
+        await super().prepare(scenario, hub_url)
+        return self.hub_url
+
+
+async def test_up_says_when_no_machine_reported_a_first_step_naming_the_hub_url_they_were_given(
+    dist_hub: HubProcess, tmp_path: Path
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    provider = UnreachableHubProvider(tmp_path / "local", nowhere)
+    spec = parse_scenario(scenario_text("quiet", "web"))
+    notices: list[str] = []
+    async with await Master.connect(dist_hub.url, dist_hub.key_path) as master:
+        try:
+            report = await up(master, spec, provider, timeout=6, quiet_warning=2, notice=notices.append)
+        finally:
+            await down(master, "quiet", provider)
+    assert report.machines["web"].outcome is Outcome.TIMED_OUT
+    assert len(notices) == 1
+    assert "no machine has reported a first boot step after 2 s" in notices[0]
+    assert nowhere in notices[0] and "127.0.0.1" in notices[0]
