@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.daemon.config import DaemonConfig, write_config
-from clients.link import LinkClosed
+from clients.link import LinkClosed, hub_ws_url
 from clients.master.fanout import FanOut, Summary
 from clients.master.keys import KeyFileError, default_key_path, load_master_key, write_private_key
 from clients.master.models import CommandResult, EventInfo, OutputChunk
@@ -34,6 +34,10 @@ def _hub_url(args: argparse.Namespace) -> str:
     url = args.hub or os.environ.get("CRC_HUB")
     if not url:
         raise MasterError("no hub given: pass --hub URL or set CRC_HUB (e.g. http://127.0.0.1:8750)")
+    try:
+        hub_ws_url(url)
+    except ValueError as exc:
+        raise MasterError(str(exc)) from None
     return str(url)
 
 

@@ -171,8 +171,12 @@ async def cmd_update(args: argparse.Namespace, master_for: Any) -> int:
         if not args.json:
             clock.line(f"{machine:<16} {text}")
 
-    async with await master_for(args) as master:
-        outcomes = await update_daemons(master, args.scenario, args.target, timeout=args.timeout, progress=progress)
+    try:
+        async with await master_for(args) as master:
+            outcomes = await update_daemons(master, args.scenario, args.target, timeout=args.timeout, progress=progress)
+    except HubInfoError as exc:
+        print(f"crc update: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps([dataclasses.asdict(o) for o in outcomes.values()], indent=2))
     else:
