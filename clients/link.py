@@ -166,7 +166,8 @@ class HubLink:
         Raises:
             OSError / TimeoutError: the hub cannot be reached (or its certificate is not trusted).
             PinMismatch: the hub's certificate is not the pinned one.
-            RemoteError: the hub refused us (unknown identity, revoked...).
+            RemoteError: the hub refused us (unknown identity, revoked...; ``unavailable`` when its store is
+                down: retryable, try again shortly).
             ProtocolError: the hub broke the handshake.
         """
         ws_url = hub_ws_url(url)

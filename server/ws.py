@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
@@ -102,6 +103,20 @@ async def _refuse(hub: Hub, ws: web.WebSocketResponse, error: ProtocolError) -> 
     await ws.close()
 
 
+async def _refuse_unavailable(hub: Hub, ws: web.WebSocketResponse, exc: StoreError | BackplaneUnavailable) -> None:
+    """The store (or backplane) failed while authenticating a peer: answer ``unavailable`` and log one line.
+
+    The peer is not authenticated yet, so it is told only that the hub's store is down, not where or why.
+    """
+    backend = "store" if isinstance(exc, StoreError) else "backplane"
+    hub.metrics.backend_errors.labels(backend=backend).inc()
+    hub.metrics.handshake_failures.inc()
+    log.error("refused a handshake from %s: the hub's %s is unavailable: %s", _remote(ws), backend, exc)
+    error = ProtocolError(ErrorCode.UNAVAILABLE, f"the hub is unavailable: its {backend} is down; try again shortly")
+    with contextlib.suppress(ConnectionError, RuntimeError):  # the peer may have gone already
+        await _refuse(hub, ws, error)
+
+
 async def _attach(hub: Hub, conn: Connection) -> bool:
     """Register the session; a daemon learns its scenario here (and is refused if it was just revoked)."""
     if conn.role is Role.MASTER:
@@ -156,6 +171,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub.guard.pending += 1
     try:
         shaken = await _handshake(hub, ws)
+    except (StoreError, BackplaneUnavailable) as exc:
+        # Not the peer's fault, so not a failed handshake against its address: it may retry as soon as it likes.
+        await _refuse_unavailable(hub, ws, exc)
+        return ws
     finally:
         hub.guard.pending -= 1
     if shaken is None:
@@ -178,6 +197,14 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     try:
         if await _attach(hub, conn):
             await _read_loop(hub, conn)
+    except (StoreError, BackplaneUnavailable) as exc:
+        # Only while attaching (the read loop answers these per request): a daemon's record cannot be read now.
+        backend = "store" if isinstance(exc, StoreError) else "backplane"
+        hub.metrics.backend_errors.labels(backend=backend).inc()
+        log.error(
+            "could not attach %s %s: the hub's %s is unavailable: %s", peer.role.value, peer.client_id, backend, exc
+        )
+        await conn.close(ErrorCode.UNAVAILABLE, f"the hub is unavailable: its {backend} is down; try again shortly")
     except CrcError as exc:
         log.warning("session of %s %s ended: %s", peer.role.value, peer.client_id, exc)
     finally:
