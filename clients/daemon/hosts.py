@@ -36,6 +36,10 @@ _NOTICE = "# Written by the crc daemon; edits inside this block are overwritten.
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _MAX_HOSTNAME = 253
+# An IPv6 zone id names an interface (Linux: up to 15 characters, Windows: a number). ``ipaddress`` accepts any
+# text after '%', newlines included, which would let whoever sends the entry write lines of its own.
+_ZONE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]")
 _DEFAULT_MODE = 0o644
 
 
@@ -67,6 +71,9 @@ def parse_entries(raw: Sequence[Mapping[str, Any]]) -> list[HostsEntry]:
             address = ipaddress.ip_address(ip)
         except ValueError:
             raise ValueError(f"{where}: {ip!r} is not a valid IPv4 or IPv6 address") from None
+        zone = getattr(address, "scope_id", None)
+        if _UNSAFE.search(ip) or (zone is not None and not _ZONE_ID.fullmatch(zone)):
+            raise ValueError(f"{where}: {ip!r} is not a valid IPv4 or IPv6 address (zone id or characters)")
         names = item.get("names")
         if isinstance(names, str | bytes) or not isinstance(names, Sequence) or not names:
             raise ValueError(f"{where} ({ip}): 'names' must be a non-empty list of host names")
@@ -174,6 +181,9 @@ def _find_blocks(lines: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def _render_block(entries: Sequence[HostsEntry], newline: str) -> list[str]:
+    for entry in entries:  # entries not made by parse_entries still write one line each, inside the block
+        if any(_UNSAFE.search(field) or not field for field in (entry.ip, *entry.names)) or not entry.names:
+            raise ValueError(f"hosts entry {entry.ip!r} {entry.names!r} would not be one line: refused")
     body = [f"{entry.ip}\t{' '.join(entry.names)}" for entry in entries]
     return [line + newline for line in (BEGIN_MARKER, _NOTICE, *body, END_MARKER)]
 

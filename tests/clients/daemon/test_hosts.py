@@ -280,3 +280,32 @@ def test_other_write_errors_propagate(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         apply_hosts_file(hosts, [DB])
     assert hosts.read_text() == SYSTEM
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "fe80::1%eth0\n10.6.6.6 evil",  # ipaddress accepts a newline in an IPv6 zone id
+        "fe80::1%eth0\r\n# END crc managed block\n10.6.6.6 evil",
+        "fe80::1%a b",
+        "fe80::1%\t",
+        "fe80::1%x\x00",
+        "fe80::1%" + "z" * 65,
+        " 10.0.0.1",
+    ],
+)
+def test_an_address_that_could_add_lines_or_fields_is_refused(ip: str) -> None:
+    with pytest.raises(ValueError, match="not a valid IPv4 or IPv6 address"):
+        parse_entries([{"ip": ip, "names": ["db"]}])
+
+
+def test_a_plain_zone_id_is_kept() -> None:
+    assert parse_entries([{"ip": "fe80::1%eth0", "names": ["db"]}]) == [HostsEntry("fe80::1%eth0", ("db",))]
+    assert parse_entries([{"ip": "fe80::1%12", "names": ["db"]}]) == [HostsEntry("fe80::1%12", ("db",))]
+
+
+def test_an_entry_made_without_parse_entries_cannot_write_a_second_line() -> None:
+    with pytest.raises(ValueError, match="would not be one line"):
+        render_hosts("127.0.0.1 localhost\n", [HostsEntry("10.0.0.1\n10.6.6.6", ("evil",))])
+    with pytest.raises(ValueError, match="would not be one line"):
+        render_hosts("127.0.0.1 localhost\n", [HostsEntry("10.0.0.1", ("db\nx",))])
