@@ -78,7 +78,9 @@ async def _handshake(hub: Hub, ws: web.WebSocketResponse) -> tuple[HubSession, A
     try:
         peer = session.accept(msg.data, lambda _id, _role: key, time.time())
     except ProtocolError as exc:
-        log.info("refused a %s from %s: %s", role or "peer", _remote(ws), exc)
+        # The role and the error's text come from an unauthenticated frame: never let them forge log lines.
+        shown_role = role if role in _ROLES else "peer"
+        log.info("refused a %s from %s: %s", shown_role, _remote(ws), log_safe(str(exc)))
         await _refuse(hub, ws, exc)
         return None
     return session, peer
@@ -91,6 +93,15 @@ def client_source(request: web.Request) -> str:
     if forwarded and peer in ("127.0.0.1", "::1"):
         return forwarded.split(",")[-1].strip() or peer
     return peer
+
+
+_ROLES = frozenset(role.value for role in Role)
+
+
+def log_safe(text: str, limit: int = 300) -> str:
+    """``text`` on one line, control characters escaped and cut to ``limit``: for strings a peer chose."""
+    escaped = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
 
 
 def _remote(ws: web.WebSocketResponse) -> str:
