@@ -336,3 +336,14 @@ def run_crc(
         [PYTHON, "-m", "clients.master.cli", *args], env={**hub.crc_env(), **(env or {})}, cwd=ROOT,
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> str:
+    """An expected CLI failure: exit ``code``, no traceback, one stderr line holding every fragment; that line."""
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import HubProcess, run_crc
+from tests.e2e.support import HubProcess, assert_one_line_error, run_crc
 
 FAILED, USAGE, STILL_WAITING = 1, 2, 124  # the exit codes the README documents
 
@@ -23,16 +22,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     assert created.returncode == 0, created.stderr
     yield process
     process.cleanup()
-
-
-def one_line(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> str:
-    assert result.returncode == code, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def unused_port() -> int:
@@ -55,27 +44,27 @@ def unused_port() -> int:
         ["machine", "revoke", "nope", "web"],
     ],
 )
-def test_an_unknown_scenario_is_one_line(hub: HubProcess, command: list[str]) -> None:
-    one_line(run_crc(hub, *command), FAILED, "not_found", "'nope'")
+def test_an_unknown_scenario_is_assert_one_line_error(hub: HubProcess, command: list[str]) -> None:
+    assert_one_line_error(run_crc(hub, *command), FAILED, "not_found", "'nope'")
 
 
-def test_a_key_the_hub_never_enrolled_is_one_line(hub: HubProcess, tmp_path: Path) -> None:
+def test_a_key_the_hub_never_enrolled_is_assert_one_line_error(hub: HubProcess, tmp_path: Path) -> None:
     other = tmp_path / "other.key"
     assert run_crc(hub, "--key", str(other), "keygen").returncode == 0
-    one_line(run_crc(hub, "--key", str(other), "scenario", "list"), FAILED, "unknown_identity")
+    assert_one_line_error(run_crc(hub, "--key", str(other), "scenario", "list"), FAILED, "unknown_identity")
 
 
 def test_a_missing_key_file_names_the_command_that_makes_one(hub: HubProcess, tmp_path: Path) -> None:
-    one_line(run_crc(hub, "--key", str(tmp_path / "absent.key"), "scenario", "list"), FAILED, "crc keygen")
+    assert_one_line_error(run_crc(hub, "--key", str(tmp_path / "absent.key"), "scenario", "list"), FAILED, "crc keygen")
 
 
 def test_no_hub_running_is_one_line_naming_the_address(hub: HubProcess) -> None:
     address = f"http://127.0.0.1:{unused_port()}"
-    one_line(run_crc(hub, "--hub", address, "scenario", "list"), FAILED, "cannot reach the hub", address)
+    assert_one_line_error(run_crc(hub, "--hub", address, "scenario", "list"), FAILED, "cannot reach the hub", address)
 
 
-def test_a_malformed_hub_url_is_one_line(hub: HubProcess) -> None:
-    one_line(run_crc(hub, "--hub", "ftp://hub", "scenario", "list"), FAILED, "must look like http://")
+def test_a_malformed_hub_url_is_assert_one_line_error(hub: HubProcess) -> None:
+    assert_one_line_error(run_crc(hub, "--hub", "ftp://hub", "scenario", "list"), FAILED, "must look like http://")
 
 
 def test_an_offline_machine_leaves_the_order_queued_and_exits_124(hub: HubProcess) -> None:
@@ -85,13 +74,13 @@ def test_an_offline_machine_leaves_the_order_queued_and_exits_124(hub: HubProces
     assert "web: queued" in result.stdout
 
 
-def test_an_existing_scenario_is_one_line(hub: HubProcess, tmp_path: Path) -> None:
+def test_an_existing_scenario_is_assert_one_line_error(hub: HubProcess, tmp_path: Path) -> None:
     result = run_crc(hub, "scenario", "create", "offline", "--machine", "web:linux", "--out", str(tmp_path))
-    one_line(result, FAILED, "already_exists")
+    assert_one_line_error(result, FAILED, "already_exists")
 
 
 def test_update_on_a_hub_without_a_daemon_wheel_names_crc_hub_dist(hub: HubProcess) -> None:
-    one_line(run_crc(hub, "update", "offline"), FAILED, "crc update:", "`crc hub dist`")
+    assert_one_line_error(run_crc(hub, "update", "offline"), FAILED, "crc update:", "`crc hub dist`")
 
 
 def test_a_bad_argument_is_a_usage_error(hub: HubProcess) -> None:

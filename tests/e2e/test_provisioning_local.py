@@ -19,7 +19,7 @@ from provisioning.providers import LocalProvider
 from provisioning.providers.local import netns_available
 from provisioning.scenario_file import parse_scenario
 from provisioning.startup import WheelRef
-from tests.e2e.support import HubProcess, eventually, run_crc
+from tests.e2e.support import HubProcess, assert_one_line_error, eventually, run_crc
 
 pytestmark = pytest.mark.timeout(300)
 BOOT_STEPS = [
@@ -226,15 +226,6 @@ async def test_crc_up_of_the_local_example_brings_every_machine_to_system_ready(
         assert down_run.returncode == 0, down_run.stdout + down_run.stderr
     finally:
         await LocalProvider(local).destroy("local-shop")
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
-    assert result.returncode == code, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 async def test_crc_up_on_a_hub_without_a_daemon_wheel_names_the_command_that_adds_it(tmp_path: Path) -> None:
