@@ -32,6 +32,7 @@ class MsgType(StrEnum):
     SCENARIO_SHOW = "scenario.show"
     SCENARIO_DELETE = "scenario.delete"
     MACHINE_REVOKE = "machine.revoke"
+    MACHINE_CERTIFY = "machine.certify"
     MASTER_REKEY = "master.rekey"
     JOB_PUT = "job.put"
     JOB_LIST = "job.list"
@@ -313,6 +314,16 @@ class MsgRecv(Body):
 
 
 @dataclass(frozen=True)
+class MachineCertify(Body):
+    """Replace machines' certificates (``protocol.certificates``) with ones this master endorsed anew: after a
+    master key rotation, or to adopt machines of a scenario made before certificates existed."""
+
+    TYPE = MsgType.MACHINE_CERTIFY
+    scenario: str
+    certificates: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class MachineRevoke(Body):
     """Remove one machine from a scenario: its key stops working and its sessions close on every replica."""
 
@@ -420,9 +431,14 @@ class Reconnect(Body):
 
 @dataclass(frozen=True)
 class SystemReady(Body):
+    """``signature``: the machine's over ``protocol.certificates.ReadyStatement(scenario, machine, facts, at)``, so
+    a master can use its addresses without believing the hub."""
+
     TYPE = MsgType.SYSTEM_READY
     facts: dict[str, Any]
     daemon_version: str
+    at: float = 0.0
+    signature: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -464,7 +480,7 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
         KvWait, PlanSubmit, PlanShow, PlanList, PlanCancel, MsgSend,
         MsgRecv, TokenCreate, TokenList, TokenRevoke, OrderSubmit, OrderCancel,
         ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect,
-        SystemReady, OrderAck, OrderStarted, Output, Result,
+        SystemReady, OrderAck, OrderStarted, Output, Result, MachineCertify,
     )
 }  # fmt: skip
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protocol import Envelope, ErrorCode, MsgType, OrderKind, OrderState, ProtocolError, PublicKey, SignedResult
+from protocol.certificates import addresses_from_facts
 from protocol.messages import OrderAck, OrderStarted, Output, Reconnect, Result, ResultAck, SystemReady
 from server import futures, messaging
 from server.connection import Connection
@@ -22,19 +22,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Hub, Connection, Envelope], Awaitable[None]]
 
 
-def addresses_from_facts(facts: dict[str, Any]) -> list[str]:
-    """Routable addresses first (IPv4 before IPv6), as reported by the daemon; junk is ignored."""
-    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    for raw in facts.get("ips") or []:
-        try:
-            ip = ipaddress.ip_address(str(raw).split("%")[0])
-        except ValueError:
-            continue
-        if not ip.is_loopback and not ip.is_link_local and ip not in found:
-            found.append(ip)
-    return [str(ip) for ip in sorted(found, key=lambda ip: (ip.version, ip.is_private is False))]
-
-
 _KEY_FACTS = ("hostname", "os", "os_release", "kernel", "cpus", "memory_total", "daemon_version")
 
 
@@ -42,8 +29,10 @@ async def system_ready(hub: Hub, conn: Connection, env: Envelope) -> None:
     body = env.body
     assert isinstance(body, SystemReady)
     ips = addresses_from_facts(body.facts)
+    # Kept as sent (checked by masters, not here): a master uses these addresses only if the machine signed them.
+    proof = {"at": body.at, "signature": body.signature} if body.signature else None
     await hub.store.update_machine(
-        conn.id, status=MachineStatus.READY, last_seen=time.time(), facts=body.facts, ips=ips
+        conn.id, status=MachineStatus.READY, last_seen=time.time(), facts=body.facts, ips=ips, ready_proof=proof
     )
     summary = {k: body.facts[k] for k in _KEY_FACTS if k in body.facts}
     summary["ips"] = ips
@@ -162,7 +151,8 @@ async def _rotate_key(hub: Hub, conn: Connection, signed: SignedResult) -> None:
     machine = await hub.store.machine(conn.id)
     if machine is None or machine.public_key == new_key.to_text():
         return  # gone, or this result was resent after the rotation was done
-    await hub.store.rotate_machine_key(conn.id, new_key.to_text(), report.lower())
+    # The signed result goes with the key: it is how masters (and daemons) accept the new key without the hub.
+    await hub.store.rotate_machine_key(conn.id, new_key.to_text(), report.lower(), proof=signed.to_wire())
     await hub.emit(conn.scenario_id, "machine_key_rotated", conn.machine_name, {"public_key": new_key.to_text()})
     conn.send(Reconnect(0.0, "the machine key was rotated: reconnect with the new key"), scenario=conn.scenario_name)
 

@@ -8,14 +8,17 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from protocol import Envelope, ErrorCode, MsgType, Order, OrderKind, OrderState, ProtocolError, PublicKey
+from protocol.certificates import MachineCertificate
 from protocol.envelope import pack
 from protocol.messages import (
     EventsSubscribe,
     EventsUnsubscribe,
     FileChunk,
+    MachineCertify,
     MachineRevoke,
     MasterRekey,
     OrderCancel,
@@ -55,24 +58,26 @@ async def owned_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecor
 
 
 async def _machines_wire(
-    hub: Hub, scenario: ScenarioRecord, after: str = "", limit: int | None = None
+    hub: Hub, scenario: ScenarioRecord, after: str = "", limit: int | None = None, *, proofs: bool = False
 ) -> list[dict[str, Any]]:
     """The scenario's machines as stored (by name, after ``after``, at most ``limit``), shown offline where no
-    replica holds their session any more."""
+    replica holds their session any more; with ``proofs``, what a master checks them by (binary: not for JSON)."""
     machines = []
     stored = sorted((m for m in await hub.store.machines(scenario.id) if m.name > after), key=lambda m: m.name)
     for machine in stored[:limit]:
-        wire = machine.to_wire()
+        wire = {**machine.to_wire(), **(machine.proofs_wire() if proofs else {})}
         if machine.status is not MachineStatus.OFFLINE and await hub.locate(machine.id) is None:
             wire["status"] = MachineStatus.OFFLINE.value  # its replica died without saying so
         machines.append(wire)
     return machines
 
 
-async def scenario_wire(hub: Hub, scenario: ScenarioRecord, after: str = "", limit: int = 0) -> dict[str, Any]:
+async def scenario_wire(
+    hub: Hub, scenario: ScenarioRecord, after: str = "", limit: int = 0, *, proofs: bool = False
+) -> dict[str, Any]:
     """The scenario with one page of its machines (``more``: further pages follow, ask with ``after``)."""
     limit = limit if 0 < limit <= MACHINES_PAGE else MACHINES_PAGE
-    machines = await _machines_wire(hub, scenario, after, limit + 1)
+    machines = await _machines_wire(hub, scenario, after, limit + 1, proofs=proofs)
     return {
         "id": scenario.id,
         "name": scenario.name,
@@ -105,7 +110,24 @@ def _labels(machine: str, raw: Any) -> dict[str, str]:
     return dict(raw)
 
 
-def _machine_specs(raw: list[dict[str, Any]]) -> list[MachineSpec]:
+def _certificate(master_key: PublicKey, scenario: str, spec: MachineSpec, raw: Any) -> dict[str, Any] | None:
+    """The machine's certificate as sent, once it is found to be this master's word on exactly this machine (the
+    hub does not rely on it, but a master that sent a wrong one should hear so now, not at its first command)."""
+    if raw is None:
+        return None
+    try:
+        certificate = MachineCertificate.from_wire(raw)
+        certificate.verify(master_key, scenario)
+    except ProtocolError as exc:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"machine {spec.name!r}: {exc.message}") from None
+    declared = (spec.name, spec.id, spec.public_key, spec.os, spec.role, spec.labels)
+    if (certificate.name, certificate.machine, certificate.public_key, certificate.os, certificate.role,
+            certificate.labels) != declared:  # fmt: skip
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"machine {spec.name!r}: its certificate describes another")
+    return certificate.to_wire()
+
+
+def _machine_specs(master_key: PublicKey, scenario: str, raw: list[dict[str, Any]]) -> list[MachineSpec]:
     if not raw:
         raise RequestError(ErrorCode.INVALID_REQUEST, "a scenario needs at least one machine")
     specs: list[MachineSpec] = []
@@ -124,7 +146,8 @@ def _machine_specs(raw: list[dict[str, Any]]) -> list[MachineSpec]:
         report_key = item.get("report_key", "")
         if not isinstance(report_key, str) or (report_key and not REPORT_KEY_PATTERN.match(report_key)):
             raise RequestError(ErrorCode.INVALID_REQUEST, f"machine {name!r}: report_key must be 64 hex digits")
-        specs.append(MachineSpec(name, os_name, role, key, report_key.lower(), _labels(name, item.get("labels"))))
+        spec = MachineSpec(name, os_name, role, key, report_key.lower(), _labels(name, item.get("labels")))
+        specs.append(replace(spec, certificate=_certificate(master_key, scenario, spec, item.get("certificate"))))
     if len({s.name for s in specs}) != len(specs):
         raise RequestError(ErrorCode.INVALID_REQUEST, "machine names in a scenario must be unique")
     if len({s.id for s in specs}) != len(specs):
@@ -136,7 +159,7 @@ async def scenario_create(hub: Hub, conn: Connection, env: Envelope) -> None:
     body = env.body
     assert isinstance(body, ScenarioCreate)
     check_name("scenario", body.name)
-    specs = _machine_specs(body.machines)
+    specs = _machine_specs(conn.peer.public_key, body.name, body.machines)
     if await hub.store.master(conn.id) is None:
         raise RequestError(ErrorCode.REVOKED, "this master is no longer enrolled on the hub")
     try:
@@ -147,7 +170,7 @@ async def scenario_create(hub: Hub, conn: Connection, env: Envelope) -> None:
             f"scenario {body.name!r} exists already, or a machine key is in use elsewhere",
         ) from None
     await hub.emit(scenario.id, "scenario_created", "", {"machines": [s.name for s in specs]})
-    conn.send(Response(await scenario_wire(hub, scenario)), scenario=body.name, reply_to=env.id)
+    conn.send(Response(await scenario_wire(hub, scenario, proofs=True)), scenario=body.name, reply_to=env.id)
 
 
 async def scenario_list(hub: Hub, conn: Connection, env: Envelope) -> None:
@@ -170,7 +193,7 @@ async def scenario_show(hub: Hub, conn: Connection, env: Envelope) -> None:
     body = env.body
     assert isinstance(body, ScenarioShow)
     scenario = await owned_scenario(hub, conn, body.name)
-    wire = await scenario_wire(hub, scenario, body.after, body.limit)
+    wire = await scenario_wire(hub, scenario, body.after, body.limit, proofs=True)
     conn.send(Response(wire), scenario=body.name, reply_to=env.id)
 
 
@@ -196,6 +219,27 @@ async def machine_revoke(hub: Hub, conn: Connection, env: Envelope) -> None:
     await hub.revoke([machine.id], f"machine {machine.name!r} was revoked from scenario {scenario.name!r}")
     await hub.emit(scenario.id, "machine_revoked", machine.name, {"machine_id": machine.id})
     conn.send(Response({"revoked": machine.id}), scenario=scenario.name, reply_to=env.id)
+
+
+async def machine_certify(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """Store certificates this master endorsed anew (after ``crc rotate-key``, or adopting older machines)."""
+    body = env.body
+    assert isinstance(body, MachineCertify)
+    scenario = await owned_scenario(hub, conn, body.scenario)
+    by_id = {m.id: m for m in await hub.store.machines(scenario.id)}
+    certified = []
+    for raw in body.certificates:
+        try:
+            certificate = MachineCertificate.from_wire(raw)
+            certificate.verify(conn.peer.public_key, scenario.name)
+        except ProtocolError as exc:
+            raise RequestError(ErrorCode.INVALID_REQUEST, f"a certificate does not verify: {exc.message}") from None
+        machine = by_id.get(certificate.machine)
+        if machine is None or machine.name != certificate.name:
+            raise RequestError(ErrorCode.NOT_FOUND, f"scenario {scenario.name!r} has no machine {certificate.name!r}")
+        if await hub.store.certify_machine(machine.id, certificate.to_wire()):
+            certified.append(machine.name)
+    conn.send(Response({"certified": certified}), scenario=scenario.name, reply_to=env.id)
 
 
 def _order_summary(order: Order) -> dict[str, Any]:
@@ -417,6 +461,7 @@ MASTER_HANDLERS: dict[MsgType, Handler] = {
     MsgType.SCENARIO_SHOW: scenario_show,
     MsgType.SCENARIO_DELETE: scenario_delete,
     MsgType.MACHINE_REVOKE: machine_revoke,
+    MsgType.MACHINE_CERTIFY: machine_certify,
     MsgType.MASTER_REKEY: master_rekey,
     MsgType.JOB_PUT: jobs.job_put,
     MsgType.JOB_LIST: jobs.job_list,

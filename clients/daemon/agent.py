@@ -48,6 +48,7 @@ from protocol import (
     SignedResult,
 )
 from protocol.boot import BootStatus, report_key
+from protocol.certificates import ReadyStatement
 from protocol.messages import (
     Cancel,
     Deliver,
@@ -283,7 +284,9 @@ class Daemon:
         # Orders expire within a week (the hub's limit), so older ids can never be redelivered and run.
         self.journal.prune(now - JOURNAL_KEEP, forget_ids_older_than=now - 4 * JOURNAL_KEEP)
         facts = await asyncio.to_thread(collect_facts, DAEMON_VERSION)
-        await link.send(SystemReady(facts, DAEMON_VERSION), scenario=self.config.scenario)
+        statement = ReadyStatement(self.config.scenario, self.config.machine_id, facts, time.time())
+        signature = statement.signed(self.config.identity).signature
+        await link.send(SystemReady(facts, DAEMON_VERSION, statement.at, signature), scenario=self.config.scenario)
         self._after_connect()
         for result in self.journal.unacked_results():
             await link.send(Result(result), scenario=self.config.scenario)

@@ -137,12 +137,15 @@ async def cmd_scenario_show(args: argparse.Namespace) -> int:
     async with await _connect(args) as master:
         sc = await master.scenario(args.name)
     if args.json:
-        _print_json({"name": sc.name, "cursor": sc.cursor, "machines": [m.__dict__ for m in sc.machines]})
+        machines = [{k: v for k, v in m.__dict__.items() if k != "certificate"} for m in sc.machines]
+        _print_json({"name": sc.name, "cursor": sc.cursor, "machines": machines})
         return 0
     print(f"scenario {sc.name} (events up to {sc.cursor})")
     for m in sc.machines:
         seen = time.strftime("%H:%M:%S", time.localtime(m.last_seen)) if m.last_seen else "never"
         print(f"  {m.name:<16} {m.status:<10} {m.os:<8} {','.join(m.ips) or '-':<20} last seen {seen}  {m.id}")
+        if not m.trusted:
+            print(f"  {'':<16} UNTRUSTED: {m.problem}; no order goes to it")
     return 0
 
 

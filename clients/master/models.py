@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from protocol import Identity, OrderState, ProtocolError, PublicKey, SignedResult
+from protocol import ErrorCode, Identity, OrderState, ProtocolError, PublicKey, SignedResult
+from protocol.certificates import MachineCertificate, ReadyStatement, addresses_from_facts, trusted_keys
 from protocol.targeting import select
 
 
 @dataclass(frozen=True)
 class MachineInfo:
+    """A machine as this master knows it. ``trusted``: the hub's record carries this master's certificate for it
+    (``protocol.certificates``), so its id, name, os, role, labels and keys are the master's own word; only then
+    does the SDK send it orders. ``ips`` (and ``facts``) are the machine's own signed report, or empty."""
+
     id: str
     name: str
     os: str
@@ -22,14 +27,53 @@ class MachineInfo:
     last_seen: float | None = None
     former_keys: list[str] = field(default_factory=list)  # keys before rotations: older results are signed so
     labels: dict[str, str] = field(default_factory=dict)
+    trusted: bool = True
+    problem: str = ""  # why it is not trusted
+    certificate: MachineCertificate | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_wire(cls, raw: dict[str, Any]) -> MachineInfo:
+    def from_wire(cls, raw: dict[str, Any], master_key: PublicKey, scenario: str) -> MachineInfo:
+        """The hub's record, believed only as far as this master's certificate and the machine's signatures go."""
+        status, last_seen = str(raw.get("status", "")), raw.get("last_seen")
+        try:
+            certificate = MachineCertificate.from_wire(raw.get("certificate"))
+            certificate.verify(master_key, scenario)
+        except ProtocolError as exc:
+            return cls(
+                str(raw.get("id", "")), str(raw.get("name", "")), str(raw.get("os", "")), str(raw.get("role", "")),
+                str(raw.get("public_key", "")), status, last_seen=last_seen, labels=_labels(raw.get("labels")),
+                trusted=False,
+                problem=f"the hub's record of it is not this master's ({exc.message})",
+            )  # fmt: skip
+        keys = trusted_keys(certificate, list(raw.get("key_proofs") or []))
+        facts = _signed_facts(raw, keys, scenario, certificate.machine)
         return cls(
-            raw["id"], raw["name"], raw["os"], raw["role"], raw["public_key"], raw["status"],
-            list(raw.get("ips") or []), dict(raw.get("facts") or {}), raw.get("last_seen"),
-            list(raw.get("former_keys") or []), dict(raw.get("labels") or {}),
+            certificate.machine, certificate.name, certificate.os, certificate.role, keys[-1].to_text(), status,
+            addresses_from_facts(facts), facts, last_seen, [k.to_text() for k in keys[:-1]], dict(certificate.labels),
+            certificate=certificate,
         )  # fmt: skip
+
+
+def _labels(raw: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+
+def _signed_facts(raw: dict[str, Any], keys: list[PublicKey], scenario: str, machine: str) -> dict[str, Any]:
+    """The facts the hub shows, if one of the machine's keys signed them; else none."""
+    proof, facts = raw.get("ready_proof"), raw.get("facts")
+    if not isinstance(proof, dict) or not isinstance(facts, dict):
+        return {}
+    at, signature = proof.get("at"), proof.get("signature")
+    if not isinstance(at, int | float) or not isinstance(signature, bytes):
+        return {}
+    statement = ReadyStatement(scenario, machine, facts, float(at), signature)
+    for key in reversed(keys):
+        try:
+            statement.verify(key, scenario, machine)
+        except ProtocolError:
+            continue
+        return dict(facts)
+    return {}
 
 
 @dataclass(frozen=True)
@@ -41,14 +85,23 @@ class Scenario:
     machines: list[MachineInfo]
 
     @classmethod
-    def from_wire(cls, raw: dict[str, Any]) -> Scenario:
-        return cls(
-            raw["id"],
-            raw["name"],
-            raw["created"],
-            raw["cursor"],
-            [MachineInfo.from_wire(m) for m in raw["machines"]],
-        )
+    def from_wire(cls, raw: dict[str, Any], master_key: PublicKey, asked: str) -> Scenario:
+        """The hub's answer about scenario ``asked``, its machines checked against this master's certificates.
+
+        Raises:
+            ProtocolError: BAD_SIGNATURE when the answer is about another scenario than the one asked.
+        """
+        if raw.get("name") != asked:
+            raise ProtocolError(
+                ErrorCode.BAD_SIGNATURE, f"asked about scenario {asked!r}, the hub answered about {raw.get('name')!r}"
+            )
+        machines: dict[str, MachineInfo] = {}
+        for item in raw["machines"]:
+            machine = MachineInfo.from_wire(item, master_key, asked)
+            if machine.trusted and any(m.trusted and m.name == machine.name for m in machines.values()):
+                machine = replace(machine, trusted=False, problem="the hub shows two machines of this name")
+            machines.setdefault(machine.id if machine.trusted else f"untrusted:{len(machines)}", machine)
+        return cls(raw["id"], asked, raw["created"], raw["cursor"], list(machines.values()))
 
     def machine(self, name: str) -> MachineInfo:
         for m in self.machines:
@@ -129,7 +182,8 @@ class CommandResult:
     @classmethod
     def from_order(cls, raw: dict[str, Any], machine: MachineInfo | None) -> CommandResult:
         """From a RESULTS_QUERY item, checking the daemon's signature when the machine's key is known."""
-        name = raw.get("machine_name") or (machine.name if machine else raw.get("machine", ""))
+        # The name is this master's (from its certificate), never the hub's label for the record.
+        name = machine.name if machine is not None else str(raw.get("machine_name") or raw.get("machine", ""))
         result = raw.get("result") or {}
         if not result.get("signature"):
             return cls(raw["id"], name, raw["state"], kind=raw.get("kind", ""))

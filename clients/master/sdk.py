@@ -36,10 +36,13 @@ from protocol import (
     MsgType,
     Order,
     OrderKind,
+    ProtocolError,
+    PublicKey,
     RemoteError,
     Role,
 )
 from protocol.boot import report_key
+from protocol.certificates import MachineCertificate
 from protocol.delegation import Delegation
 from protocol.messages import (
     Body,
@@ -55,6 +58,7 @@ from protocol.messages import (
     KvGet,
     KvSet,
     KvWait,
+    MachineCertify,
     MachineRevoke,
     MasterRekey,
     MsgSend,
@@ -309,12 +313,30 @@ class Master:
             {
                 "name": m.name, "os": m.os, "role": m.role, "public_key": m.identity.public.to_text(),
                 "report_key": report_key(m.identity).hex(), "labels": labels[m.name],
+                "certificate": self._certify(name, m.name, m.identity.public, m.os, m.role, labels[m.name]).to_wire(),
             }
             for m in minted
         ]  # fmt: skip
         data = await self.request(ScenarioCreate(name, wire), scenario=name)
-        self._scenarios[name] = Scenario.from_wire(data) if not data.get("more") else await self.scenario(name)
+        if data.get("more"):
+            await self.scenario(name)
+        else:
+            self._scenarios[name] = self._checked(data, name)
         return minted
+
+    def _certify(
+        self, scenario: str, name: str, key: PublicKey, os_name: str, role: str, labels: dict[str, str]
+    ) -> MachineCertificate:
+        """This master's signed word on a machine: what later answers of the hub are checked against."""
+        return MachineCertificate(scenario, name, key.id, key.to_text(), os_name, role, dict(labels)).endorsed(
+            self.identity
+        )
+
+    def _checked(self, data: dict[str, Any], asked: str) -> Scenario:
+        try:
+            return Scenario.from_wire(data, self.identity.public, asked)
+        except ProtocolError as exc:
+            raise MasterError(exc.message) from None
 
     async def scenarios(self) -> list[dict[str, Any]]:
         return list((await self.request(ScenarioList()))["scenarios"])
@@ -326,9 +348,30 @@ class Master:
         while data.get("more") and machines:
             data = await self.request(ScenarioShow(name, after=str(machines[-1]["name"])), scenario=name)
             machines += data["machines"]
-        scenario = Scenario.from_wire({**data, "machines": machines})
+        scenario = self._checked({**data, "machines": machines}, name)
         self._scenarios[name] = scenario
         return scenario
+
+    async def adopt_scenario(self, name: str) -> list[str]:
+        """Certify, as the hub shows them now, the machines of a scenario that carry no certificate of this master
+        (made before machines were certified): trust on first use, so run it only against a hub you trust now.
+        Returns the names certified."""
+        sc = await self.scenario(name)
+        certificates = []
+        for machine in sc.machines:
+            if machine.trusted:
+                continue
+            first_key = PublicKey.from_text(machine.public_key)
+            if first_key.id != machine.id:
+                continue  # rotated before certificates existed: its first key is not known here
+            certificates.append(
+                self._certify(name, machine.name, first_key, machine.os, machine.role, machine.labels).to_wire()
+            )
+        if not certificates:
+            return []
+        answer = await self.request(MachineCertify(name, certificates), scenario=name)
+        await self.scenario(name)
+        return list(answer["certified"])
 
     async def delete_scenario(self, name: str) -> dict[str, Any]:
         """Delete a scenario: its machines' keys are revoked and their sessions closed at once."""
@@ -360,6 +403,8 @@ class Master:
             name = str(item["name"])
             if (await self.scenario(name)).machines:
                 told += await self.dispatch(name, "all", OrderKind.TRUST_MASTER, body, timeout=timeout)
+        for item in await self.scenarios():
+            await self._endorse(str(item["name"]), new)
         proof = new.sign(master_rekey_payload(self.identity.id, new.public.to_text()))
         await self.request(MasterRekey(new.public.to_text(), proof))
         self.identity = new
@@ -368,6 +413,17 @@ class Master:
             await link.close()  # the read loop reconnects, now with the new key
         await asyncio.wait_for(self._wait_for_link(new), timeout)
         return new, told
+
+    async def _endorse(self, scenario: str, new: Identity) -> None:
+        """Have ``new`` endorse every certificate of the scenario that this (old) key verified, before the hub
+        moves the master: from then on the certificates check out against the new key as well."""
+        certificates = [
+            m.certificate.endorsed(new).to_wire()
+            for m in (await self.scenario(scenario)).machines
+            if m.trusted and m.certificate is not None
+        ]
+        if certificates:
+            await self.request(MachineCertify(scenario, certificates), scenario=scenario)
 
     async def _wait_for_link(self, identity: Identity) -> None:
         while True:
@@ -427,6 +483,12 @@ class Master:
             machines = sc.select(spec)
         if not machines:
             raise MasterError(f"target {spec!r} matches no machine of {scenario!r}")
+        untrusted = [m for m in machines if not m.trusted]
+        if untrusted:
+            raise MasterError(
+                f"nothing was sent: machine {untrusted[0].name!r} of {scenario!r}: {untrusted[0].problem}"
+                + (f" (and {len(untrusted) - 1} more)" if len(untrusted) > 1 else "")
+            )
         return sc, machines
 
     # events

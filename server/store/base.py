@@ -54,6 +54,7 @@ class MachineSpec:
     public_key: str
     report_key: str = ""  # hex; authenticates the startup script's boot reports (protocol.boot)
     labels: dict[str, str] = field(default_factory=dict)  # for targeting: label:KEY=VALUE
+    certificate: dict[str, Any] | None = None  # the master's signed word on it (protocol.certificates)
 
     @property
     def id(self) -> str:
@@ -77,6 +78,14 @@ class MachineRecord:
     report_key: str = ""  # never shown: see MachineSpec
     former_keys: list[str] = field(default_factory=list)  # keys it had before rotations, oldest first
     labels: dict[str, str] = field(default_factory=dict)
+    # What lets a master check this record without believing the hub (protocol.certificates): its certificate,
+    # the signed results of its key rotations (oldest first) and its signed facts (``at``, ``signature``).
+    certificate: dict[str, Any] | None = None
+    key_proofs: list[dict[str, Any]] = field(default_factory=list)
+    ready_proof: dict[str, Any] | None = None
+
+    def proofs_wire(self) -> dict[str, Any]:
+        return {"certificate": self.certificate, "key_proofs": self.key_proofs, "ready_proof": self.ready_proof}
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -329,8 +338,15 @@ class Store(ABC):
     async def machine(self, machine_id: str) -> MachineRecord | None: ...
 
     @abstractmethod
-    async def rotate_machine_key(self, machine_id: str, public_key: str, report_key: str) -> MachineRecord | None:
-        """Give the machine a new key (its id stays); the old one joins ``former_keys``. None if unknown."""
+    async def rotate_machine_key(
+        self, machine_id: str, public_key: str, report_key: str, proof: dict[str, Any] | None = None
+    ) -> MachineRecord | None:
+        """Give the machine a new key (its id stays); the old one joins ``former_keys`` and ``proof`` (the signed
+        result announcing the new key) joins ``key_proofs``. None if unknown."""
+
+    @abstractmethod
+    async def certify_machine(self, machine_id: str, certificate: dict[str, Any]) -> bool:
+        """Replace the machine's certificate (a master endorsing it with a new key). False if unknown."""
 
     @abstractmethod
     async def machines(self, scenario_id: str) -> list[MachineRecord]: ...
@@ -344,6 +360,7 @@ class Store(ABC):
         last_seen: float,
         facts: dict[str, Any] | None = None,
         ips: list[str] | None = None,
+        ready_proof: dict[str, Any] | None = None,
     ) -> None: ...
 
     @abstractmethod

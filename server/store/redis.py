@@ -5,7 +5,7 @@ Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` 
     P:{sc:S}:meta          hash    owner, name, created; cursor (last event cursor), orders (last order number)
     P:{sc:S}:machines      set     the scenario's machine ids
     P:{sc:S}:machine:M     hash    name, os, role, public_key, report_key, former_keys*, labels*, status, facts*,
-                                   ips*, last_seen
+                                   ips*, last_seen, certificate*, key_proofs*, ready_proof*
     P:{sc:S}:orders        zset    order ids scored by their number in the scenario: submission order
     P:{sc:S}:order:O       hash    machine, kind, body*, state, created, updated, seq, result*, inbox
     P:{sc:S}:chunks:O      list    a file order's chunks, dropped with the result
@@ -161,22 +161,23 @@ return 1
 """
 
 # KEYS: owner index, machine index, meta, machines, then one machine hash per machine.
-# ARGV: scenario id, owner, name, created, then (machine id, name, os, role, public key, report key, labels*) per
-# machine.
+# ARGV: scenario id, owner, name, created, then (machine id, name, os, role, public key, report key, labels*,
+# certificate* or '') per machine.
 # Returns {0} created, {1} the owner has a scenario of that name, {2, machine id} a machine key is in use.
 _CREATE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return {1} end
-for i = 5, #ARGV, 7 do
+for i = 5, #ARGV, 8 do
   if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then return {2, ARGV[i]} end
 end
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
 redis.call('HSET', KEYS[3], 'owner', ARGV[2], 'name', ARGV[3], 'created', ARGV[4], 'cursor', 0, 'orders', 0)
 local n = 5
-for i = 5, #ARGV, 7 do
+for i = 5, #ARGV, 8 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[1])
   redis.call('SADD', KEYS[4], ARGV[i])
   redis.call('HSET', KEYS[n], 'name', ARGV[i + 1], 'os', ARGV[i + 2], 'role', ARGV[i + 3],
              'public_key', ARGV[i + 4], 'report_key', ARGV[i + 5], 'labels', ARGV[i + 6], 'status', 'offline')
+  if ARGV[i + 7] ~= '' then redis.call('HSET', KEYS[n], 'certificate', ARGV[i + 7]) end
   n = n + 1
 end
 return {0}
@@ -248,10 +249,18 @@ local key = sc_key(sc, 'machine:' .. ARGV[2])
 redis.call('HSET', key, 'status', ARGV[3], 'last_seen', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', key, 'facts', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', key, 'ips', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', key, 'ready_proof', ARGV[7]) end
 if ARGV[3] == 'offline' then redis.call('SREM', KEYS[2], ARGV[2]) else redis.call('SADD', KEYS[2], ARGV[2]) end
 return 1
 """
 )
+
+# KEYS: the machine hash. ARGV: the packed certificate. Returns 1 if the machine exists (and was certified).
+_CERTIFY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'certificate', ARGV[1])
+return 1
+"""
 
 # KEYS: present, machine index. ARGV: prefix. Returns how many machines were not offline.
 _RESET_PRESENCE = (
@@ -773,7 +782,9 @@ class RedisStore(Store):
             raise StoreConflict("two machines of the scenario have the same name")
         args: list[str | bytes] = [record.id, owner, name, _number(now)]
         for machine_id, spec in zip(ids, machines, strict=True):
-            args += [machine_id, spec.name, spec.os, spec.role, spec.public_key, spec.report_key, _pack(spec.labels)]
+            certificate = b"" if spec.certificate is None else _pack(spec.certificate)
+            args += [machine_id, spec.name, spec.os, spec.role, spec.public_key, spec.report_key, _pack(spec.labels),
+                     certificate]  # fmt: skip
         keys = [
             f"{self.prefix}:idx:owner:{owner}",
             self._machine_index,
@@ -838,7 +849,8 @@ class RedisStore(Store):
             status=MachineStatus(_text(row[b"status"])), facts=_unpack(row.get(b"facts"), {}),
             ips=_unpack(row.get(b"ips"), []), last_seen=None if last_seen is None else float(last_seen),
             report_key=_text(row.get(b"report_key", b"")), former_keys=_unpack(row.get(b"former_keys"), []),
-            labels=_unpack(row.get(b"labels"), {}),
+            labels=_unpack(row.get(b"labels"), {}), certificate=_unpack(row.get(b"certificate"), None),
+            key_proofs=_unpack(row.get(b"key_proofs"), []), ready_proof=_unpack(row.get(b"ready_proof"), None),
         )  # fmt: skip
 
     async def machine(self, machine_id: str) -> MachineRecord | None:
@@ -850,7 +862,9 @@ class RedisStore(Store):
             row = await self._hgetall(self._sc(sc, f"machine:{machine_id}"))
         return self._machine(machine_id, sc, row)
 
-    async def rotate_machine_key(self, machine_id: str, public_key: str, report_key: str) -> MachineRecord | None:
+    async def rotate_machine_key(
+        self, machine_id: str, public_key: str, report_key: str, proof: dict[str, Any] | None = None
+    ) -> MachineRecord | None:
         with self._errors():
             scenario_id = await self._hget(self._machine_index, machine_id)
             if scenario_id is None:
@@ -860,19 +874,33 @@ class RedisStore(Store):
                 try:
                     async with self._redis.pipeline(transaction=True) as pipe:
                         await pipe.watch(key)
-                        old_key, packed = await pipe.hmget(key, ["public_key", "former_keys"])
+                        old_key, packed, packed_proofs = await pipe.hmget(
+                            key, ["public_key", "former_keys", "key_proofs"]
+                        )
                         if old_key is None:
                             return None
                         assert isinstance(old_key, bytes) and (packed is None or isinstance(packed, bytes))
+                        assert packed_proofs is None or isinstance(packed_proofs, bytes)
                         former = [*_unpack(packed, []), _text(old_key)]
+                        proofs = [*_unpack(packed_proofs, []), *([proof] if proof is not None else [])]
                         pipe.multi()  # type: ignore[no-untyped-call]
                         pipe.hset(key, mapping={"public_key": public_key, "report_key": report_key,
-                                                "former_keys": _pack(former)})  # fmt: skip
+                                                "former_keys": _pack(former), "key_proofs": _pack(proofs)})  # fmt: skip
                         await pipe.execute()
                         break
                 except WatchError:
                     continue
         return await self.machine(machine_id)
+
+    async def certify_machine(self, machine_id: str, certificate: dict[str, Any]) -> bool:
+        with self._errors():
+            scenario_id = await self._hget(self._machine_index, machine_id)
+            if scenario_id is None:
+                return False
+            key = self._sc(_text(scenario_id), f"machine:{machine_id}")
+            # HSET only where the machine hash still exists: a concurrent delete must not leave a stub behind.
+            updated = await self._redis.eval(_CERTIFY, 1, key, _pack(certificate))
+        return bool(updated)
 
     async def machines(self, scenario_id: str) -> list[MachineRecord]:
         with self._errors():
@@ -889,10 +917,12 @@ class RedisStore(Store):
         last_seen: float,
         facts: dict[str, Any] | None = None,
         ips: list[str] | None = None,
+        ready_proof: dict[str, Any] | None = None,
     ) -> None:
         args = [
             self.prefix, machine_id, status.value, _number(last_seen),
             b"" if facts is None else _pack(facts), b"" if ips is None else _pack(ips),
+            b"" if ready_proof is None else _pack(ready_proof),
         ]  # fmt: skip
         with self._errors():
             await self._update_machine(keys=[self._machine_index, self._present], args=args)

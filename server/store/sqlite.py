@@ -118,6 +118,9 @@ class SqliteStore(Store):
             self._db.execute("ALTER TABLE machines ADD COLUMN former_keys BLOB")
         if "labels" not in columns:
             self._db.execute("ALTER TABLE machines ADD COLUMN labels BLOB")
+        for column in ("certificate", "key_proofs", "ready_proof"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE machines ADD COLUMN {column} BLOB")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -339,8 +342,8 @@ class SqliteStore(Store):
                 (record.id, owner, name, now),
             )
             db.executemany(
-                "INSERT INTO machines (id, scenario_id, name, os, role, public_key, status, report_key, labels) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO machines (id, scenario_id, name, os, role, public_key, status, report_key, labels, "
+                "certificate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         m.id,
@@ -352,6 +355,7 @@ class SqliteStore(Store):
                         MachineStatus.OFFLINE.value,
                         m.report_key,
                         _pack(m.labels),
+                        None if m.certificate is None else _pack(m.certificate),
                     )
                     for m in machines
                 ],
@@ -394,7 +398,8 @@ class SqliteStore(Store):
             return db.execute("DELETE FROM machines WHERE id = ?", (machine_id,)).rowcount == 1
 
     _MACHINE_COLUMNS = (
-        "id, scenario_id, name, os, role, public_key, status, facts, ips, last_seen, report_key, former_keys, labels"
+        "id, scenario_id, name, os, role, public_key, status, facts, ips, last_seen, report_key, former_keys, labels, "
+        "certificate, key_proofs, ready_proof"
     )
 
     @staticmethod
@@ -403,6 +408,7 @@ class SqliteStore(Store):
             id=row[0], scenario_id=row[1], name=row[2], os=row[3], role=row[4], public_key=row[5],
             status=MachineStatus(row[6]), facts=_unpack(row[7], {}), ips=_unpack(row[8], []), last_seen=row[9],
             report_key=row[10], former_keys=_unpack(row[11], []), labels=_unpack(row[12], {}),
+            certificate=_unpack(row[13], None), key_proofs=_unpack(row[14], []), ready_proof=_unpack(row[15], None),
         )  # fmt: skip
 
     async def machine(self, machine_id: str) -> MachineRecord | None:
@@ -413,17 +419,29 @@ class SqliteStore(Store):
         )
         return None if row is None else self._machine(row)
 
-    async def rotate_machine_key(self, machine_id: str, public_key: str, report_key: str) -> MachineRecord | None:
+    async def rotate_machine_key(
+        self, machine_id: str, public_key: str, report_key: str, proof: dict[str, Any] | None = None
+    ) -> MachineRecord | None:
         with self._tx() as db:
-            row = db.execute("SELECT public_key, former_keys FROM machines WHERE id = ?", (machine_id,)).fetchone()
+            row = db.execute(
+                "SELECT public_key, former_keys, key_proofs FROM machines WHERE id = ?", (machine_id,)
+            ).fetchone()
             if row is None:
                 return None
             former = [*_unpack(row[1], []), row[0]]
+            proofs = [*_unpack(row[2], []), *([proof] if proof is not None else [])]
             db.execute(
-                "UPDATE machines SET public_key = ?, report_key = ?, former_keys = ? WHERE id = ?",
-                (public_key, report_key, _pack(former), machine_id),
+                "UPDATE machines SET public_key = ?, report_key = ?, former_keys = ?, key_proofs = ? WHERE id = ?",
+                (public_key, report_key, _pack(former), _pack(proofs), machine_id),
             )
         return await self.machine(machine_id)
+
+    async def certify_machine(self, machine_id: str, certificate: dict[str, Any]) -> bool:
+        with self._tx() as db:
+            updated = db.execute(
+                "UPDATE machines SET certificate = ? WHERE id = ?", (_pack(certificate), machine_id)
+            ).rowcount
+        return bool(updated == 1)
 
     async def machines(self, scenario_id: str) -> list[MachineRecord]:
         rows = self._read(
@@ -442,16 +460,18 @@ class SqliteStore(Store):
         last_seen: float,
         facts: dict[str, Any] | None = None,
         ips: list[str] | None = None,
+        ready_proof: dict[str, Any] | None = None,
     ) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE machines SET status = ?, last_seen = ?, facts = COALESCE(?, facts), ips = COALESCE(?, ips) "
-                "WHERE id = ?",
+                "UPDATE machines SET status = ?, last_seen = ?, facts = COALESCE(?, facts), ips = COALESCE(?, ips), "
+                "ready_proof = COALESCE(?, ready_proof) WHERE id = ?",
                 (
                     status.value,
                     last_seen,
                     None if facts is None else _pack(facts),
                     None if ips is None else _pack(ips),
+                    None if ready_proof is None else _pack(ready_proof),
                     machine_id,
                 ),
             )
