@@ -149,6 +149,13 @@ async def cmd_scenario_show(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_scenario_adopt(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        certified = await master.adopt_scenario(args.name)
+    print(f"certified {', '.join(certified)}" if certified else f"every machine of {args.name} is certified already")
+    return 0
+
+
 async def cmd_scenario_delete(args: argparse.Namespace) -> int:
     async with await _connect(args) as master:
         data = await master.delete_scenario(args.name)
@@ -581,6 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = scenario.add_parser("show")
     p.add_argument("name")
     p.set_defaults(func=cmd_scenario_show)
+    p = scenario.add_parser(
+        "adopt",
+        help="certify the machines of a scenario made before certificates, as the hub shows them now (trust on "
+        "first use: only against a hub you trust now)",
+    )
+    p.add_argument("name")
+    p.set_defaults(func=cmd_scenario_adopt)
     p = scenario.add_parser("delete", help="delete it and revoke its machines' keys")
     p.add_argument("name")
     p.set_defaults(func=cmd_scenario_delete)

@@ -161,3 +161,28 @@ async def test_addresses_the_machine_did_not_sign_never_reach_a_hosts_file(
     results = await master.distribute_hosts("shop", "web", wait_timeout=20)
     assert all(r.ok for r in results)
     assert "203.0.113.66" not in Path(shop.daemon("web").hosts_file).read_text()
+
+
+async def test_a_second_computer_with_the_same_master_key_trusts_the_same_machines(
+    hub: HubProcess, master: Master, deploy: Callable[..., Awaitable[Deployment]]
+) -> None:
+    await deploy("shop", "web")
+    async with await Master.connect(hub.url, hub.key_path, timeout=10) as elsewhere:
+        [result] = await elsewhere.run("shop", "web", "echo from elsewhere", wait_timeout=20)
+    assert result.ok and result.verified
+
+
+async def test_a_scenario_made_without_certificates_is_refused_until_adopted(
+    hub: HubProcess, master: Master, deploy: Callable[..., Awaitable[Deployment]]
+) -> None:
+    await deploy("shop", "db", "web")
+    with _db(hub) as db:
+        db.execute("UPDATE machines SET certificate = NULL")  # as an older SDK left them
+    await _fresh(master, "shop")
+    with pytest.raises(MasterError, match="nothing was sent"):
+        await master.run("shop", "all", "echo ran", wait=False)
+
+    assert sorted(await master.adopt_scenario("shop")) == ["db", "web"]
+    results = await master.run("shop", "all", "echo ran", wait_timeout=20)
+    assert [r.ok and r.verified for r in results] == [True, True]
+    assert await master.adopt_scenario("shop") == []
