@@ -17,6 +17,25 @@ _MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
+class UnpackLimits:
+    """Bounds a decoder enforces on one frame: its size, each string, binary, array and map, and the nesting."""
+
+    max_size: int
+    max_str_len: int
+    max_bin_len: int
+    max_array_len: int
+    max_map_len: int
+    max_depth: int
+
+
+# Before a peer has authenticated, the only frame it may send is AUTH (an envelope map holding a five-field body,
+# a few hundred bytes): anything bigger or more deeply nested costs the hub work for nobody it knows.
+PRE_AUTH_LIMITS = UnpackLimits(
+    max_size=4 * 1024, max_str_len=1024, max_bin_len=256, max_array_len=16, max_map_len=16, max_depth=4
+)
+
+
+@dataclass(frozen=True)
 class Envelope:
     """One message: who sends it to whom, in which scenario, when, and its typed body.
 
@@ -51,18 +70,41 @@ def unpack(data: bytes, max_size: int = DEFAULT_MAX_FRAME) -> Any:
     """
     if len(data) > max_size:
         raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, "frame exceeds the size limit", size=len(data), limit=max_size)
+    return _checked_unpack(data, {}, _MAX_DEPTH)
+
+
+def unpack_limited(data: bytes, limits: UnpackLimits) -> Any:
+    """Decode msgpack within ``limits`` (checked before any decoding, and by the decoder while it reads).
+
+    Raises:
+        ProtocolError: FRAME_TOO_LARGE or MALFORMED_FRAME.
+    """
+    if len(data) > limits.max_size:
+        raise ProtocolError(
+            ErrorCode.FRAME_TOO_LARGE, "frame exceeds the size limit", size=len(data), limit=limits.max_size
+        )
+    bounds = {
+        "max_str_len": limits.max_str_len, "max_bin_len": limits.max_bin_len, "max_array_len": limits.max_array_len,
+        "max_map_len": limits.max_map_len, "max_ext_len": 0,
+    }  # fmt: skip
+    return _checked_unpack(data, bounds, limits.max_depth)
+
+
+def _checked_unpack(data: bytes, bounds: dict[str, int], max_depth: int) -> Any:
     try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, **bounds)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"not a msgpack value: {exc}") from exc
-    if _depth(value) > _MAX_DEPTH:
-        raise ProtocolError(ErrorCode.MALFORMED_FRAME, "msgpack value is nested too deeply", limit=_MAX_DEPTH)
+    except RecursionError:
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, "msgpack value is nested too deeply") from None
+    if _depth(value, max_depth) > max_depth:
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, "msgpack value is nested too deeply", limit=max_depth)
     return value
 
 
-def _depth(value: Any, level: int = 0) -> int:
+def _depth(value: Any, limit: int, level: int = 0) -> int:
     # On every received frame: recursing only into containers (not into every scalar) keeps it cheap.
-    if level > _MAX_DEPTH:
+    if level > limit:
         return level
     if isinstance(value, dict):
         children: Any = value.values()
@@ -73,7 +115,9 @@ def _depth(value: Any, level: int = 0) -> int:
     deepest = level + 1
     for child in children:
         if isinstance(child, dict | list):
-            deepest = max(deepest, _depth(child, level + 1))
+            deepest = max(deepest, _depth(child, limit, level + 1))
+            if deepest > limit:
+                break  # already too deep: the rest need not be looked at
     return deepest
 
 
@@ -115,6 +159,15 @@ def decode_envelope(data: bytes, max_size: int = DEFAULT_MAX_FRAME) -> Envelope:
         ProtocolError: FRAME_TOO_LARGE, MALFORMED_FRAME, UNSUPPORTED_VERSION, UNKNOWN_TYPE or BAD_FIELD.
     """
     return envelope_from_wire(unpack(data, max_size))
+
+
+def decode_pre_auth(data: bytes) -> Envelope:
+    """Parse the one frame an unauthenticated peer may send, within ``PRE_AUTH_LIMITS``: decoded once, here.
+
+    Raises:
+        ProtocolError: FRAME_TOO_LARGE, MALFORMED_FRAME, UNSUPPORTED_VERSION, UNKNOWN_TYPE or BAD_FIELD.
+    """
+    return envelope_from_wire(unpack_limited(data, PRE_AUTH_LIMITS))
 
 
 _ENVELOPE_FIELDS: dict[str, type | tuple[type, ...]] = {

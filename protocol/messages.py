@@ -33,6 +33,7 @@ class MsgType(StrEnum):
     SCENARIO_DELETE = "scenario.delete"
     MACHINE_REVOKE = "machine.revoke"
     MACHINE_CERTIFY = "machine.certify"
+    DIST_PUT = "dist.put"
     MASTER_REKEY = "master.rekey"
     JOB_PUT = "job.put"
     JOB_LIST = "job.list"
@@ -314,6 +315,16 @@ class MsgRecv(Body):
 
 
 @dataclass(frozen=True)
+class DistPut(Body):
+    """Add a file the master sent (``upload``: its SHA-256, chunks sent first) to the hub's ``/v1/dist/``, so that
+    machines can fetch the daemon build and lock the master chose; they check the hashes the master signed."""
+
+    TYPE = MsgType.DIST_PUT
+    name: str
+    upload: str
+
+
+@dataclass(frozen=True)
 class MachineCertify(Body):
     """Replace machines' certificates (``protocol.certificates``) with ones this master endorsed anew: after a
     master key rotation, or to adopt machines of a scenario made before certificates existed."""
@@ -338,11 +349,13 @@ class OrderSubmit(Body):
 
     A file's content travels ahead of it as FILE_CHUNK messages whose ``order_id`` is the upload id (the content's
     SHA-256); ``upload`` names that upload, so one upload serves the orders of every target machine.
+    ``last_use``: no later order names it, so the hub frees it once this one is handled.
     """
 
     TYPE = MsgType.ORDER_SUBMIT
     order: dict[str, Any]
     upload: str = ""
+    last_use: bool = False
 
 
 @dataclass(frozen=True)
@@ -480,7 +493,7 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
         KvWait, PlanSubmit, PlanShow, PlanList, PlanCancel, MsgSend,
         MsgRecv, TokenCreate, TokenList, TokenRevoke, OrderSubmit, OrderCancel,
         ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect,
-        SystemReady, OrderAck, OrderStarted, Output, Result, MachineCertify,
+        SystemReady, OrderAck, OrderStarted, Output, Result, MachineCertify, DistPut,
     )
 }  # fmt: skip
 

@@ -247,14 +247,18 @@ def file_body(path: str, data: bytes, mode: int, chunk_size: int = FILE_CHUNK_SI
     }
 
 
-def update_body(wheel: str, sha256: str) -> dict[str, Any]:
-    """The signed body of an UPDATE order: which wheel of the hub's ``/v1/dist/`` to install, bound by its SHA-256.
+def update_body(wheel: str, sha256: str, lock: str, lock_sha256: str) -> dict[str, Any]:
+    """The signed body of an UPDATE order: which wheel of the hub's ``/v1/dist/`` to install and the lock its
+    dependencies come from (versions and hashes), each bound by its SHA-256.
 
     Raises:
-        ProtocolError: BAD_FIELD for a name that is not a plain wheel file name or a digest that is not hex.
+        ProtocolError: BAD_FIELD for a name that is not a plain wheel / lock file name or a digest that is not hex.
     """
     if not re.fullmatch(r"[A-Za-z0-9_.+-]+\.whl", wheel):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{wheel!r} is not a wheel file name")
-    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise ProtocolError(ErrorCode.BAD_FIELD, "a wheel's SHA-256 is 64 lower-case hex digits")
-    return {"wheel": wheel, "sha256": sha256}
+    if not re.fullmatch(r"crc-runtime-[0-9a-f]{16}\.lock", lock):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{lock!r} is not a runtime lock name")
+    for digest in (sha256, lock_sha256):
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "a SHA-256 is 64 lower-case hex digits")
+    return {"wheel": wheel, "sha256": sha256, "lock": lock, "lock_sha256": lock_sha256}

@@ -275,10 +275,12 @@ class HubSession(_Session):
         assert self._challenge is not None
         return encode_envelope(Envelope(message_id, self._hub.id, "", "", now, self._challenge))
 
-    def accept(self, frame: bytes, lookup: KeyLookup, now: float) -> Authenticated:
+    def accept(self, frame: bytes | Envelope, lookup: KeyLookup, now: float) -> Authenticated:
         """Verify the client's AUTH frame and derive the session keys.
 
         Args:
+            frame: the AUTH frame, or the envelope the caller decoded from it already (so that it is decoded once,
+                within ``protocol.envelope.PRE_AUTH_LIMITS``).
             lookup: gives the enrolled public key for (client id, role), or None if unknown / revoked.
 
         Raises:
@@ -287,7 +289,7 @@ class HubSession(_Session):
         self._require(SessionState.AUTHENTICATING)
         assert self._ephemeral is not None and self._challenge is not None  # AUTHENTICATING: not used yet
         try:
-            envelope = envelope_from_wire(unpack(frame, self.max_frame))
+            envelope = frame if isinstance(frame, Envelope) else envelope_from_wire(unpack(frame, self.max_frame))
             auth = envelope.body
             if not isinstance(auth, Auth):
                 raise ProtocolError(

@@ -1,6 +1,8 @@
-"""``crc update``: move a scenario's daemons to the daemon build the hub serves, and report how each fared.
+"""``crc update``: move a scenario's daemons to a daemon build the master vouches for, and report how each fared.
 
-Each target machine gets a master-signed UPDATE order naming the wheel and its SHA-256; the daemon installs it
+The build is the wheel given (``--wheel FILE``) or this installation's own, with the master's dependency lock
+(``provisioning.release``), never what the hub advertises. Each target machine gets a master-signed UPDATE
+order naming the wheel, the lock and their SHA-256s; the daemon installs it
 beside the running build, restarts into it, and the new build confirms itself by reconnecting, or is rolled
 back (``clients/daemon/update.py``). The machines' ``boot_step`` events (``update-installing``,
 ``update-restarting``, ``update-confirmed`` / ``update-rolled-back``) tell the outcome.
@@ -14,13 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from clients.master.models import EventInfo
 from clients.master.sdk import Master
 from protocol import OrderKind
 from protocol.orders import update_body
-from provisioning.hubinfo import daemon_wheel
-from provisioning.startup import WheelRef
+from provisioning.release import publish_release
 
 
 class UpdateOutcome(StrEnum):
@@ -43,17 +45,20 @@ async def update_daemons(
     scenario: str,
     target: str = "all",
     *,
-    wheel: WheelRef | None = None,
+    wheel: Path | None = None,
     timeout: float = 600.0,
     progress: Callable[[str, str], None] | None = None,
 ) -> dict[str, MachineUpdate]:
-    """Update the daemons of ``target`` to ``wheel`` (default: the daemon wheel the hub serves)."""
+    """Update the daemons of ``target`` to the wheel file ``wheel`` (default: this installation's own build).
+
+    Raises:
+        ReleaseError: no build to vouch for, or the hub would not take it.
+    """
     say = progress or (lambda machine, text: None)
     started = time.monotonic()
-    if wheel is None:
-        wheel = await daemon_wheel(master.url, pin=master.pin, ca_file=master.ca_file)
-    body = update_body(wheel.name, wheel.sha256)
     _, machines = await master.targets(scenario, target)
+    release = await publish_release(master, wheel)
+    body = update_body(release.wheel.name, release.wheel.sha256, release.lock.name, release.lock.sha256)
     outcomes = {m.name: MachineUpdate(m.name) for m in machines}
     if not outcomes:
         return outcomes

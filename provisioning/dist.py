@@ -1,7 +1,8 @@
 """Fill a hub's dist folder with the daemon's wheel and its dependencies (``crc hub dist``).
 
-Machines install the daemon from ``HUB/v1/dist/`` (``server/dist.py``), so a fresh VM needs no route to PyPI
-when the folder holds wheels for its platform; the startup script falls back to PyPI for what is missing.
+Machines install the daemon from ``HUB/v1/dist/`` (``server/dist.py``) and nothing else: no package index. The
+dependencies are exactly those of ``provisioning/runtime.lock`` (pip checks their hashes while downloading, and
+machines check them again, against the lock their master signed), for this machine's platform.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
+
+from provisioning.startup import LockRef
 
 DISTRIBUTION = "cloudremotecontrol"
 SKIPPED = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "tests", "bench")
@@ -50,7 +53,7 @@ def build_dist(folder: Path, *, dependencies: bool = True) -> list[str]:
         DistError: with pip's output.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    deps = [] if dependencies else ["--no-deps"]
+    deps = ["--no-deps"]
     tree = source_tree()
     if tree is not None:
         for old in folder.glob(f"{DISTRIBUTION}-*.whl"):
@@ -63,4 +66,8 @@ def build_dist(folder: Path, *, dependencies: bool = True) -> list[str]:
     else:
         version = metadata.version(DISTRIBUTION)
         _pip(["download", "-d", str(folder), "--only-binary=:all:", *deps, f"{DISTRIBUTION}=={version}"])
+    if dependencies:
+        lock = LockRef.local()
+        (folder / lock.name).write_bytes(LockRef.local_text())
+        _pip(["download", "-d", str(folder), "--require-hashes", "-r", str(folder / lock.name)])
     return sorted(p.name for p in folder.glob("*.whl"))

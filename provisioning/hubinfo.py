@@ -1,7 +1,6 @@
-"""What a master learns from the hub before rendering startup scripts: the daemon wheel and the certificate.
-
-Both are fetched over the same trust as the master's own session: with a pin, the certificate must match it.
-"""
+"""What a master learns from the hub before rendering startup scripts: its certificate, fetched over the same trust
+as the master's own session (with a pin, the certificate must match it). Never the daemon build: that is the
+master's own choice (``provisioning.release``)."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ import ssl
 import aiohttp
 
 from clients.link import PinMismatch, hub_http_url, pinned_self_signed_pem
-from provisioning.startup import WheelRef
 
 
 class HubInfoError(RuntimeError):
@@ -28,12 +26,12 @@ def _client_ssl(url: str, pin: str, ca_file: str | None) -> ssl.SSLContext | aio
     return ssl.create_default_context(cafile=ca_file)
 
 
-async def daemon_wheel(hub_url: str, *, pin: str = "", ca_file: str | None = None) -> WheelRef:
-    """The daemon wheel the hub serves at ``/v1/dist/`` (name and SHA-256).
+async def served_hashes(hub_url: str, *, pin: str = "", ca_file: str | None = None) -> set[str]:
+    """The SHA-256s of the files the hub's ``/v1/dist/`` lists: only to tell a user early that machines will not
+    find what they need there (machines check every file against the master's hashes themselves).
 
     Raises:
-        HubInfoError: unreachable, or the hub has none (``crc hub dist`` puts it there).
-        PinMismatch: the hub's certificate is not the pinned one.
+        HubInfoError: unreachable or unreadable. PinMismatch: the hub's certificate is not the pinned one.
     """
     base = hub_http_url(hub_url)
     try:
@@ -48,13 +46,8 @@ async def daemon_wheel(hub_url: str, *, pin: str = "", ca_file: str | None = Non
         raise PinMismatch(f"the hub's certificate is not the pinned {pin}") from exc
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise HubInfoError(f"cannot read the hub's dist index at {base}: {exc}") from exc
-    daemon = index.get("daemon") if isinstance(index, dict) else None
-    if not isinstance(daemon, dict):
-        raise HubInfoError(
-            f"the hub at {base} serves no daemon wheel yet: run `crc hub dist` on the hub's machine (add the hub's "
-            "--data-dir if it has one), then try again"
-        )
-    return WheelRef(str(daemon["name"]), str(daemon["sha256"]))
+    files = index.get("files") if isinstance(index, dict) else None
+    return {str(f.get("sha256")) for f in files if isinstance(f, dict)} if isinstance(files, list) else set()
 
 
 async def self_signed_certificate(hub_url: str, pin: str) -> str:

@@ -14,15 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 from clients.daemon.config import DaemonConfig
 from clients.master.models import EventInfo
 from clients.master.sdk import Master
 from protocol import ErrorCode, RemoteError
-from provisioning.hubinfo import daemon_wheel, self_signed_certificate
+from provisioning.hubinfo import self_signed_certificate
 from provisioning.providers.base import ProvidedMachine, Provider, ProviderError, Teardown
+from provisioning.release import ReleaseError, publish_release
 from provisioning.scenario_file import ScenarioFile
-from provisioning.startup import StartupParams, WheelRef, render
+from provisioning.startup import StartupParams, render
 
 
 class UpError(RuntimeError):
@@ -95,7 +97,7 @@ async def up(
     *,
     timeout: float = 900.0,
     progress: Progress | None = None,
-    wheel: WheelRef | None = None,
+    wheel: Path | None = None,
     notice: Notice | None = None,
     quiet_warning: float = DEFAULT_QUIET_WARNING,
 ) -> UpReport:
@@ -103,7 +105,8 @@ async def up(
 
     Args:
         progress: called with a machine and a line of text whenever something happens to it.
-        wheel: the daemon wheel to install (default: the one the hub serves).
+        wheel: the daemon wheel file to install (default: this installation's own build), published to the hub
+            with this master's dependency lock; machines check both against the hashes in their scripts.
         notice: called with a line for the whole scenario, such as `quiet_machines_notice`.
         quiet_warning: seconds after which, if no machine has reported a boot step, ``notice`` says so (0: never).
 
@@ -113,8 +116,10 @@ async def up(
     started = time.monotonic()
     say = progress or (lambda machine, text: None)
     hub_url = master.url
-    if wheel is None:
-        wheel = await daemon_wheel(hub_url, pin=master.pin, ca_file=master.ca_file)
+    try:
+        release = await publish_release(master, wheel)
+    except ReleaseError as exc:
+        raise UpError(str(exc)) from None
     hub_ca_pem = await self_signed_certificate(hub_url, master.pin)
     try:
         minted = await master.create_scenario(
@@ -163,7 +168,7 @@ async def up(
         plan = spec.machine(name)
         new = next(m for m in minted if m.name == name)
         config = DaemonConfig(machines_hub, spec.name, name, new.identity, master.identity.public, hub_pin=master.pin)
-        script = render(StartupParams(config, wheel, hub_ca_pem), plan.os)
+        script = render(StartupParams(config, release.wheel, hub_ca_pem, release.lock), plan.os)
         try:
             made = await provider.create(spec.name, plan, script)
         except ProviderError as exc:

@@ -7,9 +7,10 @@ value is quoted for its language here, and checked so that no value can end a he
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 from clients.daemon.config import DaemonConfig, render_config
@@ -38,6 +39,33 @@ class WheelRef:
             raise RenderError("a wheel's SHA-256 is 64 lower-case hex digits")
 
 
+LOCK_NAME = re.compile(r"^crc-runtime-[0-9a-f]{16}\.lock$")
+
+
+@dataclass(frozen=True)
+class LockRef:
+    """The dependency lock a machine installs with (``--require-hashes``): its name under ``HUB/v1/dist/`` and
+    SHA-256. ``LockRef.local()`` is this master's own ``provisioning/runtime.lock``."""
+
+    name: str
+    sha256: str
+
+    def __post_init__(self) -> None:
+        if not LOCK_NAME.match(self.name):
+            raise RenderError(f"{self.name!r} is not a runtime lock name")
+        if not SHA256_HEX.match(self.sha256):
+            raise RenderError("a lock's SHA-256 is 64 lower-case hex digits")
+
+    @staticmethod
+    def local_text() -> bytes:
+        return resources.files("provisioning").joinpath("runtime.lock").read_bytes()
+
+    @classmethod
+    def local(cls) -> LockRef:
+        digest = hashlib.sha256(cls.local_text()).hexdigest()
+        return cls(f"crc-runtime-{digest[:16]}.lock", digest)
+
+
 @dataclass(frozen=True)
 class StartupParams:
     """What one machine's startup script needs.
@@ -45,12 +73,14 @@ class StartupParams:
     Attributes:
         config: the daemon config to install (hub URL, machine, private key, master key, hub pin).
         wheel: the daemon wheel to fetch from the hub.
+        lock: the dependency lock (versions and hashes) to install the wheel's dependencies with.
         hub_ca_pem: the hub's certificate, when it is self-signed, so downloads and reports can verify it.
     """
 
     config: DaemonConfig
     wheel: WheelRef
     hub_ca_pem: str = ""
+    lock: LockRef = field(default_factory=LockRef.local)
 
     @property
     def hub_http(self) -> str:
@@ -82,6 +112,8 @@ def render_linux(params: StartupParams) -> str:
         "CRC_REPORT_KEY": report_key(params.config.identity).hex(),
         "CRC_WHEEL": params.wheel.name,
         "CRC_WHEEL_SHA256": params.wheel.sha256,
+        "CRC_LOCK": params.lock.name,
+        "CRC_LOCK_SHA256": params.lock.sha256,
         "CRC_HUB_CA_PEM": params.hub_ca_pem.strip(),
     }
     block = "\n".join(f"{key}={shlex.quote(value)}" for key, value in settings.items())
@@ -114,6 +146,8 @@ def render_windows(params: StartupParams) -> str:
         "CrcReportKey": report_key(params.config.identity).hex(),
         "CrcWheel": params.wheel.name,
         "CrcWheelSha256": params.wheel.sha256,
+        "CrcLock": params.lock.name,
+        "CrcLockSha256": params.lock.sha256,
         "CrcHubCaPem": params.hub_ca_pem.strip(),
         "CrcConfig": render_config(params.config),
     }

@@ -34,6 +34,7 @@ if [ -f "$lock" ]; then cp "$lock" "$work/test.lock"; fi
         --python-version "$("$python" scripts/lockfile.py python-floor)" \
         --extra test pyproject.toml - -o "$work/test.lock" ${uv_args[@]+"${uv_args[@]}"}
 { "$python" scripts/lockfile.py header --uv-version "$uv_version"; sed '/./,$!d' "$work/test.lock"; } > "$lock"
+"$python" scripts/lockfile.py runtime --write
 "$python" scripts/lockfile.py check
 echo "== wrote $lock ($(grep -c '==' "$lock") packages pinned)"
 git --no-pager diff --stat -- "$lock" 2>/dev/null || true

@@ -10,6 +10,12 @@ before the virtual environment exists.
     python3 scripts/lockfile.py header         the header lock.sh writes (inputs included)
     python3 scripts/lockfile.py build-inputs   build-system.requires, one per line (uv reads them on stdin)
     python3 scripts/lockfile.py python-floor   the oldest Python requires-python admits, e.g. 3.11
+    python3 scripts/lockfile.py runtime        provisioning/runtime.lock from the test lock (--write to save it)
+
+``provisioning/runtime.lock`` is the part of the test lock a daemon needs (the runtime dependencies and what they
+pull in, same versions and hashes): masters sign its SHA-256 into startup scripts and UPDATE orders, and machines
+install with ``pip --no-index --require-hashes -r`` it, so the hub serving the files can change none of them.
+``check`` also fails when it is not exactly what the test lock gives.
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ INPUTS_MARK = "# inputs:"
 INPUT_PREFIX = "#   "
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==\S+")
+_VIA = re.compile(r"^\s+#\s+(?:via\s+)?([A-Za-z0-9][A-Za-z0-9._-]*)(?:\s|$)")
+RUNTIME_LOCK = ROOT / "provisioning" / "runtime.lock"
+RUNTIME_HEADER = (
+    "# What a daemon installs: the runtime dependencies of requirements/test.lock and what they pull in, same\n"
+    "# versions and hashes. Made by `python3 scripts/lockfile.py runtime --write` (lock.sh runs it); do not edit.\n"
+)
 
 
 def _normalize(requirement: str) -> str:
@@ -119,9 +131,45 @@ def differences(pyproject: dict[str, object], lock_text: str) -> list[str]:
     return problems
 
 
+def _entries(lock_text: str) -> list[tuple[str, list[str], set[str]]]:
+    """(name, its lines, the names it is pulled in by) per pinned package of a uv lock."""
+    entries: list[tuple[str, list[str], set[str]]] = []
+    for line in lock_text.splitlines():
+        match = _PIN.match(line)
+        if match:
+            entries.append((_name(match.group(1)), [line], set()))
+        elif entries and line.startswith(" "):
+            entries[-1][1].append(line)
+            via = _VIA.match(line)
+            if via and via.group(1) != "via":
+                entries[-1][2].add(_name(via.group(1)))
+    return entries
+
+
+def runtime_lock(pyproject: dict[str, object], lock_text: str) -> str:
+    """The runtime dependencies' closure within the test lock, as a requirements file with hashes."""
+    project = pyproject["project"]
+    assert isinstance(project, dict)
+    wanted = {_name(str(item)) for item in project.get("dependencies", [])}
+    entries = _entries(lock_text)
+    grew = True
+    while grew:
+        before = len(wanted)
+        wanted |= {name for name, _, parents in entries if parents & wanted}
+        grew = len(wanted) != before
+    kept = [
+        "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+        for name, lines, _ in entries
+        if name in wanted
+    ]
+    return RUNTIME_HEADER + "\n".join(kept) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["check", "header", "build-inputs", "python-floor"])
+    parser.add_argument("action", choices=["check", "header", "build-inputs", "python-floor", "runtime"])
+    parser.add_argument("--write", action="store_true", help="runtime: write provisioning/runtime.lock")
+    parser.add_argument("--runtime-lock", type=Path, default=RUNTIME_LOCK)
     parser.add_argument("--pyproject", type=Path, default=ROOT / "pyproject.toml")
     parser.add_argument("--lock", type=Path, default=ROOT / "requirements" / "test.lock")
     parser.add_argument("--uv-version", default="?")
@@ -133,11 +181,21 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write("".join(item + "\n" for item in build_inputs(pyproject)))
     elif args.action == "python-floor":
         print(python_floor(pyproject))
+    elif args.action == "runtime":
+        text = runtime_lock(pyproject, args.lock.read_text(encoding="utf-8"))
+        if args.write:
+            args.runtime_lock.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
     else:
         if not args.lock.exists():
             print(f"lock check: {args.lock} is missing: run `bash scripts/lock.sh`", file=sys.stderr)
             return 1
-        problems = differences(pyproject, args.lock.read_text(encoding="utf-8"))
+        lock_text = args.lock.read_text(encoding="utf-8")
+        problems = differences(pyproject, lock_text)
+        runtime = args.runtime_lock.read_text(encoding="utf-8") if args.runtime_lock.exists() else ""
+        if not problems and runtime != runtime_lock(pyproject, lock_text):
+            problems.append(f"{args.runtime_lock.name} is not what the test lock gives")
         for problem in problems:
             print(f"lock check: {problem}", file=sys.stderr)
         if problems:

@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from protocol import Identity, PublicKey
-from server.admin import STOP_KEY, add_admin_routes
+from server.admin import STOP_KEY, add_admin_routes, load_or_create_admin_token
 from server.backplane import Backplane, LocalBackplane
 from server.boot import add_boot_routes
 from server.dashboard import add_dashboard_routes
@@ -73,7 +73,7 @@ def create_app(
     app[HUB_KEY] = hub
     app.router.add_get("/v1/ws", websocket_handler)
     app[STOP_KEY] = asyncio.Event()
-    add_admin_routes(app)
+    add_admin_routes(app, load_or_create_admin_token(settings.data_dir))
     add_boot_routes(app)
     add_dist_routes(app, settings.dist_dir)
     add_metrics_route(app)

@@ -14,7 +14,7 @@ from protocol import ProtocolError, PublicKey
 from protocol.logformat import LOG_FORMATS, configure_logging
 from server import eventloop
 from server.app import serve
-from server.settings import SettingsError, settings_from
+from server.settings import SettingsError, default_data_dir, settings_from
 from server.store import SqliteStore, StoreConflict, StoreError
 from server.tls import TlsError
 
@@ -71,6 +71,7 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     )
     remove.add_argument("master_name", metavar="NAME")
     remove.add_argument("--url", default="http://127.0.0.1:8750", help="the hub's own address (loopback)")
+    _admin_data_dir(remove)
     remove.set_defaults(func=admin_call, admin_path="/v1/admin/remove-master")
     dist = actions.add_parser(
         "dist", help="put the daemon wheel and its dependencies where the hub serves them to new machines"
@@ -81,11 +82,20 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     dist.set_defaults(func=dist_command)
     drain = actions.add_parser("drain", help="move this replica's daemons to other replicas, then stop it")
     drain.add_argument("--url", default="http://127.0.0.1:8750", help="the replica's own address (loopback)")
+    _admin_data_dir(drain)
     drain.set_defaults(func=admin_call, admin_path="/v1/admin/drain")
     rebalance = actions.add_parser("rebalance", help="ask a share of this replica's daemons to reconnect")
     rebalance.add_argument("--url", default="http://127.0.0.1:8750", help="the replica's own address (loopback)")
     rebalance.add_argument("--share", type=float, default=0.5, help="0-1: how many of its daemons to move")
+    _admin_data_dir(rebalance)
     rebalance.set_defaults(func=admin_call, admin_path="/v1/admin/rebalance")
+
+
+def _admin_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", type=Path, dest="admin_data_dir",
+        help="the data dir of the hub at --url: its admin.token is the credential (env CRC_DATA_DIR)",
+    )  # fmt: skip
 
 
 def run_hub(args: argparse.Namespace) -> int:
@@ -129,27 +139,55 @@ def run_hub(args: argparse.Namespace) -> int:
 
 
 def admin_call(args: argparse.Namespace) -> int:
-    """POST to a replica's loopback-only admin endpoint and print its answer."""
+    """POST to a replica's loopback-only admin endpoint, with the admin token from its data dir; print the answer."""
     import json
     import urllib.error
     import urllib.parse
     import urllib.request
 
+    from server.admin import admin_token_path, read_admin_token
+
     url = args.url.rstrip("/") + args.admin_path
+    if not _is_loopback_url(args.url):
+        # The token would travel to wherever --url points: only the hub's own loopback address may have it.
+        print(f"crc hub: {args.url} is not a loopback address; admin commands talk to http://127.0.0.1:PORT "
+              "on the hub's machine", file=sys.stderr)  # fmt: skip
+        return 2
+    data_dir = args.admin_data_dir or args.data_dir or default_data_dir()
+    try:
+        token = read_admin_token(data_dir)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"crc hub: cannot read the admin token {admin_token_path(data_dir)}: {reason} (give the hub's "
+              "--data-dir, and run as the hub's user)", file=sys.stderr)  # fmt: skip
+        return 1
     if getattr(args, "share", None) is not None:
         url += f"?share={args.share}"
     if getattr(args, "master_name", None):
         url += "?" + urllib.parse.urlencode({"name": args.master_name})
+    request = urllib.request.Request(url, method="POST", headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as answer:
+        with urllib.request.urlopen(request, timeout=10) as answer:
             print(json.dumps(json.loads(answer.read())))
     except urllib.error.HTTPError as exc:
-        print(f"crc hub: {url} answered {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
+        body = " ".join(exc.read().decode(errors="replace").split())
+        print(f"crc hub: {url} answered {exc.code}: {body}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"crc hub: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _is_loopback_url(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname or ""
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def init_tls_command(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from protocol import Authenticated, Envelope, ErrorCode, HubSession, ProtocolErr
 from protocol.messages import Body, Error, Ping
 from protocol.session import plain_error_frame
 from server.guard import TokenBucket
+from server.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,12 @@ OUTBOX_HIGH_WATER = 1_000
 
 _ID_PREFIX = uuid.uuid4().hex[:12]
 _ids = itertools.count(1)
+
+
+def log_safe(text: str, limit: int = 300) -> str:
+    """``text`` on one line, control characters escaped and cut to ``limit``: for strings a peer chose."""
+    escaped = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
 
 
 def new_id() -> str:
@@ -49,14 +56,15 @@ class Connection:
         "caught_up",
         "closed",
         "delivered",
+        "foreign_reported",
         "hub_id",
         "last_received",
         "machine_name",
+        "owned_orders",
         "peer",
         "scenario_id",
         "scenario_name",
         "session",
-        "upload_bytes",
         "uploads",
         "ws",
     )  # fmt: skip
@@ -74,11 +82,14 @@ class Connection:
         self.machine_name = ""
         self.delivered: set[str] = set()
         self.caught_up = False  # every queued order was sent on this session (then new ones go one by one)
+        # Orders found in the store to be this machine's (beyond ``delivered``), so that a stream of output
+        # costs one lookup; and whether a report about another machine's order was logged on this session yet.
+        self.owned_orders: set[str] = set()
+        self.foreign_reported = False
         # Master sessions: file contents uploaded ahead of their orders, by upload id (content SHA-256).
-        self.uploads: dict[str, list[bytes]] = {}
+        self.uploads = Uploads()
         self.budget = TokenBucket(1e12, 1e12)  # the endpoint sets the configured budget
         self.budget_warned = 0.0
-        self.upload_bytes = 0
         # Most sessions are idle most of the time: the outbox is a bare deque and its writer task exists only
         # while frames wait (a Queue, an Event and a parked task cost ~6 KiB per session; see bench/README.md).
         self._outbox: collections.deque[bytes] = collections.deque()
@@ -158,6 +169,8 @@ class Connection:
         too (half the heartbeat frames of an idle hub). ``now`` is ``time.monotonic()``."""
         if self.closed:
             return
+        if self.uploads.size:
+            self.uploads.expire(now)
         silent = now - self.last_received
         if silent > dead_after:
             log.info("%s %s silent for %.0f s: dropping it", self.role.value, self.id, dead_after)

@@ -11,7 +11,7 @@ from protocol import Envelope, ErrorCode, MsgType, OrderKind, OrderState, Protoc
 from protocol.certificates import addresses_from_facts
 from protocol.messages import OrderAck, OrderStarted, Output, Reconnect, Result, ResultAck, SystemReady
 from server import futures, messaging
-from server.connection import Connection
+from server.connection import Connection, log_safe
 from server.errors import RequestError
 from server.hub import Hub
 from server.masters import REPORT_KEY_PATTERN
@@ -39,12 +39,34 @@ async def system_ready(hub: Hub, conn: Connection, env: Envelope) -> None:
     await hub.emit(conn.scenario_id, "machine_ready", conn.machine_name, summary)
 
 
+# Orders a session remembers as its machine's (beyond those it delivered): enough for every command running at once.
+_OWNED_CACHE = 4096
+
+
 async def _own_order(hub: Hub, conn: Connection, order_id: str) -> bool:
+    """Whether ``order_id`` is an order for this machine: a report about any other (another machine's, or one the
+    hub does not know) is to be dropped, so no master sees output or progress a machine made up for it."""
+    if order_id in conn.delivered or order_id in conn.owned_orders:
+        return True
     order = await hub.store.order(order_id)
     if order is None or order.machine_id != conn.id:
-        log.warning("machine %s referred to order %s which is not its own", conn.id, order_id)
+        _not_its_own(hub, conn, order_id)
         return False
+    if len(conn.owned_orders) >= _OWNED_CACHE:
+        conn.owned_orders.clear()
+    conn.owned_orders.add(order_id)
     return True
+
+
+def _not_its_own(hub: Hub, conn: Connection, order_id: str) -> None:
+    """Count a dropped report; log it once per session (a machine sending many must not flood the log)."""
+    hub.metrics.foreign_reports.inc()
+    if not conn.foreign_reported:
+        conn.foreign_reported = True
+        log.warning(
+            "machine %s referred to order %s which is not its own: dropped (further ones on this session are "
+            "only counted, crc_foreign_reports_total)", conn.id, log_safe(order_id),
+        )  # fmt: skip
 
 
 _PROGRESS: dict[MsgType, tuple[OrderState, str]] = {
@@ -69,6 +91,8 @@ async def output(hub: Hub, conn: Connection, env: Envelope) -> None:
     assert isinstance(body, Output)
     if body.stream not in ("stdout", "stderr"):
         raise RequestError(ErrorCode.INVALID_REQUEST, f"unknown output stream {body.stream!r}")
+    if not await _own_order(hub, conn, body.order_id):
+        return
     hub.forward_output(
         conn.scenario_id, conn.scenario_name, Output(body.order_id, body.stream, body.data, conn.machine_name)
     )
@@ -96,7 +120,9 @@ async def result(hub: Hub, conn: Connection, env: Envelope) -> None:
     if not signed.status.final:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"result status {signed.status.value} is not final")
     order = await hub.store.order(signed.order_id)
-    if order is not None and order.machine_id == conn.id:
+    if order is None or order.machine_id != conn.id:
+        _not_its_own(hub, conn, signed.order_id)
+    else:
         stored = await hub.store.store_result(
             signed.order_id, signed.status, _bounded(signed, hub.settings.output_limit), time.time()
         )

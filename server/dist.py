@@ -16,9 +16,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from server.dist_files import FILE_NAME
 from server.ws import HUB_KEY
 
-FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\.(whl|tar\.gz|zip)$")
 DAEMON_DIST = "cloudremotecontrol"
 RACY_SECONDS = 2.0
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
 import re
 import time
@@ -15,6 +15,7 @@ from protocol import Envelope, ErrorCode, MsgType, Order, OrderKind, OrderState,
 from protocol.certificates import MachineCertificate
 from protocol.envelope import pack
 from protocol.messages import (
+    DistPut,
     EventsSubscribe,
     EventsUnsubscribe,
     FileChunk,
@@ -34,9 +35,11 @@ from server import futures, jobs, messaging, plans, tokens
 from server.backplane import BackplaneUnavailable
 from server.backplane.base import BROADCAST_CHANNEL
 from server.connection import Connection
+from server.dist_files import DistConflict, put_file
 from server.errors import RequestError, check_name
 from server.hub import Hub
 from server.store import MachineSpec, MachineStatus, OrderRecord, ScenarioRecord, StoreConflict, StoreError
+from server.uploads import UploadError
 
 log = logging.getLogger(__name__)
 
@@ -263,14 +266,18 @@ async def order_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
     """
     body = env.body
     assert isinstance(body, OrderSubmit)
-    order = Order.from_wire(body.order)
-    if order.master != conn.id:
-        raise RequestError(ErrorCode.FORBIDDEN, "orders must be signed by the master that submits them")
-    scenario = await owned_scenario(hub, conn, order.scenario)
-    chunks = _uploaded_chunks(conn, order, body.upload) if order.kind is OrderKind.PUT_FILE else []
-    await queue_order(hub, scenario, order, chunks, accepted=lambda: conn.send(
-        Response({"order_id": order.id, "state": OrderState.QUEUED.value}), reply_to=env.id
-    ))  # fmt: skip
+    try:
+        order = Order.from_wire(body.order)
+        if order.master != conn.id:
+            raise RequestError(ErrorCode.FORBIDDEN, "orders must be signed by the master that submits them")
+        scenario = await owned_scenario(hub, conn, order.scenario)
+        chunks = _uploaded_chunks(conn, order, body.upload) if order.kind is OrderKind.PUT_FILE else []
+        await queue_order(hub, scenario, order, chunks, accepted=lambda: conn.send(
+            Response({"order_id": order.id, "state": OrderState.QUEUED.value}), reply_to=env.id
+        ))  # fmt: skip
+    finally:
+        if body.last_use and body.upload:
+            conn.uploads.release(body.upload)  # stored with its orders now (or refused): the hub's memory lets go
 
 
 async def queue_order(
@@ -326,40 +333,63 @@ async def queue_order(
 
 def _uploaded_chunks(conn: Connection, order: Order, upload_id: str) -> list[bytes]:
     """The chunks a file order refers to, checked against the size, count and SHA-256 the master signed."""
-    upload = conn.uploads.get(upload_id)
+    upload = conn.uploads.get(upload_id, time.monotonic())
     if upload is None:
         raise RequestError(
             ErrorCode.NOT_FOUND,
-            f"no upload {upload_id!r} on this session: send the file's chunks first",
+            f"no upload {upload_id!r} on this session (never sent, used up, or unused for "
+            f"{conn.uploads.idle:.0f} s): send the file's chunks first",
             upload=upload_id,
         )
-    content = b"".join(upload)
-    if len(upload) != order.body.get("chunks") or len(content) != order.body.get("size"):
+    if len(upload.chunks) != order.body.get("chunks") or upload.size != order.body.get("size"):
         raise RequestError(ErrorCode.INVALID_REQUEST, "the upload's chunk count or size does not match the file order")
-    if hashlib.sha256(content).hexdigest() != order.body.get("sha256"):
+    if upload.sha256() != order.body.get("sha256"):
         raise RequestError(ErrorCode.INVALID_REQUEST, "the upload's SHA-256 does not match the file order")
-    return upload
+    return upload.chunks
+
+
+async def dist_put(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """Put a file this master uploaded into the dist folder machines install from (nothing there is trusted: the
+    hashes machines check come from the master's signature)."""
+    body = env.body
+    assert isinstance(body, DistPut)
+    upload = conn.uploads.pop(body.upload)
+    if upload is None:
+        raise RequestError(ErrorCode.NOT_FOUND, f"no upload {body.upload!r} on this session: send its chunks first")
+    content = b"".join(upload.chunks)
+    if upload.sha256() != body.upload:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "the upload's SHA-256 is not its id")
+    try:
+        added = await asyncio.to_thread(put_file, hub.settings.dist_dir, body.name, content)
+    except DistConflict as exc:
+        raise RequestError(ErrorCode.ALREADY_EXISTS, str(exc), name=body.name) from None
+    except ValueError as exc:
+        raise RequestError(ErrorCode.INVALID_REQUEST, str(exc)) from None
+    except OSError as exc:
+        raise RequestError(ErrorCode.UNAVAILABLE, f"cannot write to the hub's dist folder: {exc.strerror}") from None
+    conn.send(Response({"name": body.name, "sha256": body.upload, "added": added}), reply_to=env.id)
 
 
 async def file_chunk(hub: Hub, conn: Connection, env: Envelope) -> None:
-    """Collect one chunk of an upload; chunks come in order, and a session may hold a bounded total."""
+    """Collect one chunk of an upload; chunks come in order, and one master's sessions on this replica may hold a
+    bounded total (``max_upload_bytes``) until the orders naming them are submitted."""
     body = env.body
     assert isinstance(body, FileChunk)
-    upload = conn.uploads.setdefault(body.order_id, [])
-    if body.index != len(upload):
-        conn.uploads.pop(body.order_id, None)
-        raise RequestError(
-            ErrorCode.INVALID_REQUEST, f"chunk {body.index} of upload {body.order_id} came out of order; send it again"
-        )
-    if conn.upload_bytes + len(body.data) > hub.settings.max_upload_bytes:
-        conn.uploads.pop(body.order_id, None)
+    if body.index == 0:
+        conn.uploads.release(body.order_id)  # sent again from the start: what it held does not count twice
+    pending = sum(session.uploads.size for session in hub.masters.get(conn.id, ()))
+    if pending + len(body.data) > hub.settings.max_upload_bytes:
+        conn.uploads.release(body.order_id)
         raise RequestError(
             ErrorCode.INVALID_REQUEST,
-            f"uploads on one session are limited to {hub.settings.max_upload_bytes} bytes",
+            f"uploads waiting for their orders are limited to {hub.settings.max_upload_bytes} bytes per master; "
+            "submit the orders of earlier ones first",
             limit=hub.settings.max_upload_bytes,
         )
-    upload.append(body.data)
-    conn.upload_bytes += len(body.data)
+    try:
+        conn.uploads.add(body.order_id, body.index, body.data, time.monotonic())
+    except UploadError as exc:
+        raise RequestError(ErrorCode.INVALID_REQUEST, str(exc)) from None
 
 
 async def order_cancel(hub: Hub, conn: Connection, env: Envelope) -> None:
@@ -462,6 +492,7 @@ MASTER_HANDLERS: dict[MsgType, Handler] = {
     MsgType.SCENARIO_DELETE: scenario_delete,
     MsgType.MACHINE_REVOKE: machine_revoke,
     MsgType.MACHINE_CERTIFY: machine_certify,
+    MsgType.DIST_PUT: dist_put,
     MsgType.MASTER_REKEY: master_rekey,
     MsgType.JOB_PUT: jobs.job_put,
     MsgType.JOB_LIST: jobs.job_list,

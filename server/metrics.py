@@ -6,7 +6,9 @@ stay apart).
 - ``crc_outbox_frames``: frames waiting to be written to peers (back-pressure shows here first);
 - ``crc_command_duration_seconds``: how long commands ran on their machines (a histogram, from signed results);
 - ``crc_handshake_failures_total``: refused handshakes; ``crc_backend_errors_total{backend}``: store or
-  backplane errors that turned a request away; ``crc_backplane_up``; ``crc_plans_running``.
+  backplane errors that turned a request away; ``crc_backplane_up``; ``crc_plans_running``;
+- ``crc_foreign_reports_total``: output, progress or results a machine sent about an order that is not its own
+  (dropped); ``crc_upload_bytes``: file contents held for orders not submitted yet.
 Labels never name scenarios, machines or masters: metrics leave the hub, tenants' names must not.
 """
 
@@ -46,6 +48,10 @@ class _LiveState(Collector):
             "crc_backplane_up", "1 when the backplane is reachable", value=int(hub.backplane.available)
         )
         yield GaugeMetricFamily("crc_plans_running", "Plans this replica is running", value=len(hub.plan_runners))
+        yield GaugeMetricFamily(
+            "crc_upload_bytes", "File contents held for orders not submitted yet",
+            value=sum(c.uploads.size for conns in hub.masters.values() for c in conns),
+        )  # fmt: skip
 
 
 class HubMetrics:
@@ -54,6 +60,8 @@ class HubMetrics:
         self.messages = Counter("crc_messages", "Messages received and routed, by type", ["type"],
                                 registry=self.registry)  # fmt: skip
         self.handshake_failures = Counter("crc_handshake_failures", "Refused handshakes", registry=self.registry)
+        self.foreign_reports = Counter("crc_foreign_reports", "Reports a machine sent about an order not its own",
+                                       registry=self.registry)  # fmt: skip
         self.backend_errors = Counter("crc_backend_errors", "Requests turned away by store or backplane errors",
                                       ["backend"], registry=self.registry)  # fmt: skip
         self.command_duration = Histogram("crc_command_duration_seconds", "How long commands ran on their machines",

@@ -21,11 +21,11 @@ from protocol import (
     PublicKey,
     Role,
 )
-from protocol.envelope import envelope_from_wire, unpack
+from protocol.envelope import decode_pre_auth
 from protocol.messages import Auth, Pong, Welcome
 from protocol.session import plain_error_frame
 from server.backplane import BackplaneUnavailable
-from server.connection import Connection, new_id
+from server.connection import Connection, log_safe, new_id
 from server.daemons import DAEMON_HANDLERS
 from server.errors import RequestError
 from server.guard import TokenBucket
@@ -40,14 +40,10 @@ HUB_KEY = web.AppKey("hub", Hub)
 _HANDLERS = {Role.MASTER: MASTER_HANDLERS, Role.DAEMON: DAEMON_HANDLERS}
 
 
-async def _lookup_key(hub: Hub, frame: bytes) -> tuple[str, PublicKey | None]:
-    """Peek at the AUTH frame for the claimed id and fetch its enrolled key (the session then verifies it)."""
-    try:
-        envelope = envelope_from_wire(unpack(frame, hub.settings.max_frame))
-    except ProtocolError:
-        return "", None  # accept() will report the decode error itself
+async def _lookup_key(hub: Hub, envelope: Envelope) -> tuple[str, PublicKey | None]:
+    """The claimed role and the enrolled key of the id an AUTH envelope claims (the session then verifies it)."""
     if not isinstance(envelope.body, Auth):
-        return "", None
+        return "", None  # accept() refuses it
     auth = envelope.body
     if auth.role == Role.MASTER.value:
         master = await hub.store.master(auth.client_id)
@@ -64,7 +60,10 @@ async def _handshake(hub: Hub, ws: web.WebSocketResponse) -> tuple[HubSession, A
         hub.identity, secrets.token_bytes(32), secrets.token_bytes(32),
         max_frame=settings.max_frame, max_skew=settings.max_skew,
     )  # fmt: skip
-    await ws.send_bytes(session.challenge(new_id(), time.time()))
+    try:
+        await ws.send_bytes(session.challenge(new_id(), time.time()))
+    except (ConnectionError, RuntimeError):
+        return None  # gone before the challenge
     try:
         msg = await ws.receive(timeout=settings.handshake_timeout)
     except TimeoutError:
@@ -74,9 +73,12 @@ async def _handshake(hub: Hub, ws: web.WebSocketResponse) -> tuple[HubSession, A
         if msg.type in (aiohttp.WSMsgType.TEXT,):
             await _refuse(hub, ws, ProtocolError(ErrorCode.MALFORMED_FRAME, "frames are binary msgpack"))
         return None
-    role, key = await _lookup_key(hub, msg.data)
+    role = ""
     try:
-        peer = session.accept(msg.data, lambda _id, _role: key, time.time())
+        # Decoded once, within the pre-authentication limits: nobody known sent it yet, so it may cost little.
+        envelope = decode_pre_auth(msg.data)
+        role, key = await _lookup_key(hub, envelope)
+        peer = session.accept(envelope, lambda _id, _role: key, time.time())
     except ProtocolError as exc:
         # The role and the error's text come from an unauthenticated frame: never let them forge log lines.
         shown_role = role if role in _ROLES else "peer"
@@ -98,20 +100,16 @@ def client_source(request: web.Request) -> str:
 _ROLES = frozenset(role.value for role in Role)
 
 
-def log_safe(text: str, limit: int = 300) -> str:
-    """``text`` on one line, control characters escaped and cut to ``limit``: for strings a peer chose."""
-    escaped = text.encode("unicode_escape", "backslashreplace").decode("ascii")
-    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
-
-
 def _remote(ws: web.WebSocketResponse) -> str:
     peer = ws.get_extra_info("peername")
     return f"{peer[0]}:{peer[1]}" if peer else "?"
 
 
 async def _refuse(hub: Hub, ws: web.WebSocketResponse, error: ProtocolError) -> None:
-    await ws.send_bytes(plain_error_frame(new_id(), hub.id, time.time(), error))
-    await ws.close()
+    # A peer that sends a bad frame and hangs up at once must still be counted as a failure, not end in a traceback.
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_bytes(plain_error_frame(new_id(), hub.id, time.time(), error))
+        await ws.close()
 
 
 async def _refuse_unavailable(hub: Hub, ws: web.WebSocketResponse, exc: StoreError | BackplaneUnavailable) -> None:
@@ -220,6 +218,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         log.warning("session of %s %s ended: %s", peer.role.value, peer.client_id, exc)
     finally:
         hub.sessions.discard(conn)
+        conn.uploads.clear()  # what it uploaded and did not use goes with it
         await hub.detach(conn)
         if not conn.closed:
             await conn.close()

@@ -638,12 +638,15 @@ class Daemon:
     async def _update(self, order: Order, started: float) -> None:
         """Install the build the master named beside this one, then restart into it (``clients/daemon/update``)."""
         wheel, sha256 = str(order.body.get("wheel", "")), str(order.body.get("sha256", ""))
+        lock, lock_sha256 = str(order.body.get("lock", "")), str(order.body.get("lock_sha256", ""))
         if sys.platform == "win32":
             await self._finish(order, OrderState.FAILED, None, started, error="self-update is Linux-only for now")
             return
         await report_step(self.config, "update-installing", BootStatus.RUNNING, f"{wheel} ({sha256})")
         try:
-            build = await update.install(self.config, self.options.state_dir, wheel, sha256, order.id)
+            build = await update.install(
+                self.config, self.options.state_dir, wheel, sha256, order.id, lock=lock, lock_sha256=lock_sha256
+            )
         except (update.UpdateError, OSError) as exc:
             await report_step(self.config, "update-installing", BootStatus.FAILED, str(exc))
             await self._finish(order, OrderState.FAILED, None, started, error=f"update not installed: {exc}")

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -166,28 +167,33 @@ def take_rollback_note(state_dir: Path) -> dict[str, Any] | None:
 # --- installing ------------------------------------------------------------------------------------------
 
 
-async def install(config: DaemonConfig, state_dir: Path, wheel: str, sha256: str, order_id: str) -> Build:
-    """Fetch ``wheel`` from the hub, check its SHA-256, install it into a new venv beside this one, and record it
-    as pending. The running build is not touched.
+async def install(
+    config: DaemonConfig, state_dir: Path, wheel: str, sha256: str, order_id: str, *, lock: str, lock_sha256: str
+) -> Build:
+    """Fetch ``wheel`` and the dependency ``lock`` from the hub, check both against the SHA-256s the master signed,
+    install them into a new venv beside this one (only files the lock names, by hash, and only from the hub), and
+    record it as pending. The running build is not touched.
 
     Raises:
         UpdateError: with what failed (and pip's last lines).
     """
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+\.whl", wheel) or not re.fullmatch(r"crc-runtime-[0-9a-f]{16}\.lock", lock):
+        raise UpdateError("the order names no wheel and dependency lock: update it from a newer master")
     base = hub_http_url(config.hub)
     venv = Path(sys.prefix).parent / f"venv-{sha256[:12]}"
     with tempfile.TemporaryDirectory(prefix="crc-update-", dir=state_dir) as scratch:
-        wheel_path = Path(scratch) / wheel
+        wheel_path, lock_path = Path(scratch) / wheel, Path(scratch) / lock
         await _download(f"{base}/v1/dist/{wheel}", wheel_path, sha256, config)
+        await _download(f"{base}/v1/dist/{lock}", lock_path, lock_sha256, config)
         pip_trust = await _pip_trust(config, Path(scratch))
         if not venv_daemon(venv).exists():
             python = getattr(sys, "_base_executable", "") or sys.executable
             await _run([python, "-m", "venv", "--clear", str(venv)], "creating the virtual environment")
             pip = [str(venv_python(venv)), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-            pip += [*pip_trust, "--timeout", "30", "--find-links", f"{base}/v1/dist/"]
-            try:
-                await _run([*pip, "--no-index", str(wheel_path)], "installing from the hub's wheels")
-            except UpdateError:
-                await _run([*pip, str(wheel_path)], "installing (dependencies from the package index)")
+            pip += [*pip_trust, "--timeout", "30", "--no-index", "--find-links", f"{base}/v1/dist/"]
+            # No package index, no fallback: what the master's lock pins, with its hashes, or nothing.
+            await _run([*pip, "--require-hashes", "-r", str(lock_path)], "installing the locked dependencies")
+            await _run([*pip, "--no-deps", str(wheel_path)], "installing the daemon wheel")
     version = (await _run([str(venv_daemon(venv)), "--version"], "checking the new build")).split()[-1]
     build = Build(str(venv), wheel, version, 0, order_id, time.time())
     _write(update_dir(state_dir) / "pending.json", asdict(build))

@@ -17,6 +17,7 @@ from provisioning.hubinfo import HubInfoError
 from provisioning.lifecycle import DEFAULT_QUIET_WARNING, MachineProgress, Outcome, UpError, down, up
 from provisioning.providers import LocalProvider, Provider, ProviderError, VultrProvider
 from provisioning.records import ScenarioRecord, forget_record, load_record, save_record, state_home
+from provisioning.release import ReleaseError
 from provisioning.scenario_file import ProviderSettings, ScenarioFileError, load_scenario
 from provisioning.vultr import DEFAULT_BASE_URL, VultrClient, VultrError
 
@@ -85,6 +86,7 @@ async def cmd_up(args: argparse.Namespace, master_for: Any) -> int:
                 master,
                 spec,
                 provider,
+                wheel=args.wheel,
                 timeout=args.timeout,
                 progress=progress,
                 notice=notice,
@@ -173,8 +175,10 @@ async def cmd_update(args: argparse.Namespace, master_for: Any) -> int:
 
     try:
         async with await master_for(args) as master:
-            outcomes = await update_daemons(master, args.scenario, args.target, timeout=args.timeout, progress=progress)
-    except HubInfoError as exc:
+            outcomes = await update_daemons(
+                master, args.scenario, args.target, wheel=args.wheel, timeout=args.timeout, progress=progress
+            )
+    except (HubInfoError, ReleaseError) as exc:
         print(f"crc update: {exc}", file=sys.stderr)
         return 1
     if args.json:
@@ -186,6 +190,12 @@ async def cmd_update(args: argparse.Namespace, master_for: Any) -> int:
             if o.outcome is not UpdateOutcome.UPDATED:
                 print(f"  {o.machine}: {o.outcome.value} {o.detail}".rstrip(), file=sys.stderr)
     return 0 if all(o.outcome is UpdateOutcome.UPDATED for o in outcomes.values()) else 1
+
+
+WHEEL_HELP = (
+    "the daemon wheel machines install (default: this installation's own build); it and this master's dependency "
+    "lock go to the hub's /v1/dist/, and machines check both against the hashes this master signs"
+)
 
 
 def add_provision_parsers(sub: Any, master_for: Any) -> None:
@@ -201,6 +211,7 @@ def add_provision_parsers(sub: Any, master_for: Any) -> None:
     p = sub.add_parser("up", help="create a scenario's machines from a scenario file and wait until all are ready")
     p.add_argument("file", type=Path, help="scenario file (TOML)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for SystemReady (default 900)")
+    p.add_argument("--wheel", type=Path, help=WHEEL_HELP)
     p.add_argument(
         "--quiet-warning",
         type=float,
@@ -225,10 +236,11 @@ def add_provision_parsers(sub: Any, master_for: Any) -> None:
         return await cmd_down(args, master_for)
 
     p.set_defaults(func=run_down)
-    p = sub.add_parser("update", help="move daemons to the daemon build the hub serves (crc hub dist); rolls back")
+    p = sub.add_parser("update", help="move daemons to a daemon build this master vouches for; rolls back")
     p.add_argument("scenario")
     p.add_argument("target", nargs="?", default="all", help="a machine name, NAME1,NAME2, or all (default)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every daemon (default 600)")
+    p.add_argument("--wheel", type=Path, help=WHEEL_HELP)
 
     async def run_update(args: argparse.Namespace) -> int:
         return await cmd_update(args, master_for)

@@ -46,6 +46,7 @@ from protocol.certificates import MachineCertificate
 from protocol.delegation import Delegation
 from protocol.messages import (
     Body,
+    DistPut,
     Error,
     Event,
     EventsSubscribe,
@@ -583,9 +584,10 @@ class Master:
         order = Order(new_id(), sc.name, machine.id, kind, body, time.time() + ttl, self.identity.id)
         return order.signed(self.identity)
 
-    async def submit(self, order: Order, upload: str = "") -> str:
-        """Queue one signed order (a file order names the ``upload`` holding its content); returns its id."""
-        data = await self.request(OrderSubmit(order.to_wire(), upload), scenario=order.scenario)
+    async def submit(self, order: Order, upload: str = "", *, last_use: bool = False) -> str:
+        """Queue one signed order (a file order names the ``upload`` holding its content; ``last_use``: no later
+        order names it, so the hub may free it); returns its id."""
+        data = await self.request(OrderSubmit(order.to_wire(), upload, last_use), scenario=order.scenario)
         return str(data["order_id"])
 
     async def upload(self, data: bytes) -> str:
@@ -598,6 +600,13 @@ class Master:
         for index, chunk in enumerate(file_chunks(data)):
             await link.send(FileChunk(upload_id, index, chunk))
         return upload_id
+
+    async def publish(self, name: str, data: bytes) -> str:
+        """Put a file into the hub's ``/v1/dist/`` (a daemon build, a lock) for machines to fetch; returns its
+        SHA-256, which is what orders and startup scripts then bind it by."""
+        digest = await self.upload(data)
+        await self.request(DistPut(name, digest), timeout=120)
+        return digest
 
     async def cancel(self, scenario: str, order_id: str) -> str:
         return str((await self.request(OrderCancel(scenario, order_id), scenario=scenario))["state"])
@@ -634,8 +643,11 @@ class Master:
         on_output: OutputCallback | None = None,
         ttl: float = DEFAULT_ORDER_TTL,
         fanout: FanOut | None = None,
+        release_upload: bool = False,
     ) -> list[CommandResult]:
         """Send one order per target machine and (unless ``wait`` is False) wait for every result.
+
+        ``release_upload``: these are the last orders naming ``upload``; the hub frees it after the last one.
 
         With ``fanout`` (``clients.master.fanout.FanOut``): at most ``concurrency`` orders in flight, no new
         dispatch once more than ``max_failures`` failed, and targets cancelled after ``target_timeout``; machines
@@ -646,9 +658,15 @@ class Master:
         """
         sc, machines = await self.targets(scenario, target)
         if fanout is not None and fanout.active and wait:
-            return await self._dispatch_rolling(sc, machines, kind, body, upload, fanout, timeout, on_output, ttl)
+            return await self._dispatch_rolling(
+                sc, machines, kind, body, upload, fanout, timeout, on_output, ttl, release_upload
+            )
         async with self._consume(scenario, -1) as consumer:
-            ids = [await self.submit(self.sign(sc, m, kind, body, ttl), upload) for m in machines]
+            last = len(machines) - 1
+            ids = [
+                await self.submit(self.sign(sc, m, kind, body, ttl), upload, last_use=release_upload and i == last)
+                for i, m in enumerate(machines)
+            ]
             if wait:
                 await self._await_finished(consumer, set(ids), timeout, on_output)
         return await self.results(scenario, ids)
@@ -664,6 +682,7 @@ class Master:
         timeout: float | None,
         on_output: OutputCallback | None,
         ttl: float,
+        release_upload: bool = False,
     ) -> list[CommandResult]:
         """Dispatch under fan-out controls (``clients.master.fanout``): a window of orders in flight, a failure
         threshold that stops further dispatch, and a per-target deadline."""
@@ -680,7 +699,8 @@ class Master:
             async def top_up() -> None:
                 while waiting and len(in_flight) < limit and (threshold is None or failures <= threshold):
                     machine = waiting.pop(0)
-                    order_id = await self.submit(self.sign(sc, machine, kind, body, ttl), upload)
+                    order = self.sign(sc, machine, kind, body, ttl)
+                    order_id = await self.submit(order, upload, last_use=release_upload and not waiting)
                     in_flight[order_id] = time.monotonic()
                     sent.append((order_id, machine))
 
@@ -969,7 +989,9 @@ class Master:
         data = content.read_bytes() if isinstance(content, Path) else content
         upload = await self.upload(data)
         body = file_body(remote_path, data, mode)
-        return await self.dispatch(scenario, target, OrderKind.PUT_FILE, body, upload=upload, timeout=wait_timeout)
+        return await self.dispatch(
+            scenario, target, OrderKind.PUT_FILE, body, upload=upload, release_upload=True, timeout=wait_timeout
+        )
 
     async def distribute_hosts(
         self,

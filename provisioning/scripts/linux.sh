@@ -192,13 +192,23 @@ if [ "$actual" != "$CRC_WHEEL_SHA256" ]; then
 fi
 mv -f "$WHEEL_FILE.part" "$WHEEL_FILE"
 echo "$CRC_WHEEL ($actual)" >>"$STEP_LOG"
+# The dependencies' versions and hashes: the lock the master signed (by its SHA-256) into this script.
+LOCK_FILE="$PREFIX_DIR/$CRC_LOCK"
+fetch "$CRC_HUB_HTTP/v1/dist/$CRC_LOCK" "$LOCK_FILE.part" >>"$STEP_LOG" 2>&1
+actual=$(sha256sum "$LOCK_FILE.part" | cut -d' ' -f1)
+if [ "$actual" != "$CRC_LOCK_SHA256" ]; then
+  echo "SHA-256 mismatch for $CRC_LOCK: expected $CRC_LOCK_SHA256, got $actual" >>"$STEP_LOG"
+  false
+fi
+mv -f "$LOCK_FILE.part" "$LOCK_FILE"
 step_ok
 
 step installing-daemon
 PIP_TLS=()
 if [ -s "$HUB_CA_FILE" ]; then PIP_TLS=(--cert "$HUB_CA_FILE"); fi
 if [ "${CRC_HUB_HTTP#http://}" != "$CRC_HUB_HTTP" ]; then
-  # pip ignores plain-HTTP links unless their host is trusted; the daemon wheel itself was hash-checked above.
+  # pip ignores plain-HTTP links unless their host is trusted; every file is hash-checked (wheel above, the rest
+  # by the master's lock), so the transport decides nothing.
   hub_host=${CRC_HUB_HTTP#http://}
   hub_host=${hub_host%%/*}
   hub_host=${hub_host%:*}
@@ -206,13 +216,14 @@ if [ "${CRC_HUB_HTTP#http://}" != "$CRC_HUB_HTTP" ]; then
 fi
 pip_install() {
   "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check --timeout 30 "${PIP_TLS[@]}" \
-    --find-links "$CRC_HUB_HTTP/v1/dist/" "$@" "$WHEEL_FILE" >>"$STEP_LOG" 2>&1
+    --no-index --find-links "$CRC_HUB_HTTP/v1/dist/" "$@" >>"$STEP_LOG" 2>&1
 }
-# The hub's own wheels first, so machines need not reach PyPI; PyPI when the hub lacks one.
-if ! pip_install --no-index; then
-  echo "some dependency is not on the hub; trying the package index" >>"$STEP_LOG"
-  pip_install
+# Only from the hub, only files whose hashes the master's lock names: no package index, so nothing unpinned.
+if ! pip_install --require-hashes -r "$LOCK_FILE"; then
+  echo "a dependency in $CRC_LOCK is not on the hub for this machine: run \`crc hub dist\` on the hub's machine" >>"$STEP_LOG"
+  false
 fi
+pip_install --no-deps "$WHEEL_FILE"
 "$VENV_DIR/bin/crc-daemon" --version >>"$STEP_LOG" 2>&1
 step_ok
 

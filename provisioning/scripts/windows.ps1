@@ -463,6 +463,15 @@ try {
     if (Test-Path -LiteralPath $WheelFile) { Remove-Item -LiteralPath $WheelFile -Force }
     Move-Item -LiteralPath $WheelPart -Destination $WheelFile
     Write-CrcStepLog "$CrcWheel ($actual)"
+    # The dependencies' versions and hashes: the lock the master signed (by its SHA-256) into this script.
+    $LockFile = Join-Path $PrefixDir $CrcLock
+    Get-CrcFile "$CrcHubHttp/v1/dist/$CrcLock" "$LockFile.part"
+    $actual = Get-CrcSha256 "$LockFile.part"
+    if ($actual -ne $CrcLockSha256.ToLowerInvariant()) {
+        throw "SHA-256 mismatch for ${CrcLock}: expected $CrcLockSha256, got $actual"
+    }
+    if (Test-Path -LiteralPath $LockFile) { Remove-Item -LiteralPath $LockFile -Force }
+    Move-Item -LiteralPath "$LockFile.part" -Destination $LockFile
     Complete-CrcStep
 
     Start-CrcStep 'installing-daemon'
@@ -473,17 +482,15 @@ try {
         $pipTls = @('--cert', $pipCaFile)
     }
     if ($CrcHubHttp.StartsWith('http://')) {
-        # pip ignores plain-HTTP links unless their host is trusted; the daemon wheel is hash-checked above.
+        # pip ignores plain-HTTP links unless their host is trusted; every file is hash-checked (the wheel above,
+        # the rest by the master's lock), so the transport decides nothing.
         $pipTls = @('--trusted-host', ([Uri]$CrcHubHttp).Host)
     }
     $pipArguments = @('-m', 'pip', 'install', '--quiet', '--disable-pip-version-check') + $pipTls +
-        @('--find-links', "$CrcHubHttp/v1/dist/")
-    # The hub's own wheels first, so machines need not reach PyPI; PyPI when the hub lacks one.
-    $code = Invoke-CrcNative $VenvPython ($pipArguments + @('--no-index', $WheelFile)) -AllowFailure
-    if ($code -ne 0) {
-        Write-CrcStepLog 'some dependency is not on the hub; trying the package index'
-        $null = Invoke-CrcNative $VenvPython ($pipArguments + @($WheelFile))
-    }
+        @('--no-index', '--find-links', "$CrcHubHttp/v1/dist/")
+    # Only from the hub, only files whose hashes the master's lock names: no package index, nothing unpinned.
+    $null = Invoke-CrcNative $VenvPython ($pipArguments + @('--require-hashes', '-r', $LockFile))
+    $null = Invoke-CrcNative $VenvPython ($pipArguments + @('--no-deps', $WheelFile))
     # pywin32's post-install step registers pythonservice.exe and its DLLs, which the service needs.
     $null = Invoke-CrcNative $VenvPython @('-m', 'pywin32_postinstall', '-install', '-silent') -AllowFailure
     $null = Invoke-CrcNative $CrcDaemonExe @('--version')

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -37,6 +38,8 @@ HEARTBEAT = 15.0  # seconds between keep-alives on an idle stream (proxies close
 RECHECK = 30.0
 MAX_PENDING_OUTPUT = 2000  # chunks kept for a slow client; older ones are dropped (results keep everything)
 FIRST_MESSAGE_TIMEOUT = 10.0
+# The sign-in message (a token, a scenario name, a cursor) is small; the browser sends nothing after it.
+FIRST_MESSAGE_LIMIT = 4 * 1024
 
 
 class LiveFeed:
@@ -96,30 +99,62 @@ def _start_cursor(after: Any, head: int) -> int:
     return head if after < 0 else min(after, head)
 
 
+async def _first_message(ws: web.WebSocketResponse) -> dict[str, Any]:
+    """The sign-in message, decoded within ``FIRST_MESSAGE_LIMIT`` bytes and Python's nesting limit.
+
+    Raises:
+        RequestError: INVALID_REQUEST for anything but a JSON object (too late, too big, too deep, not JSON);
+            UNAUTHORIZED for an object without a token.
+    """
+    try:
+        message = await ws.receive(timeout=FIRST_MESSAGE_TIMEOUT)
+    except TimeoutError:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "no first message within the time limit") from None
+    if message.type is not WSMsgType.TEXT:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST, f"first send a JSON object (text, at most {FIRST_MESSAGE_LIMIT} bytes)"
+        )
+    try:
+        first = json.loads(message.data)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
+        raise RequestError(ErrorCode.INVALID_REQUEST, "first send a JSON object") from None
+    if not isinstance(first, dict) or not isinstance(first.get("token"), str):
+        raise RequestError(ErrorCode.UNAUTHORIZED, 'first send {"token": ..., "scenario": ..., "after": N}')
+    if not isinstance(first.get("scenario") or "", str):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "scenario is a scenario's name")
+    return first
+
+
+async def _refuse(ws: web.WebSocketResponse, exc: RequestError) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):  # a peer that hung up (or sent too much) is gone
+        await ws.send_str(dumps({"type": "error", "code": exc.code.value, "message": exc.message}))
+        await ws.close(code=4401 if exc.code is ErrorCode.UNAUTHORIZED else 4400)
+
+
 async def live_socket(request: web.Request) -> web.WebSocketResponse:
     """``GET /v1/live``: first message ``{"token", "scenario", "after"}``, then ``welcome`` and the feed."""
     hub = request.app[HUB_KEY]
-    if hub.guard.too_many_failures(client_source(request), time.monotonic()):
+    source = client_source(request)
+    if hub.guard.too_many_failures(source, time.monotonic()):
         raise web.HTTPTooManyRequests(text="too many failed sign-ins from this address; try again in a minute")
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT * 2, max_msg_size=16 * 1024)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT * 2, max_msg_size=FIRST_MESSAGE_LIMIT)
     await ws.prepare(request)
     try:
-        first = await ws.receive_json(timeout=FIRST_MESSAGE_TIMEOUT)
-        if not isinstance(first, dict) or not isinstance(first.get("token"), str):
-            raise RequestError(ErrorCode.UNAUTHORIZED, 'first send {"token": ..., "scenario": ..., "after": N}')
+        first = await _first_message(ws)
+    except RequestError as exc:
+        # Nobody signed in yet: a message that is not a sign-in counts against the address like a wrong token.
+        hub.guard.failed(source, time.monotonic())
+        await _refuse(ws, exc)
+        return ws
+    try:
         principal = await principal_for(hub, first["token"])
         scenario = await principal.scenario(hub, first.get("scenario") or None)
         head = await hub.store.last_cursor(scenario.id)
         after = _start_cursor(first.get("after", 0), head)
     except RequestError as exc:
         if exc.code is ErrorCode.UNAUTHORIZED:  # guessing over the socket counts like guessing over REST
-            hub.guard.failed(client_source(request), time.monotonic())
-        await ws.send_str(dumps({"type": "error", "code": exc.code.value, "message": exc.message}))
-        await ws.close(code=4401 if exc.code is ErrorCode.UNAUTHORIZED else 4400)
-        return ws
-    except (TimeoutError, ValueError, TypeError):
-        await ws.send_str(dumps({"type": "error", "code": "invalid_request", "message": "first send a JSON object"}))
-        await ws.close(code=4400)
+            hub.guard.failed(source, time.monotonic())
+        await _refuse(ws, exc)
         return ws
     await ws.send_str(dumps({"type": "welcome", "scenario": scenario.name, "role": principal.token.role,
                              "head": head, "after": after}))  # fmt: skip

@@ -79,7 +79,7 @@ def test_an_existing_scenario_is_assert_one_line_error(hub: HubProcess, tmp_path
     assert_one_line_error(result, FAILED, "already_exists")
 
 
-def test_update_on_a_hub_without_a_daemon_wheel_names_crc_hub_dist(hub: HubProcess) -> None:
+def test_update_on_a_hub_without_the_locked_dependencies_names_crc_hub_dist(hub: HubProcess) -> None:
     assert_one_line_error(run_crc(hub, "update", "offline"), FAILED, "crc update:", "`crc hub dist`")
 
 

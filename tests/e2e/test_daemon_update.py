@@ -3,6 +3,7 @@ that cannot reconnect is rolled back; the machines' events show each step."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -17,7 +18,9 @@ from provisioning.daemon_update import UpdateOutcome, update_daemons
 from provisioning.dist import SKIPPED, source_tree
 from provisioning.lifecycle import down, up
 from provisioning.providers import LocalProvider
+from provisioning.release import ReleaseError, content_named, publish_release
 from provisioning.scenario_file import parse_scenario
+from provisioning.startup import LockRef
 from tests.e2e.support import HubProcess
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.skipif(sys.platform == "win32", reason="Linux self-update")]
@@ -57,10 +60,10 @@ async def test_daemons_update_to_a_new_build_and_roll_back_a_broken_one(tmp_path
             assert report.ok, report.machines
             first = (await master.scenario("upd")).machine("app").facts["daemon_version"]
 
-            build_variant(dist, tmp_path, "99.0.1")
+            good = tmp_path / "wheels" / build_variant(tmp_path / "wheels", tmp_path, "99.0.1")
             lines: list[str] = []
             outcomes = await update_daemons(
-                master, "upd", timeout=180, progress=lambda machine, text: lines.append(f"{machine} {text}")
+                master, "upd", wheel=good, timeout=180, progress=lambda machine, text: lines.append(f"{machine} {text}")
             )
             assert outcomes["app"].outcome is UpdateOutcome.UPDATED, (outcomes, lines)
             assert outcomes["app"].version == "99.0.1"
@@ -69,8 +72,8 @@ async def test_daemons_update_to_a_new_build_and_roll_back_a_broken_one(tmp_path
             [result] = await master.run("upd", "app", "echo still obeying")
             assert result.ok and result.verified
 
-            build_variant(dist, tmp_path, "99.0.2", broken=True)
-            outcomes = await update_daemons(master, "upd", timeout=180)
+            broken = tmp_path / "wheels" / build_variant(tmp_path / "wheels", tmp_path, "99.0.2", broken=True)
+            outcomes = await update_daemons(master, "upd", wheel=broken, timeout=180)
             assert outcomes["app"].outcome is UpdateOutcome.ROLLED_BACK, outcomes
             assert "did not reconnect" in outcomes["app"].detail and "99.0.2" in outcomes["app"].detail
             [result] = await master.run("upd", "app", "echo back on the good build")
@@ -87,4 +90,45 @@ async def test_daemons_update_to_a_new_build_and_roll_back_a_broken_one(tmp_path
             await down(master, "upd", provider)
     finally:
         await provider.destroy("upd")
+        hub.cleanup()
+
+
+async def test_a_wheel_planted_in_the_hubs_dist_is_never_what_machines_are_told_to_install(
+    tmp_path: Path, daemon_dist: Path
+) -> None:
+    """The attack: a `cloudremotecontrol-99.0.0` wheel dropped into the hub's dist/, which index.json then names as
+    the daemon. The master signs only the build it holds; the planted file is never named in what it signs."""
+    dist = tmp_path / "dist"
+    shutil.copytree(daemon_dist, dist)
+    planted = dist / build_variant(dist, tmp_path, "99.0.0")
+    hub = HubProcess(tmp_path / "hub", extra_args=["--dist-dir", str(dist)])
+    hub.start()
+    try:
+        async with await Master.connect(hub.url, hub.key_path) as master:
+            own = tmp_path / "own" / build_variant(tmp_path / "own", tmp_path, "0.1.0")
+            release = await publish_release(master, own)
+        assert release.wheel.sha256 == hashlib.sha256(own.read_bytes()).hexdigest()
+        assert release.wheel.sha256 != hashlib.sha256(planted.read_bytes()).hexdigest()
+        assert "99.0.0" not in release.wheel.name
+        assert (dist / release.wheel.name).read_bytes() == own.read_bytes()  # what machines fetch and check
+        assert (dist / release.lock.name).read_bytes() == LockRef.local_text()
+    finally:
+        hub.cleanup()
+
+
+async def test_the_hub_cannot_have_a_file_the_master_published_replaced_under_its_name(
+    tmp_path: Path, daemon_dist: Path
+) -> None:
+    dist = tmp_path / "dist"
+    shutil.copytree(daemon_dist, dist)
+    hub = HubProcess(tmp_path / "hub", extra_args=["--dist-dir", str(dist)])
+    hub.start()
+    try:
+        async with await Master.connect(hub.url, hub.key_path) as master:
+            own = tmp_path / "own" / build_variant(tmp_path / "own", tmp_path, "0.1.0")
+            name = content_named(own.name, hashlib.sha256(own.read_bytes()).hexdigest())
+            (dist / name).write_bytes(b"not the master's build")  # someone got there first
+            with pytest.raises(ReleaseError, match="another file named"):
+                await publish_release(master, own)
+    finally:
         hub.cleanup()

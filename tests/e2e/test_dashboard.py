@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 TIMEOUT = 15_000  # ms, for every wait on the page
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
-CSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'"
+CSP = "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
 Deploy = Callable[..., Awaitable[Deployment]]
 SLOW_COMMAND = "for i in 1 2 3; do echo line-$i; sleep 0.3; done"
 

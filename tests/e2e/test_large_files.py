@@ -13,7 +13,8 @@ import pytest
 from clients.master.sdk import Master
 from protocol import OrderKind, RemoteError
 from protocol.orders import file_body
-from tests.e2e.support import Deployment
+from tests.e2e.support import Deployment, HubProcess
+from tests.e2e.test_metrics import scrape
 
 
 async def test_a_file_of_several_frames_reaches_every_machine_intact(
@@ -57,3 +58,19 @@ async def test_an_upload_that_does_not_match_the_signed_hash_is_refused(
         await master.submit(order, upload=upload)
     assert refused.value.code == "invalid_request"
     assert not (tmp_path / "x").exists()
+
+
+async def test_the_hub_lets_go_of_an_upload_once_the_last_order_naming_it_is_submitted(
+    master: Master, hub: HubProcess, deploy: Callable[..., Awaitable[Deployment]], tmp_path: Path
+) -> None:
+    await deploy("freed", "a", "b", "c")
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    await master.upload(data)  # sent, no order yet: held by the hub
+    await master.scenarios()  # a round trip: the hub handled every chunk sent before it
+    assert (await scrape(hub))["crc_upload_bytes"][()] == len(data)
+
+    target = tmp_path / "freed" / "blob.bin"
+    results = await master.put_file("freed", "all", data, str(target), wait_timeout=30)  # one upload, three orders
+
+    assert [r.status for r in results] == ["succeeded"] * 3 and target.read_bytes() == data
+    assert (await scrape(hub))["crc_upload_bytes"][()] == 0

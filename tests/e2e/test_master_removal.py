@@ -35,7 +35,9 @@ async def test_a_removed_master_loses_its_scenarios_sessions_and_access(tmp_path
         await bob.wait_ready("bobs", timeout=20)
         await alice.create_scenario("alices", [("web", "linux")])
 
-        removed = await asyncio.to_thread(run_crc, hub, "hub", "remove-master", "bob", "--url", hub.url)
+        removed = await asyncio.to_thread(
+            run_crc, hub, "hub", "remove-master", "bob", "--url", hub.url, "--data-dir", str(hub.data_dir)
+        )
         assert removed.returncode == 0, removed.stderr
         answer = json.loads(removed.stdout)
         assert answer["name"] == "bob" and answer["scenarios"] == ["bobs"] and answer["revoked"] == [box.id]
@@ -47,7 +49,9 @@ async def test_a_removed_master_loses_its_scenarios_sessions_and_access(tmp_path
             await Master.connect(hub.url, bob_key)
         assert [s["name"] for s in await alice.scenarios()] == ["alices"]
 
-        again = await asyncio.to_thread(run_crc, hub, "hub", "remove-master", "bob", "--url", hub.url)
+        again = await asyncio.to_thread(
+            run_crc, hub, "hub", "remove-master", "bob", "--url", hub.url, "--data-dir", str(hub.data_dir)
+        )
         assert again.returncode == 1 and "404" in again.stderr
         await bob.close()
         await alice.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -14,9 +15,11 @@ import pytest
 
 from clients.master.models import EventInfo
 from clients.master.sdk import Master
+from provisioning import lifecycle
 from provisioning.lifecycle import Outcome, down, up
 from provisioning.providers import LocalProvider
 from provisioning.providers.local import netns_available
+from provisioning.release import DaemonRelease, publish_release
 from provisioning.scenario_file import parse_scenario
 from provisioning.startup import WheelRef
 from tests.e2e.support import HubProcess, assert_one_line_error, eventually, run_crc
@@ -117,18 +120,24 @@ async def test_crc_up_runs_the_startup_scripts_and_crc_down_leaves_nothing(
         await LocalProvider(local).destroy("shop")
 
 
-async def test_a_failing_step_is_reported_with_its_output(dist_hub: HubProcess, tmp_path: Path) -> None:
+async def test_a_failing_step_is_reported_with_its_output(
+    dist_hub: HubProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = parse_scenario(scenario_text("broken", "web"))
     provider = LocalProvider(tmp_path / "local", netns=False)
     lines: list[str] = []
+
+    async def other_bytes_than_signed(master: Master, wheel: Path | None = None) -> DaemonRelease:
+        # What a machine sees when the hub serves other bytes than the master signed: the digests differ.
+        release = await publish_release(master, wheel)
+        return DaemonRelease(WheelRef(release.wheel.name, "0" * 64), release.lock)
+
+    monkeypatch.setattr(lifecycle, "publish_release", other_bytes_than_signed)
     async with await Master.connect(dist_hub.url, dist_hub.key_path) as master:
         try:
-            # The hub serves the real wheel, but the script expects another digest: the download step fails.
-            wrong = WheelRef("cloudremotecontrol-0.1.0-py3-none-any.whl", "0" * 64)
             report = await up(
-                master, spec, provider, timeout=120, wheel=wrong,
-                progress=lambda m, text: lines.append(f"{m.name} {text}"),
-            )  # fmt: skip
+                master, spec, provider, timeout=120, progress=lambda m, text: lines.append(f"{m.name} {text}")
+            )
             web = report.machines["web"]
             assert not report.ok and web.outcome is Outcome.FAILED
             assert web.step == "downloading-daemon"
@@ -139,11 +148,12 @@ async def test_a_failing_step_is_reported_with_its_output(dist_hub: HubProcess, 
     assert gone.teardown.machines == ["web"] and gone.scenario_deleted
 
 
-async def test_crc_up_exits_non_zero_naming_the_machine_and_step(tmp_path: Path) -> None:
-    bad_dist = tmp_path / "dist"
-    bad_dist.mkdir()
-    (bad_dist / "cloudremotecontrol-0.1.0-py3-none-any.whl").write_bytes(b"this is not a zip file")
-    hub = HubProcess(tmp_path / "hub", extra_args=["--dist-dir", str(bad_dist)])
+async def test_crc_up_exits_non_zero_naming_the_machine_and_step(tmp_path: Path, daemon_dist: Path) -> None:
+    dist = tmp_path / "dist"
+    shutil.copytree(daemon_dist, dist)
+    bad_wheel = tmp_path / "cloudremotecontrol-0.1.0-py3-none-any.whl"
+    bad_wheel.write_bytes(b"this is not a zip file")
+    hub = HubProcess(tmp_path / "hub", extra_args=["--dist-dir", str(dist)])
     hub.start()
     scenario_file = tmp_path / "s.toml"
     scenario_file.write_text(scenario_text("bad", "app"))
@@ -151,7 +161,7 @@ async def test_crc_up_exits_non_zero_naming_the_machine_and_step(tmp_path: Path)
     try:
         result = await asyncio.to_thread(
             run_crc, hub, "up", str(scenario_file), "--local-dir", str(tmp_path / "local"), "--no-netns",
-            "--timeout", "120", timeout=200, env=env,
+            "--timeout", "120", "--wheel", str(bad_wheel), timeout=200, env=env,
         )  # fmt: skip
         assert result.returncode == 1, result.stdout + result.stderr
         assert "app: failed at step 'installing-daemon'" in result.stderr
@@ -228,7 +238,7 @@ async def test_crc_up_of_the_local_example_brings_every_machine_to_system_ready(
         await LocalProvider(local).destroy("local-shop")
 
 
-async def test_crc_up_on_a_hub_without_a_daemon_wheel_names_the_command_that_adds_it(tmp_path: Path) -> None:
+async def test_crc_up_on_a_hub_without_the_locked_dependencies_names_the_command_that_adds_them(tmp_path: Path) -> None:
     hub = HubProcess(tmp_path / "hub")  # an empty DATA_DIR/dist: what a newcomer has before `crc hub dist`
     hub.start()
     env = {"CRC_STATE_DIR": str(tmp_path / "state")}
@@ -236,7 +246,7 @@ async def test_crc_up_on_a_hub_without_a_daemon_wheel_names_the_command_that_add
         result = await asyncio.to_thread(
             run_crc, hub, "up", str(EXAMPLES / "local.toml"), "--local-dir", str(tmp_path / "local"), env=env
         )
-        assert_one_line_error(result, 1, "crc up:", "serves no daemon wheel", "`crc hub dist`")
+        assert_one_line_error(result, 1, "crc up:", "lacks locked dependencies", "`crc hub dist`")
         async with await Master.connect(hub.url, hub.key_path) as master:
             assert await master.scenarios() == []  # nothing was created
     finally:

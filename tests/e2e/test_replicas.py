@@ -235,7 +235,7 @@ async def test_a_drained_replica_hands_its_daemons_to_another_and_exits(
     nginx = cluster.start_nginx()
     master = await masters(a.url)
     await cluster.deploy(master, "drain", {f"m{i}": nginx.url for i in range(4)})
-    done = await asyncio.to_thread(run_crc, b, "hub", "drain", "--url", b.url)
+    done = await asyncio.to_thread(run_crc, b, "hub", "drain", "--url", b.url, "--data-dir", str(b.data_dir))
     assert done.returncode == 0, done.stderr
     assert await b.wait_exit(30) == 0
     await eventually(lambda: _all_on(master, "drain", "r0"), timeout=30, what="every machine back on replica r0")
@@ -316,7 +316,9 @@ async def test_rebalancing_moves_a_share_of_daemons_to_a_replica_that_joined(
         await master.wait_ready("grow", timeout=60)
         assert set((await _connected_replicas(master, "grow")).values()) == {"r0"}
         await asyncio.to_thread(late.start)
-        answer = await asyncio.to_thread(run_crc, first, "hub", "rebalance", "--url", first.url, "--share", "0.5")
+        answer = await asyncio.to_thread(
+            run_crc, first, "hub", "rebalance", "--url", first.url, "--share", "0.5", "--data-dir", str(first.data_dir)
+        )
         assert answer.returncode == 0, answer.stderr
         assert '"asked_to_reconnect": 10' in answer.stdout
 

@@ -30,6 +30,7 @@ from protocol.messages import (
     Cancel,
     Challenge,
     Deliver,
+    DistPut,
     Error,
     Event,
     EventsSubscribe,
@@ -115,6 +116,7 @@ SAMPLES: list[Body] = [
     ScenarioDelete(name="demo"),
     MachineRevoke(scenario="shop", machine="web"),
     MachineCertify(scenario="shop", certificates=[{"name": "web"}]),
+    DistPut(name="cloudremotecontrol-0.1.0-py3-none-any.whl", upload="ab" * 32),
     MasterRekey(public_key="ed25519:" + "A" * 43 + "=", proof=b"\x01" * 64),
     JobPut(name="deploy", shell="sh", script="echo hi"),
     JobList(),
@@ -195,7 +197,7 @@ def wrong_value_for(annotation: Any) -> Any:
         return {"not": "a list"}
     if origin is dict:
         return ["not", "a", "map"]
-    return {str: 7, bytes: "text, not bytes", int: "7", float: "7.5"}[annotation]
+    return {str: 7, bytes: "text, not bytes", int: "7", float: "7.5", bool: 1}[annotation]
 
 
 # -- round trips -------------------------------------------------------------------------------------------

@@ -482,18 +482,24 @@ def test_six_order_states_are_final() -> None:
     ]
 
 
-def test_update_bodies_name_a_plain_wheel_and_its_digest() -> None:
+def test_update_bodies_name_a_plain_wheel_its_lock_and_their_digests() -> None:
     from protocol.orders import update_body
 
-    assert update_body("cloudremotecontrol-1.2.0-py3-none-any.whl", "ab" * 32) == {
+    lock = "crc-runtime-0123456789abcdef.lock"
+    assert update_body("cloudremotecontrol-1.2.0-py3-none-any.whl", "ab" * 32, lock, "cd" * 32) == {
         "wheel": "cloudremotecontrol-1.2.0-py3-none-any.whl",
         "sha256": "ab" * 32,
+        "lock": lock,
+        "lock_sha256": "cd" * 32,
     }
-    for wheel, digest in [
-        ("../x.whl", "ab" * 32),
-        ("a/b.whl", "ab" * 32),
-        ("x.tar.gz", "ab" * 32),
-        ("x.whl", "AB" * 32),
+    for wheel, digest, lock_name, lock_digest in [
+        ("../x.whl", "ab" * 32, lock, "cd" * 32),
+        ("a/b.whl", "ab" * 32, lock, "cd" * 32),
+        ("x.tar.gz", "ab" * 32, lock, "cd" * 32),
+        ("x.whl", "AB" * 32, lock, "cd" * 32),
+        ("x.whl", "ab" * 32, "../requirements.txt", "cd" * 32),
+        ("x.whl", "ab" * 32, "crc-runtime-x.lock", "cd" * 32),
+        ("x.whl", "ab" * 32, lock, "not hex"),
     ]:
         with pytest.raises(ProtocolError):
-            update_body(wheel, digest)
+            update_body(wheel, digest, lock_name, lock_digest)

@@ -17,7 +17,7 @@ import pytest
 from clients.daemon.config import DaemonConfig, render_config
 from protocol import Identity
 from protocol.boot import report_key
-from provisioning.startup import RenderError, StartupParams, WheelRef, _check_block, render, render_linux
+from provisioning.startup import LockRef, RenderError, StartupParams, WheelRef, _check_block, render, render_linux
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "clients" / "linux" / "crc-daemon.service"
@@ -117,3 +117,21 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     unit.write_text(text.replace("ExecStart=/opt/crc/venv/bin/crc-daemon ", f"ExecStart={stand_in} "))
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+def test_machines_install_only_hash_pinned_files_from_the_hub_with_no_index_fallback() -> None:
+    script = render_linux(make_params())
+    lock = LockRef.local()
+    assert f"CRC_LOCK={lock.name}" in script and f"CRC_LOCK_SHA256={lock.sha256}" in script
+    assert '--no-index --find-links "$CRC_HUB_HTTP/v1/dist/"' in script
+    assert 'pip_install --require-hashes -r "$LOCK_FILE"' in script
+    assert 'pip_install --no-deps "$WHEEL_FILE"' in script
+    assert "package index" not in script.replace("no package index", "")
+    for template in (render_linux(make_params()), render_windows_for_test()):
+        assert "pypi.org" not in template
+
+
+def render_windows_for_test() -> str:
+    from provisioning.startup import render_windows
+
+    return render_windows(make_params())

@@ -233,6 +233,9 @@ def test_python_installers_are_checked() -> None:
     assert re.search(r"^\$PythonVersion = '3\.\d+\.\d+'", TEMPLATE, re.M)
     assert "Get-FileHash" in TEMPLATE
     assert "'--no-index'" in TEMPLATE
+    assert "@('--require-hashes', '-r', $LockFile)" in TEMPLATE and "@('--no-deps', $WheelFile)" in TEMPLATE
+    assert "$actual -ne $CrcLockSha256.ToLowerInvariant()" in TEMPLATE
+    assert "package index" not in TEMPLATE.replace("no package index", "")
 
 
 @pytest.mark.skipif(shutil.which("pwsh") is None, reason="pwsh is not installed")

@@ -7,25 +7,43 @@ and the hub must go on serving well-behaved sessions afterwards.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
+import msgpack
 import pytest
 import websockets
 from aiohttp.test_utils import TestServer
 from websockets.asyncio.client import ClientConnection, connect
 
-from protocol import DEFAULT_MAX_FRAME, ClientSession, Envelope, Identity, MsgType, RemoteError, Role
-from protocol.envelope import pack, unpack
-from protocol.messages import Body, Error, OrderAck, Ping, Response, ScenarioList
+from protocol import DEFAULT_MAX_FRAME, ClientSession, Envelope, Identity, MsgType, OrderState, RemoteError, Role
+from protocol.envelope import envelope_to_wire, pack, unpack
+from protocol.messages import (
+    Auth,
+    Body,
+    Error,
+    EventsSubscribe,
+    FileChunk,
+    OrderAck,
+    OrderStarted,
+    Output,
+    Ping,
+    Response,
+    ScenarioList,
+)  # fmt: skip
 from protocol.session import HUB_RECIPIENT, refusal
 from server.app import create_app
+from server.hub import Hub
 from server.settings import HubSettings
-from server.store import MachineSpec
+from server.store import MachineSpec, OrderRecord
 from server.ws import HUB_KEY
 
 TIMEOUT = 5.0
@@ -290,3 +308,255 @@ async def test_a_frame_whose_sender_is_not_the_authenticated_peer_closes_the_ses
     error = await client.refused()
     assert error.code == "bad_field"
     await assert_hub_still_serves(live_hub)
+
+
+# Before authentication: what one unknown address can make the hub do (issue 15, item 9).
+
+
+@dataclass
+class GuardedHub:
+    """A hub with a low failed-sign-in limit, its WebSocket and HTTP addresses, and the hub object itself."""
+
+    url: str
+    http_url: str
+    master: Identity
+    daemon: Identity
+    hub: Hub
+
+
+@pytest.fixture
+async def guarded_hub(tmp_path: Path) -> AsyncIterator[GuardedHub]:
+    app = create_app(HubSettings(data_dir=tmp_path / "hub", handshake_failure_limit=FAILURE_LIMIT))
+    hub = app[HUB_KEY]
+    master, daemon = Identity.generate(secrets.token_bytes), Identity.generate(secrets.token_bytes)
+    await hub.store.enroll_master("alice", master.public.to_text(), time.time())
+    other = Identity.generate(secrets.token_bytes)
+    machines = [MachineSpec("box", "linux", "box", daemon.public.to_text()),
+                MachineSpec("other", "linux", "other", other.public.to_text())]  # fmt: skip
+    await hub.store.create_scenario(master.id, "sc", machines, 0.0)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield GuardedHub(f"ws://127.0.0.1:{server.port}/v1/ws", f"http://127.0.0.1:{server.port}", master, daemon, hub)
+    finally:
+        await server.close()
+
+
+FAILURE_LIMIT = 20
+
+
+def _failed_handshakes(hub: Hub) -> float:
+    return hub.metrics.registry.get_sample_value("crc_handshake_failures_total") or 0.0
+
+
+def _tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def _million_empty_arrays() -> bytes:
+    """A valid msgpack value of 1 MiB: about a million empty arrays (each one byte, each a Python list decoded)."""
+    return msgpack.packb([[]] * (DEFAULT_MAX_FRAME - 16))
+
+
+def _auth_frame(client_id: str, extra: dict[str, Any] | None = None) -> bytes:
+    auth = Auth(client_id=client_id, role="master", ephemeral_key=b"\x00" * 32, signature=b"\x00" * 64, version=1)
+    wire = envelope_to_wire(Envelope(uuid.uuid4().hex, "peer", HUB_RECIPIENT, "", time.time(), auth))
+    wire["b"].update(extra or {})
+    return pack(wire)
+
+
+PRE_AUTH_FRAMES: dict[str, tuple[Callable[[], bytes], str]] = {
+    "a_million_empty_arrays": (_million_empty_arrays, "frame_too_large"),
+    "just_over_the_pre_auth_limit": (lambda: pack({"x": b"\x00" * 4096}), "frame_too_large"),
+    "nested_3000_deep": (lambda: b"\x91" * 3000 + b"\xc0", "malformed_frame"),
+    "nested_past_the_auth_depth": (lambda: pack({"b": [[[[[[1]]]]]]}), "malformed_frame"),
+    "a_2000_character_client_id": (lambda: _auth_frame("a" * 2000), "malformed_frame"),
+    "an_auth_body_of_200_fields": (lambda: _auth_frame("x", {f"f{i}": i for i in range(200)}), "malformed_frame"),
+}
+
+
+async def _send_before_auth(url: str, frame: bytes) -> RemoteError:
+    """Take the challenge, answer it with ``frame``; the hub's unsealed refusal (then it must hang up)."""
+    async with connect(url, compression=None, ping_interval=None, close_timeout=1) as ws:
+        await asyncio.wait_for(ws.recv(decode=False), TIMEOUT)  # the challenge
+        await ws.send(frame)
+        error = refusal(await asyncio.wait_for(ws.recv(decode=False), TIMEOUT))
+        assert error is not None
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(decode=False), TIMEOUT)
+        return error
+
+
+@pytest.mark.parametrize("case", list(PRE_AUTH_FRAMES))
+async def test_a_hostile_frame_before_auth_is_a_typed_refusal_and_a_failed_sign_in(
+    guarded_hub: GuardedHub, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    build, code = PRE_AUTH_FRAMES[case]
+    error = await _send_before_auth(guarded_hub.url, build())
+    assert error.code == code, error
+    assert _failed_handshakes(guarded_hub.hub) == 1
+    assert guarded_hub.hub.guard.too_many_failures("127.0.0.1", time.monotonic()) is False  # one of 20 so far
+    assert not _tracebacks(caplog)
+    await assert_hub_still_serves(LiveHub(guarded_hub.url, guarded_hub.master, guarded_hub.daemon))
+
+
+async def test_twenty_connections_of_megabyte_frames_do_not_stall_the_hub_and_the_address_is_then_refused(
+    guarded_hub: GuardedHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attack that stalled the loop ~27 s (both daemons dropped): 20 unauthenticated 1 MiB frames at once,
+    while a master and a daemon already connected keep pinging: every ping is answered within TIMEOUT."""
+    master = await RawClient.open(guarded_hub.url, guarded_hub.master, Role.MASTER)
+    daemon = await RawClient.open(guarded_hub.url, guarded_hub.daemon, Role.DAEMON)
+    frame = _million_empty_arrays()
+    try:
+        attacks = [asyncio.create_task(_send_before_auth(guarded_hub.url, frame)) for _ in range(FAILURE_LIMIT)]
+        pings = 0
+        for _ in range(2000):  # bounded: each request waits at most TIMEOUT
+            assert (await master.request(Ping())).type is MsgType.PONG
+            assert (await daemon.request(Ping())).type is MsgType.PONG
+            pings += 1
+            if all(attack.done() for attack in attacks):
+                break
+        codes = [error.code for error in await asyncio.gather(*attacks)]
+        assert codes == ["frame_too_large"] * FAILURE_LIMIT and pings >= 1
+        assert _failed_handshakes(guarded_hub.hub) == FAILURE_LIMIT
+        # Counted against the address: its next connection is refused before any handshake.
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await connect(guarded_hub.url, compression=None, ping_interval=None, close_timeout=1)
+        assert refused.value.response.status_code == 429
+        assert (await master.request(Ping())).type is MsgType.PONG  # sessions already open are not touched
+    finally:
+        await master.close()
+        await daemon.close()
+    assert not _tracebacks(caplog)
+
+
+LIVE_FIRST_MESSAGES: dict[str, str | bytes] = {
+    "nested_2000_deep": "[" * 2000 + "]" * 2000,  # json.loads raises RecursionError on it
+    "an_object_nested_2000_deep": '{"token": ' + "[" * 1990 + "]" * 1990 + "}",
+    "not_json": "token please",
+    "binary": b"\x81\xa5token\xa1x",
+    "a_scenario_that_is_not_a_name": json.dumps({"token": "crc_0123456789abcdef.AAAA", "scenario": [[1]]}),
+}
+
+
+@pytest.mark.parametrize("case", list(LIVE_FIRST_MESSAGES))
+async def test_a_hostile_first_message_on_the_live_socket_is_answered_and_counted(
+    guarded_hub: GuardedHub, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = LIVE_FIRST_MESSAGES[case]
+    async with aiohttp.ClientSession() as http, http.ws_connect(guarded_hub.http_url + "/v1/live") as ws:
+        await (ws.send_str(first) if isinstance(first, str) else ws.send_bytes(first))
+        answer = await ws.receive_json(timeout=TIMEOUT)
+        assert (answer["type"], answer["code"]) == ("error", "invalid_request")
+        closing = await ws.receive(timeout=TIMEOUT)
+        assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4400
+    assert not _tracebacks(caplog)
+    assert guarded_hub.hub.guard.too_many_failures("127.0.0.1", time.monotonic()) is False
+    for _ in range(FAILURE_LIMIT - 1):
+        guarded_hub.hub.guard.failed("127.0.0.1", time.monotonic())  # the rest of the allowance, spent
+    assert guarded_hub.hub.guard.too_many_failures("127.0.0.1", time.monotonic())  # so that one counted
+
+
+async def test_an_oversized_first_message_on_the_live_socket_is_counted_without_a_traceback(
+    guarded_hub: GuardedHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(FAILURE_LIMIT):  # bounded
+            async with http.ws_connect(guarded_hub.http_url + "/v1/live") as ws:
+                await ws.send_str(json.dumps({"token": "x" * 8192}))
+                closing = await ws.receive(timeout=TIMEOUT)
+                assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(guarded_hub.http_url + "/v1/live")
+        assert refused.value.status == 429
+    assert not _tracebacks(caplog)
+
+
+# Reports only about the sender's own orders (issue 15: "a machine may send output for another machine's order").
+
+
+async def _queue(hub: Hub, master: Identity, machine_id: str, order_id: str) -> None:
+    """An order queued as the hub would after a master's submit (its signature is never looked at here)."""
+    scenario = await hub.store.scenario_by_name(master.id, "sc")
+    assert scenario is not None
+    now = time.time()
+    record = OrderRecord(order_id, scenario.id, machine_id, "exec", {"id": order_id}, OrderState.QUEUED, now, now)
+    await hub.store.add_order(record, [])
+
+
+async def test_a_machine_cannot_send_output_or_progress_for_another_machines_order(
+    guarded_hub: GuardedHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = guarded_hub.hub
+    scenario = await hub.store.scenario_by_name(guarded_hub.master.id, "sc")
+    assert scenario is not None
+    other = next(m for m in await hub.store.machines(scenario.id) if m.name == "other")
+    foreign, own, forged_id = "f" * 32, "0" * 32, "x\n2026-01-01 INFO crc-hub forged line"
+    await _queue(hub, guarded_hub.master, other.id, foreign)
+    await _queue(hub, guarded_hub.master, guarded_hub.daemon.id, own)
+    master = await RawClient.open(guarded_hub.url, guarded_hub.master, Role.MASTER)
+    daemon = await RawClient.open(guarded_hub.url, guarded_hub.daemon, Role.DAEMON)
+    try:
+        assert isinstance((await master.request(EventsSubscribe("sc", after=-1))).body, Response)
+        # The machine's own session key, and a report about an order of "other" (and one the hub never made).
+        for body in (OrderAck(foreign), OrderStarted(foreign), Output(foreign, "stdout", b"FORGED"),
+                     Output(forged_id, "stdout", b"FORGED TOO"), Output(own, "stdout", b"genuine")):  # fmt: skip
+            await daemon.ws.send(daemon.seal(body)[1])
+        outputs: list[Output] = []
+        for _ in range(200):  # bounded: each frame waits at most TIMEOUT
+            frame = await asyncio.wait_for(master.ws.recv(decode=False), TIMEOUT)
+            envelope = master.session.open(frame, time.time())
+            if isinstance(envelope.body, Output):
+                outputs.append(envelope.body)
+                if envelope.body.data == b"genuine":
+                    break
+        # Frames of one session are handled in order: a forwarded forgery would have come before the genuine one.
+        assert [(o.order_id, o.data, o.machine) for o in outputs] == [(own, b"genuine", "box")]
+        assert (await daemon.request(Ping())).type is MsgType.PONG  # the machine's session goes on
+    finally:
+        await master.close()
+        await daemon.close()
+    stored = await hub.store.order(foreign)
+    assert stored is not None and stored.state is OrderState.QUEUED  # neither acknowledged nor started by box
+    assert hub.metrics.registry.get_sample_value("crc_foreign_reports_total") == 4
+    warnings = [r.getMessage() for r in caplog.records if "not its own" in r.getMessage()]
+    assert len(warnings) == 1  # logged once per session, counted every time
+    assert "\n" not in warnings[0] and foreign in warnings[0]
+    assert not _tracebacks(caplog)
+
+
+# Uploads held for their orders: bounded per master, freed with their session (issue 15: "uploads freed after use").
+
+
+async def test_uploads_waiting_for_orders_are_bounded_per_master_across_its_sessions(tmp_path: Path) -> None:
+    app = create_app(HubSettings(data_dir=tmp_path / "hub", max_upload_bytes=1000))
+    hub = app[HUB_KEY]
+    master = Identity.generate(secrets.token_bytes)
+    await hub.store.enroll_master("alice", master.public.to_text(), time.time())
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    url = f"ws://127.0.0.1:{server.port}/v1/ws"
+    first, second = await RawClient.open(url, master, Role.MASTER), await RawClient.open(url, master, Role.MASTER)
+    try:
+        await first.ws.send(first.seal(FileChunk("a" * 64, 0, b"x" * 600))[1])
+        assert (await first.request(Ping())).type is MsgType.PONG  # handled (chunks are not answered)
+        assert hub.metrics.registry.get_sample_value("crc_upload_bytes") == 600
+        # A second session of the same master does not get a second allowance.
+        refused = await second.request(FileChunk("b" * 64, 0, b"y" * 600))
+        assert isinstance(refused.body, Error) and refused.body.code == "invalid_request"
+        assert "per master" in refused.body.message
+        assert hub.metrics.registry.get_sample_value("crc_upload_bytes") == 600
+        await first.close()
+        for _ in range(100):  # bounded: the hub notices the closed session
+            if not hub.masters.get(master.id) or len(hub.masters[master.id]) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert hub.metrics.registry.get_sample_value("crc_upload_bytes") == 0  # went with its session
+        await second.ws.send(second.seal(FileChunk("b" * 64, 0, b"y" * 600))[1])
+        assert (await second.request(Ping())).type is MsgType.PONG
+        assert hub.metrics.registry.get_sample_value("crc_upload_bytes") == 600
+    finally:
+        await first.close()
+        await second.close()
+        await server.close()
