@@ -51,6 +51,7 @@ class MsgType(StrEnum):
     TOKEN_CREATE = "token.create"
     TOKEN_LIST = "token.list"
     TOKEN_REVOKE = "token.revoke"
+    TOKEN_RENEW = "token.renew"
     ORDER_SUBMIT = "order.submit"
     ORDER_CANCEL = "order.cancel"
     RESULTS_QUERY = "results.query"
@@ -258,6 +259,15 @@ class TokenList(Body):
 class TokenRevoke(Body):
     TYPE = MsgType.TOKEN_REVOKE
     token_id: str
+
+
+@dataclass(frozen=True)
+class TokenRenew(Body):
+    """Operator tokens' delegations signed anew by their master (``protocol.delegation.Delegation.renewed``): same
+    token, delegate key, scope and token expiry, a fresh short lifetime."""
+
+    TYPE = MsgType.TOKEN_RENEW
+    delegations: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -491,7 +501,7 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
         Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
         ScenarioDelete, MachineRevoke, MasterRekey, JobPut, JobList, JobShow, JobDelete, KvSet, KvGet,
         KvWait, PlanSubmit, PlanShow, PlanList, PlanCancel, MsgSend,
-        MsgRecv, TokenCreate, TokenList, TokenRevoke, OrderSubmit, OrderCancel,
+        MsgRecv, TokenCreate, TokenList, TokenRevoke, TokenRenew, OrderSubmit, OrderCancel,
         ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect,
         SystemReady, OrderAck, OrderStarted, Output, Result, MachineCertify, DistPut,
     )

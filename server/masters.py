@@ -509,6 +509,7 @@ MASTER_HANDLERS: dict[MsgType, Handler] = {
     MsgType.TOKEN_CREATE: tokens.token_create,
     MsgType.TOKEN_LIST: tokens.token_list,
     MsgType.TOKEN_REVOKE: tokens.token_revoke,
+    MsgType.TOKEN_RENEW: tokens.token_renew,
     MsgType.ORDER_SUBMIT: order_submit,
     MsgType.FILE_CHUNK: file_chunk,
     MsgType.ORDER_CANCEL: order_cancel,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from protocol import Envelope, ErrorCode, ProtocolError, PublicKey
 from protocol.delegation import Delegation
-from protocol.messages import Response, TokenCreate, TokenList, TokenRevoke
+from protocol.messages import Response, TokenCreate, TokenList, TokenRenew, TokenRevoke
 from protocol.tokens import TOKEN_ID, TokenRole
 from server.connection import Connection
 from server.errors import RequestError
@@ -25,19 +26,32 @@ MAX_LABEL = 100
 MAX_TOKENS_PER_MASTER = 1000
 
 
-async def _check_delegation(hub: Hub, conn: Connection, body: TokenCreate) -> Delegation:
-    if body.delegation is None or not body.sealed_key or len(body.sealed_key) > MAX_SEALED_KEY:
-        raise RequestError(ErrorCode.INVALID_REQUEST, "an operator token needs its delegation and sealed key")
+def _parse_delegation(raw: Any, master_key: PublicKey, scenario: str, now: float) -> Delegation:
+    """A delegation this master signed, for ``scenario`` (or all), bounded in time and not expired."""
+    try:
+        delegation = Delegation.from_wire(raw)
+        delegation.verify(master_key, scenario, now)
+    except ProtocolError as exc:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"the token's delegation does not hold: {exc.message}") from None
+    return delegation
+
+
+async def _master_key(hub: Hub, conn: Connection) -> PublicKey:
     master = await hub.store.master(conn.id)
     if master is None:
         raise RequestError(ErrorCode.REVOKED, "this master is no longer enrolled on the hub")
-    try:
-        delegation = Delegation.from_wire(body.delegation)
-        delegation.verify(PublicKey.from_text(master.public_key), body.scenario or "", 0.0)
-        PublicKey.from_text(delegation.key)
-    except ProtocolError as exc:
-        raise RequestError(ErrorCode.INVALID_REQUEST, f"the token's delegation does not hold: {exc.message}") from None
-    if (delegation.token, delegation.scenario, delegation.expires) != (body.token_id, body.scenario, body.expires):
+    return PublicKey.from_text(master.public_key)
+
+
+async def _check_delegation(hub: Hub, conn: Connection, body: TokenCreate, now: float) -> Delegation:
+    if body.delegation is None or not body.sealed_key or len(body.sealed_key) > MAX_SEALED_KEY:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "an operator token needs its delegation and sealed key")
+    delegation = _parse_delegation(body.delegation, await _master_key(hub, conn), body.scenario or "", now)
+    if (delegation.token, delegation.scenario, delegation.token_expires) != (
+        body.token_id,
+        body.scenario,
+        body.expires,
+    ):
         raise RequestError(ErrorCode.INVALID_REQUEST, "the delegation must name this token, scope and expiry")
     return delegation
 
@@ -57,7 +71,7 @@ async def token_create(hub: Hub, conn: Connection, env: Envelope) -> None:
     if body.scenario and await hub.store.scenario_by_name(conn.id, body.scenario) is None:
         raise RequestError(ErrorCode.NOT_FOUND, f"you have no scenario named {body.scenario!r}")
     if body.role == TokenRole.OPERATOR:
-        delegation: Delegation | None = await _check_delegation(hub, conn, body)
+        delegation: Delegation | None = await _check_delegation(hub, conn, body, now)
     elif body.delegation is not None or body.sealed_key:
         raise RequestError(ErrorCode.INVALID_REQUEST, "a viewer token cannot sign: send no delegation")
     else:
@@ -77,7 +91,8 @@ async def token_create(hub: Hub, conn: Connection, env: Envelope) -> None:
 
 async def token_list(hub: Hub, conn: Connection, env: Envelope) -> None:
     assert isinstance(env.body, TokenList)
-    tokens = [t.to_wire() for t in await hub.store.tokens(conn.id)]
+    # The master also sees each delegation it signed (no secret: orders carry them), to renew it.
+    tokens = [{**t.to_wire(), "delegation": t.delegation} for t in await hub.store.tokens(conn.id)]
     conn.send(Response({"tokens": tokens}), reply_to=env.id)
 
 
@@ -87,3 +102,39 @@ async def token_revoke(hub: Hub, conn: Connection, env: Envelope) -> None:
     if not await hub.store.revoke_token(conn.id, body.token_id):
         raise RequestError(ErrorCode.NOT_FOUND, f"you have no token {body.token_id!r}")
     conn.send(Response({"revoked": body.token_id}), reply_to=env.id)
+
+
+async def token_renew(hub: Hub, conn: Connection, env: Envelope) -> None:
+    """Replace operator tokens' delegations with ones their master signed anew: same token, delegate key and
+    scope, a fresh lifetime. A revoked, expired or foreign token is refused (and stays as it was)."""
+    body = env.body
+    assert isinstance(body, TokenRenew)
+    if len(body.delegations) > MAX_TOKENS_PER_MASTER:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"renew at most {MAX_TOKENS_PER_MASTER} tokens at once")
+    master_key = await _master_key(hub, conn)
+    now = time.time()
+    renewed: list[str] = []
+    refused: dict[str, str] = {}
+    for raw in body.delegations:
+        token_id = str(raw.get("token", "")) if isinstance(raw, dict) else ""
+        try:
+            record = await hub.store.token(token_id)
+            if record is None or record.owner != conn.id or record.role != TokenRole.OPERATOR:
+                raise RequestError(ErrorCode.NOT_FOUND, "you have no operator token of that id")
+            if record.revoked or record.delegation is None:
+                raise RequestError(ErrorCode.REVOKED, "the token was revoked: it cannot be renewed")
+            if record.expires and now >= record.expires:
+                raise RequestError(ErrorCode.EXPIRED, "the token has expired: it cannot be renewed")
+            delegation = _parse_delegation(raw, master_key, record.scenario, now)
+            before = Delegation.from_wire(record.delegation)
+            if (delegation.key, delegation.scenario, delegation.token_expires) != (
+                before.key, record.scenario, record.expires,
+            ):  # fmt: skip
+                raise RequestError(ErrorCode.INVALID_REQUEST, "a renewal keeps the token's key, scope and expiry")
+            if not await hub.store.renew_token(conn.id, token_id, delegation.to_wire()):
+                raise RequestError(ErrorCode.REVOKED, "the token was revoked: it cannot be renewed")
+        except (RequestError, ProtocolError) as exc:
+            refused[token_id] = exc.message
+            continue
+        renewed.append(token_id)
+    conn.send(Response({"renewed": renewed, "refused": refused}), reply_to=env.id)

@@ -23,6 +23,7 @@ from clients.master.keys import KeyFileError, default_key_path, load_master_key,
 from clients.master.models import CommandResult, EventInfo, OutputChunk
 from clients.master.sdk import Master, MasterError
 from protocol import CrcError, Identity, RemoteError
+from protocol.delegation import DELEGATION_LIFETIME
 from protocol.logformat import LOG_FORMATS, configure_logging
 from protocol.plans import Plan, PlanError, from_gorch, parse_plan
 
@@ -313,6 +314,20 @@ async def cmd_token_revoke(args: argparse.Namespace) -> int:
         await master.revoke_token(args.id)
     print(f"revoked token {args.id}")
     return 0
+
+
+async def cmd_token_renew(args: argparse.Namespace) -> int:
+    """Renew the delegations of live operator tokens (once, or every ``--every`` seconds until interrupted)."""
+    while True:
+        async with await _connect(args) as master:
+            renewal = await master.renew_tokens()
+        for token_id in renewal.renewed:
+            print(f"renewed token {token_id} for {DELEGATION_LIFETIME / 3600:.0f} h")
+        for token_id, reason in renewal.refused.items():
+            print(f"crc: token {token_id} not renewed: {reason}", file=sys.stderr)
+        if not args.every:
+            return 1 if renewal.refused else 0
+        await asyncio.sleep(args.every)
 
 
 async def cmd_job_add(args: argparse.Namespace) -> int:
@@ -645,6 +660,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = token.add_parser("revoke", help="revoke a token at once")
     p.add_argument("id")
     p.set_defaults(func=cmd_token_revoke)
+    p = token.add_parser(
+        "renew",
+        help=f"renew operator tokens' delegations: each signs for {DELEGATION_LIFETIME / 3600:.0f} h after its "
+        "last renewal (run it from cron or a timer, or with --every)",
+    )
+    p.add_argument("--every", type=duration, default=0.0,
+                   help="keep running, renewing every DURATION (e.g. 4h); default: once")  # fmt: skip
+    p.set_defaults(func=cmd_token_renew)
 
     job = sub.add_parser("job", help="stored jobs: named scripts kept on the hub").add_subparsers(
         dest="job_action", required=True

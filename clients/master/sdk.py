@@ -26,8 +26,9 @@ from typing import Any
 
 from clients.link import HubLink, LinkClosed, new_id
 from clients.master.fanout import SKIPPED, TIMED_OUT, FanOut, amount
-from clients.master.keys import load_master_key
+from clients.master.keys import default_key_path, load_master_key
 from clients.master.models import CommandResult, EventInfo, JobRun, MachineInfo, NewMachine, OutputChunk, Scenario
+from clients.master.revocations import RevokedTokens
 from protocol import (
     CrcError,
     Envelope,
@@ -43,7 +44,7 @@ from protocol import (
 )
 from protocol.boot import report_key
 from protocol.certificates import MachineCertificate
-from protocol.delegation import Delegation
+from protocol.delegation import DELEGATION_LIFETIME, Delegation
 from protocol.messages import (
     Body,
     DistPut,
@@ -78,6 +79,7 @@ from protocol.messages import (
     ScenarioShow,
     TokenCreate,
     TokenList,
+    TokenRenew,
     TokenRevoke,
     master_rekey_payload,
 )
@@ -113,6 +115,14 @@ class MasterError(CrcError):
     """A master-side failure that is not the hub's answer (timeouts waiting for machines, bad targets...)."""
 
 
+@dataclass
+class TokenRenewal:
+    """What ``Master.renew_tokens`` did: the token ids renewed, and why others were not (by id)."""
+
+    renewed: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(eq=False)
 class _Consumer:
     scenario: str
@@ -124,9 +134,19 @@ class Master:
     """A connected master. Build it with ``Master.connect``; it reconnects by itself and resumes event streams."""
 
     def __init__(
-        self, url: str, identity: Identity, link: HubLink, *, pin: str = "", ca_file: str | None = None
+        self,
+        url: str,
+        identity: Identity,
+        link: HubLink,
+        *,
+        pin: str = "",
+        ca_file: str | None = None,
+        revoked: RevokedTokens | None = None,
     ) -> None:
         self.url = url
+        # Tokens this master revoked, kept on its own computer: never renewed whatever the hub lists (None: a
+        # master made from a bare key keeps no such memory and trusts the hub's "revoked").
+        self.revoked = revoked
         self.pin = pin
         self.ca_file = ca_file
         self.identity = identity
@@ -161,8 +181,9 @@ class Master:
             OSError / TimeoutError: the hub is unreachable.
         """
         identity = key if isinstance(key, Identity) else load_master_key(key)
+        revoked = None if isinstance(key, Identity) else RevokedTokens.beside(Path(key) if key else default_key_path())
         link = await HubLink.connect(url, identity, Role.MASTER, open_timeout=timeout, pin=pin, ca_file=ca_file)
-        return cls(url, identity, link, pin=pin, ca_file=ca_file)
+        return cls(url, identity, link, pin=pin, ca_file=ca_file, revoked=revoked)
 
     async def __aenter__(self) -> Master:
         return self
@@ -892,21 +913,24 @@ class Master:
         only a hash) and its record.
 
         An operator token gets its own delegate key pair, a delegation signed here (limited to ``scenario``, or
-        every scenario of this master, until the token expires) and the delegate key sealed under the token, so
-        the hub can sign orders with it only while the token is presented.
+        every scenario of this master) and the delegate key sealed under the token, so the hub can sign orders
+        with it only while the token is presented. The delegation lasts ``DELEGATION_LIFETIME`` (less if the
+        token ends sooner): ``renew_tokens`` extends it, so a token stops signing at most that long after its
+        master last renewed it, whoever kept a copy.
 
         Args:
             role: ``viewer`` (reads only) or ``operator`` (also runs commands and plans).
             ttl: seconds until it expires; None: never (then only revoking ends it).
         """
         token = AccessToken.generate(secrets.token_bytes)
-        expires = 0.0 if ttl is None else time.time() + ttl
+        now = time.time()
+        expires = 0.0 if ttl is None else now + ttl
         delegation: dict[str, Any] | None = None
         sealed = b""
         if role == TokenRole.OPERATOR:
             delegate = Identity.generate(secrets.token_bytes)
-            cert = Delegation(token.id, self.identity.id, delegate.public.to_text(), scenario, expires)
-            delegation = cert.signed(self.identity).to_wire()
+            cert = Delegation.issue(self.identity, token.id, delegate.public.to_text(), scenario, expires, now)
+            delegation = cert.to_wire()
             sealed = token.seal(delegate, secrets.token_bytes)
         body = TokenCreate(token.id, role, scenario, expires, token.secret_hash, label, delegation, sealed)
         return token.text(), await self.request(body)
@@ -916,8 +940,41 @@ class Master:
         return list((await self.request(TokenList()))["tokens"])
 
     async def revoke_token(self, token_id: str) -> None:
-        """Revoke a token at once: the hub refuses it and erases its sealed signing key."""
+        """Revoke a token at once: the hub refuses it and erases its sealed signing key, and this computer never
+        renews its delegation again (so daemons stop obeying it within ``DELEGATION_LIFETIME`` even if the hub
+        kept the key)."""
+        if self.revoked is not None:
+            self.revoked.add(token_id)
         await self.request(TokenRevoke(token_id))
+
+    async def renew_tokens(self, *, within: float = DELEGATION_LIFETIME) -> TokenRenewal:
+        """Sign anew the delegations of this master's live operator tokens that end within ``within`` seconds.
+
+        Only delegations this master signed are renewed (the same token, delegate key and scope, never past the
+        token's own expiry), and never one of a token this computer revoked, whatever the hub lists.
+        """
+        now = time.time()
+        revoked = self.revoked.ids() if self.revoked is not None else frozenset()
+        renewal = TokenRenewal()
+        fresh: list[dict[str, Any]] = []
+        for record in await self.tokens():
+            token_id = str(record.get("id", ""))
+            if record.get("role") != TokenRole.OPERATOR or record.get("revoked") or token_id in revoked:
+                continue
+            try:
+                current = Delegation.from_wire(record.get("delegation"))
+                if current.token != token_id:
+                    raise ProtocolError(ErrorCode.BAD_FIELD, "the hub listed another token's delegation")
+                if current.issued and current.expires - now > within:
+                    continue  # still fresh enough
+                fresh.append(current.renewed(self.identity, now).to_wire())
+            except ProtocolError as exc:
+                renewal.refused[token_id] = exc.message
+        if fresh:
+            answer = await self.request(TokenRenew(fresh))
+            renewal.renewed.extend(str(i) for i in answer.get("renewed", []))
+            renewal.refused.update({str(k): str(v) for k, v in dict(answer.get("refused", {})).items()})
+        return renewal
 
     # stored jobs
     async def put_job(self, name: str, script: str, *, shell: str = "sh") -> dict[str, Any]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from protocol import ErrorCode, Identity, ProtocolError
-from protocol.delegation import Delegation
+from protocol.delegation import DELEGATION_LIFETIME, Delegation
 from protocol.tokens import AccessToken, TokenRole
 from server.errors import RequestError
 from server.guard import TokenBucket
@@ -62,6 +62,13 @@ class Principal:
         if delegation.master != self.master:
             raise RequestError(
                 ErrorCode.FORBIDDEN, "this token was made before its master's key was rotated: create a new one"
+            )
+        if not delegation.issued or time.time() > delegation.expires:
+            # Daemons would refuse what it signs: say why here, and what to do.
+            raise RequestError(
+                ErrorCode.FORBIDDEN,
+                "this operator token's delegation has ended (it lasts "
+                f"{DELEGATION_LIFETIME / 3600:.0f} h after its master last renewed it): run `crc token renew`",
             )
         try:
             return self.access.open(self.token.sealed_key), delegation

@@ -261,6 +261,10 @@ class Store(ABC):
     async def revoke_token(self, owner: str, token_id: str) -> bool:
         """Mark the owner's token revoked and erase its sealed key; False if the owner has no such token."""
 
+    @abstractmethod
+    async def renew_token(self, owner: str, token_id: str, delegation: dict[str, Any]) -> bool:
+        """Replace the delegation of the owner's live (not revoked) token; False if there is no such token."""
+
     # plans
     @abstractmethod
     async def put_plan(self, plan: PlanRecord) -> None:

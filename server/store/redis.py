@@ -153,6 +153,14 @@ redis.call('HSET', KEYS[1], 'revoked', 1, 'sealed_key', '')
 return 1
 """
 
+# KEYS: the token. ARGV: owner, packed delegation. Only a live token of that owner gets its new delegation.
+_RENEW_TOKEN = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'revoked') == '1' then return 0 end
+redis.call('HSET', KEYS[1], 'delegation', ARGV[2])
+return 1
+"""
+
 # KEYS: owner's token index. ARGV: prefix. Deletes the owner's tokens (with a removed master).
 _DROP_TOKENS = """
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', ARGV[1] .. ':token:' .. id) end
@@ -444,6 +452,7 @@ class RedisStore(Store):
         self._rekey_master = client.register_script(_REKEY_MASTER)
         self._put_token = client.register_script(_PUT_TOKEN)
         self._revoke_token = client.register_script(_REVOKE_TOKEN)
+        self._renew_token = client.register_script(_RENEW_TOKEN)
         self._drop_tokens = client.register_script(_DROP_TOKENS)
         self._create = client.register_script(_CREATE)
         self._delete = client.register_script(_DELETE)
@@ -618,6 +627,11 @@ class RedisStore(Store):
         with self._errors():
             revoked = await self._revoke_token(keys=[self._token_key(token_id)], args=[owner])
         return bool(revoked)
+
+    async def renew_token(self, owner: str, token_id: str, delegation: dict[str, Any]) -> bool:
+        with self._errors():
+            renewed = await self._renew_token(keys=[self._token_key(token_id)], args=[owner, _pack(delegation)])
+        return bool(renewed)
 
     # plans
     async def put_plan(self, plan: PlanRecord) -> None:

@@ -259,6 +259,14 @@ class SqliteStore(Store):
             )
             return cur.rowcount == 1
 
+    async def renew_token(self, owner: str, token_id: str, delegation: dict[str, Any]) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tokens SET delegation = ? WHERE id = ? AND owner = ? AND revoked = 0",
+                (_pack(delegation), token_id, owner),
+            )
+            return cur.rowcount == 1
+
     # plans
     async def put_plan(self, plan: PlanRecord) -> None:
         with self._tx() as db:

@@ -208,6 +208,22 @@ async def test_revoking_a_token_keeps_it_listed_without_its_sealed_key(store: St
     assert await store.tokens("alice") == [revoked]
 
 
+async def test_renewing_a_token_replaces_only_a_live_tokens_delegation(store: Store) -> None:
+    live = token("tok", "alice", delegation={"d": 1}, sealed_key=b"k", role="operator")
+    gone = token("old", "alice", delegation={"d": 1}, sealed_key=b"k", role="operator")
+    await store.put_token(live)
+    await store.put_token(gone)
+    await store.revoke_token("alice", "old")
+    assert await store.renew_token("alice", "tok", {"d": 2})
+    assert await store.token("tok") == TokenRecord(**{**live.__dict__, "delegation": {"d": 2}})
+    revoked = await store.token("old")
+    assert not await store.renew_token("alice", "old", {"d": 2})  # a revoked token stays revoked
+    assert await store.token("old") == revoked
+    assert not await store.renew_token("bob", "tok", {"d": 3})  # another owner's token is not found
+    assert not await store.renew_token("alice", "no-such-token", {"d": 3})
+    assert (await store.token("tok")) == TokenRecord(**{**live.__dict__, "delegation": {"d": 2}})
+
+
 async def test_removing_a_master_deletes_its_tokens(store: Store) -> None:
     alice = await store.enroll_master("alice", public_key(), NOW)
     bob = await store.enroll_master("bob", public_key(), NOW)
