@@ -555,7 +555,8 @@ class Daemon:
             return {"ok": False, "code": "untrusted_value", "error": untrusted_message(what, exc)}
         if not self._first_sight(verified.statement):
             log.warning("refusing the hub's %s: this machine had it already", what)
-            return {"ok": False, "code": "untrusted_value", "error": f"the hub's {what} is a replay: refused"}
+            error = f"the hub's value for {what} is a replay of one this machine had: refused"
+            return {"ok": False, "code": "untrusted_value", "error": error}
         data = verified.value.decode("utf-8", "replace")
         sender, seq = verified.writer_name, message["seq"]
         return {"ok": True, "topic": verified.statement.name, "sender": sender, "data": data, "seq": seq}
