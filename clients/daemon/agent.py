@@ -82,7 +82,7 @@ except metadata.PackageNotFoundError:  # running from a source tree
 JOURNAL_KEEP = 7 * 24 * 3600.0
 POWERSHELL_ON_POSIX = ("pwsh", "-NoProfile", "-NonInteractive", "-Command")
 RESEND_INTERVAL = 5.0
-SEEN_MESSAGES = 4096  # message ids remembered against replays: bounded, so an old enough replay gets through
+SEEN_MESSAGES = 1024  # message ids remembered against replays: bounded, so an old enough replay gets through
 
 _EXEC_STATES = {
     ExecStatus.SUCCEEDED: OrderState.SUCCEEDED,
