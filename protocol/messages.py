@@ -208,13 +208,15 @@ class JobDelete(Body):
 
 @dataclass(frozen=True)
 class KvSet(Body):
-    """Set a future: a per-scenario key (``ttl`` seconds, 0: no expiry). A machine may set only ``NAME/...``."""
+    """Set a future: a per-scenario key (``ttl`` seconds, 0: no expiry). A machine may set only ``NAME/...``.
+    ``statement``: the writer's signed ``protocol.signed_values.SignedValue`` of this key and value."""
 
     TYPE = MsgType.KV_SET
     scenario: str
     key: str
     value: bytes
     ttl: float = 0.0
+    statement: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -304,13 +306,15 @@ class PlanCancel(Body):
 
 @dataclass(frozen=True)
 class MsgSend(Body):
-    """A named message to the machines a target names (masters and machines alike may send)."""
+    """A named message to the machines a target names (masters and machines alike may send); ``statement``: the
+    sender's signed ``protocol.signed_values.SignedValue`` of this topic, target and data."""
 
     TYPE = MsgType.MSG_SEND
     scenario: str
     target: str
     topic: str
     data: bytes
+    statement: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

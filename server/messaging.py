@@ -1,6 +1,9 @@
 """Scenario messages: a master or a machine sends a named message to one machine, a role, or the whole scenario
 (any target, ``protocol.targeting``); each receiving machine gets its messages in order, and one that was
 offline finds them in its mailbox when it returns (``crc-daemon recv``). The daemon keeps its read position.
+
+A message is its sender's signed statement (``protocol.signed_values``), stored packed as the mailbox entry's data
+and handed to the receiver with the sender's certificate, which the receiving daemon checks against its master.
 """
 
 from __future__ import annotations
@@ -9,11 +12,13 @@ import time
 from typing import TYPE_CHECKING
 
 from protocol import Envelope, ErrorCode, Role
+from protocol.envelope import pack
 from protocol.messages import MsgRecv, MsgSend, Response
+from protocol.signed_values import ValueKind
 from protocol.targeting import UnknownMachine, select
 from server.connection import Connection
 from server.errors import RequestError
-from server.futures import MAX_VALUE, MAX_WAIT, requester_scenario
+from server.futures import MAX_VALUE, MAX_WAIT, accepted_statement, requester_scenario, signed_answer
 from server.store import MessageRecord
 
 if TYPE_CHECKING:
@@ -30,6 +35,9 @@ async def msg_send(hub: Hub, conn: Connection, env: Envelope) -> None:
     if len(body.data) > MAX_VALUE:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"a message carries at most {MAX_VALUE // 1024} KiB")
     scenario = await requester_scenario(hub, conn, body.scenario)
+    statement = accepted_statement(
+        conn, body.statement, ValueKind.MESSAGE, scenario.name, body.topic, body.data, body.target
+    )
     machines = await hub.store.machines(scenario.id)
     try:
         targets = select(machines, body.target)
@@ -38,7 +46,8 @@ async def msg_send(hub: Hub, conn: Connection, env: Envelope) -> None:
     if not targets:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"target {body.target!r} matches no machine")
     sender = conn.machine_name if conn.role is Role.DAEMON else ""
-    await hub.store.post_message(scenario.id, [m.id for m in targets], body.topic, sender, body.data, time.time())
+    signed = pack(statement.to_wire())
+    await hub.store.post_message(scenario.id, [m.id for m in targets], body.topic, sender, signed, time.time())
     hub.notify_mail(scenario.id, [m.id for m in targets])
     names = [m.name for m in targets]
     await hub.emit(scenario.id, "message_sent", sender, {"topic": body.topic, "to": names, "size": len(body.data)})
@@ -63,6 +72,8 @@ async def msg_recv(hub: Hub, conn: Connection, env: Envelope) -> None:
         if message is None:
             conn.reply_error(env, ErrorCode.TIMEOUT, f"no message{' on ' + body.topic if body.topic else ''} in time")
         else:
-            conn.send(Response(message.to_wire()), reply_to=env.id)
+            signed = await signed_answer(hub, conn.scenario_id, message.data)
+            signed["data"] = signed.pop("value")
+            conn.send(Response({**message.to_wire(), **signed}), reply_to=env.id)
 
     hub.spawn(answer(), name=f"msg-recv-{conn.id}")

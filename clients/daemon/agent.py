@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,7 @@ from protocol.messages import (
     SystemReady,
 )
 from protocol.retry import backoff_delays, is_retryable
+from protocol.signed_values import SignedValue, ValueKind, VerifiedValue, WriterKind, untrusted_message, verify_value
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ except metadata.PackageNotFoundError:  # running from a source tree
 JOURNAL_KEEP = 7 * 24 * 3600.0
 POWERSHELL_ON_POSIX = ("pwsh", "-NoProfile", "-NonInteractive", "-Command")
 RESEND_INTERVAL = 5.0
+SEEN_MESSAGES = 1024  # message ids remembered against replays: bounded, so an old enough replay gets through
 
 _EXEC_STATES = {
     ExecStatus.SUCCEEDED: OrderState.SUCCEEDED,
@@ -471,25 +474,32 @@ class Daemon:
             self._pending.pop(msg_id, None)
 
     async def _local_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A script's request on the local socket (``clients/daemon/localsocket.py``), forwarded to the hub."""
+        """A script's request on the local socket (``clients/daemon/localsocket.py``), forwarded to the hub.
+
+        What a script writes is signed here with the machine's key; what it reads is given to it only once
+        verified (``protocol.signed_values``). ``wait`` fails at once on a value that does not verify rather than
+        keep waiting: a hub serving forged values is not one to wait on, and the script should say so.
+        """
         op, key = request.get("op"), str(request.get("key", ""))
         try:
             if op == "set":
                 value = str(request.get("value", "")).encode()
                 ttl = float(request.get("ttl") or 0)
-                await self.request(KvSet(self.config.scenario, key, value, ttl), 30)
+                statement = self._signed(ValueKind.KV, key, value)
+                await self.request(KvSet(self.config.scenario, key, value, ttl, statement), 30)
                 return {"ok": True}
             if op == "get":
                 data = await self.request(KvGet(self.config.scenario, key), 30)
-                return {"ok": True, "value": bytes(data["value"]).decode("utf-8", "replace")}
+                return self._verified_kv(key, data)
             if op == "wait":
                 timeout = float(request.get("timeout") or 60)
                 data = await self.request(KvWait(self.config.scenario, key, timeout), timeout + 15)
-                return {"ok": True, "value": bytes(data["value"]).decode("utf-8", "replace")}
+                return self._verified_kv(key, data)
             if op == "send":
                 payload = str(request.get("data", "")).encode()
                 target, topic = str(request.get("target", "")), str(request.get("topic", ""))
-                sent = await self.request(MsgSend(self.config.scenario, target, topic, payload), 30)
+                statement = self._signed(ValueKind.MESSAGE, topic, payload, target)
+                sent = await self.request(MsgSend(self.config.scenario, target, topic, payload, statement), 30)
                 return {"ok": True, "to": sent["to"]}
             if op == "recv":
                 return await self._receive(str(request.get("topic") or ""), float(request.get("timeout") or 60))
@@ -499,8 +509,35 @@ class Daemon:
             return {"ok": False, "code": "unavailable", "error": f"cannot ask the hub now: {exc}"}
         return {"ok": False, "code": "invalid_request", "error": f"unknown op {op!r} (set, get, wait, send, recv)"}
 
+    # signed futures and messages (protocol.signed_values)
+    def _signed(self, kind: ValueKind, name: str, value: bytes, target: str = "") -> dict[str, Any]:
+        statement = SignedValue(
+            kind, self.config.scenario, name, value, self.config.machine_id, WriterKind.MACHINE, time.time(),
+            secrets.token_hex(16), target,
+        ).signed(self.config.identity)  # fmt: skip
+        return statement.to_wire()
+
+    def _verify(self, kind: ValueKind, name: str, answer: dict[str, Any]) -> VerifiedValue:
+        """Raises ProtocolError: the hub's answer is not a value a writer of this scenario signed."""
+        return verify_value(
+            answer.get("statement"), answer.get("writer"), kind=kind, scenario=self.config.scenario, name=name,
+            master_key=self.config.master_key, reader_name=self.config.machine_name,
+        )  # fmt: skip
+
+    def _verified_kv(self, key: str, answer: dict[str, Any]) -> dict[str, Any]:
+        try:
+            verified = self._verify(ValueKind.KV, key, answer)
+        except ProtocolError as exc:
+            log.warning("refusing the hub's value for %s: %s", key, exc.message)
+            return {"ok": False, "code": "untrusted_value", "error": untrusted_message(key, exc)}
+        return {"ok": True, "value": verified.value.decode("utf-8", "replace"), "writer": verified.writer_name}
+
     async def _receive(self, topic: str, timeout: float) -> dict[str, Any]:
-        """The next scenario message (of ``topic``, or any); each topic filter keeps its own read position."""
+        """The next scenario message (of ``topic``, or any); each topic filter keeps its own read position.
+
+        A message that does not verify, or that this machine had already (a replay), is refused with an error
+        and read past, so the next ``recv`` gets the message after it.
+        """
         cursors_file = self.options.state_dir / "mail-cursors.json"
         try:
             cursors: dict[str, int] = json.loads(cursors_file.read_text())
@@ -509,11 +546,33 @@ class Daemon:
         asked = MsgRecv(self.config.scenario, topic, cursors.get(topic, 0), timeout)
         message = await self.request(asked, timeout + 15)
         cursors[topic] = int(message["seq"])
-        temp = cursors_file.with_suffix(".tmp")
-        temp.write_text(json.dumps(cursors))
-        os.replace(temp, cursors_file)
-        data = bytes(message["data"]).decode("utf-8", "replace")
-        return {"ok": True, "topic": message["topic"], "sender": message["sender"], "data": data, "seq": message["seq"]}
+        _write_json(cursors_file, cursors)
+        what = f"message {message.get('topic')!r}"
+        try:
+            verified = self._verify(ValueKind.MESSAGE, topic, message)
+        except ProtocolError as exc:
+            log.warning("refusing the hub's %s: %s", what, exc.message)
+            return {"ok": False, "code": "untrusted_value", "error": untrusted_message(what, exc)}
+        if not self._first_sight(verified.statement):
+            log.warning("refusing the hub's %s: this machine had it already", what)
+            error = f"the hub's value for {what} is a replay of one this machine had: refused"
+            return {"ok": False, "code": "untrusted_value", "error": error}
+        data = verified.value.decode("utf-8", "replace")
+        sender, seq = verified.writer_name, message["seq"]
+        return {"ok": True, "topic": verified.statement.name, "sender": sender, "data": data, "seq": seq}
+
+    def _first_sight(self, statement: SignedValue) -> bool:
+        """Remember the message's write id; False if it was seen before (among the last ``SEEN_MESSAGES``)."""
+        seen_file = self.options.state_dir / "mail-seen.json"
+        try:
+            seen: list[str] = json.loads(seen_file.read_text())
+        except (FileNotFoundError, ValueError):
+            seen = []
+        mark = f"{statement.writer}:{statement.write_id}"
+        if mark in seen:
+            return False
+        _write_json(seen_file, [*seen, mark][-SEEN_MESSAGES:])
+        return True
 
     async def _on_error(self, envelope: Envelope) -> None:
         body = envelope.body
@@ -696,6 +755,12 @@ class Daemon:
     ) -> None:
         """Journal the signed result first (it survives a crash), then try to send it."""
         await self._send(Result(self._record(order, status, exit_code, started, **fields)))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps(value))
+    os.replace(temp, path)
 
 
 def _install_file(spool: Path, body: dict[str, Any]) -> str:

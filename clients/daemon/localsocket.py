@@ -4,11 +4,13 @@ A Unix socket in the state dir (``STATE/daemon.sock``, mode 0600 in a 0700 folde
 user, can connect). One JSON request per connection, one JSON answer::
 
     {"op": "set", "key": "web/ready", "value": "yes", "ttl": 60}     -> {"ok": true}
-    {"op": "get", "key": "db/ip"}                                   -> {"ok": true, "value": "10.0.0.5"}
-    {"op": "wait", "key": "db/ready", "timeout": 300}               -> {"ok": true, "value": "yes"}
-    failures                                                        -> {"ok": false, "code": ..., "error": ...}
+    {"op": "get", "key": "db/ip"}                       -> {"ok": true, "value": "10.0.0.5", "writer": "db"}
+    {"op": "wait", "key": "db/ready", "timeout": 300}   -> {"ok": true, "value": "yes", "writer": "db"}
+    failures                                            -> {"ok": false, "code": ..., "error": ...}
 
 The daemon forwards each to the hub over its session; rules (a machine sets only ``NAME/...``) are the hub's.
+What a script sets or sends the daemon signs with the machine key; what it gets is verified first, and a value
+that does not verify is answered ``{"ok": false, "code": "untrusted_value"}`` (``protocol.signed_values``).
 """
 
 from __future__ import annotations

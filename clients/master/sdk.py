@@ -86,6 +86,7 @@ from protocol.messages import (
 from protocol.orders import file_body, file_chunks
 from protocol.plans import Plan, parse_plan, plan_to_wire, validate
 from protocol.retry import backoff_delays, is_retryable
+from protocol.signed_values import SignedValue, ValueKind, WriterKind, untrusted_message, verify_value
 from protocol.tokens import AccessToken, TokenRole
 
 log = logging.getLogger(__name__)
@@ -876,34 +877,60 @@ class Master:
     # scenario messages
     async def send_message(self, scenario: str, target: str, topic: str, data: bytes | str) -> list[str]:
         """Send a named message to the machines ``target`` names; returns their names. Each gets its messages in
-        order; one that is offline finds them when it returns (``crc-daemon recv`` on the machine)."""
+        order; one that is offline finds them when it returns (``crc-daemon recv`` on the machine). The message is
+        signed with this master's key, and receiving daemons act only on what verifies (``protocol.signed_values``)."""
         payload = data.encode() if isinstance(data, str) else data
-        answer = await self.request(MsgSend(scenario, target, topic, payload), scenario=scenario)
+        statement = self._signed_value(ValueKind.MESSAGE, scenario, topic, payload, target)
+        answer = await self.request(MsgSend(scenario, target, topic, payload, statement), scenario=scenario)
         return list(answer["to"])
 
-    # futures
+    # futures: signed by their writer, verified here against this master's own key (protocol.signed_values)
     async def kv_set(self, scenario: str, key: str, value: bytes | str, *, ttl: float = 0.0) -> None:
         """Set a per-scenario key (``ttl`` seconds; 0: it stays until the scenario goes). Waiters wake at once."""
         data = value.encode() if isinstance(value, str) else value
-        await self.request(KvSet(scenario, key, data, ttl), scenario=scenario)
+        statement = self._signed_value(ValueKind.KV, scenario, key, data)
+        await self.request(KvSet(scenario, key, data, ttl, statement), scenario=scenario)
 
     async def kv_get(self, scenario: str, key: str) -> bytes | None:
-        """The key's value, or None when it is not set (or expired)."""
+        """The key's value, or None when it is not set (or expired).
+
+        Raises:
+            MasterError: the hub's value is not signed by this master or a machine it certified in ``scenario``.
+        """
         try:
-            return bytes((await self.request(KvGet(scenario, key), scenario=scenario))["value"])
+            answer = await self.request(KvGet(scenario, key), scenario=scenario)
         except RemoteError as exc:
             if exc.code == ErrorCode.NOT_FOUND.value and exc.details.get("key") == key:
                 return None
             raise
+        return self._verified_value(scenario, key, answer)
 
     async def kv_wait(self, scenario: str, key: str, *, timeout: float = 60.0) -> bytes:
         """Wait until the key is set (pushed by the hub, no polling) and return its value.
 
         Raises:
             RemoteError: ``timeout`` when it was not set in time.
+            MasterError: the hub's value does not verify (then nothing is waited for any longer).
         """
-        data = await self.request(KvWait(scenario, key, timeout), scenario=scenario, timeout=timeout + 15)
-        return bytes(data["value"])
+        answer = await self.request(KvWait(scenario, key, timeout), scenario=scenario, timeout=timeout + 15)
+        return self._verified_value(scenario, key, answer)
+
+    def _signed_value(
+        self, kind: ValueKind, scenario: str, name: str, value: bytes, target: str = ""
+    ) -> dict[str, Any]:
+        statement = SignedValue(kind, scenario, name, value, self.identity.id, WriterKind.MASTER, time.time(),
+                                secrets.token_hex(16), target)  # fmt: skip
+        return statement.signed(self.identity).to_wire()
+
+    def _verified_value(self, scenario: str, key: str, answer: dict[str, Any]) -> bytes:
+        try:
+            verified = verify_value(
+                answer.get("statement"), answer.get("writer"), kind=ValueKind.KV, scenario=scenario, name=key,
+                master_key=self.identity.public,
+            )  # fmt: skip
+        except ProtocolError as exc:
+            raise MasterError(untrusted_message(key, exc)) from None
+        return verified.value
 
     # access tokens
     async def create_token(
