@@ -30,7 +30,7 @@ def test_every_test_security_md_names_exists() -> None:
     assert len(references) > 40
     missing = []
     for path, name in references:
-        source = ROOT / "tests" / path
+        source = ROOT / "tests" / path.removeprefix("tests/")
         if not source.is_file():
             missing.append(f"{path} (no such file)")
         elif name and not re.search(rf"^(async )?def {name}\(", source.read_text(encoding="utf-8"), re.M):
