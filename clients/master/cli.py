@@ -355,7 +355,7 @@ async def cmd_job_list(args: argparse.Namespace) -> int:
 async def cmd_job_show(args: argparse.Namespace) -> int:
     async with await _connect(args) as master:
         try:
-            job = {**await master.job(args.name), "signed": True}
+            job = {**await master.job(args.name, version=args.version), "signed": True}
         except UnsignedJobError as exc:
             # Shown (marked) so its owner can review it and add it again; never run as it is.
             job = {k: exc.record.get(k) for k in ("name", "shell", "script", "version")} | {"signed": False}
@@ -385,8 +385,8 @@ async def cmd_job_run(args: argparse.Namespace) -> int:
     async with await _connect(args) as master:
         _, machines = await master.targets(args.scenario, args.target)
         results = await master.run_job(
-            args.scenario, args.target, args.name, wait_timeout=args.timeout, wait=not args.no_wait, fanout=fanout,
-            on_output=None if args.json else _printer(len(machines) > 1),
+            args.scenario, args.target, args.name, version=args.version, wait_timeout=args.timeout,
+            wait=not args.no_wait, fanout=fanout, on_output=None if args.json else _printer(len(machines) > 1),
         )  # fmt: skip
     return _finish_run(args, results)
 
@@ -688,8 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", help="sign it for this scenario only (default: any of yours)")
     p.set_defaults(func=cmd_job_add)
     job.add_parser("list", help="your stored jobs").set_defaults(func=cmd_job_list)
-    p = job.add_parser("show", help="a job's script")
+    p = job.add_parser("show", help="a job's script, as this master signed it")
     p.add_argument("name")
+    p.add_argument("--version", type=int, help="exactly this version (refused if the hub's copy is another)")
     p.set_defaults(func=cmd_job_show)
     p = job.add_parser("delete", help="forget a job (its past runs stay in the results)")
     p.add_argument("name")
@@ -698,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario")
     p.add_argument("target")
     p.add_argument("name")
+    p.add_argument("--version", type=int, help="run exactly this version (refused if the hub's copy is another)")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for results (default: until done)")
     p.add_argument("--no-wait", action="store_true", help="only queue; print the order ids")
     p.add_argument("--concurrency", help="at most this many machines at once: N or N%% of the targets")

@@ -1022,16 +1022,17 @@ class Master:
         marks a job stored before jobs were signed, which must be added again before it runs)."""
         return list((await self.request(JobList()))["jobs"])
 
-    async def job(self, name: str, *, scenario: str | None = None) -> dict[str, Any]:
-        """A stored job as this master signed it (name, shell, script, version, scenario, created).
+    async def job(self, name: str, *, scenario: str | None = None, version: int | None = None) -> dict[str, Any]:
+        """A stored job as this master signed it (name, shell, script, version, scenario, created); with
+        ``version``, exactly that version (the hub keeps the latest only, so an older one is refused).
 
         Raises:
             UnsignedJobError: the hub's copy was stored before jobs were signed.
             MasterError: the hub's copy is not signed by this master, is another job, is for another scenario, or
-                is older than a version this master signed or saw.
+                is older than a version this master signed or saw (or is not ``version``).
             RemoteError: ``not_found`` when the hub has no such job.
         """
-        return _job_view(await self._signed_job(name, scenario=scenario))
+        return _job_view(await self._signed_job(name, scenario=scenario, version=version))
 
     async def delete_job(self, name: str) -> None:
         await self.request(JobDelete(name))
@@ -1042,6 +1043,7 @@ class Master:
         target: str | Sequence[str],
         name: str,
         *,
+        version: int | None = None,
         env: dict[str, str] | None = None,
         timeout: float | None = None,
         wait_timeout: float | None = None,
@@ -1050,13 +1052,14 @@ class Master:
         on_output: OutputCallback | None = None,
     ) -> list[CommandResult]:
         """Play a stored job on the target machines: the job is fetched from the hub, and only a version this
-        master signed (for this job and scenario, not older than one it saw) is signed into the orders, marked
-        with the job's name and version (see ``job_runs``). Offline machines run it when they connect.
+        master signed (for this job and scenario, not older than one it saw; exactly ``version`` if given) is
+        signed into the orders, marked with the job's name and version (see ``job_runs``). Offline machines run
+        it when they connect.
 
         Raises:
             MasterError: the hub's copy does not verify (nothing was sent); see ``job``.
         """
-        statement = await self._signed_job(name, scenario=scenario, sending=True)
+        statement = await self._signed_job(name, scenario=scenario, version=version, sending=True)
         body: dict[str, Any] = {
             "command": statement.script, "shell": statement.shell, "env": dict(env or {}), "timeout": timeout,
             "job": statement.name, "job_version": statement.version,
@@ -1066,7 +1069,9 @@ class Master:
             fanout=fanout,
         )  # fmt: skip
 
-    async def _signed_job(self, name: str, *, scenario: str | None = None, sending: bool = False) -> JobStatement:
+    async def _signed_job(
+        self, name: str, *, scenario: str | None = None, version: int | None = None, sending: bool = False
+    ) -> JobStatement:
         """The hub's copy of job ``name``, once it verifies as this master's (see ``job`` for what is refused)."""
         prefix = "nothing was sent: " if sending else ""
         record = await self.request(JobShow(name))
@@ -1078,13 +1083,14 @@ class Master:
             )
         try:
             statement = JobStatement.from_wire(record["statement"], record.get("signature"))
-            statement.verify(self.identity.public, name, scenario=scenario)
+            statement.verify(self.identity.public, name, scenario=scenario, version=version)
         except ProtocolError as exc:
-            if exc.code is ErrorCode.WRONG_TARGET:
+            if exc.code in (ErrorCode.WRONG_TARGET, ErrorCode.NOT_FOUND):
+                # Signed by this master, but not what was asked: say which, the user can act on it.
                 raise MasterError(f"{prefix}{exc.message}") from None
             raise MasterError(f"{prefix}the hub's copy of job {name!r} is not signed by this master") from None
         highest = self._highest_job_version(name)
-        if statement.version < highest:
+        if version is None and statement.version < highest:
             raise MasterError(
                 f"{prefix}the hub's copy of job {name!r} is version {statement.version}, older than version "
                 f"{highest} this master signed: add it again (crc job add) if you mean to go back"

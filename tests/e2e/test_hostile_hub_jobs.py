@@ -257,3 +257,30 @@ async def test_a_plan_plays_the_signed_version_of_a_stored_job(
     runs = await master.job_runs("shop", "report")
     assert [(r.version, r.result.status) for r in runs] == [(2, "succeeded")]
     assert sorted(p.name for p in marks.iterdir()) == ["planned-v2"]
+
+
+async def test_a_version_asked_for_is_exactly_the_one_that_runs(
+    hub: HubProcess, master: Master, deploy: Deploy, marks: Path
+) -> None:
+    await deploy("shop", "web")
+    await master.put_job("report", _marking(marks, "v1"))
+    first = _row(hub, "report")
+    await master.put_job("report", _marking(marks, "v2"))
+    ran = await asyncio.to_thread(
+        run_crc, hub, "job", "run", "shop", "web", "report", "--version", "2", "--timeout", "20"
+    )
+    assert ran.returncode == 0 and "v2" in ran.stdout, ran.stderr
+    with _db(hub) as db:  # the hub goes back to version 1 when version 2 is asked for
+        db.execute("UPDATE jobs SET script = ?, version = ?, statement = ?, signature = ? WHERE name = 'report'", first)
+    before = _orders(hub)
+    ran = await asyncio.to_thread(
+        run_crc, hub, "job", "run", "shop", "web", "report", "--version", "2", "--timeout", "20"
+    )
+    assert (ran.returncode, ran.stderr.strip().splitlines()) == (
+        1, ["crc: nothing was sent: job 'report' is version 1, not version 2"],
+    ), ran.stderr  # fmt: skip
+    shown = await asyncio.to_thread(run_crc, hub, "job", "show", "report", "--version", "2")
+    assert shown.returncode == 1 and shown.stdout == ""
+    with pytest.raises(MasterError, match="nothing was sent: job 'report' is version 1, not version 2"):
+        await master.run_job("shop", "web", "report", version=2, wait_timeout=20)
+    assert _orders(hub) == before and sorted(p.name for p in marks.iterdir()) == ["v2"]
