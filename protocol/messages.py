@@ -181,12 +181,12 @@ def master_rekey_payload(old_id: str, new_public_key: str) -> bytes:
 
 @dataclass(frozen=True)
 class JobPut(Body):
-    """Keep (or replace) a named script on the hub, for this master: a *stored job*."""
+    """Keep (or replace) a named script on the hub, for this master: a *stored job*, as the master signed it
+    (``protocol.jobs.JobStatement``: ``statement`` is its ``unsigned_wire``)."""
 
     TYPE = MsgType.JOB_PUT
-    name: str
-    shell: str  # sh | powershell
-    script: str
+    statement: dict[str, Any]
+    signature: bytes
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from clients.link import LinkClosed, hub_ws_url
 from clients.master.fanout import FanOut, Summary
 from clients.master.keys import KeyFileError, default_key_path, load_master_key, write_private_key
 from clients.master.models import CommandResult, EventInfo, OutputChunk
-from clients.master.sdk import Master, MasterError
+from clients.master.sdk import Master, MasterError, UnsignedJobError
 from protocol import CrcError, Identity, RemoteError
 from protocol.delegation import DELEGATION_LIFETIME
 from protocol.logformat import LOG_FORMATS, configure_logging
@@ -333,8 +333,9 @@ async def cmd_token_renew(args: argparse.Namespace) -> int:
 async def cmd_job_add(args: argparse.Namespace) -> int:
     script = Path(args.file).read_text(encoding="utf-8")
     async with await _connect(args) as master:
-        job = await master.put_job(args.name, script, shell=args.shell)
-    print(f"job {job['name']} ({job['shell']}, {len(script)} bytes): version {job['version']}")
+        job = await master.put_job(args.name, script, shell=args.shell, scenario=args.scenario or "")
+    scope = f", scenario {job['scenario']} only" if job["scenario"] else ""
+    print(f"job {job['name']} ({job['shell']}, {len(script)} bytes{scope}): version {job['version']}, signed")
     return 0
 
 
@@ -345,19 +346,27 @@ async def cmd_job_list(args: argparse.Namespace) -> int:
         _print_json(jobs)
     for job in [] if args.json else jobs:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job["updated"]))
-        print(f"{job['name']:<24} {job['shell']:<10} v{job['version']:<4} {job['size']:>7} bytes  {when}")
+        # Only "unsigned" is worth printing from the hub's word: "signed" is checked when the job is used.
+        unsigned = "" if job.get("signed") else "  unsigned: crc job add it again"
+        print(f"{job['name']:<24} {job['shell']:<10} v{job['version']:<4} {job['size']:>7} bytes  {when}{unsigned}")
     return 0
 
 
 async def cmd_job_show(args: argparse.Namespace) -> int:
     async with await _connect(args) as master:
-        job = await master.job(args.name)
+        try:
+            job = {**await master.job(args.name, version=args.version), "signed": True}
+        except UnsignedJobError as exc:
+            # Shown (marked) so its owner can review it and add it again; never run as it is.
+            job = {k: exc.record.get(k) for k in ("name", "shell", "script", "version")} | {"signed": False}
+            print(f"crc: {exc}", file=sys.stderr)
     if args.json:
         _print_json(job)
     else:
-        print(f"# job {job['name']} ({job['shell']}), version {job['version']}")
+        state = "signed by this master" if job["signed"] else "UNSIGNED (not verified)"
+        print(f"# job {job['name']} ({job['shell']}), version {job['version']}, {state}")
         print(job["script"], end="" if job["script"].endswith("\n") else "\n")
-    return 0
+    return 0 if job["signed"] else 1
 
 
 async def cmd_job_delete(args: argparse.Namespace) -> int:
@@ -376,8 +385,8 @@ async def cmd_job_run(args: argparse.Namespace) -> int:
     async with await _connect(args) as master:
         _, machines = await master.targets(args.scenario, args.target)
         results = await master.run_job(
-            args.scenario, args.target, args.name, wait_timeout=args.timeout, wait=not args.no_wait, fanout=fanout,
-            on_output=None if args.json else _printer(len(machines) > 1),
+            args.scenario, args.target, args.name, version=args.version, wait_timeout=args.timeout,
+            wait=not args.no_wait, fanout=fanout, on_output=None if args.json else _printer(len(machines) > 1),
         )  # fmt: skip
     return _finish_run(args, results)
 
@@ -676,10 +685,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("file")
     p.add_argument("--shell", choices=["sh", "powershell"], default="sh")
+    p.add_argument("--scenario", help="sign it for this scenario only (default: any of yours)")
     p.set_defaults(func=cmd_job_add)
     job.add_parser("list", help="your stored jobs").set_defaults(func=cmd_job_list)
-    p = job.add_parser("show", help="a job's script")
+    p = job.add_parser("show", help="a job's script, as this master signed it")
     p.add_argument("name")
+    p.add_argument("--version", type=int, help="exactly this version (refused if the hub's copy is another)")
     p.set_defaults(func=cmd_job_show)
     p = job.add_parser("delete", help="forget a job (its past runs stay in the results)")
     p.add_argument("name")
@@ -688,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario")
     p.add_argument("target")
     p.add_argument("name")
+    p.add_argument("--version", type=int, help="run exactly this version (refused if the hub's copy is another)")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for results (default: until done)")
     p.add_argument("--no-wait", action="store_true", help="only queue; print the order ids")
     p.add_argument("--concurrency", help="at most this many machines at once: N or N%% of the targets")

@@ -26,6 +26,7 @@ from typing import Any
 
 from clients.link import HubLink, LinkClosed, new_id
 from clients.master.fanout import SKIPPED, TIMED_OUT, FanOut, amount
+from clients.master.job_versions import JobVersions
 from clients.master.keys import default_key_path, load_master_key
 from clients.master.models import CommandResult, EventInfo, JobRun, MachineInfo, NewMachine, OutputChunk, Scenario
 from clients.master.revocations import RevokedTokens
@@ -45,6 +46,7 @@ from protocol import (
 from protocol.boot import report_key
 from protocol.certificates import MachineCertificate
 from protocol.delegation import DELEGATION_LIFETIME, Delegation
+from protocol.jobs import ANY_SCENARIO, JobStatement
 from protocol.messages import (
     Body,
     DistPut,
@@ -116,6 +118,15 @@ class MasterError(CrcError):
     """A master-side failure that is not the hub's answer (timeouts waiting for machines, bad targets...)."""
 
 
+class UnsignedJobError(MasterError):
+    """The hub's copy of a job was stored before jobs were signed; ``record`` is what the hub holds (unverified),
+    so it can be shown as such and added again."""
+
+    def __init__(self, message: str, record: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.record = record
+
+
 @dataclass
 class TokenRenewal:
     """What ``Master.renew_tokens`` did: the token ids renewed, and why others were not (by id)."""
@@ -143,8 +154,13 @@ class Master:
         pin: str = "",
         ca_file: str | None = None,
         revoked: RevokedTokens | None = None,
+        job_versions: JobVersions | None = None,
     ) -> None:
         self.url = url
+        # The highest version of each stored job this master signed or verified: on its computer (None: a master
+        # made from a bare key), and in this session, so an older signed version handed back is refused.
+        self.job_versions = job_versions
+        self._job_versions_seen: dict[str, int] = {}
         # Tokens this master revoked, kept on its own computer: never renewed whatever the hub lists (None: a
         # master made from a bare key keeps no such memory and trusts the hub's "revoked").
         self.revoked = revoked
@@ -182,9 +198,11 @@ class Master:
             OSError / TimeoutError: the hub is unreachable.
         """
         identity = key if isinstance(key, Identity) else load_master_key(key)
-        revoked = None if isinstance(key, Identity) else RevokedTokens.beside(Path(key) if key else default_key_path())
+        key_path = None if isinstance(key, Identity) else Path(key) if key else default_key_path()
+        revoked = None if key_path is None else RevokedTokens.beside(key_path)
+        job_versions = None if key_path is None else JobVersions.beside(key_path)
         link = await HubLink.connect(url, identity, Role.MASTER, open_timeout=timeout, pin=pin, ca_file=ca_file)
-        return cls(url, identity, link, pin=pin, ca_file=ca_file, revoked=revoked)
+        return cls(url, identity, link, pin=pin, ca_file=ca_file, revoked=revoked, job_versions=job_versions)
 
     async def __aenter__(self) -> Master:
         return self
@@ -840,13 +858,15 @@ class Master:
         orders: dict[str, list[dict[str, Any]]] = {}
         for step in parsed.steps:
             _, machines = await self.targets(scenario, step.target)
+            job: dict[str, Any] = {}
             if step.job:
-                job = await self.job(step.job)
-                command, shell = job["script"], job["shell"]
+                statement = await self._signed_job(step.job, scenario=scenario, sending=True)
+                command, shell = statement.script, statement.shell
+                job = {"job": statement.name, "job_version": statement.version}
             else:
                 command, shell = step.command, step.shell
             body = {"command": command, "shell": shell, "timeout": step.timeout, "env": {},
-                    "plan_step": step.id, **({"job": step.job} if step.job else {})}  # fmt: skip
+                    "plan_step": step.id, **job}  # fmt: skip
             orders[step.id] = [self.sign(sc, m, OrderKind.EXEC, body, ttl).to_wire() for m in machines]
         submit = PlanSubmit(scenario, new_id(), plan_to_wire(parsed), orders)
         return await self.request(submit, scenario=scenario)
@@ -1003,17 +1023,43 @@ class Master:
             renewal.refused.update({str(k): str(v) for k, v in dict(answer.get("refused", {})).items()})
         return renewal
 
-    # stored jobs
-    async def put_job(self, name: str, script: str, *, shell: str = "sh") -> dict[str, Any]:
-        """Keep a named script on the hub (or replace it: its ``version`` goes up)."""
-        return await self.request(JobPut(name, shell, script))
+    # stored jobs: every version is a JobStatement this master signs; only one that verifies is ever used
+    async def put_job(
+        self, name: str, script: str, *, shell: str = "sh", scenario: str = ANY_SCENARIO
+    ) -> dict[str, Any]:
+        """Sign and keep a named script on the hub (or replace it). Its version is this master's choice: one more
+        than the highest it verified or remembers, so a hub cannot reuse a number. ``scenario`` limits it to one
+        scenario (default: any of this master's)."""
+        highest = self._highest_job_version(name)
+        try:
+            highest = max(highest, (await self._signed_job(name)).version)
+        except MasterError:
+            pass  # a copy that does not verify does not count: it is what this call replaces
+        except RemoteError as exc:
+            if exc.code != ErrorCode.NOT_FOUND.value:
+                raise
+        statement = JobStatement(self.identity.id, scenario, name, highest + 1, shell, script, time.time())
+        statement = statement.signed(self.identity)
+        await self.request(JobPut(statement.unsigned_wire(), statement.signature))
+        self._saw_job_version(name, statement.version)
+        return _job_view(statement)
 
     async def jobs(self) -> list[dict[str, Any]]:
-        """This master's stored jobs (without their scripts)."""
+        """This master's stored jobs as the hub lists them (without their scripts, not verified: ``signed`` False
+        marks a job stored before jobs were signed, which must be added again before it runs)."""
         return list((await self.request(JobList()))["jobs"])
 
-    async def job(self, name: str) -> dict[str, Any]:
-        return await self.request(JobShow(name))
+    async def job(self, name: str, *, scenario: str | None = None, version: int | None = None) -> dict[str, Any]:
+        """A stored job as this master signed it (name, shell, script, version, scenario, created); with
+        ``version``, exactly that version (the hub keeps the latest only, so an older one is refused).
+
+        Raises:
+            UnsignedJobError: the hub's copy was stored before jobs were signed.
+            MasterError: the hub's copy is not signed by this master, is another job, is for another scenario, or
+                is older than a version this master signed or saw (or is not ``version``).
+            RemoteError: ``not_found`` when the hub has no such job.
+        """
+        return _job_view(await self._signed_job(name, scenario=scenario, version=version))
 
     async def delete_job(self, name: str) -> None:
         await self.request(JobDelete(name))
@@ -1024,6 +1070,7 @@ class Master:
         target: str | Sequence[str],
         name: str,
         *,
+        version: int | None = None,
         env: dict[str, str] | None = None,
         timeout: float | None = None,
         wait_timeout: float | None = None,
@@ -1031,18 +1078,61 @@ class Master:
         fanout: FanOut | None = None,
         on_output: OutputCallback | None = None,
     ) -> list[CommandResult]:
-        """Play a stored job on the target machines: the script is fetched from the hub and sent in orders this
-        master signs (marked with the job's name and version; see ``job_runs``). Offline machines run it when
-        they connect."""
-        job = await self.job(name)
+        """Play a stored job on the target machines: the job is fetched from the hub, and only a version this
+        master signed (for this job and scenario, not older than one it saw; exactly ``version`` if given) is
+        signed into the orders, marked with the job's name and version (see ``job_runs``). Offline machines run
+        it when they connect.
+
+        Raises:
+            MasterError: the hub's copy does not verify (nothing was sent); see ``job``.
+        """
+        statement = await self._signed_job(name, scenario=scenario, version=version, sending=True)
         body: dict[str, Any] = {
-            "command": job["script"], "shell": job["shell"], "env": dict(env or {}), "timeout": timeout,
-            "job": name, "job_version": job["version"],
+            "command": statement.script, "shell": statement.shell, "env": dict(env or {}), "timeout": timeout,
+            "job": statement.name, "job_version": statement.version,
         }  # fmt: skip
         return await self.dispatch(
             scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output,
             fanout=fanout,
         )  # fmt: skip
+
+    async def _signed_job(
+        self, name: str, *, scenario: str | None = None, version: int | None = None, sending: bool = False
+    ) -> JobStatement:
+        """The hub's copy of job ``name``, once it verifies as this master's (see ``job`` for what is refused)."""
+        prefix = "nothing was sent: " if sending else ""
+        record = await self.request(JobShow(name))
+        if record.get("statement") is None:
+            raise UnsignedJobError(
+                f"{prefix}job {name!r} was stored before jobs were signed: add it again "
+                f"(crc job add {name} FILE) to run it",
+                record,
+            )
+        try:
+            statement = JobStatement.from_wire(record["statement"], record.get("signature"))
+            statement.verify(self.identity.public, name, scenario=scenario, version=version)
+        except ProtocolError as exc:
+            if exc.code in (ErrorCode.WRONG_TARGET, ErrorCode.NOT_FOUND):
+                # Signed by this master, but not what was asked: say which, the user can act on it.
+                raise MasterError(f"{prefix}{exc.message}") from None
+            raise MasterError(f"{prefix}the hub's copy of job {name!r} is not signed by this master") from None
+        highest = self._highest_job_version(name)
+        if version is None and statement.version < highest:
+            raise MasterError(
+                f"{prefix}the hub's copy of job {name!r} is version {statement.version}, older than version "
+                f"{highest} this master signed: add it again (crc job add) if you mean to go back"
+            )
+        self._saw_job_version(name, statement.version)
+        return statement
+
+    def _highest_job_version(self, name: str) -> int:
+        remembered = self.job_versions.highest().get(name, 0) if self.job_versions is not None else 0
+        return max(remembered, self._job_versions_seen.get(name, 0))
+
+    def _saw_job_version(self, name: str, version: int) -> None:
+        self._job_versions_seen[name] = max(version, self._job_versions_seen.get(name, 0))
+        if self.job_versions is not None:
+            self.job_versions.saw(name, version)
 
     async def job_runs(self, scenario: str, name: str | None = None) -> list[JobRun]:
         """Every run of stored jobs in the scenario (or of one job), oldest first, per machine."""
@@ -1094,3 +1184,9 @@ class Master:
         entries = [{"ip": m.ips[0], "names": [m.name, f"{m.name}.{sc.name}"]} for m in sc.machines if m.ips]
         entries += [{"ip": ip, "names": [name]} for name, ip in (extra or {}).items()]
         return await self.dispatch(scenario, target, OrderKind.HOSTS, {"entries": entries}, timeout=wait_timeout)
+
+
+def _job_view(statement: JobStatement) -> dict[str, Any]:
+    """What the SDK hands out for a verified job: only what the master signed."""
+    return {"name": statement.name, "shell": statement.shell, "script": statement.script,
+            "version": statement.version, "scenario": statement.scenario, "created": statement.created}  # fmt: skip

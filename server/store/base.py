@@ -118,7 +118,12 @@ class OrderRecord:
 
 @dataclass(frozen=True)
 class JobRecord:
-    """A stored job: a named script of one master; ``version`` counts its replacements."""
+    """A stored job: a named script of one master; ``version`` counts its replacements.
+
+    ``statement`` and ``signature`` are the master's signed ``protocol.jobs.JobStatement`` of this version (its
+    ``unsigned_wire``, and the signature apart); a job stored before jobs were signed has neither, and masters
+    refuse to run it until it is added again.
+    """
 
     owner: str
     name: str
@@ -127,11 +132,14 @@ class JobRecord:
     created: float
     updated: float
     version: int = 1
+    statement: dict[str, Any] | None = None
+    signature: bytes = b""
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "name": self.name, "shell": self.shell, "script": self.script, "created": self.created,
-            "updated": self.updated, "version": self.version,
+            "updated": self.updated, "version": self.version, "statement": self.statement,
+            "signature": self.signature, "signed": self.statement is not None,
         }  # fmt: skip
 
 
@@ -232,8 +240,20 @@ class Store(ABC):
 
     # stored jobs
     @abstractmethod
-    async def put_job(self, owner: str, name: str, shell: str, script: str, now: float) -> JobRecord:
-        """Store a job, or replace it (``version`` + 1, ``created`` kept)."""
+    async def put_job(
+        self,
+        owner: str,
+        name: str,
+        shell: str,
+        script: str,
+        now: float,
+        *,
+        version: int | None = None,
+        statement: dict[str, Any] | None = None,
+        signature: bytes = b"",
+    ) -> JobRecord:
+        """Store a job, or replace it (``created`` kept). Its ``version`` is the one given (the master chose and
+        signed it), else the stored one + 1; ``statement`` and ``signature`` are kept as given, or cleared."""
 
     @abstractmethod
     async def job(self, owner: str, name: str) -> JobRecord | None: ...

@@ -23,7 +23,8 @@ Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` 
     P:{sc:S}:events        stream  the event log: entry id ``<cursor>-0``, fields ts, kind, machine, data*
     P:masters              hash    master id -> [id, name, public_key, created]*
     P:idx:master-names     hash    master name -> master id
-    P:jobs:<owner>         hash    job name -> [owner, name, shell, script, created, updated, version]*
+    P:jobs:<owner>         hash    job name -> [owner, name, shell, script, created, updated, version, statement,
+                                   signature]* (the last two absent in jobs stored before jobs were signed)
     P:token:ID             hash    owner, role, scenario, secret_hash, created, expires, label, delegation*,
                                    sealed_key (raw bytes), revoked (0 or 1): an access token
     P:idx:tokens:<owner>   set     the token ids of one owner (a master id)
@@ -734,7 +735,18 @@ class RedisStore(Store):
     def _jobs_key(self, owner: str) -> str:
         return f"{self.prefix}:jobs:{owner}"
 
-    async def put_job(self, owner: str, name: str, shell: str, script: str, now: float) -> JobRecord:
+    async def put_job(
+        self,
+        owner: str,
+        name: str,
+        shell: str,
+        script: str,
+        now: float,
+        *,
+        version: int | None = None,
+        statement: dict[str, Any] | None = None,
+        signature: bytes = b"",
+    ) -> JobRecord:
         key = self._jobs_key(owner)
         with self._errors():
             for _ in range(10):  # optimistic: WATCH the owner's jobs, retry if another replica wrote meanwhile
@@ -744,8 +756,9 @@ class RedisStore(Store):
                         packed = await pipe.hget(key, name)
                         assert packed is None or isinstance(packed, bytes)
                         old = None if packed is None else JobRecord(*_unpack(packed, None))
+                        next_version = version if version is not None else old.version + 1 if old else 1
                         job = JobRecord(owner, name, shell, script, old.created if old else float(now), float(now),
-                                        old.version + 1 if old else 1)  # fmt: skip
+                                        next_version, statement, signature)  # fmt: skip
                         pipe.multi()  # type: ignore[no-untyped-call]
                         pipe.hset(key, name, _pack(list(job.__dict__.values())))
                         await pipe.execute()

@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS order_chunks (
     PRIMARY KEY (order_id, idx));
 CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT NOT NULL, name TEXT NOT NULL, shell TEXT NOT NULL, script TEXT NOT NULL, created REAL NOT NULL,
-    updated REAL NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (owner, name));
+    updated REAL NOT NULL, version INTEGER NOT NULL, statement BLOB, signature BLOB, PRIMARY KEY (owner, name));
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, role TEXT NOT NULL, scenario TEXT NOT NULL, secret_hash TEXT NOT NULL,
     created REAL NOT NULL, expires REAL NOT NULL, label TEXT NOT NULL, delegation BLOB, sealed_key BLOB NOT NULL,
@@ -121,6 +121,14 @@ class SqliteStore(Store):
         for column in ("certificate", "key_proofs", "ready_proof"):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE machines ADD COLUMN {column} BLOB")
+        self._migrate_signed_jobs()
+
+    def _migrate_signed_jobs(self) -> None:
+        """Jobs stored before they were signed keep their rows, with no statement: masters show them unsigned."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column in ("statement", "signature"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} BLOB")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -194,15 +202,35 @@ class SqliteStore(Store):
         return MasterRecord(*row)
 
     # stored jobs
-    _JOB_COLUMNS = "owner, name, shell, script, created, updated, version"
+    _JOB_COLUMNS = "owner, name, shell, script, created, updated, version, statement, signature"
 
-    async def put_job(self, owner: str, name: str, shell: str, script: str, now: float) -> JobRecord:
+    @staticmethod
+    def _job(row: tuple[Any, ...]) -> JobRecord:
+        return JobRecord(
+            owner=row[0], name=row[1], shell=row[2], script=row[3], created=row[4], updated=row[5], version=row[6],
+            statement=_unpack(row[7], None), signature=bytes(row[8] or b""),
+        )  # fmt: skip
+
+    async def put_job(
+        self,
+        owner: str,
+        name: str,
+        shell: str,
+        script: str,
+        now: float,
+        *,
+        version: int | None = None,
+        statement: dict[str, Any] | None = None,
+        signature: bytes = b"",
+    ) -> JobRecord:
+        packed = None if statement is None else _pack(statement)
         with self._tx() as db:
             db.execute(
-                f"INSERT INTO jobs ({self._JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1) "
+                f"INSERT INTO jobs ({self._JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, COALESCE(?, 1), ?, ?) "
                 "ON CONFLICT (owner, name) DO UPDATE SET shell = excluded.shell, script = excluded.script, "
-                "updated = excluded.updated, version = version + 1",
-                (owner, name, shell, script, now, now),
+                "updated = excluded.updated, version = COALESCE(?, version + 1), statement = excluded.statement, "
+                "signature = excluded.signature",
+                (owner, name, shell, script, now, now, version, packed, signature, version),
             )
         job = await self.job(owner, name)
         assert job is not None
@@ -211,11 +239,11 @@ class SqliteStore(Store):
     async def job(self, owner: str, name: str) -> JobRecord | None:
         query = f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE owner = ? AND name = ?"
         row = self._read(lambda db: db.execute(query, (owner, name)).fetchone())
-        return None if row is None else JobRecord(*row)
+        return None if row is None else self._job(row)
 
     async def jobs(self, owner: str) -> list[JobRecord]:
         query = f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE owner = ? ORDER BY name"
-        return [JobRecord(*row) for row in self._read(lambda db: db.execute(query, (owner,)).fetchall())]
+        return [self._job(row) for row in self._read(lambda db: db.execute(query, (owner,)).fetchall())]
 
     async def delete_job(self, owner: str, name: str) -> bool:
         with self._tx() as db:

@@ -119,7 +119,7 @@ SAMPLES: list[Body] = [
     MachineCertify(scenario="shop", certificates=[{"name": "web"}]),
     DistPut(name="cloudremotecontrol-0.1.0-py3-none-any.whl", upload="ab" * 32),
     MasterRekey(public_key="ed25519:" + "A" * 43 + "=", proof=b"\x01" * 64),
-    JobPut(name="deploy", shell="sh", script="echo hi"),
+    JobPut(statement={"name": "deploy", "version": 1, "shell": "sh", "script": "echo hi"}, signature=b"sig"),
     JobList(),
     JobShow(name="deploy"),
     JobDelete(name="deploy"),

@@ -79,3 +79,35 @@ async def test_an_old_database_gains_the_report_key_column_and_keeps_its_machine
         assert old is not None and old.report_key == ""
     finally:
         await again.close()
+
+
+# The jobs table as the hub created it before jobs were signed.
+OLD_JOBS = """
+CREATE TABLE jobs (
+    owner TEXT NOT NULL, name TEXT NOT NULL, shell TEXT NOT NULL, script TEXT NOT NULL, created REAL NOT NULL,
+    updated REAL NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (owner, name));
+"""
+
+
+async def test_jobs_stored_before_signatures_stay_readable_as_unsigned(tmp_path: Path) -> None:
+    path = tmp_path / "hub.sqlite3"
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(OLD_JOBS)
+        db.executescript(SCHEMA)
+        db.execute("INSERT INTO jobs VALUES ('alice', 'deploy', 'sh', 'echo old', ?, ?, 3)", (NOW, NOW))
+        db.commit()
+    finally:
+        db.close()
+
+    store = SqliteStore(path)
+    try:
+        old = await store.job("alice", "deploy")
+        assert old is not None and (old.script, old.version, old.statement, old.signature) == ("echo old", 3, None, b"")
+        assert not old.to_wire()["signed"]
+        statement = {"name": "deploy", "version": 1, "script": "echo new"}
+        new = await store.put_job("alice", "deploy", "sh", "echo new", NOW + 1, version=1, statement=statement,
+                                  signature=b"sig")  # fmt: skip
+        assert (new.version, new.statement, new.signature) == (1, statement, b"sig")
+    finally:
+        await store.close()

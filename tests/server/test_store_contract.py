@@ -351,6 +351,24 @@ async def test_stored_jobs_are_kept_per_owner_and_versioned(store: Store) -> Non
     assert [j.name for j in await store.jobs("alice")] == ["backup"] and len(await store.jobs("bob")) == 1
 
 
+async def test_a_signed_job_keeps_its_statement_signature_and_the_masters_version(store: Store) -> None:
+    statement = {"master": "alice", "scenario": "", "name": "deploy", "version": 7, "shell": "sh",
+                 "script": "echo seven", "created": NOW}  # fmt: skip
+    seventh = await store.put_job("alice", "deploy", "sh", "echo seven", NOW, version=7, statement=statement,
+                                  signature=b"\x00sig")  # fmt: skip
+    assert (seventh.version, seventh.statement, seventh.signature) == (7, statement, b"\x00sig")
+    assert await store.job("alice", "deploy") == seventh and (await store.jobs("alice")) == [seventh]
+    assert seventh.to_wire()["signed"] and seventh.to_wire()["statement"] == statement
+    # The version is the master's choice, even a lower one (replacing a copy the hub altered).
+    lower = {**statement, "version": 2, "script": "echo two"}
+    second = await store.put_job("alice", "deploy", "sh", "echo two", NOW + 1, version=2, statement=lower,
+                                 signature=b"s2")  # fmt: skip
+    assert (second.version, second.created, second.statement, second.signature) == (2, NOW, lower, b"s2")
+    unsigned = await store.put_job("alice", "deploy", "sh", "echo plain", NOW + 2)
+    assert (unsigned.version, unsigned.statement, unsigned.signature) == (3, None, b"")
+    assert not unsigned.to_wire()["signed"]
+
+
 async def test_machine_labels_round_trip(store: Store) -> None:
     spec = MachineSpec("web", "linux", "web", public_key(), labels={"tier": "front", "team/owner": "ops"})
     scenario = await store.create_scenario("alice", "shop", [spec, machine("db")], NOW)

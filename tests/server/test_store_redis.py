@@ -9,6 +9,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
+import msgpack
 import pytest
 import redis.asyncio
 from redis.crc import key_slot
@@ -259,3 +260,14 @@ async def test_an_unavailable_server_is_a_store_error_and_the_data_survives_a_re
     finally:
         redis_server.start()
         await store.close()
+
+
+# signed stored jobs
+async def test_a_job_stored_before_jobs_were_signed_reads_as_unsigned(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    old_row = msgpack.packb(["alice", "deploy", "sh", "echo old", NOW, NOW, 3], use_bin_type=True)
+    await raw.hset("crc:jobs:alice", "deploy", old_row)
+    old = await store.job("alice", "deploy")
+    assert old is not None and (old.script, old.version, old.statement, old.signature) == ("echo old", 3, None, b"")
+    assert [j.name for j in await store.jobs("alice")] == ["deploy"] and not old.to_wire()["signed"]
