@@ -262,3 +262,30 @@ def update_body(wheel: str, sha256: str, lock: str, lock_sha256: str) -> dict[st
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise ProtocolError(ErrorCode.BAD_FIELD, "a SHA-256 is 64 lower-case hex digits")
     return {"wheel": wheel, "sha256": sha256, "lock": lock, "lock_sha256": lock_sha256}
+
+
+def trust_master_body(master_key: PublicKey, epoch: int) -> dict[str, Any]:
+    """The signed body of a TRUST_MASTER order: obey ``master_key`` from now on.
+
+    ``epoch`` grows with every rotation of a master (the master uses the rotation's time in nanoseconds): a daemon
+    applies a TRUST_MASTER only if its epoch is greater than that of the key it obeys, so orders redelivered or
+    replayed in another order can never move it back to an older key.
+    """
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "a master rotation's epoch is a positive integer")
+    return {"master_public_key": master_key.to_text(), "epoch": epoch}
+
+
+def parse_trust_master(body: dict[str, Any]) -> tuple[PublicKey, int]:
+    """The key and epoch a TRUST_MASTER body names.
+
+    Raises:
+        ProtocolError: BAD_FIELD for a body without a valid key or epoch (e.g. from a master before epochs).
+    """
+    epoch = body.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD,
+            "this master rotation carries no epoch, so it could undo a later one: rotate again from an up-to-date crc",
+        )
+    return PublicKey.from_text(str(body.get("master_public_key", ""))), epoch

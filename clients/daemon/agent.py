@@ -43,7 +43,6 @@ from protocol import (
     OrderKind,
     OrderState,
     ProtocolError,
-    PublicKey,
     RemoteError,
     Role,
     SignedResult,
@@ -69,6 +68,7 @@ from protocol.messages import (
     ResultAck,
     SystemReady,
 )
+from protocol.orders import parse_trust_master
 from protocol.retry import backoff_delays, is_retryable
 from protocol.signed_values import SignedValue, ValueKind, VerifiedValue, WriterKind, untrusted_message, verify_value
 
@@ -348,9 +348,9 @@ class Daemon:
         if order.kind is OrderKind.PING:
             await self._pong(order)
             return
-        if order.kind is OrderKind.TRUST_MASTER and not self._trust_master(order):
+        if order.kind is OrderKind.TRUST_MASTER and (refusal := self._trust_master(order)) is not None:
             await self._send(OrderAck(order.id))
-            await self._finish(order, OrderState.REJECTED, None, time.time(), error="no valid master_public_key")
+            await self._finish(order, OrderState.REJECTED, None, time.time(), error=f"refused by the daemon: {refusal}")
             return
         if order.kind is OrderKind.PUT_FILE:
             expected = order.body.get("chunks")
@@ -380,17 +380,21 @@ class Daemon:
         await self._send(OrderAck(order.id))
         await self._send(Result(result.to_wire()))
 
-    def _trust_master(self, order: Order) -> bool:
+    def _trust_master(self, order: Order) -> str | None:
         """Switch to the new master key at delivery, so orders delivered right after it, signed with that key,
-        verify (its result is reported when the order's turn comes; a restart re-applies it)."""
+        verify (its result is reported when the order's turn comes). Applied once and never backwards: only a
+        rotation with a greater epoch than the one obeyed moves the key, so a redelivered or late TRUST_MASTER
+        (A->B arriving after B->C) changes nothing. Returns why it was refused, or None."""
         try:
-            new_key = PublicKey.from_text(str(order.body.get("master_public_key", "")))
-        except ProtocolError:
-            return False
-        if new_key != self.config.master_key:
-            self.config = keys.trust_master(self.config, self.options.state_dir, new_key)
-            log.info("now obeying master %s (was told so by the previous master key)", new_key.id)
-        return True
+            new_key, epoch = parse_trust_master(order.body)
+        except ProtocolError as exc:
+            return exc.message
+        self.config, moved = keys.follow_master_rotation(self.config, self.options.state_dir, new_key, epoch)
+        if moved:
+            log.info("now obeying master %s (rotation %d, told so by the previous master key)", new_key.id, epoch)
+        elif new_key != self.config.master_key:
+            log.warning("ignoring a master rotation to %s: an older one (%d) than the one obeyed", new_key.id, epoch)
+        return None
 
     def _accept(self, order: Order) -> None:
         if self.journal.record_received(order.id, order.to_wire(), time.time()):
@@ -615,7 +619,8 @@ class Daemon:
         elif order.kind is OrderKind.ROTATE_KEY:
             await self._rotate_key(order, started)
         elif order.kind is OrderKind.TRUST_MASTER:
-            # Applied when delivered (_trust_master); after a crash before the result, apply it again.
+            # Applied when delivered (_trust_master); after a crash before the result, applied again unless a
+            # later rotation was applied since (the epoch says so). The result names the key obeyed now.
             self._trust_master(order)
             await self._finish(order, OrderState.SUCCEEDED, 0, started, extra={"master": self.config.master_key.id})
 

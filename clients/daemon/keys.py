@@ -5,7 +5,8 @@ provisioning, maybe read-only) never needs rewriting.
 rotation; ``STATE/machine-key.pending.json``: a key made for a rotation the hub may not have registered yet.
 A daemon that restarts uses the newest key the hub accepts: pending, then current, then the config's.
 ``STATE/master-key.json``: the master key this daemon obeys since a TRUST_MASTER order (signed by the master key
-it obeyed until then) moved it; it replaces the config's ``master_public_key``.
+it obeyed until then) moved it, and that rotation's epoch; it replaces the config's ``master_public_key``. A file
+from before epochs reads as epoch 0 (any later rotation moves it on).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ MASTER = "master-key.json"
 PENDING = "machine-key.pending.json"
 
 
-def _write_private(path: Path, data: dict[str, str]) -> None:
+def _write_private(path: Path, data: dict[str, str | int]) -> None:
     temp = path.with_suffix(".tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -53,10 +54,34 @@ def current_config(config: DaemonConfig, state_dir: Path) -> DaemonConfig:
     return config
 
 
-def trust_master(config: DaemonConfig, state_dir: Path, master_key: PublicKey) -> DaemonConfig:
-    """Obey ``master_key`` from now on (saved before anything else is verified against it)."""
-    _write_private(state_dir / MASTER, {"machine": config.machine_id, "master_public_key": master_key.to_text()})
+def master_epoch(config: DaemonConfig, state_dir: Path) -> int:
+    """The epoch of the master rotation this daemon obeys (0: the config's own master, or a file before epochs)."""
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+        data = json.loads((state_dir / MASTER).read_text())
+        if data["machine"] == config.machine_id:
+            epoch = data.get("epoch", 0)
+            return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else 0
+    return 0
+
+
+def trust_master(config: DaemonConfig, state_dir: Path, master_key: PublicKey, epoch: int) -> DaemonConfig:
+    """Obey ``master_key`` from now on, as of rotation ``epoch`` (saved before anything else is verified
+    against it)."""
+    record: dict[str, str | int] = {
+        "machine": config.machine_id, "master_public_key": master_key.to_text(), "epoch": epoch,
+    }  # fmt: skip
+    _write_private(state_dir / MASTER, record)
     return replace(config, master_key=master_key)
+
+
+def follow_master_rotation(
+    config: DaemonConfig, state_dir: Path, master_key: PublicKey, epoch: int
+) -> tuple[DaemonConfig, bool]:
+    """Apply a verified master rotation once and never backwards: only an ``epoch`` greater than the one obeyed
+    moves the key (saved first). Returns the config to use and whether it moved."""
+    if epoch <= master_epoch(config, state_dir):
+        return config, False
+    return trust_master(config, state_dir, master_key, epoch), True
 
 
 def make_pending(config: DaemonConfig, state_dir: Path) -> Identity:

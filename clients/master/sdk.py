@@ -85,7 +85,7 @@ from protocol.messages import (
     TokenRevoke,
     master_rekey_payload,
 )
-from protocol.orders import file_body, file_chunks
+from protocol.orders import file_body, file_chunks, trust_master_body
 from protocol.plans import Plan, parse_plan, plan_to_wire, validate
 from protocol.retry import backoff_delays, is_retryable
 from protocol.signed_values import SignedValue, ValueKind, WriterKind, untrusted_message, verify_value
@@ -438,7 +438,7 @@ class Master:
             the new identity, and the result of each machine's order (``queued`` for offline machines).
         """
         new = new_identity or Identity.generate(secrets.token_bytes)
-        body = {"master_public_key": new.public.to_text()}
+        body = trust_master_body(new.public, time.time_ns())
         told: list[CommandResult] = []
         for item in await self.scenarios():
             name = str(item["name"])
