@@ -20,6 +20,13 @@ from protocol.identity import Identity, PublicKey
 
 FILE_CHUNK_SIZE = 256 * 1024
 
+# The longest an order may stay valid. Daemons remember the ids of orders they received for four times as long
+# (``clients.daemon.agent.ID_MEMORY``), so an order redelivered or replayed by a hub can never run twice while
+# it is valid; a daemon refuses an order whose expiry lies further ahead (by its own clock) than this plus
+# ``EXPIRY_SLACK`` (master and machine clocks differ), since it could not promise to remember it that long.
+MAX_ORDER_TTL = 7 * 24 * 3600.0
+EXPIRY_SLACK = 3600.0
+
 
 class OrderKind(StrEnum):
     EXEC = "exec"
@@ -127,6 +134,13 @@ class Order:
             raise ProtocolError(ErrorCode.WRONG_TARGET, "order is addressed to another machine", machine=self.machine)
         if now > self.expires:
             raise ProtocolError(ErrorCode.EXPIRED, "order expired before it could run", expires=self.expires)
+        if self.expires > now + MAX_ORDER_TTL + EXPIRY_SLACK:
+            raise ProtocolError(
+                ErrorCode.EXPIRED,
+                f"order is valid for more than {MAX_ORDER_TTL / 86400:.0f} days by this machine's clock: it could "
+                "not be told apart from a replay for that long",
+                expires=self.expires,
+            )
 
     def to_wire(self) -> dict[str, Any]:
         wire = {

@@ -355,6 +355,12 @@ async def plan_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
                 raise RequestError(ErrorCode.FORBIDDEN, f"step {step.id!r}: orders must be EXEC orders you signed")
             if machine is None or machine.scenario_id != scenario.id:
                 raise RequestError(ErrorCode.NOT_FOUND, f"step {step.id!r}: no machine {order.machine!r} here")
+            if order.expires > time.time() + hub.settings.order_ttl_max:
+                raise RequestError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"step {step.id!r}: its orders are valid for more than {hub.settings.order_ttl_max:.0f} s; "
+                    "nothing was started",
+                )
         orders[step.id] = list(wires)
     record = await start_plan(hub, scenario, body.plan_id, plan, orders)
     conn.send(Response(plan_wire(record)), scenario=scenario.name, reply_to=env.id)

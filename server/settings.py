@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from protocol import DEFAULT_MAX_FRAME
+from protocol.orders import MAX_ORDER_TTL
 
 if TYPE_CHECKING:
     from server.tls import TlsFiles
@@ -59,7 +60,7 @@ class HubSettings:
     max_skew: float = 120.0
     handshake_timeout: float = 10.0
     output_limit: int = 256 * 1024
-    order_ttl_max: float = 7 * 24 * 3600.0
+    order_ttl_max: float = MAX_ORDER_TTL  # never more: daemons refuse what they could not de-duplicate
     max_queued_per_machine: int = 10_000
     redis_url: str = ""
     replica_id: str = ""
@@ -97,6 +98,8 @@ class HubSettings:
             raise SettingsError(f"port must be 0-65535, not {self.port}")
         if self.heartbeat_interval <= 0 or self.dead_after <= self.heartbeat_interval:
             raise SettingsError("dead_after must be greater than heartbeat_interval, both positive")
+        if not 0 < self.order_ttl_max <= MAX_ORDER_TTL:
+            raise SettingsError(f"order_ttl_max must be positive and at most {MAX_ORDER_TTL:.0f} s")
 
     @property
     def database(self) -> Path:

@@ -68,7 +68,7 @@ from protocol.messages import (
     ResultAck,
     SystemReady,
 )
-from protocol.orders import parse_trust_master
+from protocol.orders import EXPIRY_SLACK, MAX_ORDER_TTL, parse_trust_master
 from protocol.retry import backoff_delays, is_retryable
 from protocol.signed_values import SignedValue, ValueKind, VerifiedValue, WriterKind, untrusted_message, verify_value
 
@@ -80,6 +80,10 @@ except metadata.PackageNotFoundError:  # running from a source tree
     DAEMON_VERSION = "0.0.0+source"
 
 JOURNAL_KEEP = 7 * 24 * 3600.0
+# How long received order ids are remembered: well beyond the longest an order may be valid (MAX_ORDER_TTL, and
+# the daemon refuses any that claims longer), so no valid order can be run again from a forgotten id.
+ID_MEMORY = 4 * JOURNAL_KEEP
+assert ID_MEMORY > 2 * (MAX_ORDER_TTL + EXPIRY_SLACK)
 POWERSHELL_ON_POSIX = ("pwsh", "-NoProfile", "-NonInteractive", "-Command")
 RESEND_INTERVAL = 5.0
 SEEN_MESSAGES = 1024  # message ids remembered against replays: bounded, so an old enough replay gets through
@@ -284,8 +288,8 @@ class Daemon:
 
     async def _session(self, link: HubLink) -> None:
         now = time.time()
-        # Orders expire within a week (the hub's limit), so older ids can never be redelivered and run.
-        self.journal.prune(now - JOURNAL_KEEP, forget_ids_older_than=now - 4 * JOURNAL_KEEP)
+        # Orders are valid for at most MAX_ORDER_TTL (refused otherwise), so older ids can never be run again.
+        self.journal.prune(now - JOURNAL_KEEP, forget_ids_older_than=now - ID_MEMORY)
         facts = await asyncio.to_thread(collect_facts, DAEMON_VERSION)
         statement = ReadyStatement(self.config.scenario, self.config.machine_id, facts, time.time())
         signature = statement.signed(self.config.identity).signature

@@ -25,6 +25,7 @@ from clients.master.sdk import Master, MasterError, UnsignedJobError
 from protocol import CrcError, Identity, RemoteError
 from protocol.delegation import DELEGATION_LIFETIME
 from protocol.logformat import LOG_FORMATS, configure_logging
+from protocol.orders import MAX_ORDER_TTL
 from protocol.plans import Plan, PlanError, from_gorch, parse_plan
 
 EXIT_USAGE = 2
@@ -274,6 +275,17 @@ def duration(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (like 3600, 15m, 12h, 30d or never)") from None
     if value <= 0:
         raise argparse.ArgumentTypeError("a duration is positive (or never)")
+    return value
+
+
+def order_ttl(text: str) -> float:
+    """A duration an order may be valid for: at most ``MAX_ORDER_TTL`` (daemons refuse longer ones)."""
+    value = duration(text)
+    if value is None or value > MAX_ORDER_TTL:
+        raise argparse.ArgumentTypeError(
+            f"orders are valid for at most {MAX_ORDER_TTL / 86400:.0f}d (daemons could not tell a longer-lived one "
+            "from a replay)"
+        )
     return value
 
 
@@ -719,7 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--follow", action="store_true", help="wait for the end and show every step's state")
     p.add_argument("--timeout", type=float, default=3600.0, help="with --follow: how long to wait")
-    p.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds the signed orders stay valid")
+    p.add_argument("--ttl", type=order_ttl, default=24 * 3600.0,
+                   help="how long the signed orders stay valid: 3600, 12h, 7d at most (default 24h)")  # fmt: skip
     p.set_defaults(func=cmd_plan_run)
     for action, func, text in (("show", cmd_plan_show, "a plan's steps and states"),
                                ("cancel", cmd_plan_cancel, "cancel a plan (running steps' orders too)")):  # fmt: skip

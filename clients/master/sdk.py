@@ -85,7 +85,7 @@ from protocol.messages import (
     TokenRevoke,
     master_rekey_payload,
 )
-from protocol.orders import file_body, file_chunks, trust_master_body
+from protocol.orders import MAX_ORDER_TTL, file_body, file_chunks, trust_master_body
 from protocol.plans import Plan, parse_plan, plan_to_wire, validate
 from protocol.retry import backoff_delays, is_retryable
 from protocol.signed_values import SignedValue, ValueKind, WriterKind, untrusted_message, verify_value
@@ -620,7 +620,16 @@ class Master:
 
     # orders
     def sign(self, sc: Scenario, machine: MachineInfo, kind: OrderKind, body: dict[str, Any], ttl: float) -> Order:
-        """An order for one machine, signed with this master's key and valid for ``ttl`` seconds."""
+        """An order for one machine, signed with this master's key and valid for ``ttl`` seconds.
+
+        Raises:
+            MasterError: ``ttl`` is over ``MAX_ORDER_TTL`` (daemons would refuse the order).
+        """
+        if not 0 < ttl <= MAX_ORDER_TTL:
+            raise MasterError(
+                f"nothing was sent: an order may be valid for at most {MAX_ORDER_TTL / 86400:.0f} days "
+                f"(asked {ttl / 86400:.1f}); daemons refuse longer ones, which they could not tell from replays"
+            )
         order = Order(new_id(), sc.name, machine.id, kind, body, time.time() + ttl, self.identity.id)
         return order.signed(self.identity)
 

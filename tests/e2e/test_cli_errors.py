@@ -87,3 +87,11 @@ def test_a_bad_argument_is_a_usage_error(hub: HubProcess) -> None:
     result = run_crc(hub, "token", "create", "--ttl", "3x")
     assert result.returncode == USAGE
     assert "Traceback" not in result.stderr and "is not a duration" in result.stderr
+
+
+def test_a_plan_ttl_over_the_longest_an_order_may_live_is_a_usage_error(hub: HubProcess, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"name": "p", "steps": [{"id": "a", "target": "all", "command": "true"}]}')
+    result = run_crc(hub, "plan", "run", "offline", str(plan), "--ttl", "60d")
+    assert result.returncode == USAGE
+    assert "Traceback" not in result.stderr and "at most 7d" in result.stderr

@@ -503,3 +503,19 @@ def test_update_bodies_name_a_plain_wheel_its_lock_and_their_digests() -> None:
     ]:
         with pytest.raises(ProtocolError):
             update_body(wheel, digest, lock_name, lock_digest)
+
+
+def test_an_order_valid_for_longer_than_a_daemon_remembers_ids_is_refused() -> None:
+    from protocol.orders import EXPIRY_SLACK, MAX_ORDER_TTL
+
+    make_order(expires=NOW + MAX_ORDER_TTL).verify(MASTER.public, DAEMON.id, "demo", NOW)
+    make_order(expires=NOW + MAX_ORDER_TTL + EXPIRY_SLACK).verify(MASTER.public, DAEMON.id, "demo", NOW)
+    for expires in (NOW + MAX_ORDER_TTL + EXPIRY_SLACK + 1, NOW + 60 * 86400):
+        with pytest.raises(ProtocolError) as caught:
+            make_order(expires=expires).verify(MASTER.public, DAEMON.id, "demo", NOW)
+        assert (
+            caught.value.code is ErrorCode.EXPIRED and "could not be told apart from a replay" in caught.value.message
+        )
+    # a clock set back by a month makes a week-long order look too long-lived: refused rather than remembered
+    with pytest.raises(ProtocolError):
+        make_order(expires=NOW + 86400).verify(MASTER.public, DAEMON.id, "demo", NOW - 30 * 86400)
