@@ -11,13 +11,15 @@ import contextlib
 import dataclasses
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from clients.daemon.executor import ExecOutcome, ExecRequest, OutputSink, ProcessExecutor, SpawnedProcess
+from clients.daemon.executor import ExecOutcome, ExecRequest, ExecStatus, OutputSink, ProcessExecutor, SpawnedProcess
 from clients.windows._pywin32 import is_windows, load
-from clients.windows.powershell import current_oem_codepage, decode_output, powershell_argv
+from clients.windows.powershell import current_oem_codepage, decode_output, powershell_argv, quote_literal
 
 __all__ = ["DEFAULT_POWERSHELL", "PowerShellExecutor"]
 
@@ -59,17 +61,51 @@ class PowerShellExecutor(ProcessExecutor):
     Linux or macOS) the shared POSIX spawning and process-group handling are used unchanged.
     """
 
-    def __init__(self, executable: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, executable: str | None = None, *, script_dir: Path | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.executable = executable
+        # Where scripts too long for a command line are written for the time they run: a folder only the
+        # daemon's account (SYSTEM, Administrators) can read, as the daemon's state dir is.
+        self.script_dir = script_dir
         self._jobs: dict[int, Any] = {}
 
     async def run(self, request: ExecRequest, on_output: OutputSink, cancel: asyncio.Event) -> ExecOutcome:
-        """See :meth:`Executor.run`; a configured executable replaces the request's shell (also in errors)."""
+        """See :meth:`Executor.run`; a configured executable replaces the request's shell (also in errors).
+
+        A script too long for a Windows command line (32,767 characters once encoded) is written to a file of
+        its own in ``script_dir`` (UTF-8 with a byte-order mark, which Windows PowerShell 5.1 needs to read it
+        as UTF-8) and dot-sourced by the usual wrapper, so it behaves the same; the file is removed afterwards.
+        """
         if self.executable:
             request = dataclasses.replace(request, shell=(self.executable,))
-        outcome = await super().run(request, on_output, cancel)
+        script_file: Path | None = None
+        try:
+            self.argv(request)
+        except ValueError:
+            try:
+                script_file = self._write_script(request.command)
+            except OSError as exc:
+                return ExecOutcome(
+                    status=ExecStatus.FAILED, exit_code=None, stdout=b"", stderr=b"", stdout_truncated=False,
+                    stderr_truncated=False, error=f"cannot write the long script to a file: {exc.strerror or exc}",
+                    duration=0.0,
+                )  # fmt: skip
+            request = dataclasses.replace(request, command=f". {quote_literal(str(script_file))}")
+        try:
+            outcome = await super().run(request, on_output, cancel)
+        finally:
+            if script_file is not None:
+                with contextlib.suppress(OSError):
+                    script_file.unlink()
         return as_utf8(outcome, current_oem_codepage())
+
+    def _write_script(self, script: str) -> Path:
+        folder = self.script_dir or Path(tempfile.gettempdir())
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="crc-command-", suffix=".ps1", dir=folder)  # 0600 on POSIX
+        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as f:
+            f.write(script)
+        return Path(name)
 
     def argv(self, request: ExecRequest) -> list[str]:
         """The full command line for ``request``; raises ``ValueError`` when it cannot be built."""

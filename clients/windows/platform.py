@@ -31,5 +31,6 @@ WINDOWS = _windows_defaults()
 
 
 def make_executor(executable: str | None = None) -> Executor:
-    """The executor for Windows: PowerShell (``powershell.exe``, or e.g. ``pwsh``) with job-object kills."""
-    return PowerShellExecutor(executable)
+    """The executor for Windows: PowerShell (``powershell.exe``, or e.g. ``pwsh``) with job-object kills; scripts
+    too long for a command line go through files in the state dir (SYSTEM and Administrators only)."""
+    return PowerShellExecutor(executable, script_dir=WINDOWS.state_dir / "scripts")

@@ -20,6 +20,7 @@ __all__ = [
     "decode_output",
     "encode_command",
     "powershell_argv",
+    "quote_literal",
     "wrap_script",
 ]
 
@@ -46,6 +47,14 @@ if ($null -eq $LASTEXITCODE -or $LASTEXITCODE -is [bool]) {
 }
 exit $LASTEXITCODE
 """
+
+
+def quote_literal(text: str) -> str:
+    """``text`` as a PowerShell single-quoted string literal (nothing inside is expanded)."""
+    # PowerShell also takes the typographic single quotes as quote characters: double them all.
+    for quote in ("'", "\u2018", "\u2019", "\u201a", "\u201b"):
+        text = text.replace(quote, quote * 2)
+    return f"'{text}'"
 
 
 def encode_command(script: str) -> str:

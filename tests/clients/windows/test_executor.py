@@ -13,7 +13,7 @@ import pytest
 from clients.daemon.executor import ExecOutcome, ExecRequest, ExecStatus, ProcessExecutor
 from clients.windows import WINDOWS, make_executor
 from clients.windows.executor import PowerShellExecutor
-from clients.windows.powershell import decode_encoded_command, powershell_argv, wrap_script
+from clients.windows.powershell import decode_encoded_command, powershell_argv, quote_literal, wrap_script
 
 PWSH = shutil.which("pwsh")
 needs_pwsh = pytest.mark.skipif(PWSH is None, reason="pwsh (PowerShell 7) is not on PATH here")
@@ -61,11 +61,39 @@ async def test_the_child_receives_exactly_the_encoded_command_line(tmp_path: Pat
     assert json.loads(outcome.stdout) == powershell_argv(str(fake), script)[1:]
 
 
-async def test_a_script_too_long_for_windows_fails_without_starting_anything() -> None:
-    outcome = await run(PowerShellExecutor("pwsh"), "x" * 40000, WINDOWS.shell)
-    assert outcome.status is ExecStatus.FAILED
-    assert outcome.exit_code is None
-    assert "too long for a Windows command line" in outcome.error
+@off_windows
+async def test_a_script_too_long_for_a_command_line_runs_from_a_private_file_removed_afterwards(
+    tmp_path: Path,
+) -> None:
+    # The stand-in "PowerShell" decodes the command line it got, follows the wrapper to the script file and
+    # prints what it finds there: the whole script, as written, in a file only its owner can read.
+    fake = tmp_path / "fake-pwsh"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import base64, json, os, re, stat, sys\n"
+        "wrapper = base64.b64decode(sys.argv[-1]).decode('utf-16-le')\n"
+        "inner = base64.b64decode(re.search(r\"FromBase64String\\('([^']*)'\\)\", wrapper)[1]).decode()\n"
+        "path = re.fullmatch(r\"\\. '(.*)'\", inner)[1]\n"
+        "data = open(path, 'rb').read()\n"
+        "mode = stat.S_IMODE(os.stat(path).st_mode)\n"
+        "print(json.dumps({'path': path, 'mode': mode, 'bom': data[:3].hex(), 'script': data[3:].decode()}))\n"
+    )
+    fake.chmod(0o755)
+    scripts = tmp_path / "scripts"
+    script = "Write-Output 'grüße'\n" + "# filler\n" * 5000  # far over 32,767 characters once encoded
+
+    outcome = await run(PowerShellExecutor(str(fake), script_dir=scripts), script, WINDOWS.shell)
+
+    assert outcome.status is ExecStatus.SUCCEEDED, outcome.error
+    seen = json.loads(outcome.stdout)
+    assert seen["script"] == script and seen["bom"] == "efbbbf" and seen["mode"] & 0o077 == 0
+    assert Path(seen["path"]).parent == scripts
+    assert list(scripts.iterdir()) == []  # gone once the command ended
+
+
+def test_typographic_and_plain_single_quotes_cannot_end_a_literal() -> None:
+    assert quote_literal("C:\\crc\\it's") == "'C:\\crc\\it''s'"
+    assert quote_literal("a\u2019b") == "'a\u2019\u2019b'"
 
 
 async def test_a_missing_powershell_is_reported_not_raised() -> None:
