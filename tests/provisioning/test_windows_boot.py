@@ -164,10 +164,17 @@ def wine_prefix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WinePrefix
         "WINEPREFIX": str(root),
         "WINEDEBUG": "-all",
         "WINEARCH": "win64",
-        # No Mono or Gecko: wineboot would otherwise offer to download them, and nothing here needs them.
-        "WINEDLLOVERRIDES": "mscoree,mshtml=",
+        # No Mono or Gecko: wineboot would otherwise offer to download them, and nothing here needs them. No
+        # winemenubuilder: it writes menu entries and MIME types into the user's home.
+        "WINEDLLOVERRIDES": "mscoree,mshtml=;winemenubuilder.exe=d",
         "DISPLAY": "",
+        # Whatever else Wine keeps per user stays with this prefix.
+        "HOME": str(base / "home"),
+        "XDG_CONFIG_HOME": str(base / "home" / ".config"),
+        "XDG_DATA_HOME": str(base / "home" / ".local" / "share"),
+        "XDG_CACHE_HOME": str(base / "home" / ".cache"),
     }
+    (base / "home").mkdir()
     prefix = WinePrefix(root, wine, wineserver, env)
     try:
         subprocess.run([wine, "wineboot", "--init"], env=env, capture_output=True, timeout=WINEBOOT_TIMEOUT, check=True)

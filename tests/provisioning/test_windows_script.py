@@ -16,7 +16,7 @@ import pytest
 from clients.daemon.config import DaemonConfig, render_config
 from protocol import Identity
 from protocol.boot import report_key
-from provisioning.startup import WINDOWS_BOOT_FIRST_LINE, RenderError, StartupParams, WheelRef, _ps_quote
+from provisioning.startup import WINDOWS_BOOT_FIRST_LINE, RenderError, StartupParams, WheelRef, _ps_quote, render
 from provisioning.startup import render_windows as render_boot_file
 
 tree_sitter = pytest.importorskip("tree_sitter", reason="tree-sitter is not installed (pip install -e '.[test]')")
@@ -298,3 +298,10 @@ def test_pwsh_parses_the_rendered_script(tmp_path: Path) -> None:
     assert pwsh is not None
     result = subprocess.run([pwsh, "-NoProfile", "-NonInteractive", "-Command", check], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_what_is_uploaded_for_windows_is_the_cmd_boot_file() -> None:
+    params = make_params()
+    uploaded = render(params, "windows")
+    assert uploaded == render_boot_file(params)
+    assert uploaded.startswith(WINDOWS_BOOT_FIRST_LINE + ":") and "\r\n@echo off\r\n" in uploaded[:300]
