@@ -7,7 +7,7 @@ set "CRC_POWERSHELL=%SystemRoot%\System32\WindowsPowerShell\v1.0\powershell.exe"
 if exist "%SystemRoot%\Sysnative\WindowsPowerShell\v1.0\powershell.exe" set "CRC_POWERSHELL=%SystemRoot%\Sysnative\WindowsPowerShell\v1.0\powershell.exe"
 echo crc boot: %DATE% %TIME% %CRC_BOOT_FILE% hands itself to %CRC_POWERSHELL%
 if not exist "%CRC_POWERSHELL%" (echo crc boot: no Windows PowerShell at %CRC_POWERSHELL% & exit /b 9009)
-copy /b /y "%CRC_BOOT_FILE%" "%CRC_BOOT_PS1%" >nul
+copy /b /y "%CRC_BOOT_FILE%" "%CRC_BOOT_PS1%" 2>&1 >nul
 if errorlevel 1 (echo crc boot: cannot copy this file to %CRC_BOOT_PS1% & exit /b 1)
 "%CRC_POWERSHELL%" -NoProfile -NonInteractive -ExecutionPolicy Bypass -File "%CRC_BOOT_PS1%" <nul 2>&1
 set "CRC_EXIT=%ERRORLEVEL%"
@@ -32,7 +32,8 @@ Why the file is built this way:
   redirector, https://learn.microsoft.com/windows/win32/winprog64/file-system-redirector); a 64-bit cmd.exe sees
   no Sysnative and System32 is already the 64-bit one.
 - stdin from NUL: PowerShell must never wait for input at boot; 2>&1: errors reach firstboot.log too, whatever
-  Vultr does with stderr. PowerShell's exit code (the installer's "exit N"; 1 for an uncaught error) is cmd's.
+  Vultr does with stderr ("2>&1 >nul" on copy: its errors to the log, its "1 file(s) copied" nowhere; cmd.exe
+  applies redirections left to right). PowerShell's exit code (the installer's "exit N"; 1 for an uncaught error) is cmd's.
 - No labels or goto: cmd.exe finds labels by scanning the file, which goes wrong with LF-only line endings; the
   renderer writes CRLF throughout anyway, and ASCII only: Windows PowerShell 5.1 reads a .ps1 without a BOM in
   the ANSI code page (https://learn.microsoft.com/powershell/scripting/dev-cross-plat/vscode/understanding-file-encoding),
