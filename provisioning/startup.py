@@ -1,4 +1,4 @@
-"""Render a machine's startup script: the Linux bash one or the Windows PowerShell one.
+"""Render a machine's startup script: the Linux bash one, or the Windows boot file (cmd.exe and PowerShell).
 
 The templates live in ``provisioning/scripts/``; rendering fills in the settings block (hub URL, machine id,
 report key, the daemon wheel to fetch and its SHA-256) and the daemon's config (with the private key). Every
@@ -136,8 +136,26 @@ def _ps_quote(value: str) -> str:
     return "'" + value + "'"
 
 
+# Where Vultr saves a Windows boot script, and runs it from with cmd.exe ("Startup Scripts Quickstart Guide",
+# https://www.vultr.com/docs/vultr-startup-scripts-quickstart-guide); its output goes to WINDOWS_BOOT_LOG.
+WINDOWS_BOOT_FILE = "C:\\image\\firstboot.cmd"
+WINDOWS_BOOT_LOG = "C:\\image\\firstboot.log"
+# The first line cmd.exe reads: a label to it, the start of a block comment to PowerShell (see windows.ps1).
+WINDOWS_BOOT_FIRST_LINE = "<# : crc boot file for Windows"
+
+
 def render_windows(params: StartupParams) -> str:
-    """The PowerShell startup script for a Windows machine."""
+    """The Windows boot file: what Vultr saves as ``C:\\image\\firstboot.cmd`` and runs with cmd.exe.
+
+    One file, two languages (``windows.ps1``): cmd.exe runs its first lines, which copy the file to a ``.ps1``
+    beside it and run that with Windows PowerShell 5.1 (``-NoProfile -ExecutionPolicy Bypass -File``), and
+    PowerShell reads those lines as a comment and runs the installer below them. So what PowerShell is handed is
+    exactly this text, whatever its size, and no secret is on a command line.
+
+    CRLF throughout: cmd.exe reads batch files a line at a time and mis-finds lines and labels in LF-only files.
+    ASCII only: PowerShell 5.1 reads a BOM-less ``.ps1`` in the ANSI code page and cmd.exe in the OEM one, and a
+    BOM would be the first thing cmd.exe runs; every value crc renders is ASCII, anything else is refused.
+    """
     settings = {
         "CrcHubHttp": params.hub_http,
         "CrcMachineId": params.config.machine_id,
@@ -151,16 +169,23 @@ def render_windows(params: StartupParams) -> str:
         "CrcHubCaPem": params.hub_ca_pem.strip(),
         "CrcConfig": render_config(params.config),
     }
+    for key, value in settings.items():
+        if not value.isascii():
+            raise RenderError(f"${key} holds non-ASCII text, which Windows PowerShell 5.1 would misread")
     block = "\n".join(f"${key} = {_ps_quote(value)}" for key, value in settings.items())
     rendered = "# --- rendered by crc for this machine ---\n" + block
     script, count = PS_SETTINGS_LINE.subn(lambda _: rendered, _template("windows.ps1"))
     if count != 1:
         raise RenderError(f"windows.ps1 must have exactly one @@SETTINGS@@ line, not {count}")
-    return script
+    if not script.startswith(WINDOWS_BOOT_FIRST_LINE):
+        raise RenderError(f"windows.ps1 must start with {WINDOWS_BOOT_FIRST_LINE!r}, the line cmd.exe skips")
+    if not script.isascii():
+        raise RenderError("windows.ps1 holds non-ASCII text, which Windows PowerShell 5.1 would misread")
+    return script.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
 
 
 def render(params: StartupParams, os_name: str) -> str:
-    """The startup script for ``linux`` or ``windows``."""
+    """What is uploaded for a machine of ``linux`` (a bash script) or ``windows`` (a cmd.exe boot file)."""
     if os_name == "linux":
         return render_linux(params)
     if os_name == "windows":

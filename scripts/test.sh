@@ -5,12 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 # Tests run real servers: redis-server (Redis store, replicas) and nginx (load balancing replicas);
-# shellcheck lints the Linux startup script.
+# The shellcheck tool lints the Linux startup script; Wine's cmd.exe runs the Windows boot file, with a stand-in for
+# powershell.exe built by mingw-w64 (tests/provisioning/test_windows_boot.py).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v wine64 >/dev/null 2>&1 || [ -x /usr/lib/wine/wine64 ] || missing+=(wine64)
+command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing+=(gcc-mingw-w64-x86-64-win32)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "== installing ${missing[*]} (apt-get): the tests start their own instances"
@@ -49,4 +52,5 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-.venv/bin/python -m pytest "$@"
+# Wine and mingw-w64 are installed above: their absence is then a failure, not a skipped test.
+CRC_REQUIRE_WINE=1 .venv/bin/python -m pytest "$@"

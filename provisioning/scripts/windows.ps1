@@ -1,13 +1,54 @@
-#ps1_sysnative
+<# : crc boot file for Windows: cmd.exe runs the lines below up to "exit /b"; PowerShell reads them as a comment
+@echo off
+setlocal EnableExtensions DisableDelayedExpansion
+set "CRC_BOOT_FILE=%~f0"
+set "CRC_BOOT_PS1=%~dpn0.ps1"
+set "CRC_POWERSHELL=%SystemRoot%\System32\WindowsPowerShell\v1.0\powershell.exe"
+if exist "%SystemRoot%\Sysnative\WindowsPowerShell\v1.0\powershell.exe" set "CRC_POWERSHELL=%SystemRoot%\Sysnative\WindowsPowerShell\v1.0\powershell.exe"
+echo crc boot: %DATE% %TIME% %CRC_BOOT_FILE% hands itself to %CRC_POWERSHELL%
+if not exist "%CRC_POWERSHELL%" (echo crc boot: no Windows PowerShell at %CRC_POWERSHELL% & exit /b 9009)
+copy /b /y "%CRC_BOOT_FILE%" "%CRC_BOOT_PS1%" 2>&1 >nul
+if errorlevel 1 (echo crc boot: cannot copy this file to %CRC_BOOT_PS1% & exit /b 1)
+"%CRC_POWERSHELL%" -NoProfile -NonInteractive -ExecutionPolicy Bypass -File "%CRC_BOOT_PS1%" <nul 2>&1
+set "CRC_EXIT=%ERRORLEVEL%"
+del /f /q "%CRC_BOOT_PS1%" >nul 2>&1
+echo crc boot: %DATE% %TIME% PowerShell exited with code %CRC_EXIT%
+exit /b %CRC_EXIT%
+
+cmd.exe never reads past the line above; PowerShell sees all of this, up to the closing mark, as one block comment
+(about_Comments: a block comment ends at the first closing mark, so none may appear above).
+
+Why the file is built this way:
+- Vultr saves a Windows boot script as C:\image\firstboot.cmd and runs it once, at first boot, with cmd.exe as
+  Administrator; the output is saved to C:\image\firstboot.log (Vultr, "Startup Scripts Quickstart Guide",
+  https://www.vultr.com/docs/vultr-startup-scripts-quickstart-guide). cmd.exe runs no PowerShell, so this file is
+  both: to cmd.exe the first line is a label (the classic "<# :" batch/PowerShell hybrid: a line whose command is
+  a ":" label is never executed, so its "<#" redirection is never opened), to PowerShell it opens a comment.
+- powershell.exe -File insists on a .ps1 name, hence the copy of this very file beside it; cmd's 8,191-character
+  command line limit rules out handing the installer over as -EncodedCommand. The copy holds the machine's key,
+  like this file: it is deleted when PowerShell is done, and the installer restricts both to SYSTEM and
+  Administrators at once. No secret is on any command line: PowerShell reads them from the file.
+- %SystemRoot%\Sysnative is what a 32-bit cmd.exe must use to reach the 64-bit PowerShell (WOW64 file system
+  redirector, https://learn.microsoft.com/windows/win32/winprog64/file-system-redirector); a 64-bit cmd.exe sees
+  no Sysnative and System32 is already the 64-bit one.
+- stdin from NUL: PowerShell must never wait for input at boot; 2>&1: errors reach firstboot.log too, whatever
+  Vultr does with stderr ("2>&1 >nul" on copy: its errors to the log, its "1 file(s) copied" nowhere; cmd.exe
+  applies redirections left to right). PowerShell's exit code (the installer's "exit N"; 1 for an uncaught error) is cmd's.
+- No labels or goto: cmd.exe finds labels by scanning the file, which goes wrong with LF-only line endings; the
+  renderer writes CRLF throughout anyway, and ASCII only: Windows PowerShell 5.1 reads a .ps1 without a BOM in
+  the ANSI code page (https://learn.microsoft.com/powershell/scripting/dev-cross-plat/vscode/understanding-file-encoding),
+  and a BOM would break cmd's first line.
+#>
 # CloudRemoteControl startup script (Windows): installs crc-daemon as a Windows service and connects this machine
-# to its hub. Written for Windows PowerShell 5.1 (what Windows Server runs startup scripts with); the first line
-# makes cloudbase-init run it as 64-bit PowerShell. Rendered by crc for one machine: it holds that machine's
-# private key, so it must be kept as secret as the key itself (`crc down` deletes it from the provider).
+# to its hub. Written for Windows PowerShell 5.1 (what Windows Server has), run by the cmd.exe part above. Rendered
+# by crc for one machine: it holds that machine's private key, so it must be kept as secret as the key itself
+# (`crc down` deletes it from the provider).
 #
 # Each step is reported to the hub (POST /v1/boot, HMAC-SHA256 with the machine's report key, see
 # protocol/boot.py) so `crc watch` shows it live; a failing step reports its output and stops the script with
-# exit code 1. The private key and the report key never appear on the command line of a child process: the
-# config is written with .NET file APIs and the MAC is computed in memory with HMACSHA256.
+# exit code 1. Progress also goes to the console, which is C:\image\firstboot.log on Vultr. The private key and
+# the report key never appear on the command line of a child process: the config is written with .NET file APIs
+# and the MAC is computed in memory with HMACSHA256.
 #
 # Environment overrides (for tests): CRC_ROOT (prefix for every path, default none), CRC_PYTHON (interpreter).
 
@@ -54,7 +95,11 @@ $CurrentStep = 'script'
 $Python = ''
 
 # --- logs ----------------------------------------------------------------------------------------------------
+# The boot log is also written to the console: on Vultr that is C:\image\firstboot.log, which can be read before
+# anyone can reach the daemon. The step logs go there too (Copy-CrcStepLogToBootLog): they hold no secret, as they
+# are sent to the hub in the reports anyway.
 function Write-CrcBootLog([string]$Text) {
+    try { [System.Console]::Out.WriteLine($Text) } catch { }
     try { [System.IO.File]::AppendAllText($script:BootLog, $Text + "`r`n", $script:Utf8NoBom) } catch { }
 }
 
@@ -66,6 +111,7 @@ function Copy-CrcStepLogToBootLog {
     try {
         if (Test-Path -LiteralPath $script:StepLog) {
             $text = [System.IO.File]::ReadAllText($script:StepLog, $script:Utf8NoBom)
+            try { [System.Console]::Out.Write($text) } catch { }
             [System.IO.File]::AppendAllText($script:BootLog, $text, $script:Utf8NoBom)
         }
     } catch { }
@@ -100,6 +146,20 @@ function New-CrcPrivateDirectory([string]$Path) {
 
 function Set-CrcPrivateFile([string]$Path) {
     [System.IO.File]::SetAccessControl($Path, (New-CrcAdminOnlySecurity $false))
+}
+
+# The boot file Vultr saved (C:\image\firstboot.cmd) and the .ps1 copy cmd.exe made of it hold this machine's
+# private key; C:\image is not private. cmd.exe deletes the copy when PowerShell is done; the boot file stays.
+function Protect-CrcBootFiles {
+    foreach ($path in @((Get-CrcEnv @('CRC_BOOT_FILE') ''), (Get-CrcEnv @('CRC_BOOT_PS1') ''))) {
+        if (-not $path -or -not (Test-Path -LiteralPath $path -PathType Leaf)) { continue }
+        try {
+            Set-CrcPrivateFile $path
+            Write-CrcBootLog "restricted $path to SYSTEM and Administrators"
+        } catch {
+            Write-CrcBootLog "could not restrict ${path}: $($_.Exception.Message)"
+        }
+    }
 }
 
 function New-CrcPrivateFile([string]$Path) {
@@ -427,6 +487,7 @@ try {
     $null = New-Item -ItemType Directory -Force -Path $PrefixDir
     [System.IO.File]::WriteAllText($BootLog, '', $Utf8NoBom)
     Write-CrcBootLog "crc startup script for machine $CrcMachineName ($CrcMachineId) of scenario $CrcScenario"
+    Protect-CrcBootFiles
     if ($CrcHubCaPem) {
         New-CrcPrivateFile $HubCaFile
         [System.IO.File]::WriteAllText($HubCaFile, $CrcHubCaPem + "`n", $Utf8NoBom)

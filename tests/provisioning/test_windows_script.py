@@ -1,5 +1,6 @@
-"""The Windows startup script: it renders to valid PowerShell, runs linux.sh's steps and keeps its secrets off
-every command line."""
+"""The Windows boot file: it renders to valid PowerShell (behind a cmd.exe prologue that PowerShell reads as a
+comment), runs linux.sh's steps and keeps its secrets off every command line. tests/provisioning/test_windows_boot.py
+runs it with a real cmd.exe."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 from clients.daemon.config import DaemonConfig, render_config
 from protocol import Identity
 from protocol.boot import report_key
-from provisioning.startup import RenderError, StartupParams, WheelRef, _ps_quote, render_windows
+from provisioning.startup import WINDOWS_BOOT_FIRST_LINE, RenderError, StartupParams, WheelRef, _ps_quote, render
+from provisioning.startup import render_windows as render_boot_file
 
 tree_sitter = pytest.importorskip("tree_sitter", reason="tree-sitter is not installed (pip install -e '.[test]')")
 tree_sitter_powershell = pytest.importorskip(
@@ -26,7 +28,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "provisioning" / "scripts"
 LINUX_SCRIPT = (SCRIPTS / "linux.sh").read_text(encoding="utf-8")
 TEMPLATE = (SCRIPTS / "windows.ps1").read_text(encoding="utf-8")
 
-CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAK'quoted\u2019too\n-----END CERTIFICATE-----\n"
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAK'quoted''twice\n-----END CERTIFICATE-----\n"
 # Anything that starts a process, or hands a string to one, on a line of the script.
 PROCESS_STARTERS = re.compile(
     r"Start-Process|Invoke-CrcNative|Invoke-Expression|\biex\b|(^|[\s(;|])&\s|\bcmd(\.exe)?\b|\bicacls\b"
@@ -46,6 +48,13 @@ def make_params(hub: str = "wss://hub.example.net:8443/o'hara/v1/ws", hub_ca_pem
     return StartupParams(
         config=config, wheel=WheelRef("cloudremotecontrol-0.1.0-py3-none-any.whl", "ab" * 32), hub_ca_pem=hub_ca_pem
     )
+
+
+def render_windows(params: StartupParams) -> str:
+    """The boot file as uploaded, with LF line endings for the checks on its text (it is CRLF throughout)."""
+    uploaded = render_boot_file(params)
+    assert "\n" not in uploaded.replace("\r\n", "")
+    return uploaded.replace("\r\n", "\n")
 
 
 def parse(text: str) -> Any:
@@ -111,6 +120,44 @@ def test_values_with_quotes_survive_quoting() -> None:
     assert _ps_quote(render_config(params.config)) in literals
 
 
+def test_the_uploaded_file_is_ascii_with_crlf_line_endings_and_parses_as_is() -> None:
+    uploaded = render_boot_file(make_params())
+    assert uploaded.isascii()
+    assert uploaded.count("\n") == uploaded.count("\r\n") == uploaded.count("\r") > 500
+    assert not uploaded.startswith("\ufeff")
+    assert problems(parse(uploaded)) == []
+
+
+@pytest.mark.parametrize("where", ["hub", "ca"])
+def test_non_ascii_values_are_refused(where: str) -> None:
+    # Windows PowerShell 5.1 reads the BOM-less .ps1 in the ANSI code page: "\u2019" would arrive as three
+    # other characters (and some code pages turn such bytes into quotes that end a string).
+    params = make_params(hub="wss://h\u00fcb.example.net/v1/ws") if where == "hub" else make_params(hub_ca_pem="\u2019")
+    with pytest.raises(RenderError, match="non-ASCII"):
+        render_boot_file(params)
+
+
+def test_a_template_with_non_ascii_text_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("provisioning.startup._template", lambda name: TEMPLATE + "# caf\u00e9\n")
+    with pytest.raises(RenderError, match="non-ASCII"):
+        render_boot_file(make_params())
+
+
+def test_the_cmd_prologue_hands_the_file_to_powershell_5_1_and_ends_before_the_installer() -> None:
+    prologue, _, installer = TEMPLATE.partition("\n#>\n")
+    lines = prologue.splitlines()
+    assert lines[0].startswith(WINDOWS_BOOT_FIRST_LINE)
+    assert "#>" not in prologue  # the first "#>" ends PowerShell's comment
+    run = [line for line in lines if line.startswith('"%CRC_POWERSHELL%"')]
+    assert run == [
+        '"%CRC_POWERSHELL%" -NoProfile -NonInteractive -ExecutionPolicy Bypass -File "%CRC_BOOT_PS1%" <nul 2>&1'
+    ]
+    assert 'set "CRC_POWERSHELL=%SystemRoot%\\System32\\WindowsPowerShell\\v1.0\\powershell.exe"' in lines
+    cmd_part = lines[: lines.index("exit /b %CRC_EXIT%") + 1]
+    assert not any(line.lstrip().startswith(":") or "goto" in line.lower() for line in cmd_part[1:])
+    assert "$ErrorActionPreference = 'Stop'" in installer
+
+
 def test_every_kind_of_single_quote_is_doubled() -> None:
     for quote in ("'", "\u2018", "\u2019", "\u201a", "\u201b"):
         assert _ps_quote(f"a{quote}b") == f"'a{quote}{quote}b'"
@@ -123,7 +170,7 @@ def test_the_template_has_one_settings_line_and_renders_every_setting() -> None:
     for name in ("CrcHubHttp", "CrcMachineId", "CrcMachineName", "CrcScenario", "CrcReportKey", "CrcWheel",
                  "CrcWheelSha256", "CrcHubCaPem", "CrcConfig"):  # fmt: skip
         assert re.search(rf"^\${name} = '", script, re.M), name
-    assert script.startswith("#ps1_sysnative\n")
+    assert script.startswith(WINDOWS_BOOT_FIRST_LINE)
 
 
 def test_a_template_without_the_settings_line_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,3 +298,10 @@ def test_pwsh_parses_the_rendered_script(tmp_path: Path) -> None:
     assert pwsh is not None
     result = subprocess.run([pwsh, "-NoProfile", "-NonInteractive", "-Command", check], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_what_is_uploaded_for_windows_is_the_cmd_boot_file() -> None:
+    params = make_params()
+    uploaded = render(params, "windows")
+    assert uploaded == render_boot_file(params)
+    assert uploaded.startswith(WINDOWS_BOOT_FIRST_LINE + ":") and "\r\n@echo off\r\n" in uploaded[:300]
