@@ -20,7 +20,7 @@ from bench.common import PAYLOAD, Config, Counter, Record, Server, median, windo
 from clients.link import HubLink
 from clients.master.keys import load_or_create_master_key
 from clients.master.sdk import Master
-from protocol import CrcError, Envelope, MsgType, Role
+from protocol import CrcError, Envelope, MsgType, OrderKind, Role
 from protocol.messages import EventsSubscribe, Output
 
 NAME = "output_frames"
@@ -81,14 +81,29 @@ async def drain_link(link: HubLink) -> None:
             await link.recv()
 
 
+async def flood_order(master: Master, scenario: str) -> str:
+    """A real order for the scenario's one machine, whose output a flood then carries: the hub forwards a
+    machine's output only for its own orders. The benchmark's daemon session receives it and never runs it."""
+    sc = await master.scenario(scenario)
+    (machine,) = sc.machines
+    body = {"command": "true", "cwd": None, "env": {}, "timeout": None}
+    return await master.submit(master.sign(sc, machine, OrderKind.EXEC, body, 3600.0))
+
+
 async def hub_flood(
-    daemon: HubLink, watcher: Watcher, messages: int, payload: int = PAYLOAD, scenario: str = SCENARIO
+    daemon: HubLink,
+    watcher: Watcher,
+    messages: int,
+    payload: int = PAYLOAD,
+    scenario: str = SCENARIO,
+    *,
+    order_id: str,
 ) -> float:
-    """Messages per second: N Output messages from the daemon until the master has the last one."""
+    """Messages per second: N Output messages (of ``order_id``) from the daemon until the master has the last."""
     data = b"x" * payload
 
     async def send() -> None:
-        await daemon.send(Output("bench-order", "stdout", data), scenario=scenario)
+        await daemon.send(Output(order_id, "stdout", data), scenario=scenario)
 
     return await windowed_flood(send, watcher.counter, messages)
 
@@ -112,6 +127,7 @@ async def run(config: Config) -> list[Record]:
         master = await Master.connect(hub.url, identity)
         try:
             (machine,) = await master.create_scenario(SCENARIO, [("box", "linux")])
+            order_id = await flood_order(master, SCENARIO)
         finally:
             await master.close()
         watcher = Watcher(await HubLink.connect(hub.url, identity, Role.MASTER))
@@ -123,7 +139,7 @@ async def run(config: Config) -> list[Record]:
             await watcher.subscribe()
             for _ in range(config.repeats):
                 base.append(await relay_flood(relay.url, config.messages))
-                ours.append(await hub_flood(daemon, watcher, config.messages))
+                ours.append(await hub_flood(daemon, watcher, config.messages, order_id=order_id))
                 if sio_relay is not None:
                     sio.append(await baselines_socketio.sio_flood(sio_relay.url, sio_messages(config.messages)))
         finally:

@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 
 from bench.common import ROOT, START_TIMEOUT, Config, Record, Server, child_env, flood_timeout, median
-from bench.output_frames import Watcher, drain_link, hub_flood
+from bench.output_frames import Watcher, drain_link, flood_order, hub_flood
 from clients.link import HubLink
 from clients.master.keys import load_or_create_master_key
 from clients.master.sdk import Master
@@ -75,6 +75,7 @@ class PairSpec:
     scenario: str
     master_key: str
     machine_key: str
+    order_id: str  # the order whose output the pair's daemon floods (``bench.output_frames.flood_order``)
 
 
 @dataclass
@@ -82,6 +83,7 @@ class Pair:
     """A connected pair: the daemon session (its reads drained) and the subscribed master's ``Watcher``."""
 
     scenario: str
+    order_id: str
     daemon: HubLink
     watcher: Watcher
     drain: asyncio.Task[None] = field(repr=False)
@@ -96,7 +98,7 @@ class Pair:
         except BaseException:
             await watcher.close()
             raise
-        return cls(spec.scenario, daemon, watcher, asyncio.create_task(drain_link(daemon)))
+        return cls(spec.scenario, spec.order_id, daemon, watcher, asyncio.create_task(drain_link(daemon)))
 
     async def close(self) -> None:
         self.drain.cancel()
@@ -126,7 +128,9 @@ async def close_pairs(pairs: list[Pair]) -> None:
 async def flood_pairs(pairs: list[Pair], messages: int) -> tuple[float, float]:
     """Every pair floods ``messages`` at once; (start, end) on the system-wide monotonic clock."""
     start = time.monotonic()
-    await asyncio.gather(*(hub_flood(p.daemon, p.watcher, messages, scenario=p.scenario) for p in pairs))
+    await asyncio.gather(
+        *(hub_flood(p.daemon, p.watcher, messages, scenario=p.scenario, order_id=p.order_id) for p in pairs)
+    )
     return start, time.monotonic()
 
 
@@ -328,14 +332,15 @@ async def run(config: Config) -> list[Record]:
                     (await master.create_scenario(f"{SCENARIO_PREFIX}-{i}", [("box", "linux")]))[0]
                     for i in range(PAIRS)
                 ]
+                order_ids = [await flood_order(master, f"{SCENARIO_PREFIX}-{i}") for i in range(PAIRS)]
             finally:
                 await master.close()
             master_key = identity.private_text()
 
             def layout(urls: list[str]) -> list[PairSpec]:
                 return [
-                    PairSpec(url, f"{SCENARIO_PREFIX}-{i}", master_key, m.identity.private_text())
-                    for i, (url, m) in enumerate(zip(urls, machines, strict=True))
+                    PairSpec(url, f"{SCENARIO_PREFIX}-{i}", master_key, m.identity.private_text(), order_id)
+                    for i, (url, m, order_id) in enumerate(zip(urls, machines, order_ids, strict=True))
                 ]
 
             one = layout([a.url] * PAIRS)
