@@ -178,6 +178,7 @@ class VultrEmulator:
     gone_as_400: bool = False
     snapshots: dict[str, str] = field(default_factory=dict)  # snapshot id -> the OS name it holds
     on_boot: BootHook | None = None
+    boots: list[GuestBoot] = field(default_factory=list)  # every first boot that ran something of ours
     requests: list[SeenRequest] = field(default_factory=list)
     scripts: dict[str, dict[str, Any]] = field(default_factory=dict)
     instances: dict[str, _EmulatedInstance] = field(default_factory=dict)
@@ -502,6 +503,8 @@ class VultrEmulator:
             return
         instance.booted = True
         boot = self.guest_boot(instance)
+        if boot is not None:
+            self.boots.append(boot)
         if self.on_boot is None or boot is None:
             return
         result = self.on_boot(boot)
