@@ -138,13 +138,14 @@ class VultrProvider(Provider):
         teardown = Teardown()
         try:
             instances = await self._instances(scenario)
-            await asyncio.gather(
+            deleted = await asyncio.gather(
                 *(
                     self.client.delete_instance(i.id, lock_wait=self.lock_wait, lock_poll=self.lock_poll, say=say)
                     for i in instances
                 )
             )
-            teardown.machines = sorted(i.label or i.id for i in instances)
+            # only what this call deleted: one already gone (a stale listing) is not reported again
+            teardown.machines = sorted(i.label or i.id for i, done in zip(instances, deleted, strict=True) if done)
             left = await self._instances(scenario)
             if left:
                 names = ", ".join(sorted(i.label or i.id for i in left))

@@ -176,6 +176,13 @@ class VultrEmulator:
     # A deleted (or unknown) instance: 404 "Invalid instance-id" (dstack's client), or, as in 2021, 400
     # {"error":"invalid instance ID","status":400} (TF #177).
     gone_as_400: bool = False
+    # The status a startup-script create answers: 201 per the SPEC; 200 is accepted by clients since some
+    # Vultr creates answer 200 (issue 16 lists it among the real API's answers).
+    script_create_status: int = 201
+    # Listings are eventually consistent (kubermatic/machine-controller PR #1706: a just-made Vultr instance was
+    # missing from lists): a deleted instance stays listed for this many more list calls.
+    list_lags_deletes: int = 0
+    _ghosts: dict[str, list[Any]] = field(default_factory=dict)
     snapshots: dict[str, str] = field(default_factory=dict)  # snapshot id -> the OS name it holds
     on_boot: BootHook | None = None
     boots: list[GuestBoot] = field(default_factory=list)  # every first boot that ran something of ours
@@ -333,7 +340,7 @@ class VultrEmulator:
             "script": script,
         }
         self.scripts[record["id"]] = record
-        return _json(201, {"startup_script": record})
+        return _json(self.script_create_status, {"startup_script": record})
 
     async def _list_scripts(self, request: web.Request) -> web.Response:
         listed = [{k: v for k, v in script.items() if k != "script"} for script in self.scripts.values()]
@@ -515,13 +522,16 @@ class VultrEmulator:
         query = request.query
         for instance in self.instances.values():
             await self._advance(instance, read=False)
+        ghosts = [ghost[0] for ghost in self._ghosts.values() if ghost[1] > 0]
+        for ghost in self._ghosts.values():
+            ghost[1] -= 1
         listed = [
-            instance.data
-            for instance in self.instances.values()
-            if ("label" not in query or instance.data["label"] == query["label"])
-            and ("tag" not in query or self._tag_matches(instance.data, query["tag"]))
-            and ("region" not in query or instance.data["region"] == query["region"])
-            and ("main_ip" not in query or instance.data["main_ip"] == query["main_ip"])
+            data
+            for data in [instance.data for instance in self.instances.values()] + ghosts
+            if ("label" not in query or data["label"] == query["label"])
+            and ("tag" not in query or self._tag_matches(data, query["tag"]))
+            and ("region" not in query or data["region"] == query["region"])
+            and ("main_ip" not in query or data["main_ip"] == query["main_ip"])
         ]
         return _page(request, "instances", listed, self._cursors)
 
@@ -564,6 +574,8 @@ class VultrEmulator:
         if self.locked_deletes and instance.data["server_status"] in ("none", "locked"):
             return _error(500, LOCKED_TEXT)
         del self.instances[request.match_info["id"]]
+        if self.list_lags_deletes:
+            self._ghosts[instance.data["id"]] = [dict(instance.data), self.list_lags_deletes]
         return web.Response(status=204)
 
 
