@@ -240,6 +240,12 @@ def parse_scenario(text: str, source: str = "<scenario>") -> ScenarioFile:
         os_name = reader.text(raw, "os", where, "linux")
         if os_name not in OPERATING_SYSTEMS:
             raise reader.fail(where, f"os must be one of {', '.join(OPERATING_SYSTEMS)}, not {os_name!r}")
+        if os_name == "windows" and provider.kind == "vultr" and provider.boot == "user_data":
+            # Vultr's Windows images show no cloudbase-init: user data would sit there and run nothing, and the
+            # machine would never come up. Only a boot startup script (firstboot.cmd, run by cmd.exe) runs.
+            raise reader.fail(
+                where, 'a Windows machine on Vultr boots from a startup script: use boot = "script" (the default)'
+            )
         machines.append(
             MachinePlan(
                 name=machine_name,

@@ -33,7 +33,7 @@ region = "ams"
 plan = "vc2-1c-2gb"
 linux_image = 2284
 windows_image = "win-custom-image"
-boot = "user_data"
+boot = "script"
 tags = ["team-a", "demo"]
 netns = false
 
@@ -105,7 +105,7 @@ def test_a_full_file_parses_with_overrides_and_provider_defaults() -> None:
         region="ams",
         plan="vc2-1c-2gb",
         images={"linux": 2284, "windows": "win-custom-image"},
-        boot="user_data",
+        boot="script",
         tags=("team-a", "demo"),
         netns=False,
     )
@@ -251,6 +251,13 @@ def test_bad_machine_text_values(key: str) -> None:
 def test_bad_provider_kind() -> None:
     fails(provider('kind = "aws"'), "[provider] kind", "'aws'", "vultr")
     fails(provider("kind = 1"), "[provider]", "'kind'")
+
+
+def test_user_data_boots_linux_machines_but_a_windows_machine_on_vultr_is_refused() -> None:
+    linux_only = parse_scenario(provider('kind = "vultr"\nboot = "user_data"'), SOURCE)
+    assert linux_only.provider.boot == "user_data"
+    windows = '[[machine]]\nname = "dev"\nos = "windows"\n'
+    fails(provider('kind = "vultr"\nboot = "user_data"', machines=windows), "machine 'dev'", 'boot = "script"')
 
 
 def test_bad_boot_mode() -> None:
