@@ -177,7 +177,7 @@ async def up(
             return
         machines[name].provider_id, machines[name].address = made.provider_id, made.address
         where = f"{made.provider_id}, {made.address}" if made.address else made.provider_id
-        say(machines[name], f"created by {provider.kind} ({where})")
+        say(machines[name], f"created by {provider.kind} ({where}; hostname {plan.hostname})")
         watchers.append(asyncio.create_task(watch(machines[name], made)))
 
     async def watch(state: MachineProgress, made: ProvidedMachine) -> None:
@@ -212,10 +212,11 @@ async def up(
     return report
 
 
-async def down(master: Master, scenario: str, provider: Provider) -> DownReport:
+async def down(master: Master, scenario: str, provider: Provider, notice: Notice | None = None) -> DownReport:
     """Delete the scenario and its keys, then its machines and scripts. Safe to run twice.
 
     Keys go first: every daemon is disconnected and refused at once, even if deleting a machine fails.
+    ``notice`` hears what the provider waits for (Vultr refuses to delete an instance still installing).
     """
     report = DownReport(scenario)
     try:
@@ -224,5 +225,5 @@ async def down(master: Master, scenario: str, provider: Provider) -> DownReport:
     except RemoteError as exc:
         if exc.code != ErrorCode.NOT_FOUND.value:
             raise
-    report.teardown = await provider.destroy(scenario)
+    report.teardown = await provider.destroy(scenario, notice)
     return report

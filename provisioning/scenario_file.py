@@ -11,9 +11,10 @@
     kind = "vultr"                            # or "local"; `crc up --provider` overrides it
     region = "ams"                            # defaults for every machine
     plan = "vc2-1c-2gb"
-    linux_image = 2136                        # Debian 12 x64 (an os_id; a string is an image_id)
-    windows_image = 501                       # Windows 2022 Standard x64
+    linux_image = 2136                        # Debian 12 x64 (an os_id); "snapshot:ID" is a snapshot; any other
+    windows_image = 501                       # string is an image_id, i.e. a Vultr Marketplace application
     boot = "script"                           # "script" (a Vultr startup script) or "user_data" (cloud-init)
+    backups = "disabled"                      # or "enabled" (Vultr bills automatic backups); always sent
 
     [[machine]]
     name = "mysql"
@@ -21,12 +22,18 @@
     role = "database"
     plan = "vc2-2c-4gb"                       # any of region, plan, image overrides the provider default
     labels = { tier = "back" }                # for targets like label:tier=back
+    hostname = "mysql-1"                      # optional; else derived from the name (Windows: at most 15)
+
+A Windows computer name (NetBIOS) has at most 15 characters: a longer machine name gets a derived hostname
+(its first 10 characters, ``-`` and 4 hex digits of a hash of the whole name), and an explicit Windows
+``hostname`` longer than 15 characters is refused. Hostnames must be unique within a scenario.
 
 Unknown keys are errors (a typo must not silently create a default machine); messages name the file and key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -41,6 +48,30 @@ BOOT_MODES = ("script", "user_data")
 DEFAULT_IMAGES: dict[str, int | str] = {"linux": 2136, "windows": 501}
 DEFAULT_REGION = "ewr"
 DEFAULT_PLAN = "vc2-1c-2gb"
+BACKUPS = ("disabled", "enabled")
+WINDOWS_HOSTNAME_MAX = 15  # NetBIOS computer names: 15 characters (Microsoft, "Naming conventions in AD")
+SNAPSHOT_PREFIX = "snapshot:"
+
+
+def linux_hostname(name: str) -> str:
+    """A host name derived from a machine name (underscores and dots are not valid in one)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", name).strip("-")[:63] or "machine"
+
+
+def windows_hostname(name: str) -> str:
+    """A Windows computer name (at most 15 characters) derived from a machine name; deterministic.
+
+    A name that fits is kept (as :func:`linux_hostname` makes it); a longer one keeps its first 10 characters and
+    adds ``-`` and 4 hex digits of its SHA-256, so two long names sharing a start still differ. All digits is not
+    a valid computer name, so such a name gets a ``w`` in front.
+    """
+    base = linux_hostname(name)
+    if len(base) > WINDOWS_HOSTNAME_MAX:
+        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:4]
+        base = f"{base[:10].rstrip('-')}-{digest}"
+    if base.isdigit():
+        base = ("w" + base)[:WINDOWS_HOSTNAME_MAX]
+    return base
 
 
 class ScenarioFileError(ValueError):
@@ -58,11 +89,14 @@ class MachinePlan:
     plan: str
     image: int | str
     labels: dict[str, str] = field(default_factory=dict)
+    explicit_hostname: str = ""  # the scenario file's ``hostname``, when it gives one
 
     @property
     def hostname(self) -> str:
-        """A host name derived from the machine name (underscores and dots are not valid in one)."""
-        return re.sub(r"[^A-Za-z0-9-]", "-", self.name).strip("-")[:63] or "machine"
+        """The given hostname, else one derived from the machine name (at most 15 characters on Windows)."""
+        if self.explicit_hostname:
+            return self.explicit_hostname
+        return windows_hostname(self.name) if self.os == "windows" else linux_hostname(self.name)
 
 
 @dataclass(frozen=True)
@@ -72,6 +106,7 @@ class ProviderSettings:
     plan: str = DEFAULT_PLAN
     images: dict[str, int | str] = field(default_factory=lambda: dict(DEFAULT_IMAGES))
     boot: str = "script"
+    backups: str = "disabled"
     tags: tuple[str, ...] = ()
     netns: bool | None = None  # local provider: None picks network namespaces when it can
 
@@ -118,14 +153,16 @@ class _Reader:
 
     def image(self, value: Any, where: str) -> int | str:
         if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
-            raise self.fail(where, "an image is an os_id (integer) or an image_id (string)")
+            raise self.fail(where, 'an image is an os_id (integer), "snapshot:ID", or an image_id (string)')
         if isinstance(value, str) and value.isdigit():
             return int(value)
+        if isinstance(value, str) and value.startswith(SNAPSHOT_PREFIX) and not value[len(SNAPSHOT_PREFIX) :]:
+            raise self.fail(where, '"snapshot:" needs the snapshot id after it')
         return value
 
 
-MACHINE_KEYS = {"name", "os", "role", "region", "plan", "image", "labels"}
-PROVIDER_KEYS = {"kind", "region", "plan", "linux_image", "windows_image", "boot", "tags", "netns"}
+MACHINE_KEYS = {"name", "os", "role", "region", "plan", "image", "labels", "hostname"}
+PROVIDER_KEYS = {"kind", "region", "plan", "linux_image", "windows_image", "boot", "backups", "tags", "netns"}
 SCENARIO_KEYS = {"name", "hub", "hub_cert_sha256"}
 
 
@@ -161,6 +198,9 @@ def parse_scenario(text: str, source: str = "<scenario>") -> ScenarioFile:
     boot = reader.text(raw_provider, "boot", "[provider]", "script")
     if boot not in BOOT_MODES:
         raise reader.fail("[provider] boot", f"must be one of {', '.join(BOOT_MODES)}")
+    backups = reader.text(raw_provider, "backups", "[provider]", "disabled")
+    if backups not in BACKUPS:
+        raise reader.fail("[provider] backups", f"must be one of {', '.join(BACKUPS)}, not {backups!r}")
     tags = raw_provider.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
         raise reader.fail("[provider] tags", "must be a list of non-empty strings")
@@ -177,6 +217,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> ScenarioFile:
         plan=reader.text(raw_provider, "plan", "[provider]", DEFAULT_PLAN),
         images=images,
         boot=boot,
+        backups=backups,
         tags=tuple(tags),
         netns=netns,
     )
@@ -208,14 +249,38 @@ def parse_scenario(text: str, source: str = "<scenario>") -> ScenarioFile:
                 plan=reader.text(raw, "plan", where, provider.plan),
                 image=reader.image(raw["image"], where) if "image" in raw else provider.images[os_name],
                 labels=_labels(reader, raw.get("labels", {}), where),
+                explicit_hostname=_hostname(reader, raw, os_name, where),
             )
         )
     seen: set[str] = set()
+    hostnames: dict[str, str] = {}
     for machine in machines:
         if machine.name in seen:
             raise reader.fail(f"machine {machine.name!r}", "appears twice; machine names must be unique")
         seen.add(machine.name)
+        key = machine.hostname.lower()  # host and NetBIOS names are case-insensitive
+        if key in hostnames:
+            raise reader.fail(
+                f"machine {machine.name!r}",
+                f"hostname {machine.hostname!r} is also machine {hostnames[key]!r}'s; set a distinct hostname",
+            )
+        hostnames[key] = machine.name
     return ScenarioFile(name, tuple(machines), provider, hub=hub, hub_pin=hub_pin)
+
+
+def _hostname(reader: _Reader, raw: dict[str, Any], os_name: str, where: str) -> str:
+    if "hostname" not in raw:
+        return ""
+    value = raw["hostname"]
+    if not isinstance(value, str) or not HOSTNAME_SAFE.match(value) or value.endswith("-"):
+        raise reader.fail(where, "hostname is 1-63 letters, digits or '-', starting and ending with a letter or digit")
+    if os_name == "windows" and len(value) > WINDOWS_HOSTNAME_MAX:
+        raise reader.fail(
+            where, f"hostname {value!r} is {len(value)} characters; a Windows computer name has at most 15"
+        )
+    if os_name == "windows" and value.isdigit():
+        raise reader.fail(where, "a Windows computer name cannot be only digits")
+    return value
 
 
 def _labels(reader: _Reader, raw: Any, where: str) -> dict[str, str]:

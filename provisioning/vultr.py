@@ -12,6 +12,15 @@ Follows the reference sheet (``/work/shared/reference/vultr-api-v2.md``):
   A POST is retried only on 429 or when the connection could not even be opened: a 5xx or a timeout after
   ``POST /instances`` may still have created a server (look it up by label or tag before trying again).
 - Lists are paged with ``per_page`` and an opaque ``cursor``, following ``meta.links.next`` until it is empty.
+- A 429's ``Retry-After`` (seconds or an HTTP date) is honoured in full, within ``rate_limit_wait_max`` per call.
+- A new instance answers 404 "instance not found" for a while after its 202 (terraform-provider-vultr#462):
+  :meth:`VultrClient.wait_active` waits before its first poll and takes a 404 as "not yet" for ``not_found_for``.
+- DELETE answers 500 "... Server is currently locked" while ``server_status`` is ``none``/``locked`` (the whole
+  install; ansible-collection-vultr#113, PR #89): :meth:`VultrClient.delete_instance` retries it until the lock
+  clears, within ``lock_wait``, saying what it waits for.
+- A deleted instance answers 404 "instance not found" now and 400 "invalid instance ID" in 2021
+  (terraform-provider-vultr#688, #177): both are :class:`VultrNotFound` on ``/instances/{id}``.
+- ``time_scale`` multiplies every wait the client makes (1.0 = real seconds); only emulators and tests change it.
 
 The API key is never logged and never appears in an exception message or in a ``repr``.
 """
@@ -21,12 +30,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import email.utils
 import json
 import logging
+import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -46,10 +57,12 @@ __all__ = [
     "VultrClient",
     "VultrConnectionError",
     "VultrError",
+    "VultrLocked",
     "VultrNotFound",
     "VultrRateLimited",
     "VultrServerError",
     "VultrTimeout",
+    "VultrUnprocessable",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,6 +73,8 @@ NO_IP = "0.0.0.0"  # what `main_ip` says until an address is assigned
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 IMAGE_SOURCES = ("os_id", "iso_id", "snapshot_id", "app_id", "image_id")
 MAX_PER_PAGE = 500
+LOCKED_MARK = "currently locked"  # 500 "Unable to destroy server: Unable to remove VM: Server is currently locked"
+GONE_MARKS = ("instance not found", "invalid instance id", "invalid instance-id")
 
 
 # --------------------------------------------------------------------------------------------------- errors
@@ -89,12 +104,23 @@ class VultrNotFound(VultrError):
     """404: no such instance or startup script."""
 
 
+class VultrUnprocessable(VultrError):
+    """422 "Validation Error" (the newest spec lists it for list-instances): a filter or value the API refuses."""
+
+    def __init__(self, status: int, message: str, *, method: str | None = None, path: str | None = None) -> None:
+        super().__init__(status, f"the API refused the request as invalid: {message}", method=method, path=path)
+
+
 class VultrRateLimited(VultrError):
     """429 again and again, after every retry was spent."""
 
 
 class VultrServerError(VultrError):
     """5xx that retrying did not fix (or that was not retried because the call was a create)."""
+
+
+class VultrLocked(VultrServerError):
+    """500 "Server is currently locked": the instance cannot be destroyed until its install is done."""
 
 
 class VultrConnectionError(VultrError):
@@ -107,14 +133,21 @@ class VultrTimeout(VultrError, TimeoutError):
 
 def _error_for(status: int, message: str, method: str, path: str) -> VultrError:
     kind: type[VultrError]
-    if status == 400:
+    gone = any(mark in message.lower() for mark in GONE_MARKS)
+    if status == 400 and gone and path.startswith("/instances/"):
+        kind = VultrNotFound  # a deleted instance answered 400 "invalid instance ID" in 2021 (TF #177)
+    elif status == 400:
         kind = VultrBadRequest
     elif status in (401, 403):
         kind = VultrAuthError
     elif status == 404:
         kind = VultrNotFound
+    elif status == 422:
+        kind = VultrUnprocessable
     elif status == 429:
         kind = VultrRateLimited
+    elif status == 500 and LOCKED_MARK in message.lower():
+        kind = VultrLocked
     elif status >= 500:
         kind = VultrServerError
     else:
@@ -310,6 +343,10 @@ class VultrClient:
         requests_per_second: the client-side throttle (the API allows 30/s per IP); None turns it off.
         request_timeout: total seconds for one HTTP attempt.
         random_unit: the jitter's source of floats in [0, 1).
+        rate_limit_wait_max: the most seconds one call waits in all for 429s (``Retry-After`` included); a
+            ``Retry-After`` beyond what is left fails the call at once, saying so.
+        time_scale: real seconds per API second for every wait (emulators compress time; 1.0 otherwise).
+        sleep: how the client waits (tests record the waits instead).
     """
 
     def __init__(
@@ -324,12 +361,20 @@ class VultrClient:
         requests_per_second: float | None = 25.0,
         request_timeout: float = 60.0,
         random_unit: Callable[[], float] = random.random,
+        rate_limit_wait_max: float = 300.0,
+        time_scale: float = 1.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not key or not key.strip():
             raise VultrError(0, f"no Vultr API key: pass api_key or set the {API_KEY_ENV} environment variable")
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
+        if time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        self.rate_limit_wait_max = rate_limit_wait_max
+        self.time_scale = time_scale
+        self._sleep = sleep
         self._api_key = key.strip()
         self._headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         self.base_url = base_url.rstrip("/")
@@ -365,7 +410,8 @@ class VultrClient:
         """Upload a startup script (``boot`` runs once at first boot; ``pxe`` is run by iPXE)."""
         raw = script_text.encode() if isinstance(script_text, str) else script_text
         body = {"name": name, "script": base64.b64encode(raw).decode("ascii"), "type": type}
-        answer = await self._request("POST", "/startup-scripts", json_body=body, ok=(201,))
+        # 201 per the spec; some Vultr endpoints answer 200 to a create, and the object is the same (issue 16)
+        answer = await self._request("POST", "/startup-scripts", json_body=body, ok=(201, 200))
         return StartupScript.from_api(_object(answer.body, "startup_script"))
 
     async def get_startup_script(self, script_id: str) -> StartupScript:
@@ -472,32 +518,102 @@ class VultrClient:
         data = _object(answer.body, "user_data").get("data")
         return base64.b64decode(data) if isinstance(data, str) else b""
 
-    async def delete_instance(self, instance_id: str) -> None:
-        """Destroy an instance. Idempotent: 404 (already gone) is success; a 500 "locked" is retried."""
-        try:
-            await self._request("DELETE", f"/instances/{instance_id}", ok=(204, 200))
-        except VultrNotFound:
-            log.debug("Vultr instance %s was already gone", instance_id)
+    async def delete_instance(
+        self,
+        instance_id: str,
+        *,
+        lock_wait: float = 900.0,
+        lock_poll: float = 10.0,
+        say: Callable[[str], None] | None = None,
+    ) -> bool:
+        """Destroy an instance; True if this call deleted it, False if it was already gone (404 or 400).
 
-    async def wait_active(self, instance_id: str, timeout: float = 900.0, poll_interval: float = 5.0) -> Instance:
+        A 500 "locked" (the install is still running) is retried every ``lock_poll`` seconds until the lock
+        clears or ``lock_wait`` seconds passed (then :class:`VultrLocked`); ``say`` hears what is awaited, once
+        and whenever ``server_status`` changes.
+        """
+        started = time.monotonic()
+        attempts = 0
+        max_attempts = math.ceil(lock_wait / max(lock_poll, 0.001)) + 2  # a count bound as well as a time bound
+        last_state: str | None = None
+        while True:
+            try:
+                await self._request("DELETE", f"/instances/{instance_id}", ok=(204, 200))
+                return True
+            except VultrNotFound:
+                log.debug("Vultr instance %s was already gone", instance_id)
+                return False
+            except VultrLocked as exc:
+                attempts += 1
+                waited = self._elapsed(started)
+                if waited >= lock_wait or attempts >= max_attempts:
+                    raise VultrLocked(
+                        exc.status, f"{exc.message} (still locked after {waited:.0f} s)", method="DELETE",
+                        path=f"/instances/{instance_id}",
+                    ) from None  # fmt: skip
+                try:
+                    state = (await self.get_instance(instance_id)).server_status or "?"
+                except VultrNotFound:
+                    return False
+                if say is not None and state != last_state:
+                    say(
+                        f"instance {instance_id} is locked by Vultr (server_status {state}) until its install "
+                        f"ends; retrying the delete every {lock_poll:g} s for up to {lock_wait:g} s"
+                    )
+                last_state = state
+                await self._pause(lock_poll)
+
+    async def wait_active(
+        self,
+        instance_id: str,
+        timeout: float = 900.0,
+        poll_interval: float = 5.0,
+        *,
+        first_poll_after: float | None = None,
+        not_found_for: float = 120.0,
+    ) -> Instance:
         """Poll until the instance is ``active``, ``running`` and has a main IP; :class:`VultrTimeout` otherwise.
 
-        This is not "booted": ``server_status`` may still be ``installingbooting`` and cloud-init still running.
+        The first poll comes ``first_poll_after`` seconds after the call (default: two poll intervals, Terraform's
+        10 s for the default 5 s; at most half the timeout), and a 404 is "not yet" for
+        ``not_found_for`` seconds: a new instance is not found for a while (terraform-provider-vultr#462;
+        Terraform waits 10 s and tolerates 60 not-found checks). This is not "booted": ``server_status`` may
+        still be ``installingbooting`` and cloud-init still running.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            instance = await self.get_instance(instance_id)
-            if instance.is_ready:
+        started = time.monotonic()
+        max_polls = math.ceil(timeout / max(poll_interval, 0.001)) + 2
+        delay = 2 * poll_interval if first_poll_after is None else first_poll_after
+        await self._pause(min(delay, timeout / 2))
+        instance: Instance | None = None
+        for _ in range(max_polls):
+            try:
+                instance = await self.get_instance(instance_id)
+            except VultrNotFound as exc:
+                if self._elapsed(started) >= not_found_for:
+                    raise VultrNotFound(
+                        exc.status, f"instance {instance_id} still not found {not_found_for:g} s after it was "
+                        f"created: {exc.message}", method=exc.method, path=exc.path,
+                    ) from None  # fmt: skip
+                instance = None
+            if instance is not None and instance.is_ready:
                 return instance
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise VultrTimeout(
-                    0,
-                    f"instance {instance_id} not ready after {timeout:g} s (status={instance.status!r}, "
-                    f"power_status={instance.power_status!r}, main_ip={instance.main_ip!r})",
-                )
-            await asyncio.sleep(min(poll_interval, remaining))
+            if self._elapsed(started) >= timeout:
+                break
+            await self._pause(poll_interval)
+        state = (
+            f"status={instance.status!r}, power_status={instance.power_status!r}, main_ip={instance.main_ip!r}"
+            if instance is not None
+            else "not found yet"
+        )
+        raise VultrTimeout(0, f"instance {instance_id} not ready after {timeout:g} s ({state})")
+
+    async def _pause(self, api_seconds: float) -> None:
+        if api_seconds > 0:
+            await self._sleep(api_seconds * self.time_scale)
+
+    def _elapsed(self, since: float) -> float:
+        """API seconds since ``since`` (a ``time.monotonic()``)."""
+        return (time.monotonic() - since) / self.time_scale
 
     # ---------------------------------------------------------------------------------------------- transport
 
@@ -549,6 +665,7 @@ class VultrClient:
             data = _json_dumps(json_body)
         url = self.base_url + path
         attempt = 0
+        rate_waited = 0.0
         while True:
             await self._throttle.wait()
             try:
@@ -573,20 +690,50 @@ class VultrClient:
                     log.debug("Vultr %s %s -> %d", method, path, status)
                     return _Answer(status, body)
                 failure = _error_for(status, self._redact(_error_text(body, text, status)), method, path)
-                retryable = status == 429 or (idempotent and status in RETRYABLE_STATUSES)
+                retryable = status == 429 or (
+                    idempotent and status in RETRYABLE_STATUSES and not isinstance(failure, VultrLocked)
+                )
             if not retryable or attempt >= self.max_retries:
                 if retryable:
                     log.warning("Vultr %s %s failed after %d retries: %s", method, path, attempt, failure)
                 raise failure
             attempt += 1
             delay = next(delays)
-            if failure.status == 429 and retry_after is not None and retry_after.isdigit():
-                delay = max(delay, min(float(retry_after), self.backoff_max))
+            if failure.status == 429:
+                asked = retry_after_seconds(retry_after)
+                if asked is not None:
+                    delay = max(delay, asked)  # honoured in full: the newest spec documents the header
+                if rate_waited + delay > self.rate_limit_wait_max:
+                    raise VultrRateLimited(
+                        429, f"rate limited; waiting {delay:.0f} s more would pass this client's "
+                        f"{self.rate_limit_wait_max:g} s bound ({failure.message})", method=method, path=path,
+                    )  # fmt: skip
+                rate_waited += delay
             log.info("Vultr %s %s: %s; retry %d/%d in %.2f s", method, path, failure, attempt, self.max_retries, delay)
-            await asyncio.sleep(delay)
+            await self._pause(delay)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "<redacted>")
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A ``Retry-After`` header as seconds: delta-seconds or an HTTP date (RFC 9110 10.2.3); None if unusable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
 
 
 def _json_dumps(body: Mapping[str, Any]) -> bytes:

@@ -22,13 +22,27 @@ from provisioning.scenario_file import ProviderSettings, ScenarioFileError, load
 from provisioning.vultr import DEFAULT_BASE_URL, VultrClient, VultrError
 
 VULTR_URL_ENV = "VULTR_API_URL"
+# Real seconds per API second for every wait of the Vultr client (polls, locks, Retry-After): only for an
+# emulator that compresses its own time by the same factor (tests); never set against the real API.
+VULTR_TIME_SCALE_ENV = "CRC_VULTR_TIME_SCALE"
 
 
 def make_provider(kind: str, settings: ProviderSettings, args: argparse.Namespace) -> Provider:
     if kind == "local":
         return LocalProvider(args.local_dir or state_home() / "local", netns=settings.netns)
     base_url = args.vultr_url or os.environ.get(VULTR_URL_ENV) or DEFAULT_BASE_URL
-    return VultrProvider(VultrClient(base_url=base_url), settings)
+    return VultrProvider(VultrClient(base_url=base_url, time_scale=_time_scale()), settings)
+
+
+def _time_scale() -> float:
+    raw = os.environ.get(VULTR_TIME_SCALE_ENV, "")
+    try:
+        scale = float(raw) if raw else 1.0
+    except ValueError:
+        raise VultrError(0, f"{VULTR_TIME_SCALE_ENV} must be a positive number, not {raw!r}") from None
+    if not 0 < scale <= 1:
+        raise VultrError(0, f"{VULTR_TIME_SCALE_ENV} must be in (0, 1], not {raw!r}")
+    return scale
 
 
 def _settings_from(raw: dict[str, Any]) -> ProviderSettings:
@@ -145,9 +159,10 @@ async def cmd_down(args: argparse.Namespace, master_for: Any) -> int:
     except VultrError as exc:
         print(f"crc down: {exc}", file=sys.stderr)
         return 2
+    clock = Clock()
     try:
         async with await master_for(args) as master:
-            report = await down(master, args.name, provider)
+            report = await down(master, args.name, provider, clock.line)
     except ProviderError as exc:
         print(f"crc down: {exc}", file=sys.stderr)
         return 1

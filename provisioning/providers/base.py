@@ -77,8 +77,11 @@ class Provider(ABC):
         """The scenario's machines that exist now."""
 
     @abstractmethod
-    async def destroy(self, scenario: str) -> Teardown:
-        """Delete every machine and script of the scenario; nothing left is not an error."""
+    async def destroy(self, scenario: str, say: Callable[[str], None] | None = None) -> Teardown:
+        """Delete every machine and script of the scenario; nothing left is not an error.
+
+        ``say`` hears what the provider waits for (e.g. Vultr's install lock), when it waits.
+        """
 
     async def close(self) -> None:
         """Release connections (the provider is not used afterwards)."""

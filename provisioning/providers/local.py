@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -219,7 +220,7 @@ class LocalProvider(Provider):
             found.append(ProvidedMachine(record.name, record.netns or str(folder), state, record.address))
         return found
 
-    async def destroy(self, scenario: str) -> Teardown:
+    async def destroy(self, scenario: str, say: Callable[[str], None] | None = None) -> Teardown:
         teardown = Teardown()
         folder = self.scenario_dir(scenario)
         if not folder.exists():

@@ -4,6 +4,13 @@ Everything made for a scenario carries its name: instances are tagged ``crc-scen
 ``crc:NAME/MACHINE``), startup scripts are named ``crc:NAME/MACHINE`` (``/`` cannot be in a name, so one scenario's
 prefix never matches another's). ``destroy`` finds them by those marks,
 so ``crc down`` works even when the master that ran ``crc up`` crashed.
+
+Instances are found by listing them all and matching the tag *or* the label here: the API's ``tag`` list filter
+is deprecated (govultr v2.16.0 deprecated ``tag``, v3.10.0 removed it) and may be honoured, ignored, or match only
+the old singular ``tag`` field, so it is never relied on.
+
+Image sources: an integer is an ``os_id``; ``"snapshot:ID"`` is a ``snapshot_id``; any other string is an
+``image_id``, which Vultr defines as a Marketplace application id (not a custom image or a snapshot).
 """
 
 from __future__ import annotations
@@ -11,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 from provisioning.providers.base import ProvidedMachine, Provider, ProviderError, Teardown
 from provisioning.scenario_file import MachinePlan, ProviderSettings
-from provisioning.vultr import VultrClient, VultrError, VultrNotFound, VultrServerError
+from provisioning.vultr import Instance, VultrClient, VultrError, VultrNotFound, VultrServerError
 
 SCENARIO_TAG = "crc-scenario:"
+SNAPSHOT_PREFIX = "snapshot:"
 
 
 def scenario_tag(scenario: str) -> str:
@@ -37,16 +46,28 @@ class VultrProvider(Provider):
         *,
         poll_interval: float = 5.0,
         boot_timeout: float = 900.0,
+        first_poll_after: float | None = None,
+        not_found_for: float = 120.0,
+        lock_wait: float = 900.0,
+        lock_poll: float = 10.0,
     ) -> None:
         self.client = client
         self.settings = settings
         self.poll_interval = poll_interval
         self.boot_timeout = boot_timeout
+        self.first_poll_after = first_poll_after
+        self.not_found_for = not_found_for
+        self.lock_wait = lock_wait
+        self.lock_poll = lock_poll
 
     async def follow(self, machine: ProvidedMachine, say: Callable[[str], None]) -> str:
         try:
             instance = await self.client.wait_active(
-                machine.provider_id, timeout=self.boot_timeout, poll_interval=self.poll_interval
+                machine.provider_id,
+                timeout=self.boot_timeout,
+                poll_interval=self.poll_interval,
+                first_poll_after=self.first_poll_after,
+                not_found_for=self.not_found_for,
             )
         except VultrError as exc:
             say(f"Vultr instance {machine.provider_id} did not become active: {exc}")
@@ -56,7 +77,6 @@ class VultrProvider(Provider):
 
     async def create(self, scenario: str, machine: MachinePlan, script: str) -> ProvidedMachine:
         name = resource_name(scenario, machine.name)
-        image = machine.image
         try:
             script_id = None
             user_data = None
@@ -67,13 +87,13 @@ class VultrProvider(Provider):
             instance = await self.client.create_instance(
                 machine.region,
                 machine.plan,
-                image if isinstance(image, int) else None,
-                image_id=image if isinstance(image, str) else None,
                 label=name,
                 hostname=machine.hostname,
                 tags=[scenario_tag(scenario), f"crc-machine:{machine.name}", *self.settings.tags],
                 script_id=script_id,
                 user_data=user_data,
+                backups=self.settings.backups == "enabled",  # always sent: Vultr's default is not documented
+                **image_source(machine.image),
             )
         except VultrError as exc:
             raise ProviderError(f"Vultr could not create machine {machine.name!r}: {exc}") from exc
@@ -91,11 +111,17 @@ class VultrProvider(Provider):
                 await asyncio.sleep(0.5 * attempt)
         raise AssertionError("unreachable")
 
+    async def _instances(self, scenario: str) -> list[Instance]:
+        """The scenario's instances, matched here by tag or label (no server-side filter: see the module doc)."""
+        prefix = resource_name(scenario, "")
+        tag = scenario_tag(scenario)
+        return [i async for i in self.client.list_instances() if tag in i.tags or i.label.startswith(prefix)]
+
     async def machines(self, scenario: str) -> list[ProvidedMachine]:
         prefix = resource_name(scenario, "")
         found = []
         try:
-            async for instance in self.client.list_instances(tag=scenario_tag(scenario)):
+            for instance in await self._instances(scenario):
                 name = instance.label.removeprefix(prefix) if instance.label.startswith(prefix) else instance.label
                 state = "/".join(s for s in (instance.status, instance.power_status, instance.server_status) if s)
                 found.append(ProvidedMachine(name, instance.id, state, _ip(instance.main_ip)))
@@ -103,12 +129,27 @@ class VultrProvider(Provider):
             raise ProviderError(f"cannot list the Vultr instances of scenario {scenario!r}: {exc}") from exc
         return sorted(found, key=lambda m: m.name)
 
-    async def destroy(self, scenario: str) -> Teardown:
+    async def destroy(self, scenario: str, say: Callable[[str], None] | None = None) -> Teardown:
+        """Delete the scenario's instances (waiting out Vultr's install locks), then its startup scripts.
+
+        A last listing checks that no instance of the scenario is left, so a teardown never reports success
+        while one still exists.
+        """
         teardown = Teardown()
         try:
-            instances = [i async for i in self.client.list_instances(tag=scenario_tag(scenario))]
-            await asyncio.gather(*(self.client.delete_instance(i.id) for i in instances))
-            teardown.machines = sorted(i.label or i.id for i in instances)
+            instances = await self._instances(scenario)
+            deleted = await asyncio.gather(
+                *(
+                    self.client.delete_instance(i.id, lock_wait=self.lock_wait, lock_poll=self.lock_poll, say=say)
+                    for i in instances
+                )
+            )
+            # only what this call deleted: one already gone (a stale listing) is not reported again
+            teardown.machines = sorted(i.label or i.id for i, done in zip(instances, deleted, strict=True) if done)
+            left = await self._instances(scenario)
+            if left:
+                names = ", ".join(sorted(i.label or i.id for i in left))
+                raise ProviderError(f"Vultr teardown of scenario {scenario!r}: still listed after delete: {names}")
             prefix = resource_name(scenario, "")
             scripts = [s async for s in self.client.list_startup_scripts() if s.name.startswith(prefix)]
             for script in scripts:
@@ -121,6 +162,15 @@ class VultrProvider(Provider):
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def image_source(image: int | str) -> dict[str, Any]:
+    """The create field for a scenario image: ``os_id``, ``snapshot_id`` (``"snapshot:ID"``) or ``image_id``."""
+    if isinstance(image, int):
+        return {"os_id": image}
+    if image.startswith(SNAPSHOT_PREFIX):
+        return {"snapshot_id": image.removeprefix(SNAPSHOT_PREFIX)}
+    return {"image_id": image}  # Vultr: a Marketplace application id
 
 
 def _ip(address: str) -> str:

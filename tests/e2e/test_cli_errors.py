@@ -95,3 +95,17 @@ def test_a_plan_ttl_over_the_longest_an_order_may_live_is_a_usage_error(hub: Hub
     result = run_crc(hub, "plan", "run", "offline", str(plan), "--ttl", "60d")
     assert result.returncode == USAGE
     assert "Traceback" not in result.stderr and "at most 7d" in result.stderr
+
+
+def test_a_windows_hostname_over_15_characters_is_refused_before_anything_is_made(
+    hub: HubProcess, tmp_path: Path
+) -> None:
+    scenario = tmp_path / "win.toml"
+    scenario.write_text(
+        '[scenario]\nname = "win"\n[provider]\nkind = "vultr"\n'
+        '[[machine]]\nname = "w"\nos = "windows"\nhostname = "a-sixteen-chars1"\n'
+    )
+    result = run_crc(
+        hub, "up", str(scenario), env={"VULTR_API_KEY": "unused", "VULTR_API_URL": "http://127.0.0.1:9/v2"}
+    )
+    assert_one_line_error(result, 2, "a-sixteen-chars1", "at most 15")

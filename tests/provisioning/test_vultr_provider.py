@@ -118,8 +118,8 @@ async def test_a_string_image_is_sent_as_an_image_id(vultr: VultrProvider, emula
     created = await vultr.create("shop", plan(image="0e1f-custom-image"), SCRIPT)
 
     data = instance_data(emulator, created.provider_id)
-    assert data["image_id"] == "0e1f-custom-image"
-    assert data["os_id"] == 159  # what Vultr reports for a custom image: no os_id was sent
+    assert data["image_id"] == "0e1f-custom-image"  # Vultr: image_id is a Marketplace application id
+    assert data["os_id"] == 186  # "Application" in /v2/os: no os_id was sent
 
 
 async def test_a_500_on_the_script_upload_is_retried(vultr: VultrProvider, emulator: VultrEmulator) -> None:
@@ -284,19 +284,31 @@ async def test_destroy_of_a_scenario_that_never_existed_is_empty(vultr: VultrPro
     assert (await vultr.destroy("ghost")).empty
 
 
-async def test_destroy_of_a_locked_instance_is_a_provider_error_then_works_again(
-    vultr: VultrProvider, emulator: VultrEmulator
+async def test_destroy_waits_for_the_install_lock_and_says_so(connect: Connect, emulator: VultrEmulator) -> None:
+    emulator.locked_deletes, emulator.polls_until_active = True, None  # pending: server_status "none" (locked)
+    emulator.seconds_until_active, emulator.locked_seconds = 0.3, 0.6
+    vultr = connect(lock_poll=0.05)
+    created = await vultr.create("shop", plan(), SCRIPT)
+    said: list[str] = []
+
+    assert await vultr.destroy("shop", said.append) == Teardown(machines=["crc:shop/web_1"], scripts=["crc:shop/web_1"])
+
+    assert emulator.instances == {} and emulator.scripts == {}
+    assert 500 in emulator.statuses("DELETE") and emulator.statuses("DELETE")[-1] == 204
+    assert said and all(created.provider_id in line and "locked" in line for line in said)
+    assert "server_status none" in said[0]
+
+
+async def test_destroy_of_an_instance_locked_beyond_the_bound_is_a_provider_error(
+    connect: Connect, emulator: VultrEmulator
 ) -> None:
-    emulator.locked_deletes = True
+    emulator.locked_deletes, emulator.polls_until_active = True, None
+    vultr = connect(lock_wait=0.2, lock_poll=0.05)
     created = await vultr.create("shop", plan(), SCRIPT)
 
-    with pytest.raises(ProviderError, match=r"'shop'.*locked.*run it again"):
-        await vultr.destroy("shop")  # still pending: every DELETE answers 500 "locked"
+    with pytest.raises(ProviderError, match=r"'shop'.*locked.*still locked after.*run it again"):
+        await vultr.destroy("shop")
     assert created.provider_id in emulator.instances
-
-    await vultr.follow(created, lambda _: None)  # active now: the next delete goes through
-    assert await vultr.destroy("shop") == Teardown(machines=["crc:shop/web_1"], scripts=["crc:shop/web_1"])
-    assert emulator.instances == {} and emulator.scripts == {}
 
 
 # ------------------------------------------------------------------------------------------------ follow
@@ -328,7 +340,8 @@ async def test_follow_reports_an_instance_that_never_becomes_active(connect: Con
     assert "not ready" in message
 
 
-async def test_follow_reports_an_instance_that_vanished(vultr: VultrProvider) -> None:
+async def test_follow_reports_an_instance_that_vanished(connect: Connect) -> None:
+    vultr = connect(not_found_for=0.05)
     said: list[str] = []
     gone = ProvidedMachine("web_1", "00000000-0000-0000-0000-000000000000", "pending")
 
