@@ -135,6 +135,7 @@ class _EmulatedInstance:
     reads: int = 0
     reads_active: int = 0
     booted: bool = False
+    unlisted: int = 0  # list calls that still leave it out (``list_lags_creates``)
 
 
 @dataclass
@@ -180,8 +181,13 @@ class VultrEmulator:
     # Vultr creates answer 200 (issue 16 lists it among the real API's answers).
     script_create_status: int = 201
     # Listings are eventually consistent (kubermatic/machine-controller PR #1706: a just-made Vultr instance was
-    # missing from lists): a deleted instance stays listed for this many more list calls.
+    # missing from lists): a deleted instance stays listed for this many more list calls, and a new instance is
+    # left out of this many list calls after its create (GET by id finds both as they really are).
     list_lags_deletes: int = 0
+    list_lags_creates: int = 0
+    # A test fault, not a modelled behaviour (no source shows it): DELETE answers 204 and the instance stays,
+    # standing for any instance a teardown cannot get rid of.
+    instances_survive_deletes: bool = False
     _ghosts: dict[str, list[Any]] = field(default_factory=dict)
     snapshots: dict[str, str] = field(default_factory=dict)  # snapshot id -> the OS name it holds
     on_boot: BootHook | None = None
@@ -210,6 +216,8 @@ class VultrEmulator:
             "polls_until_ok": 3,
             "tag_filter": "ignored",
             "error_extras": True,
+            "list_lags_deletes": 1,
+            "list_lags_creates": 1,
             "time_factor": time_factor,
             **options,
         }
@@ -423,6 +431,7 @@ class VultrEmulator:
             user_data=user_data,
             os="windows" if "windows" in os_name.lower() else "linux",
             active_after=active_after,
+            unlisted=self.list_lags_creates,
         )
         return _json(202, {"instance": {**data, "default_password": "Emul4tor!" + data["id"][:8]}})
 
@@ -525,9 +534,12 @@ class VultrEmulator:
         ghosts = [ghost[0] for ghost in self._ghosts.values() if ghost[1] > 0]
         for ghost in self._ghosts.values():
             ghost[1] -= 1
+        present = [instance.data for instance in self.instances.values() if instance.unlisted <= 0]
+        for instance in self.instances.values():
+            instance.unlisted -= 1
         listed = [
             data
-            for data in [instance.data for instance in self.instances.values()] + ghosts
+            for data in present + ghosts
             if ("label" not in query or data["label"] == query["label"])
             and ("tag" not in query or self._tag_matches(data, query["tag"]))
             and ("region" not in query or data["region"] == query["region"])
@@ -573,6 +585,8 @@ class VultrEmulator:
         await self._advance(instance, read=False)
         if self.locked_deletes and instance.data["server_status"] in ("none", "locked"):
             return _error(500, LOCKED_TEXT)
+        if self.instances_survive_deletes:
+            return web.Response(status=204)
         del self.instances[request.match_info["id"]]
         if self.list_lags_deletes:
             self._ghosts[instance.data["id"]] = [dict(instance.data), self.list_lags_deletes]
