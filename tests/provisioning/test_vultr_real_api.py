@@ -346,9 +346,27 @@ def test_an_explicit_windows_hostname_over_15_is_refused() -> None:
         )
 
 
-def test_two_machines_cannot_share_a_hostname() -> None:
-    with pytest.raises(ScenarioFileError, match="hostname 'web-1' is also machine 'web_1'"):
-        parse_scenario('[scenario]\nname = "s"\n[[machine]]\nname = "web_1"\n[[machine]]\nname = "web.1"\n')
+def test_two_machines_cannot_be_given_the_same_hostname() -> None:
+    with pytest.raises(ScenarioFileError, match="machine 'b': hostname 'WEB' is also machine 'a'"):
+        parse_scenario(
+            '[scenario]\nname = "s"\n[[machine]]\nname = "a"\nhostname = "web"\n'
+            '[[machine]]\nname = "b"\nhostname = "WEB"\n'  # host and NetBIOS names ignore case
+        )
+
+
+def test_a_derived_hostname_taken_already_gets_a_hash_deterministically() -> None:
+    text = (
+        '[scenario]\nname = "s"\n[[machine]]\nname = "web_1"\n[[machine]]\nname = "web.1"\n'
+        '[[machine]]\nname = "build_agent"\nos = "windows"\n[[machine]]\nname = "build.agent"\nos = "windows"\n'
+        '[[machine]]\nname = "x"\nhostname = "build-agent-01"\n[[machine]]\nname = "build-agent-01"\n'
+    )
+    spec = parse_scenario(text)
+    hostnames = [m.hostname for m in spec.machines]
+    assert len({h.lower() for h in hostnames}) == len(hostnames) == 6
+    assert hostnames[0] == "web-1" and hostnames[1].startswith("web-1-") and len(hostnames[1]) == 10
+    assert hostnames[2] == "build-agent" and hostnames[3].startswith("build-agen-") and len(hostnames[3]) == 15
+    assert hostnames[4] == "build-agent-01" and hostnames[5].startswith("build-agent-01-")  # the given one wins
+    assert [m.hostname for m in parse_scenario(text).machines] == hostnames
 
 
 def test_backups_and_snapshot_images_in_the_scenario_file() -> None:
