@@ -164,6 +164,8 @@ class VultrEmulator:
     # The deprecated `tag` list filter (SPEC marks it deprecated; govultr v2.16.0 deprecated `tag`, v3.10.0
     # removed it): honoured against `tags`, ignored (every instance listed), or matched only against the old
     # singular `tag` field, which instances created with `tags` have as "" (VM 2024 fixture: `"tag": ""`).
+    # Vultr's own MCP server (vultr/vultr-mcp, 2025-26) treats `tag` as a filter the API applies: "honoured" is
+    # today's likeliest behaviour, the other two stand for older or other deployments (reference §10.2).
     tag_filter: TagFilter = "honoured"
     # Error bodies carry keys beyond error/status: clients must read `error` and ignore the rest (TF's
     # utility.go reads exactly those two; nothing promises there are no others).
@@ -180,9 +182,10 @@ class VultrEmulator:
     # The status a startup-script create answers: 201 per the SPEC; 200 is accepted by clients since some
     # Vultr creates answer 200 (issue 16 lists it among the real API's answers).
     script_create_status: int = 201
-    # Listings are eventually consistent (kubermatic/machine-controller PR #1706: a just-made Vultr instance was
-    # missing from lists): a deleted instance stays listed for this many more list calls, and a new instance is
-    # left out of this many list calls after its create (GET by id finds both as they really are).
+    # Listings are eventually consistent: a new instance is left out of this many list calls after its create
+    # (kubermatic/machine-controller issue #1704, "tags are only eventually consistent in Vultr", and PR #1706),
+    # and a deleted one stays listed for this many more (no source shows that side: assumed by symmetry, reference
+    # §10.1). GET by id finds both as they really are.
     list_lags_deletes: int = 0
     list_lags_creates: int = 0
     # A test fault, not a modelled behaviour (no source shows it): DELETE answers 204 and the instance stays,
