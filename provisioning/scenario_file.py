@@ -26,13 +26,15 @@
 
 A Windows computer name (NetBIOS) has at most 15 characters: a longer machine name gets a derived hostname
 (its first 10 characters, ``-`` and 4 hex digits of a hash of the whole name), and an explicit Windows
-``hostname`` longer than 15 characters is refused. Hostnames must be unique within a scenario.
+``hostname`` longer than 15 characters is refused. Hostnames are unique within a scenario: two given ones that
+are equal are refused, and a derived one already taken gets a hash of the name (``web.1`` after ``web_1``).
 
 Unknown keys are errors (a typo must not silently create a default machine); messages name the file and key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import tomllib
@@ -49,6 +51,7 @@ DEFAULT_IMAGES: dict[str, int | str] = {"linux": 2136, "windows": 501}
 DEFAULT_REGION = "ewr"
 DEFAULT_PLAN = "vc2-1c-2gb"
 BACKUPS = ("disabled", "enabled")
+HOSTNAME_ATTEMPTS = 16  # hashed variants tried for a derived hostname taken by another machine
 WINDOWS_HOSTNAME_MAX = 15  # NetBIOS computer names: 15 characters (Microsoft, "Naming conventions in AD")
 SNAPSHOT_PREFIX = "snapshot:"
 
@@ -58,20 +61,33 @@ def linux_hostname(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", name).strip("-")[:63] or "machine"
 
 
-def windows_hostname(name: str) -> str:
+def windows_hostname(name: str, attempt: int = 0) -> str:
     """A Windows computer name (at most 15 characters) derived from a machine name; deterministic.
 
     A name that fits is kept (as :func:`linux_hostname` makes it); a longer one keeps its first 10 characters and
     adds ``-`` and 4 hex digits of its SHA-256, so two long names sharing a start still differ. All digits is not
-    a valid computer name, so such a name gets a ``w`` in front.
+    a valid computer name, so such a name gets a ``w`` in front. ``attempt`` > 0 always adds a hash (of the name
+    and the attempt): the scenario file uses it when the plain form is another machine's hostname.
     """
     base = linux_hostname(name)
-    if len(base) > WINDOWS_HOSTNAME_MAX:
-        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:4]
-        base = f"{base[:10].rstrip('-')}-{digest}"
+    if len(base) > WINDOWS_HOSTNAME_MAX or attempt:
+        base = f"{base[:10].rstrip('-')}-{_short_hash(name, attempt)}"
     if base.isdigit():
         base = ("w" + base)[:WINDOWS_HOSTNAME_MAX]
     return base
+
+
+def derived_hostname(name: str, os_name: str, attempt: int = 0) -> str:
+    """The hostname a machine gets when the scenario file gives none (``attempt`` > 0: a hashed variant)."""
+    if os_name == "windows":
+        return windows_hostname(name, attempt)
+    base = linux_hostname(name)
+    return f"{base[:58].rstrip('-')}-{_short_hash(name, attempt)}" if attempt else base
+
+
+def _short_hash(name: str, attempt: int) -> str:
+    salted = name if attempt == 0 else f"{name}#{attempt}"
+    return hashlib.sha256(salted.encode("utf-8")).hexdigest()[:4]
 
 
 class ScenarioFileError(ValueError):
@@ -89,14 +105,13 @@ class MachinePlan:
     plan: str
     image: int | str
     labels: dict[str, str] = field(default_factory=dict)
-    explicit_hostname: str = ""  # the scenario file's ``hostname``, when it gives one
+    # The scenario file's ``hostname``, or the derived one it chose to keep hostnames unique in the scenario.
+    explicit_hostname: str = ""
 
     @property
     def hostname(self) -> str:
-        """The given hostname, else one derived from the machine name (at most 15 characters on Windows)."""
-        if self.explicit_hostname:
-            return self.explicit_hostname
-        return windows_hostname(self.name) if self.os == "windows" else linux_hostname(self.name)
+        """The chosen hostname, else one derived from the machine name (at most 15 characters on Windows)."""
+        return self.explicit_hostname or derived_hostname(self.name, self.os)
 
 
 @dataclass(frozen=True)
@@ -259,19 +274,44 @@ def parse_scenario(text: str, source: str = "<scenario>") -> ScenarioFile:
             )
         )
     seen: set[str] = set()
-    hostnames: dict[str, str] = {}
     for machine in machines:
         if machine.name in seen:
             raise reader.fail(f"machine {machine.name!r}", "appears twice; machine names must be unique")
         seen.add(machine.name)
-        key = machine.hostname.lower()  # host and NetBIOS names are case-insensitive
-        if key in hostnames:
-            raise reader.fail(
-                f"machine {machine.name!r}",
-                f"hostname {machine.hostname!r} is also machine {hostnames[key]!r}'s; set a distinct hostname",
-            )
-        hostnames[key] = machine.name
+    machines = _unique_hostnames(reader, machines)
     return ScenarioFile(name, tuple(machines), provider, hub=hub, hub_pin=hub_pin)
+
+
+def _unique_hostnames(reader: _Reader, machines: list[MachinePlan]) -> list[MachinePlan]:
+    """The machines with hostnames unique in the scenario (host and NetBIOS names are case-insensitive).
+
+    Hostnames the file gives are kept, and two equal ones are an error; a derived one that is taken already
+    becomes a hashed variant (see :func:`derived_hostname`), the same for the same file every time.
+    """
+    taken: dict[str, str] = {}
+    for machine in machines:
+        if machine.explicit_hostname:
+            key = machine.explicit_hostname.lower()
+            if key in taken:
+                raise reader.fail(
+                    f"machine {machine.name!r}",
+                    f"hostname {machine.explicit_hostname!r} is also machine {taken[key]!r}'s; set a distinct one",
+                )
+            taken[key] = machine.name
+    chosen: list[MachinePlan] = []
+    for machine in machines:
+        if not machine.explicit_hostname:
+            for attempt in range(HOSTNAME_ATTEMPTS):
+                hostname = derived_hostname(machine.name, machine.os, attempt)
+                if hostname.lower() not in taken:
+                    break
+            else:
+                raise reader.fail(f"machine {machine.name!r}", "no unique hostname derived; set hostname = ...")
+            taken[hostname.lower()] = machine.name
+            if attempt:
+                machine = dataclasses.replace(machine, explicit_hostname=hostname)
+        chosen.append(machine)
+    return chosen
 
 
 def _hostname(reader: _Reader, raw: dict[str, Any], os_name: str, where: str) -> str:

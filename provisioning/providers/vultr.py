@@ -26,6 +26,7 @@ from provisioning.vultr import Instance, VultrClient, VultrError, VultrNotFound,
 
 SCENARIO_TAG = "crc-scenario:"
 SNAPSHOT_PREFIX = "snapshot:"
+DESTROY_ROUNDS = 3  # rounds of list-then-delete in one teardown: a lagging listing gets two more chances
 
 
 def scenario_tag(scenario: str) -> str:
@@ -50,6 +51,7 @@ class VultrProvider(Provider):
         not_found_for: float = 120.0,
         lock_wait: float = 900.0,
         lock_poll: float = 10.0,
+        relist_after: float = 5.0,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -59,6 +61,7 @@ class VultrProvider(Provider):
         self.not_found_for = not_found_for
         self.lock_wait = lock_wait
         self.lock_poll = lock_poll
+        self.relist_after = relist_after
 
     async def follow(self, machine: ProvidedMachine, say: Callable[[str], None]) -> str:
         try:
@@ -132,24 +135,41 @@ class VultrProvider(Provider):
     async def destroy(self, scenario: str, say: Callable[[str], None] | None = None) -> Teardown:
         """Delete the scenario's instances (waiting out Vultr's install locks), then its startup scripts.
 
-        A last listing checks that no instance of the scenario is left, so a teardown never reports success
-        while one still exists.
+        Vultr's listings are eventually consistent (kubermatic/machine-controller PR #1706): a deleted instance
+        may still be listed, a new one not yet. So the scenario is listed again ``relist_after`` seconds after
+        the deletes (and after an empty first listing): an instance still listed is asked for by id (gone: the
+        listing lags) or deleted in a further round, up to ``DESTROY_ROUNDS`` rounds and a last listing; one that
+        outlives them fails the teardown, which never reports success while an instance of the scenario is known
+        to exist.
         """
         teardown = Teardown()
         try:
-            instances = await self._instances(scenario)
-            deleted = await asyncio.gather(
-                *(
-                    self.client.delete_instance(i.id, lock_wait=self.lock_wait, lock_poll=self.lock_poll, say=say)
-                    for i in instances
+            handled: set[str] = set()  # ids this call deleted or saw gone
+            deleted: list[str] = []
+            for round_no in range(DESTROY_ROUNDS):
+                if round_no:
+                    await asyncio.sleep(self.relist_after * self.client.time_scale)
+                todo = [i for i in await self._instances(scenario) if not await self._gone(i, handled)]
+                if not todo and round_no:  # an empty first listing may only be lagging: it is checked once more
+                    break
+                done = await asyncio.gather(
+                    *(
+                        self.client.delete_instance(i.id, lock_wait=self.lock_wait, lock_poll=self.lock_poll, say=say)
+                        for i in todo
+                    )
                 )
-            )
-            # only what this call deleted: one already gone (a stale listing) is not reported again
-            teardown.machines = sorted(i.label or i.id for i, done in zip(instances, deleted, strict=True) if done)
-            left = await self._instances(scenario)
-            if left:
-                names = ", ".join(sorted(i.label or i.id for i in left))
-                raise ProviderError(f"Vultr teardown of scenario {scenario!r}: still listed after delete: {names}")
+                handled.update(i.id for i in todo)
+                # only what this call deleted: one already gone (a stale listing) is not reported
+                deleted += [i.label or i.id for i, ok in zip(todo, done, strict=True) if ok]
+            else:
+                left = [i for i in await self._instances(scenario) if not await self._gone(i, handled)]
+                if left:
+                    names = ", ".join(sorted(i.label or i.id for i in left))
+                    raise ProviderError(
+                        f"Vultr teardown of scenario {scenario!r}: still there after {DESTROY_ROUNDS} rounds of "
+                        f"deletes: {names}; run it again"
+                    )
+            teardown.machines = sorted(deleted)
             prefix = resource_name(scenario, "")
             scripts = [s async for s in self.client.list_startup_scripts() if s.name.startswith(prefix)]
             for script in scripts:
@@ -159,6 +179,16 @@ class VultrProvider(Provider):
         except VultrError as exc:
             raise ProviderError(f"Vultr teardown of scenario {scenario!r} stopped: {exc}; run it again") from exc
         return teardown
+
+    async def _gone(self, instance: Instance, handled: set[str]) -> bool:
+        """Whether a listed instance this call already dealt with is really gone (else it is deleted again)."""
+        if instance.id not in handled:
+            return False
+        try:
+            await self.client.get_instance(instance.id)
+        except VultrNotFound:
+            return True  # listed, but gone by id: the listing lags behind the delete
+        return False
 
     async def close(self) -> None:
         await self.client.close()

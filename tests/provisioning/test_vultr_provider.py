@@ -43,7 +43,9 @@ async def connect(emulator: VultrEmulator) -> AsyncIterator[Connect]:
     def make(settings: ProviderSettings | None = None, **options: Any) -> VultrProvider:
         client = VultrClient(api_key=KEY, base_url=emulator.base_url, **FAST)
         provider = VultrProvider(
-            client, settings or ProviderSettings(kind="vultr", tags=("team-qa",)), **{"poll_interval": 0.01, **options}
+            client,
+            settings or ProviderSettings(kind="vultr", tags=("team-qa",)),
+            **{"poll_interval": 0.01, "relist_after": 0.01, **options},
         )
         providers.append(provider)
         return provider

@@ -230,7 +230,7 @@ async def test_user_data_on_windows_runs_only_with_cloudbase_init(
 
 @pytest.fixture
 async def provider(clients: Callable[..., VultrClient]) -> VultrProvider:
-    return VultrProvider(clients(), ProviderSettings(kind="vultr"), poll_interval=0.01)
+    return VultrProvider(clients(), ProviderSettings(kind="vultr"), poll_interval=0.01, relist_after=0.01)
 
 
 async def test_backups_are_always_sent_disabled_unless_enabled(
@@ -272,17 +272,43 @@ async def test_destroy_finds_the_scenario_whatever_the_tag_filter_does(
     assert [i.data["label"] for i in emulator.instances.values()] == ["crc:other/b"]
 
 
-async def test_destroy_never_reports_success_while_the_scenario_is_listed(
+async def test_destroy_sees_through_a_listing_that_still_shows_the_deleted_instance(
     provider: VultrProvider, emulator: VultrEmulator
 ) -> None:
-    emulator.list_lags_deletes = 2  # the deleted instance is still listed by the check after the deletes
+    emulator.list_lags_deletes = 2  # the deleted instance is still listed by the checks after the deletes
+    made = await provider.create("shop", plan("a"), "echo\n")
+
+    teardown = await provider.destroy("shop")
+
+    assert teardown.machines == ["crc:shop/a"] and teardown.scripts == ["crc:shop/a"]
+    assert emulator.instances == {} and emulator.scripts == {}
+    assert emulator.statuses("GET", f"/v2/instances/{made.provider_id}") == [404]  # asked by id: gone
+    assert emulator.statuses("DELETE", f"/v2/instances/{made.provider_id}") == [204]
+
+
+async def test_destroy_deletes_an_instance_the_first_listing_left_out(
+    provider: VultrProvider, emulator: VultrEmulator
+) -> None:
+    emulator.list_lags_creates = 1  # just created: missing from the next listing (kubermatic PR #1706)
     await provider.create("shop", plan("a"), "echo\n")
 
-    with pytest.raises(ProviderError, match="still listed after delete: crc:shop/a"):
+    teardown = await provider.destroy("shop")
+
+    assert teardown.machines == ["crc:shop/a"] and emulator.instances == {} and emulator.scripts == {}
+
+
+async def test_destroy_never_reports_success_while_an_instance_of_the_scenario_is_there(
+    provider: VultrProvider, emulator: VultrEmulator
+) -> None:
+    await provider.create("shop", plan("a"), "echo\n")
+    emulator.instances_survive_deletes = True  # every DELETE answers 204 and changes nothing
+
+    with pytest.raises(ProviderError, match="still there after 3 rounds of deletes: crc:shop/a; run it again"):
         await provider.destroy("shop")
-    again = await provider.destroy("shop")  # the listing caught up: no machine left to delete, then the script
-    assert again.machines == [] and again.scripts == ["crc:shop/a"]
-    assert emulator.instances == {} and emulator.scripts == {}
+    assert emulator.scripts  # the scripts are kept for the next try: they are found by name then
+    emulator.instances_survive_deletes = False
+    again = await provider.destroy("shop")
+    assert again.machines == ["crc:shop/a"] and emulator.instances == {} and emulator.scripts == {}
 
 
 # ------------------------------------------------------------------------------------------------ hostnames
@@ -320,9 +346,27 @@ def test_an_explicit_windows_hostname_over_15_is_refused() -> None:
         )
 
 
-def test_two_machines_cannot_share_a_hostname() -> None:
-    with pytest.raises(ScenarioFileError, match="hostname 'web-1' is also machine 'web_1'"):
-        parse_scenario('[scenario]\nname = "s"\n[[machine]]\nname = "web_1"\n[[machine]]\nname = "web.1"\n')
+def test_two_machines_cannot_be_given_the_same_hostname() -> None:
+    with pytest.raises(ScenarioFileError, match="machine 'b': hostname 'WEB' is also machine 'a'"):
+        parse_scenario(
+            '[scenario]\nname = "s"\n[[machine]]\nname = "a"\nhostname = "web"\n'
+            '[[machine]]\nname = "b"\nhostname = "WEB"\n'  # host and NetBIOS names ignore case
+        )
+
+
+def test_a_derived_hostname_taken_already_gets_a_hash_deterministically() -> None:
+    text = (
+        '[scenario]\nname = "s"\n[[machine]]\nname = "web_1"\n[[machine]]\nname = "web.1"\n'
+        '[[machine]]\nname = "build_agent"\nos = "windows"\n[[machine]]\nname = "build.agent"\nos = "windows"\n'
+        '[[machine]]\nname = "x"\nhostname = "build-agent-01"\n[[machine]]\nname = "build-agent-01"\n'
+    )
+    spec = parse_scenario(text)
+    hostnames = [m.hostname for m in spec.machines]
+    assert len({h.lower() for h in hostnames}) == len(hostnames) == 6
+    assert hostnames[0] == "web-1" and hostnames[1].startswith("web-1-") and len(hostnames[1]) == 10
+    assert hostnames[2] == "build-agent" and hostnames[3].startswith("build-agen-") and len(hostnames[3]) == 15
+    assert hostnames[4] == "build-agent-01" and hostnames[5].startswith("build-agent-01-")  # the given one wins
+    assert [m.hostname for m in parse_scenario(text).machines] == hostnames
 
 
 def test_backups_and_snapshot_images_in_the_scenario_file() -> None:

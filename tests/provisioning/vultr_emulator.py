@@ -135,6 +135,7 @@ class _EmulatedInstance:
     reads: int = 0
     reads_active: int = 0
     booted: bool = False
+    unlisted: int = 0  # list calls that still leave it out (``list_lags_creates``)
 
 
 @dataclass
@@ -163,6 +164,8 @@ class VultrEmulator:
     # The deprecated `tag` list filter (SPEC marks it deprecated; govultr v2.16.0 deprecated `tag`, v3.10.0
     # removed it): honoured against `tags`, ignored (every instance listed), or matched only against the old
     # singular `tag` field, which instances created with `tags` have as "" (VM 2024 fixture: `"tag": ""`).
+    # Vultr's own MCP server (vultr/vultr-mcp, 2025-26) treats `tag` as a filter the API applies: "honoured" is
+    # today's likeliest behaviour, the other two stand for older or other deployments (reference §10.2).
     tag_filter: TagFilter = "honoured"
     # Error bodies carry keys beyond error/status: clients must read `error` and ignore the rest (TF's
     # utility.go reads exactly those two; nothing promises there are no others).
@@ -179,9 +182,15 @@ class VultrEmulator:
     # The status a startup-script create answers: 201 per the SPEC; 200 is accepted by clients since some
     # Vultr creates answer 200 (issue 16 lists it among the real API's answers).
     script_create_status: int = 201
-    # Listings are eventually consistent (kubermatic/machine-controller PR #1706: a just-made Vultr instance was
-    # missing from lists): a deleted instance stays listed for this many more list calls.
+    # Listings are eventually consistent: a new instance is left out of this many list calls after its create
+    # (kubermatic/machine-controller issue #1704, "tags are only eventually consistent in Vultr", and PR #1706),
+    # and a deleted one stays listed for this many more (no source shows that side: assumed by symmetry, reference
+    # §10.1). GET by id finds both as they really are.
     list_lags_deletes: int = 0
+    list_lags_creates: int = 0
+    # A test fault, not a modelled behaviour (no source shows it): DELETE answers 204 and the instance stays,
+    # standing for any instance a teardown cannot get rid of.
+    instances_survive_deletes: bool = False
     _ghosts: dict[str, list[Any]] = field(default_factory=dict)
     snapshots: dict[str, str] = field(default_factory=dict)  # snapshot id -> the OS name it holds
     on_boot: BootHook | None = None
@@ -210,6 +219,8 @@ class VultrEmulator:
             "polls_until_ok": 3,
             "tag_filter": "ignored",
             "error_extras": True,
+            "list_lags_deletes": 1,
+            "list_lags_creates": 1,
             "time_factor": time_factor,
             **options,
         }
@@ -423,6 +434,7 @@ class VultrEmulator:
             user_data=user_data,
             os="windows" if "windows" in os_name.lower() else "linux",
             active_after=active_after,
+            unlisted=self.list_lags_creates,
         )
         return _json(202, {"instance": {**data, "default_password": "Emul4tor!" + data["id"][:8]}})
 
@@ -525,9 +537,12 @@ class VultrEmulator:
         ghosts = [ghost[0] for ghost in self._ghosts.values() if ghost[1] > 0]
         for ghost in self._ghosts.values():
             ghost[1] -= 1
+        present = [instance.data for instance in self.instances.values() if instance.unlisted <= 0]
+        for instance in self.instances.values():
+            instance.unlisted -= 1
         listed = [
             data
-            for data in [instance.data for instance in self.instances.values()] + ghosts
+            for data in present + ghosts
             if ("label" not in query or data["label"] == query["label"])
             and ("tag" not in query or self._tag_matches(data, query["tag"]))
             and ("region" not in query or data["region"] == query["region"])
@@ -573,6 +588,8 @@ class VultrEmulator:
         await self._advance(instance, read=False)
         if self.locked_deletes and instance.data["server_status"] in ("none", "locked"):
             return _error(500, LOCKED_TEXT)
+        if self.instances_survive_deletes:
+            return web.Response(status=204)
         del self.instances[request.match_info["id"]]
         if self.list_lags_deletes:
             self._ghosts[instance.data["id"]] = [dict(instance.data), self.list_lags_deletes]
