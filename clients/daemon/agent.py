@@ -148,7 +148,7 @@ class Daemon:
             MsgType.RESPONSE: self._on_response,
         }
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self.socket_path = localsocket.socket_path(options.state_dir, self.config.machine_id)
+        self.socket_path = options.state_dir / localsocket.SOCKET_NAME  # where run() serves it (maybe elsewhere)
 
     # lifecycle
     async def run(self, stop: asyncio.Event) -> None:
@@ -160,6 +160,7 @@ class Daemon:
         self._recover()
         local = None
         if sys.platform != "win32":
+            self.socket_path = localsocket.socket_path(self.options.state_dir)
             try:
                 local = await localsocket.serve(self.socket_path, self._local_request)
             except OSError as exc:
@@ -182,7 +183,7 @@ class Daemon:
                 await self.link.close()
             if local is not None:
                 local.close()
-                self.socket_path.unlink(missing_ok=True)
+                localsocket.remove_socket(self.socket_path, self.options.state_dir)
             self.journal.close()
 
     async def _trial_deadline(self) -> None:
