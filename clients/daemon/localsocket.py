@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 SOCKET_NAME = "daemon.sock"
+SOCKET_DIR_NOTE = "socket-dir"  # in the state dir: where a socket too long for it lives
+SOCKET_DIR_PREFIX = "crc-daemon-"
 MAX_REQUEST = 128 * 1024
 
 Forward = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -43,15 +45,29 @@ class UnsafeSocketDir(OSError):
 
 
 def socket_path(state_dir: Path) -> Path:
-    """``STATE/daemon.sock``, or ``daemon.sock`` in a new private folder when that path is too long for a socket.
+    """``STATE/daemon.sock``, or ``daemon.sock`` in a private folder of its own when that path is too long.
 
     The fallback folder is made by ``mkdtemp`` (0700, random name, created atomically), so no other local user can
-    have made it first; the daemon removes it when it stops (``remove_socket``).
+    have made it first. Its name is noted in the state dir so that a daemon that was killed reuses it rather than
+    leaving one more behind, but only while it is still this user's private folder; the daemon removes it when it
+    stops (``remove_socket``).
     """
     preferred = state_dir / SOCKET_NAME
     if len(os.fsencode(preferred)) <= UNIX_PATH_MAX:
         return preferred
-    return Path(tempfile.mkdtemp(prefix="crc-daemon-")) / SOCKET_NAME
+    note = state_dir / SOCKET_DIR_NOTE
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        noted = Path(note.read_text().strip())
+        if noted.parent == Path(tempfile.gettempdir()) and noted.name.startswith(SOCKET_DIR_PREFIX):
+            with contextlib.suppress(UnsafeSocketDir):
+                require_private_dir(noted, frozenset({os.geteuid()}))
+                return noted / SOCKET_NAME
+    folder = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
+    with contextlib.suppress(OSError):  # without the note, a later start just makes another folder
+        fd = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(str(folder))
+    return folder / SOCKET_NAME
 
 
 def remove_socket(path: Path, state_dir: Path) -> None:

@@ -93,8 +93,10 @@ async def _echo(request: dict[str, Any]) -> dict[str, Any]:
 
 # the daemon's side: where it binds
 def test_a_long_state_dir_gets_a_fresh_private_folder_not_a_guessable_tmp_name(tmp_path: Path) -> None:
-    state_dir = tmp_path / ("s" * 120)
-    first, second = localsocket.socket_path(state_dir), localsocket.socket_path(state_dir)
+    state_dir = private_dir(tmp_path / ("s" * 120))
+    first = localsocket.socket_path(state_dir)
+    (state_dir / localsocket.SOCKET_DIR_NOTE).unlink()  # another machine's daemon: nothing noted
+    second = localsocket.socket_path(state_dir)
     try:
         assert first.parent != second.parent  # a random name each time: nothing to take in advance
         for path in (first, second):
@@ -105,6 +107,23 @@ def test_a_long_state_dir_gets_a_fresh_private_folder_not_a_guessable_tmp_name(t
         for path in (first, second):
             localsocket.remove_socket(path, state_dir)
     assert not first.parent.exists() and not second.parent.exists()
+
+
+def test_a_killed_daemon_reuses_its_folder_but_never_one_that_is_no_longer_private(tmp_path: Path) -> None:
+    state_dir = private_dir(tmp_path / ("s" * 120))
+    made = [localsocket.socket_path(state_dir)]
+    try:
+        assert localsocket.socket_path(state_dir) == made[0]  # restarted after a kill: no second folder
+        os.chmod(made[0].parent, 0o777)  # someone opened it up meanwhile
+        made.append(localsocket.socket_path(state_dir))
+        assert made[1].parent != made[0].parent and mode_of(made[1].parent) == 0o700
+        (state_dir / localsocket.SOCKET_DIR_NOTE).write_text(str(tmp_path))  # a note pointing anywhere else
+        made.append(localsocket.socket_path(state_dir))
+        assert made[2].parent not in (tmp_path, made[0].parent, made[1].parent)
+    finally:
+        os.chmod(made[0].parent, 0o700)
+        for path in made:
+            localsocket.remove_socket(path, state_dir)
 
 
 async def test_the_old_predictable_name_held_by_a_local_process_never_gets_a_request(
