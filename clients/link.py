@@ -25,7 +25,7 @@ from protocol import (
     ProtocolError,
     Role,
 )
-from protocol.messages import Body, Ping, Pong, Welcome
+from protocol.messages import Body, Error, Ping, Pong, Welcome
 from protocol.session import HUB_RECIPIENT, refusal
 
 WS_PATH = "/v1/ws"
@@ -142,6 +142,9 @@ class HubLink:
         self._send_lock = asyncio.Lock()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop())
         self.closed_reason = ""
+        # Only an ERROR that arrived sealed in this session came from the hub we authenticated with; an unsealed
+        # one (kept in closed_reason only) may have been injected by anyone on the path, so it is never acted on.
+        self.sealed_close: Error | None = None
 
     @classmethod
     async def connect(
@@ -251,7 +254,7 @@ class HubLink:
                 await self._abandon(ProtocolError(ErrorCode.MALFORMED_FRAME, "hub sent a text frame"))
             refused = refusal(frame, self.session.max_frame)
             if refused is not None:
-                self.closed_reason = f"{refused.code}: {refused.message}"
+                self.closed_reason = f"{refused.code}: {refused.message} (unsealed, so unauthenticated)"
                 await self.ws.close()
                 raise LinkClosed(self.closed_reason)
             try:
@@ -262,9 +265,10 @@ class HubLink:
             if envelope.type is MsgType.PING:
                 await self.send(Pong(), reply_to=envelope.id)
                 continue
-            if envelope.type is MsgType.ERROR and not envelope.reply_to:
+            if isinstance(envelope.body, Error) and not envelope.reply_to:
                 # An unsolicited sealed ERROR precedes the hub closing the session (revoked, replaced...).
-                self.closed_reason = f"{envelope.body.code}: {envelope.body.message}"  # type: ignore[attr-defined]
+                self.sealed_close = envelope.body
+                self.closed_reason = f"{envelope.body.code}: {envelope.body.message}"
             return envelope
 
     async def _abandon(self, error: ProtocolError) -> None:

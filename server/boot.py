@@ -2,13 +2,13 @@
 
 Each report is authenticated with the machine's report key (``protocol.boot``) and becomes a ``boot_step``
 event in the scenario's log, so ``crc watch`` and ``crc up`` show "installing python", "daemon started"... live.
-A report is accepted once: a replayed one (same signature within the clock window) is refused.
+A report is accepted once by the whole hub: a replayed one (same signature within the clock window) is refused,
+also after a restart or by another replica, since the memory of reports seen is in the store.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 
 from aiohttp import web
 
@@ -20,7 +20,6 @@ from server.ws import HUB_KEY
 
 REPORTS_PER_SECOND = 5.0
 REPORT_BURST = 50.0
-SEEN_LIMIT = 100_000
 DETAIL_SHOWN = 4096
 
 
@@ -30,19 +29,11 @@ def json_error(status: int, code: ErrorCode | str, message: str) -> web.Response
 
 
 class BootReports:
-    """Replay memory and per-machine rate limits for boot reports (per hub process)."""
+    """Per-machine rate limits for boot reports (per hub process: a replica's own budget is enough). The replay
+    memory is the store's (``Store.first_boot_report``), shared by every replica and kept across restarts."""
 
     def __init__(self) -> None:
-        self.seen: OrderedDict[str, float] = OrderedDict()
         self.buckets: dict[str, TokenBucket] = {}
-
-    def first_time(self, signature: str, now: float) -> bool:
-        while self.seen and (len(self.seen) >= SEEN_LIMIT or next(iter(self.seen.values())) < now - 2 * MAX_SKEW):
-            self.seen.popitem(last=False)
-        if signature in self.seen:
-            return False
-        self.seen[signature] = now
-        return True
 
     def allow(self, machine_id: str, now: float) -> bool:
         bucket = self.buckets.setdefault(machine_id, TokenBucket(REPORTS_PER_SECOND, REPORT_BURST))
@@ -82,7 +73,14 @@ async def boot_report(request: web.Request) -> web.Response:
     # Counted only once authenticated, so forged reports cannot use up a machine's budget.
     if not reports.allow(machine.id, now):
         return json_error(429, ErrorCode.RATE_LIMITED, "too many boot reports from this machine; slow down")
-    if not reports.first_time(signature.lower(), now):  # the MAC as verified, whatever the hex case
+    # A report is accepted while its time is within MAX_SKEW of a replica's clock; remembered twice as long, so
+    # replicas whose clocks differ by up to MAX_SKEW still all see it as a replay.
+    remember_until = max(float(report.time), now) + 2 * MAX_SKEW
+    try:
+        first = await hub.store.first_boot_report(machine.id, signature.lower(), remember_until, now)
+    except StoreError:
+        return json_error(503, ErrorCode.UNAVAILABLE, "the hub's store is unavailable; retry later")
+    if not first:  # the MAC as verified, whatever the hex case
         return json_error(409, ErrorCode.BAD_SEQUENCE, "this boot report was received already (replay)")
     detail = report.detail[-DETAIL_SHOWN:].decode("utf-8", "replace")
     data = {"step": report.step, "status": report.status.value, "detail": detail, "time": report.time}

@@ -38,6 +38,7 @@ from clients.link import HubLink, LinkClosed, new_id
 from protocol import (
     CrcError,
     Envelope,
+    ErrorCode,
     MsgType,
     Order,
     OrderKind,
@@ -97,7 +98,8 @@ _EXEC_STATES = {
 
 
 class Revoked(CrcError):
-    """The hub no longer accepts this machine (its scenario was deleted or its key revoked)."""
+    """The hub, inside an authenticated session, said it no longer accepts this machine (scenario deleted, key
+    revoked). Refusals outside a session are unauthenticated and only ever retried."""
 
 
 @dataclass
@@ -150,18 +152,19 @@ class Daemon:
             MsgType.RESPONSE: self._on_response,
         }
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self.socket_path = localsocket.socket_path(options.state_dir, self.config.machine_id)
+        self.socket_path = options.state_dir / localsocket.SOCKET_NAME  # where run() serves it (maybe elsewhere)
 
     # lifecycle
     async def run(self, stop: asyncio.Event) -> None:
         """Recover from the journal, start the workers, and stay connected until ``stop`` is set.
 
         Raises:
-            Revoked: the hub refused this machine for good.
+            Revoked: the hub revoked this machine inside a sealed session (the only refusal taken as final).
         """
         self._recover()
         local = None
         if sys.platform != "win32":
+            self.socket_path = localsocket.socket_path(self.options.state_dir)
             try:
                 local = await localsocket.serve(self.socket_path, self._local_request)
             except OSError as exc:
@@ -184,7 +187,7 @@ class Daemon:
                 await self.link.close()
             if local is not None:
                 local.close()
-                self.socket_path.unlink(missing_ok=True)
+                localsocket.remove_socket(self.socket_path, self.options.state_dir)
             self.journal.close()
 
     async def _trial_deadline(self) -> None:
@@ -236,10 +239,17 @@ class Daemon:
             try:
                 link = await self._connect()
             except (OSError, TimeoutError, CrcError) as exc:
-                if isinstance(exc, RemoteError | ProtocolError) and not is_retryable(exc):
-                    raise Revoked(f"hub refused this machine: {exc}") from exc
                 delay = next(delays)
-                log.info("cannot reach the hub at %s (%s); retrying in %.1f s", self.config.hub, exc, delay)
+                if isinstance(exc, RemoteError | ProtocolError) and not is_retryable(exc):
+                    # A refusal before the session is sealed is unauthenticated: anyone on the path (a relay on
+                    # ws://) can send one, so it is never final. Only a sealed revocation stops this daemon.
+                    log.warning(
+                        "the hub at %s refused this machine before any authenticated session (%r); an unsealed "
+                        "refusal is not trusted as final: retrying in %.1f s",
+                        self.config.hub, str(exc), delay,
+                    )  # fmt: skip
+                else:
+                    log.info("cannot reach the hub at %s (%r); retrying in %.1f s", self.config.hub, str(exc), delay)
                 await asyncio.sleep(delay)
                 continue
             delays = backoff_delays(
@@ -255,9 +265,10 @@ class Daemon:
             try:
                 await self._session(link)
             except (LinkClosed, ProtocolError, OSError) as exc:
-                log.info("lost the hub: %s", exc)
-                if "revoked" in link.closed_reason:
-                    raise Revoked(link.closed_reason) from exc
+                log.info("lost the hub: %r", str(exc))
+                revocation = link.sealed_close
+                if revocation is not None and revocation.code == ErrorCode.REVOKED.value:
+                    raise Revoked(f"{revocation.code}: {revocation.message}") from exc
             finally:
                 self.link = None
                 self._drop_incoming()

@@ -19,7 +19,8 @@ from clients.daemon.platform import current_platform, platform_executor
 from protocol.logformat import LOG_FORMATS, configure_logging
 
 EXIT_CONFIG = 2
-# systemd's unit sets RestartPreventExitStatus=3: a revoked machine must not hammer the hub forever.
+# systemd's unit sets RestartPreventExitStatus=3: a revoked machine must not hammer the hub forever. Only a
+# revocation sealed inside the authenticated session exits so; unsealed refusals are retried with backoff.
 EXIT_REVOKED = 3
 
 

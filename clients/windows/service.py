@@ -149,7 +149,8 @@ class CrcDaemonService(_framework_base()):  # type: ignore[misc]
         self._runner.join()
         error = self._runner.error
         if isinstance(error, Revoked):
-            # A clean stop: the failure actions must not restart a machine the hub has revoked.
+            # A clean stop: the failure actions must not restart a machine the hub has revoked (Revoked is
+            # raised only for a revocation sealed inside the authenticated session).
             servicemanager.LogErrorMsg(f"{SERVICE_NAME}: {error}; stopping")
         elif error is not None:
             servicemanager.LogErrorMsg(f"{SERVICE_NAME}: stopped by an error: {error!r}")

@@ -331,6 +331,14 @@ class Store(ABC):
     async def kv_get(self, scenario_id: str, key: str, now: float) -> bytes | None:
         """The key's value, None when unset or expired."""
 
+    # boot-report replay memory: shared by every replica and kept across restarts, so a captured report is
+    # accepted once by the whole hub, not once per process
+    @abstractmethod
+    async def first_boot_report(self, machine_id: str, signature: str, expires: float, now: float) -> bool:
+        """Remember a verified boot report (by its MAC) until ``expires``: True the first time, False while it is
+        remembered (a replay). Entries past their expiry are forgotten, so the memory stays bounded; an
+        implementation may expire them on its own clock, ``expires - now`` seconds from now."""
+
     # scenarios and machines
     @abstractmethod
     async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:

@@ -32,6 +32,7 @@ Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` 
     P:idx:machines         hash    machine id -> scenario id
     P:idx:orders           hash    order id -> scenario id
     P:present              set     machine ids whose status is not offline (for ``reset_presence``)
+    P:bootseen:M:MAC       string  a boot report of machine M already accepted (its MAC), with a PX expiry: replays
 
     * msgpack (bin type for bytes), like the SQLite store's blobs; numbers are decimal text.
 
@@ -730,6 +731,13 @@ class RedisStore(Store):
         with self._errors():
             value = await self._redis.get(self._sc(scenario_id, f"kv:{key}"))
         return value.encode() if isinstance(value, str) else value
+
+    # boot-report replay memory
+    async def first_boot_report(self, machine_id: str, signature: str, expires: float, now: float) -> bool:
+        name = f"{self.prefix}:bootseen:{machine_id}:{signature}"
+        with self._errors():  # SET NX is the check and the write in one; Redis expires it on its own clock
+            created = await self._redis.set(name, b"1", nx=True, px=max(1, int((expires - now) * 1000)))
+        return bool(created)
 
     # stored jobs
     def _jobs_key(self, owner: str) -> str:

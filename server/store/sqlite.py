@@ -122,6 +122,7 @@ class SqliteStore(Store):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE machines ADD COLUMN {column} BLOB")
         self._migrate_signed_jobs()
+        self._migrate_boot_replays()
 
     def _migrate_signed_jobs(self) -> None:
         """Jobs stored before they were signed keep their rows, with no statement: masters show them unsigned."""
@@ -129,6 +130,14 @@ class SqliteStore(Store):
         for column in ("statement", "signature"):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} BLOB")
+
+    def _migrate_boot_replays(self) -> None:
+        """Boot-report replay memory (hubs before it kept it per process): created on open, old or new database."""
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS boot_reports_seen (machine_id TEXT NOT NULL, signature TEXT NOT NULL, "
+            "expires REAL NOT NULL, PRIMARY KEY (machine_id, signature))"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS boot_reports_seen_by_expiry ON boot_reports_seen (expires)")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -368,6 +377,16 @@ class SqliteStore(Store):
         if row is None or (row[1] is not None and row[1] <= now):
             return None
         return bytes(row[0])
+
+    # boot-report replay memory
+    async def first_boot_report(self, machine_id: str, signature: str, expires: float, now: float) -> bool:
+        with self._tx() as db:
+            db.execute("DELETE FROM boot_reports_seen WHERE expires <= ?", (now,))
+            cur = db.execute(
+                "INSERT OR IGNORE INTO boot_reports_seen (machine_id, signature, expires) VALUES (?, ?, ?)",
+                (machine_id, signature, expires),
+            )
+            return cur.rowcount == 1
 
     # scenarios and machines
     async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:

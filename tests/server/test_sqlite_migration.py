@@ -111,3 +111,23 @@ async def test_jobs_stored_before_signatures_stay_readable_as_unsigned(tmp_path:
         assert (new.version, new.statement, new.signature) == (1, statement, b"sig")
     finally:
         await store.close()
+
+
+async def test_an_old_database_gains_boot_report_memory_and_it_stays_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "hub.sqlite3"
+    old_database(path, public_key())
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'boot_reports_seen'").fetchone() is None
+    finally:
+        db.close()
+
+    store = SqliteStore(path)
+    try:
+        for n in range(50):
+            assert await store.first_boot_report("m1", f"mac-{n}", NOW + n + 1, NOW + n)
+        assert await store.first_boot_report("m1", "late", NOW + 1_000, NOW + 100)  # the 50 above expired
+        rows = store._db.execute("SELECT signature FROM boot_reports_seen").fetchall()
+        assert rows == [("late",)]
+    finally:
+        await store.close()

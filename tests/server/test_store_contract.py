@@ -742,3 +742,45 @@ async def test_the_report_key_survives_a_reopen(backend: Backend, location: Any)
         assert record is not None and record.report_key == spec.report_key
     finally:
         await second.close()
+
+
+# boot-report replay memory
+async def test_a_boot_report_is_first_only_once_per_machine(store: Store) -> None:
+    now = time.time()
+    mac = "hmac-sha256=" + "ab" * 32
+    assert await store.first_boot_report("m1", mac, now + 60, now)
+    assert not await store.first_boot_report("m1", mac, now + 60, now + 1)
+    assert not await store.first_boot_report("m1", mac, now + 600, now + 2)  # remembering again changes nothing
+    assert await store.first_boot_report("m2", mac, now + 60, now)  # per machine
+    assert await store.first_boot_report("m1", "hmac-sha256=" + "cd" * 32, now + 60, now)
+
+
+async def test_a_remembered_boot_report_is_forgotten_once_expired(store: Store) -> None:
+    now = time.time()
+    mac = "hmac-sha256=" + "ef" * 32
+    assert await store.first_boot_report("m1", mac, now + 0.2, now)
+    assert not await store.first_boot_report("m1", mac, now + 0.2, time.time())
+    await asyncio.sleep(0.3)  # Redis expires entries on its own clock (PX): real time must pass
+    assert await store.first_boot_report("m1", mac, time.time() + 60, time.time())
+
+
+async def test_boot_report_memory_survives_a_reopen_and_is_shared_by_two_openings(
+    backend: Backend, location: Any
+) -> None:
+    now = time.time()
+    mac = "hmac-sha256=" + "01" * 32
+    first = backend.open(location)
+    try:
+        assert await first.first_boot_report("m1", mac, now + 60, now)
+        beside = backend.open(location)  # another replica on the same store
+        try:
+            assert not await beside.first_boot_report("m1", mac, now + 60, now)
+        finally:
+            await beside.close()
+    finally:
+        await first.close()
+    reopened = backend.open(location)  # a restarted hub
+    try:
+        assert not await reopened.first_boot_report("m1", mac, now + 60, now + 1)
+    finally:
+        await reopened.close()
