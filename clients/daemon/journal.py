@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS seen_ids (
     received_at REAL NOT NULL,
     expires     REAL                                  -- NULL: unknown (schema 1), never forgotten
 ) WITHOUT ROWID;
+-- The latest expiry among forgotten ids: an order expiring no later may be one of them (the clock went back).
+CREATE TABLE IF NOT EXISTS forgotten (
+    only_row       INTEGER PRIMARY KEY CHECK (only_row = 0),
+    latest_expiry  REAL NOT NULL
+);
 """
 
 
@@ -242,12 +247,27 @@ class Journal:
                 expired_before = (
                     forget_ids_older_than if forget_ids_expired_before is None else forget_ids_expired_before
                 )
-                db.execute(
-                    "DELETE FROM seen_ids WHERE received_at < ? AND expires IS NOT NULL AND expires < ?"
-                    " AND order_id NOT IN (SELECT order_id FROM orders)",
-                    (forget_ids_older_than, expired_before),
+                forgettable = (
+                    "FROM seen_ids WHERE received_at < ? AND expires IS NOT NULL AND expires < ?"
+                    " AND order_id NOT IN (SELECT order_id FROM orders)"
                 )
+                cutoffs = (forget_ids_older_than, expired_before)
+                (latest,) = db.execute(f"SELECT MAX(expires) {forgettable}", cutoffs).fetchone()
+                if latest is not None:
+                    db.execute(
+                        "INSERT INTO forgotten (only_row, latest_expiry) VALUES (0, ?) ON CONFLICT (only_row)"
+                        " DO UPDATE SET latest_expiry = MAX(latest_expiry, excluded.latest_expiry)",
+                        (latest,),
+                    )
+                    db.execute(f"DELETE {forgettable}", cutoffs)
             return pruned
+
+    def latest_forgotten_expiry(self) -> float:
+        """The latest expiry of any order whose id was forgotten (0.0 if none): an order expiring no later
+        could be one of them, so only a clock set back since could find it still valid. Refuse it."""
+        with self._lock:
+            row = self._conn().execute("SELECT latest_expiry FROM forgotten").fetchone()
+        return float(row[0]) if row else 0.0
 
     def close(self) -> None:
         """Close the database; safe to call more than once."""

@@ -211,6 +211,7 @@ def test_an_id_is_kept_while_its_order_could_still_verify_whatever_its_receipt_t
 
     assert journal.seen("long") and not journal.record_received("long", order(1), now=day_29, expires=60 * DAY)
     assert not journal.seen("short"), "an expired, long-received id is forgotten: the table does not grow forever"
+    assert journal.latest_forgotten_expiry() == 1 * DAY, "what could be a forgotten order is known"
 
     day_61 = 61 * DAY
     journal.prune(day_61 - 7 * DAY, forget_ids_older_than=day_61 - 28 * DAY, forget_ids_expired_before=day_61)
@@ -291,3 +292,15 @@ def test_a_journal_of_an_unknown_schema_is_refused(state_dir):
 
     with pytest.raises(RuntimeError, match="schema version 99"):
         Journal(state_dir)
+
+
+def test_the_latest_forgotten_expiry_only_grows(journal):
+    assert journal.latest_forgotten_expiry() == 0.0
+    for n, expires in enumerate((5 * DAY, 9 * DAY, 2 * DAY)):
+        journal.record_received(f"o{n}", order(n), now=0.0, expires=expires)
+        journal.record_result(f"o{n}", result(n))
+        journal.mark_acked(f"o{n}")
+        journal.prune(100 * DAY, forget_ids_older_than=100 * DAY)
+    assert journal.latest_forgotten_expiry() == 9 * DAY
+    journal.prune(100 * DAY, forget_ids_older_than=100 * DAY)  # nothing left to forget: unchanged
+    assert journal.latest_forgotten_expiry() == 9 * DAY
