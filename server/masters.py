@@ -280,6 +280,23 @@ async def order_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
             conn.uploads.release(body.upload)  # stored with its orders now (or refused): the hub's memory lets go
 
 
+def refuse_long_lived(hub: Hub, order: Order, where: str = "") -> None:
+    """Refuse an order valid for longer than the hub's limit (never above ``MAX_ORDER_TTL``): daemons refuse
+    those too, since they could not remember its id for as long as a copy of it could verify.
+
+    Raises:
+        RequestError: INVALID_REQUEST, naming the limit.
+    """
+    if order.expires > time.time() + hub.settings.order_ttl_max:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f"{where}order expiry is too far in the future: orders may be valid for at most "
+            f"{hub.settings.order_ttl_max / 86400:g} days (daemons could not tell a longer-lived one from a "
+            "replay); nothing was queued",
+            machine=order.machine,
+        )
+
+
 async def queue_order(
     hub: Hub,
     scenario: ScenarioRecord,
@@ -311,8 +328,7 @@ async def queue_order(
             "nothing was queued (wait until it catches up, or cancel some)",
             machine=machine.name,
         )
-    if order.expires > time.time() + hub.settings.order_ttl_max:
-        raise RequestError(ErrorCode.INVALID_REQUEST, "order expiry is too far in the future")
+    refuse_long_lived(hub, order)
     now = time.time()
     record = OrderRecord(
         order.id, scenario.id, machine.id, order.kind.value, order.to_wire(), OrderState.QUEUED, now, now

@@ -119,6 +119,8 @@ class DaemonOptions:
     platform: PlatformDefaults = field(default_factory=current_platform)
     reconnect_initial: float = 0.5
     reconnect_max: float = 30.0
+    # The daemon's own clock, against which it checks expiries and dates what it remembers (tests move it).
+    clock: Callable[[], float] = time.time
 
 
 class Daemon:
@@ -126,6 +128,7 @@ class Daemon:
 
     def __init__(self, config: DaemonConfig, options: DaemonOptions, executor: Executor | None = None) -> None:
         self.options = options
+        self._now = options.clock
         self.executor = executor or ProcessExecutor()
         options.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.config = keys.current_config(config, options.state_dir)
@@ -220,12 +223,18 @@ class Daemon:
 
     def _recover(self) -> None:
         """After a crash: report interrupted orders, requeue received ones, drop half-received files."""
-        now = time.time()
+        now = self._now()
         for entry in self.journal.running():
             order = Order.from_wire(entry.order)
             log.warning("order %s was running when the daemon stopped: reporting it interrupted", order.id)
             self._record(order, OrderState.INTERRUPTED, None, now, error="the daemon stopped while it ran; not rerun")
         for entry in self.journal.received_not_started():
+            pending = Order.from_wire(entry.order)
+            if pending.kind is OrderKind.TRUST_MASTER:
+                # It was applied at delivery unless the daemon stopped in between: apply it now, before orders
+                # signed with the new key are delivered (a no-op if it or a later rotation was applied).
+                with contextlib.suppress(ProtocolError):
+                    self._follow_master_rotation(pending)
             self._queue.put_nowait(entry.order_id)
         for leftover in self.spool_dir.iterdir():
             if not self.journal.get(leftover.name):
@@ -297,10 +306,17 @@ class Daemon:
             config.hub, config.identity, Role.DAEMON, pin=config.hub_pin, client_id=config.machine_id
         )
 
+    def forget_old_orders(self) -> None:
+        """Prune old entries; forget an id only once it was received ``ID_MEMORY`` ago *and* its order expired
+        (with ``EXPIRY_SLACK`` for the master's clock): a copy of an order that could still verify is always
+        recognised as a replay, however far this machine's clock has moved since it was received."""
+        now = self._now()
+        self.journal.prune(
+            now - JOURNAL_KEEP, forget_ids_older_than=now - ID_MEMORY, forget_ids_expired_before=now - EXPIRY_SLACK
+        )
+
     async def _session(self, link: HubLink) -> None:
-        now = time.time()
-        # Orders are valid for at most MAX_ORDER_TTL (refused otherwise), so older ids can never be run again.
-        self.journal.prune(now - JOURNAL_KEEP, forget_ids_older_than=now - ID_MEMORY)
+        self.forget_old_orders()
         facts = await asyncio.to_thread(collect_facts, DAEMON_VERSION)
         statement = ReadyStatement(self.config.scenario, self.config.machine_id, facts, time.time())
         signature = statement.signed(self.config.identity).signature
@@ -348,32 +364,44 @@ class Daemon:
             log.warning("hub delivered a malformed order: %s", exc)
             return
         entry = self.journal.get(order.id)
-        if entry is not None:  # redelivered: acknowledge again, resend the result if the hub lacks it
+        if entry is not None:
+            # Redelivered: acknowledge again and send the signed result again, acknowledged or not: a hub that
+            # lost it (restored from a backup, or its store edited) gets back the proof that the order ran once.
             await self._send(OrderAck(order.id))
-            if entry.result is not None and not entry.result_acked:
+            if entry.result is not None:
                 await self._send(Result(entry.result))
             return
         try:
-            order.verify(self.config.master_key, self.config.machine_id, self.config.scenario, time.time())
+            order.verify(self.config.master_key, self.config.machine_id, self.config.scenario, self._now())
         except ProtocolError as exc:
-            log.warning("refusing order %s: %s", order.id, exc)
-            await self._send(OrderAck(order.id))
-            await self._finish(order, OrderState.REJECTED, None, time.time(), error=f"refused by the daemon: {exc}")
+            await self._refuse(order, str(exc))
+            return
+        if self.journal.seen(order.id):  # its entry was pruned, its id is remembered: a replay
+            await self._refuse(order, "this order id was received here before; it is not run again")
+            return
+        if order.expires <= self.journal.latest_forgotten_expiry():
+            # Valid only because this machine's clock went back after ids expiring as late were forgotten.
+            await self._refuse(
+                order, "this machine's clock is behind the expiry of orders it has forgotten; it could be one of them"
+            )
             return
         if order.kind is OrderKind.PING:
             await self._pong(order)
             return
-        if order.kind is OrderKind.TRUST_MASTER and (refusal := self._trust_master(order)) is not None:
+        if order.kind is OrderKind.TRUST_MASTER:
+            if (refusal := self._master_rotation_refusal(order)) is not None:
+                await self._refuse(order, refusal)
+                return
+            # Journaled first, then applied at once, so the orders right behind it (signed with the new key)
+            # verify; a crash in between is caught up by _recover.
+            if self._accept(order):
+                self._follow_master_rotation(order)
             await self._send(OrderAck(order.id))
-            await self._finish(order, OrderState.REJECTED, None, time.time(), error=f"refused by the daemon: {refusal}")
             return
         if order.kind is OrderKind.PUT_FILE:
             expected = order.body.get("chunks")
             if not isinstance(expected, int) or expected < 1:
-                await self._send(OrderAck(order.id))
-                await self._finish(
-                    order, OrderState.REJECTED, None, time.time(), error="file order lacks a chunk count"
-                )
+                await self._refuse(order, "file order lacks a chunk count")
                 return
             self._incoming[order.id] = _IncomingFile(order, self.spool_dir / order.id, expected)
             (self.spool_dir / order.id).write_bytes(b"")
@@ -381,10 +409,16 @@ class Daemon:
         self._accept(order)
         await self._send(OrderAck(order.id))
 
+    async def _refuse(self, order: Order, reason: str) -> None:
+        """Acknowledge and answer with a signed REJECTED result: nothing runs, and its id is remembered."""
+        log.warning("refusing order %s: %s", order.id, reason)
+        await self._send(OrderAck(order.id))
+        await self._finish(order, OrderState.REJECTED, None, self._now(), error=f"refused by the daemon: {reason}")
+
     async def _pong(self, order: Order) -> None:
         """Answer a ping at once. Nothing runs, so nothing is journaled (four fsyncs saved): a redelivered ping
         is simply answered again, and the hub keeps the first answer."""
-        now = time.time()
+        now = self._now()
         result = SignedResult(
             order_id=order.id, scenario=order.scenario, machine=self.config.machine_id, status=OrderState.SUCCEEDED,
             exit_code=0, started=now, finished=now,
@@ -395,25 +429,39 @@ class Daemon:
         await self._send(OrderAck(order.id))
         await self._send(Result(result.to_wire()))
 
-    def _trust_master(self, order: Order) -> str | None:
-        """Switch to the new master key at delivery, so orders delivered right after it, signed with that key,
-        verify (its result is reported when the order's turn comes). Applied once and never backwards: only a
-        rotation with a greater epoch than the one obeyed moves the key, so a redelivered or late TRUST_MASTER
-        (A->B arriving after B->C) changes nothing. Returns why it was refused, or None."""
+    def _master_rotation_refusal(self, order: Order) -> str | None:
+        """Why a delivered TRUST_MASTER must change nothing, or None. A rotation is followed once and never
+        backwards: only an epoch greater than that of the key obeyed moves it, so a replayed rotation, or one
+        older than a rotation applied since (A->B arriving after B->C), is refused and reported."""
         try:
             new_key, epoch = parse_trust_master(order.body)
         except ProtocolError as exc:
             return exc.message
+        obeyed = keys.master_epoch(self.config, self.options.state_dir)
+        if epoch <= obeyed:
+            return (
+                f"master rotation {epoch} (to {new_key.id}) is not newer than rotation {obeyed} this machine follows "
+                f"(master {self.config.master_key.id}): a replayed or out-of-date rotation, nothing changed"
+            )
+        return None
+
+    def _follow_master_rotation(self, order: Order) -> None:
+        """Obey the key a journaled TRUST_MASTER names, unless it or a later rotation was applied already.
+
+        Raises:
+            ProtocolError: the order names no valid key or epoch (journaled by a daemon from before epochs).
+        """
+        new_key, epoch = parse_trust_master(order.body)
         self.config, moved = keys.follow_master_rotation(self.config, self.options.state_dir, new_key, epoch)
         if moved:
             log.info("now obeying master %s (rotation %d, told so by the previous master key)", new_key.id, epoch)
-        elif new_key != self.config.master_key:
-            log.warning("ignoring a master rotation to %s: an older one (%d) than the one obeyed", new_key.id, epoch)
-        return None
 
-    def _accept(self, order: Order) -> None:
-        if self.journal.record_received(order.id, order.to_wire(), time.time()):
+    def _accept(self, order: Order) -> bool:
+        """Journal the order and queue it; False if its id was seen before (then nothing is queued)."""
+        if self.journal.record_received(order.id, order.to_wire(), self._now(), expires=order.expires):
             self._queue.put_nowait(order.id)
+            return True
+        return False
 
     async def _on_file_chunk(self, envelope: Envelope) -> None:
         body = envelope.body
@@ -611,7 +659,7 @@ class Daemon:
                 continue
             order = Order.from_wire(entry.order)
             cancel = self._cancels.setdefault(order.id, asyncio.Event())
-            started = time.time()
+            started = self._now()
             if cancel.is_set():
                 await self._finish(order, OrderState.CANCELLED, None, started, error="cancelled before it started")
                 continue
@@ -634,10 +682,22 @@ class Daemon:
         elif order.kind is OrderKind.ROTATE_KEY:
             await self._rotate_key(order, started)
         elif order.kind is OrderKind.TRUST_MASTER:
-            # Applied when delivered (_trust_master); after a crash before the result, applied again unless a
-            # later rotation was applied since (the epoch says so). The result names the key obeyed now.
-            self._trust_master(order)
-            await self._finish(order, OrderState.SUCCEEDED, 0, started, extra={"master": self.config.master_key.id})
+            await self._report_master_rotation(order, started)
+
+    async def _report_master_rotation(self, order: Order, started: float) -> None:
+        """Its turn: it was applied at delivery (or by _recover), so it is never applied again here; the result
+        names the key obeyed now and that key's rotation, which is later than this one's if it was superseded."""
+        try:
+            _, epoch = parse_trust_master(order.body)
+        except ProtocolError as exc:  # journaled by a daemon from before epochs, never applied by this one
+            await self._finish(order, OrderState.REJECTED, None, started, error=f"refused by the daemon: {exc}")
+            return
+        extra = {
+            "master": self.config.master_key.id,
+            "epoch": keys.master_epoch(self.config, self.options.state_dir),
+            "rotation": epoch,
+        }
+        await self._finish(order, OrderState.SUCCEEDED, 0, started, extra=extra)
 
     def _shell_for(self, wanted: object) -> tuple[str, ...] | str:
         """The shell an order asks for (a stored job names one), or why this machine has none such."""
@@ -764,10 +824,11 @@ class Daemon:
     ) -> dict[str, Any]:
         result = SignedResult(
             order_id=order.id, scenario=order.scenario, machine=self.config.machine_id, status=status,
-            exit_code=exit_code, started=started, finished=time.time(), **fields,
+            exit_code=exit_code, started=started, finished=self._now(), **fields,
         ).signed(self.config.identity)  # fmt: skip
         wire = result.to_wire()
-        self.journal.record_result(order.id, wire)
+        # An order refused unrecorded keeps its id until it expires: a later copy could verify otherwise.
+        self.journal.record_result(order.id, wire, now=self._now(), expires=order.expires)
         return wire
 
     async def _finish(

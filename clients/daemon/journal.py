@@ -7,6 +7,10 @@ it as interrupted — it must not be rerun) and which results still need deliver
 
 Storage is one SQLite file in WAL mode with ``synchronous=FULL``; every call commits before it
 returns. Order and result dicts are stored msgpack-encoded, so they may contain bytes.
+
+Every id ever received is remembered with its order's expiry, and forgotten only once the order was received
+long ago *and* has expired: until then a redelivered or replayed copy could still verify, and would run again.
+Schema 1 journals (ids without expiries) are migrated on open; ids whose expiry cannot be recovered are kept.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import msgpack
 __all__ = ["JOURNAL_FILE", "Journal", "JournalEntry", "OrderState"]
 
 JOURNAL_FILE = "journal.sqlite3"
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -44,8 +48,14 @@ CREATE INDEX IF NOT EXISTS orders_state ON orders (state, result_acked);
 -- Outlives pruned orders so that a redelivered old order is still recognised as a duplicate.
 CREATE TABLE IF NOT EXISTS seen_ids (
     order_id    TEXT PRIMARY KEY,
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    expires     REAL                                  -- NULL: unknown (schema 1), never forgotten
 ) WITHOUT ROWID;
+-- The latest expiry among forgotten ids: an order expiring no later may be one of them (the clock went back).
+CREATE TABLE IF NOT EXISTS forgotten (
+    only_row       INTEGER PRIMARY KEY CHECK (only_row = 0),
+    latest_expiry  REAL NOT NULL
+);
 """
 
 
@@ -88,19 +98,38 @@ class Journal:
         self._db: sqlite3.Connection | None = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        elif version != _SCHEMA_VERSION:
+        if version == 1:
+            self._migrate_from_1()
+        elif version not in (0, _SCHEMA_VERSION):
             self._db.close()
             raise RuntimeError(f"{self.path}: journal schema version {version} is not supported")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
-    def record_received(self, order_id: str, order: dict[str, Any], now: float) -> bool:
-        """Write down a newly received order; False (and nothing written) if this id was ever seen."""
+    def _migrate_from_1(self) -> None:
+        """Give remembered ids their orders' expiry where the journal still holds the order; the others (their
+        orders pruned, or refused unrecorded) stay unknown, so they are never forgotten: a daemon before
+        ``MAX_ORDER_TTL`` accepted orders valid for any time."""
+        with self._transaction() as db:
+            db.execute("ALTER TABLE seen_ids ADD COLUMN expires REAL")
+            for order_id, order_data in db.execute("SELECT order_id, order_data FROM orders").fetchall():
+                expires = _unpack(order_data).get("expires")
+                if isinstance(expires, int | float) and not isinstance(expires, bool):
+                    db.execute("UPDATE seen_ids SET expires = ? WHERE order_id = ?", (float(expires), order_id))
+            db.execute("PRAGMA user_version=2")
+
+    def record_received(
+        self, order_id: str, order: dict[str, Any], now: float, *, expires: float | None = None
+    ) -> bool:
+        """Write down a newly received order, valid until ``expires`` (None: unknown, so its id is never
+        forgotten); False (and nothing written) if this id was ever seen."""
         data = _pack(order)
         with self._transaction() as db:
-            cursor = db.execute("INSERT OR IGNORE INTO seen_ids (order_id, received_at) VALUES (?, ?)", (order_id, now))
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO seen_ids (order_id, received_at, expires) VALUES (?, ?, ?)",
+                (order_id, now, expires),
+            )
             if cursor.rowcount == 0:
                 return False
             db.execute(
@@ -108,6 +137,12 @@ class Journal:
                 (order_id, OrderState.RECEIVED.value, data, now),
             )
             return True
+
+    def seen(self, order_id: str) -> bool:
+        """Whether this id was ever received or answered (and not yet forgotten), even if its entry was pruned."""
+        with self._lock:
+            row = self._conn().execute("SELECT 1 FROM seen_ids WHERE order_id = ?", (order_id,)).fetchone()
+        return row is not None
 
     def get(self, order_id: str) -> JournalEntry | None:
         """The entry for ``order_id``, or None if unknown (or pruned)."""
@@ -128,11 +163,15 @@ class Journal:
                 raise ValueError(f"order {order_id} already finished")
             db.execute("UPDATE orders SET state = ? WHERE order_id = ?", (OrderState.RUNNING.value, order_id))
 
-    def record_result(self, order_id: str, result: dict[str, Any]) -> None:
+    def record_result(
+        self, order_id: str, result: dict[str, Any], *, now: float | None = None, expires: float | None = None
+    ) -> None:
         """Store the order's result (state FINISHED, not yet acknowledged).
 
         Also accepted for ids that were never received (e.g. orders rejected before being
-        recorded); such an entry gets an empty order and the current time as receive time.
+        recorded); such an entry gets an empty order, ``now`` (default: the current time) as
+        receive time and ``expires`` as its order's expiry, so a refused order cannot be
+        redelivered later and run while it is still valid.
         """
         data = _pack(result)
         with self._transaction() as db:
@@ -142,12 +181,15 @@ class Journal:
                 (OrderState.FINISHED.value, data, finished_seq, order_id),
             )
             if cursor.rowcount == 0:
-                now = time.time()
-                db.execute("INSERT OR IGNORE INTO seen_ids (order_id, received_at) VALUES (?, ?)", (order_id, now))
+                received_at = time.time() if now is None else now
+                db.execute(
+                    "INSERT OR IGNORE INTO seen_ids (order_id, received_at, expires) VALUES (?, ?, ?)",
+                    (order_id, received_at, expires),
+                )
                 db.execute(
                     "INSERT INTO orders (order_id, state, order_data, result_data, received_at, finished_seq)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    (order_id, OrderState.FINISHED.value, _pack({}), data, now, finished_seq),
+                    (order_id, OrderState.FINISHED.value, _pack({}), data, received_at, finished_seq),
                 )
 
     def mark_acked(self, order_id: str) -> None:
@@ -179,12 +221,20 @@ class Journal:
         """Orders that were running when the daemon stopped: to be reported as interrupted, not rerun."""
         return self._in_state(OrderState.RUNNING)
 
-    def prune(self, older_than: float, *, forget_ids_older_than: float | None = None) -> int:
+    def prune(
+        self,
+        older_than: float,
+        *,
+        forget_ids_older_than: float | None = None,
+        forget_ids_expired_before: float | None = None,
+    ) -> int:
         """Delete finished, acknowledged entries received before ``older_than``; return how many.
 
         Their ids stay known, so redelivered orders are still rejected as duplicates. Pass
-        ``forget_ids_older_than`` to also drop remembered ids received before that time (once the
-        hub can no longer redeliver them) and keep the id table from growing forever.
+        ``forget_ids_older_than`` to also drop remembered ids received before that time and whose
+        order expired before ``forget_ids_expired_before`` (default: the same time), so the id table
+        does not grow forever yet no id is forgotten while a copy of its order could still verify,
+        however long ago it was received. Ids of unknown expiry are never forgotten.
         """
         with self._transaction() as db:
             cursor = db.execute(
@@ -194,11 +244,30 @@ class Journal:
             pruned = cursor.rowcount
             if forget_ids_older_than is not None:
                 # Ids of entries still in `orders` stay, or dedupe for them would silently break.
-                db.execute(
-                    "DELETE FROM seen_ids WHERE received_at < ? AND order_id NOT IN (SELECT order_id FROM orders)",
-                    (forget_ids_older_than,),
+                expired_before = (
+                    forget_ids_older_than if forget_ids_expired_before is None else forget_ids_expired_before
                 )
+                forgettable = (
+                    "FROM seen_ids WHERE received_at < ? AND expires IS NOT NULL AND expires < ?"
+                    " AND order_id NOT IN (SELECT order_id FROM orders)"
+                )
+                cutoffs = (forget_ids_older_than, expired_before)
+                (latest,) = db.execute(f"SELECT MAX(expires) {forgettable}", cutoffs).fetchone()
+                if latest is not None:
+                    db.execute(
+                        "INSERT INTO forgotten (only_row, latest_expiry) VALUES (0, ?) ON CONFLICT (only_row)"
+                        " DO UPDATE SET latest_expiry = MAX(latest_expiry, excluded.latest_expiry)",
+                        (latest,),
+                    )
+                    db.execute(f"DELETE {forgettable}", cutoffs)
             return pruned
+
+    def latest_forgotten_expiry(self) -> float:
+        """The latest expiry of any order whose id was forgotten (0.0 if none): an order expiring no later
+        could be one of them, so only a clock set back since could find it still valid. Refuse it."""
+        with self._lock:
+            row = self._conn().execute("SELECT latest_expiry FROM forgotten").fetchone()
+        return float(row[0]) if row else 0.0
 
     def close(self) -> None:
         """Close the database; safe to call more than once."""

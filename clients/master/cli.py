@@ -278,15 +278,16 @@ def duration(text: str) -> float | None:
     return value
 
 
-def order_ttl(text: str) -> float:
-    """A duration an order may be valid for: at most ``MAX_ORDER_TTL`` (daemons refuse longer ones)."""
-    value = duration(text)
-    if value is None or value > MAX_ORDER_TTL:
-        raise argparse.ArgumentTypeError(
-            f"orders are valid for at most {MAX_ORDER_TTL / 86400:.0f}d (daemons could not tell a longer-lived one "
-            "from a replay)"
+def order_ttl_refusal(ttl: float | None) -> str | None:
+    """Why ``ttl`` cannot be an order's lifetime, or None: orders live at most ``MAX_ORDER_TTL`` (daemons refuse
+    longer ones, which they could not tell from replays once they forget the order's id)."""
+    if ttl is None or ttl > MAX_ORDER_TTL:
+        asked = "never" if ttl is None else f"{ttl / 86400:g}d"
+        return (
+            f"--ttl {asked}: orders are valid for at most {MAX_ORDER_TTL / 86400:g}d (daemons could not tell a "
+            "longer-lived one from a replay); nothing was sent"
         )
-    return value
+    return None
 
 
 def _until(expires: float) -> str:
@@ -448,6 +449,9 @@ async def cmd_plan_run(args: argparse.Namespace) -> int:
         plan = _load_plan(args.file)
     except (OSError, PlanError) as exc:
         print(f"crc plan run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if (refusal := order_ttl_refusal(args.ttl)) is not None:
+        print(f"crc plan run: {refusal}", file=sys.stderr)
         return EXIT_USAGE
     async with await _connect(args) as master:
         submitted = await master.run_plan(args.scenario, plan, ttl=args.ttl)
@@ -731,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--follow", action="store_true", help="wait for the end and show every step's state")
     p.add_argument("--timeout", type=float, default=3600.0, help="with --follow: how long to wait")
-    p.add_argument("--ttl", type=order_ttl, default=24 * 3600.0,
+    p.add_argument("--ttl", type=duration, default=24 * 3600.0,
                    help="how long the signed orders stay valid: 3600, 12h, 7d at most (default 24h)")  # fmt: skip
     p.set_defaults(func=cmd_plan_run)
     for action, func, text in (("show", cmd_plan_show, "a plan's steps and states"),

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol import ErrorCode, Order, OrderKind
+from protocol.orders import MAX_ORDER_TTL
 from protocol.targeting import UnknownMachine, select
 from server.errors import RequestError
 from server.masters import queue_order, scenario_wire
@@ -140,7 +141,7 @@ async def run_command(request: web.Request) -> web.Response:
         raise RequestError(ErrorCode.NOT_FOUND, str(exc.args[0])) from None
     if not targets:
         raise RequestError(ErrorCode.NOT_FOUND, f"target {target!r} matches no machine of {scenario.name!r}")
-    expires = min(time.time() + COMMAND_TTL, delegation.expires or math.inf)
+    expires = min(time.time() + min(COMMAND_TTL, MAX_ORDER_TTL), delegation.expires or math.inf)
     order_body: dict[str, Any] = {"command": command, "shell": shell, "timeout": timeout, "env": {}, "cwd": None}
     queued = []
     for machine in targets:

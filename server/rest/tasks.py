@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol import ErrorCode, Order, OrderKind
+from protocol.orders import MAX_ORDER_TTL
 from protocol.plans import GORCH_STATES, GorchState, PlanError, StepState, from_gorch
 from protocol.targeting import UnknownMachine, select
 from server.errors import RequestError
@@ -66,7 +67,7 @@ async def create_task(request: web.Request) -> web.Response:
     except PlanError as exc:
         raise RequestError(ErrorCode.INVALID_REQUEST, exc.message) from None
     machines = sorted(await hub.store.machines(scenario.id), key=lambda m: m.name)
-    expires = min(time.time() + TASK_TTL, delegation.expires or math.inf)
+    expires = min(time.time() + min(TASK_TTL, MAX_ORDER_TTL), delegation.expires or math.inf)
     orders: dict[str, list[dict[str, Any]]] = {}
     for step in plan.steps:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import sqlite3
 import stat
 import time
 import uuid
@@ -72,6 +73,20 @@ async def test_two_rotations_while_a_machine_is_offline_never_roll_it_back(
     stored = json.loads((db.state_dir / "master-key.json").read_text())
     assert stored["master_public_key"] == newest.public.to_text() and stored["epoch"] > 0
     assert middle.public.to_text() != stored["master_public_key"]
+
+    # The hub then puts both signed rotations back into db's queue (an edit of its store): replayed, they
+    # are answered with their first results and move nothing.
+    db.kill()
+    with sqlite3.connect(hub.data_dir / "hub.sqlite3", isolation_level=None) as store:
+        for trust in trusts:
+            store.execute("UPDATE orders SET state = 'queued', result = NULL WHERE id = ?", (trust.order_id,))
+    db.start()
+    async with await Master.connect(hub.url, newest) as current:
+        replayed = await wait_results(current, "shop", [t.order_id for t in trusts], timeout=30)
+        assert sorted((r.status, r.started) for r in replayed) == sorted((t.status, t.started) for t in trusts)
+        [obeys] = await current.run("shop", "db", "echo newest still", wait_timeout=30)
+        assert obeys.ok and obeys.verified and obeys.stdout == b"newest still\n"
+    assert json.loads((db.state_dir / "master-key.json").read_text()) == stored
 
 
 async def test_a_rotation_without_an_epoch_is_refused_and_changes_nothing(master: Master, deploy) -> None:
