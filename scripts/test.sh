@@ -53,4 +53,5 @@ echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
 # Wine and mingw-w64 are installed above: their absence is then a failure, not a skipped test.
-CRC_REQUIRE_WINE=1 .venv/bin/python -m pytest "$@"
+# The whole suite, slow tests included (a bare pytest leaves those out; a -m given here wins).
+CRC_REQUIRE_WINE=1 .venv/bin/python -m pytest -m "slow or not slow" "$@"

@@ -68,6 +68,7 @@ def vultr_env(emulator: VultrEmulator, state: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # ~90 s: crc up waits out its timeout for the Windows machine, crc down the emulated lock
 async def test_crc_up_on_vultr_then_one_crc_down_leaves_nothing_behind(
     dist_hub: HubProcess, booting_emulator: tuple[VultrEmulator, LocalProvider], tmp_path: Path
 ) -> None:
