@@ -446,6 +446,7 @@ class Master:
                 told += await self.dispatch(name, "all", OrderKind.TRUST_MASTER, body, timeout=timeout)
         for item in await self.scenarios():
             await self._endorse(str(item["name"]), new)
+        jobs = await self._verified_jobs()
         proof = new.sign(master_rekey_payload(self.identity.id, new.public.to_text()))
         await self.request(MasterRekey(new.public.to_text(), proof))
         self.identity = new
@@ -453,7 +454,22 @@ class Master:
         if link is not None:
             await link.close()  # the read loop reconnects, now with the new key
         await asyncio.wait_for(self._wait_for_link(new), timeout)
+        # Stored jobs are kept per master and signed by its key: the new key signs each again (the next version)
+        # so that they survive the move; one that did not verify under the old key is not carried over.
+        for job in jobs:
+            await self.put_job(job["name"], job["script"], shell=job["shell"], scenario=job["scenario"])
         return new, told
+
+    async def _verified_jobs(self) -> list[dict[str, Any]]:
+        """Every stored job whose copy on the hub this master signed (others are left behind, with a warning)."""
+        verified = []
+        for listed in await self.jobs():
+            name = str(listed.get("name", ""))
+            try:
+                verified.append(await self.job(name))
+            except (MasterError, RemoteError) as exc:
+                log.warning("not carrying job %r over to the new key: %s", name, exc)
+        return verified
 
     async def _endorse(self, scenario: str, new: Identity) -> None:
         """Have ``new`` endorse every certificate of the scenario that this (old) key verified, before the hub

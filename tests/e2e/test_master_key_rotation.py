@@ -103,3 +103,18 @@ async def test_a_rotation_without_an_epoch_is_refused_and_changes_nothing(master
     assert "epoch" in result.error
     [still] = await master.run("epochs", "box", "echo same master", wait_timeout=15)
     assert still.ok and still.stdout == b"same master\n"
+
+
+async def test_stored_jobs_follow_the_master_to_its_new_key(hub: HubProcess, master: Master, deploy) -> None:
+    await deploy("jobs", "box")
+    added = await master.put_job("report", "echo report from $CRC_MACHINE")
+    await master.close()
+
+    rotated = await asyncio.to_thread(run_crc, hub, "rotate-key", "--timeout", "8", timeout=60)
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+
+    async with await Master.connect(hub.url, hub.key_path) as renewed:
+        job = await renewed.job("report")  # signed by the new key, or this raises
+        assert job["script"] == "echo report from $CRC_MACHINE" and job["version"] > added["version"]
+        [played] = await renewed.run_job("jobs", "box", "report", wait_timeout=30)
+        assert played.ok and played.stdout == b"report from box\n", played
