@@ -97,6 +97,15 @@ _EXEC_STATES = {
 }
 
 
+# How a pre-session refusal is logged, so an operator sees at once that the hub (or someone posing as it) says
+# the key is no longer enrolled, and that the daemon nevertheless keeps trying.
+_KEY_REFUSALS = {
+    ErrorCode.REVOKED.value: "this machine's key is revoked",
+    ErrorCode.UNKNOWN_IDENTITY.value: "this machine's key is revoked or was never enrolled",
+    ErrorCode.UNSUPPORTED_VERSION.value: "it does not speak this daemon's protocol version",
+}
+
+
 class Revoked(CrcError):
     """The hub, inside an authenticated session, said it no longer accepts this machine (scenario deleted, key
     revoked). Refusals outside a session are unauthenticated and only ever retried."""
@@ -252,10 +261,12 @@ class Daemon:
                 if isinstance(exc, RemoteError | ProtocolError) and not is_retryable(exc):
                     # A refusal before the session is sealed is unauthenticated: anyone on the path (a relay on
                     # ws://) can send one, so it is never final. Only a sealed revocation stops this daemon.
+                    code = exc.code.value if isinstance(exc, ProtocolError) else exc.code
+                    said = _KEY_REFUSALS.get(code, "refused this machine")
                     log.warning(
-                        "the hub at %s refused this machine before any authenticated session (%r); an unsealed "
+                        "the hub at %s says %s (%r), but before any authenticated session; an unsealed "
                         "refusal is not trusted as final: retrying in %.1f s",
-                        self.config.hub, str(exc), delay,
+                        self.config.hub, said, str(exc), delay,
                     )  # fmt: skip
                 else:
                     log.info("cannot reach the hub at %s (%r); retrying in %.1f s", self.config.hub, str(exc), delay)

@@ -45,7 +45,9 @@ async def test_a_revoked_daemon_started_again_is_refused_but_keeps_retrying(mast
 
     await eventually(lambda: refusals() >= 2, timeout=20, what="the daemon to be refused twice")
     assert daemon.running
-    assert "unknown_identity" in daemon.log_text()
+    log = daemon.log_text()
+    assert "says this machine's key is revoked or was never enrolled" in log, log
+    assert "unknown_identity" in log
 
 
 async def test_a_deleted_scenario_name_can_be_created_again_with_new_machines(master: Master, deploy) -> None:

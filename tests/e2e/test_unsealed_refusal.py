@@ -123,6 +123,7 @@ async def test_a_forged_unsealed_revocation_is_retried_and_the_daemon_connects(
         assert log.count("(unsealed, so unauthenticated)") >= 2, log
     else:
         assert log.count(UNTRUSTED_REFUSAL) >= 2, log
+        assert "says this machine's key is revoked (" in log, log
     assert "revoked" in log and "exiting" not in log
 
 
