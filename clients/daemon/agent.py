@@ -789,8 +789,10 @@ class Daemon:
         """Install the build the master named beside this one, then restart into it (``clients/daemon/update``)."""
         wheel, sha256 = str(order.body.get("wheel", "")), str(order.body.get("sha256", ""))
         lock, lock_sha256 = str(order.body.get("lock", "")), str(order.body.get("lock_sha256", ""))
-        if sys.platform == "win32":
-            await self._finish(order, OrderState.FAILED, None, started, error="self-update is Linux-only for now")
+        if not update.can_restart_into_a_new_build():
+            error = "this daemon was not started by the crc-daemon service (or crc-daemon supervise): nothing would "
+            error += "start the new build; not installing it"
+            await self._finish(order, OrderState.FAILED, None, started, error=error)
             return
         await report_step(self.config, "update-installing", BootStatus.RUNNING, f"{wheel} ({sha256})")
         try:

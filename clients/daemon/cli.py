@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clients.daemon import localsocket, update
+from clients.daemon import localsocket, supervisor, update
 from clients.daemon.agent import DAEMON_VERSION, Daemon, DaemonOptions, Revoked
 from clients.daemon.config import ConfigError, load_config
 from clients.daemon.platform import current_platform, platform_executor
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crc-daemon {DAEMON_VERSION}")
     parser.epilog = (
         "crc-daemon service {install,uninstall,start,stop} manages the Windows service; "
-        "crc-daemon kv {set,get,wait} uses the scenario's futures from scripts on this machine."
+        "crc-daemon kv {set,get,wait} uses the scenario's futures from scripts on this machine; "
+        "crc-daemon supervise [OPTIONS] runs the daemon as a child and restarts it into updated builds."
     )
     return parser
 
@@ -176,12 +178,39 @@ def message_main(op: str, argv: Sequence[str]) -> int:
     return 0
 
 
-async def _run(daemon: Daemon) -> None:
-    stop = asyncio.Event()
+def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError):  # Windows' loops take no signal handlers
+            loop.add_signal_handler(sig, stop.set)
+    if os.environ.get(supervisor.STOP_ON_EOF_ENV):
+        supervisor.stop_when_stdin_closes(loop, stop)
+
+
+async def _run(daemon: Daemon) -> None:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
     await daemon.run(stop)
+
+
+def supervise_main(argv: Sequence[str]) -> int:
+    """``crc-daemon supervise [OPTIONS]``: run the daemon as a child process and restart it into updated builds
+    (what the Windows service does; for hosts without a service manager). OPTIONS are the daemon's."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format, "%(asctime)s crc-daemon-supervisor %(levelname)s %(message)s")
+    try:
+        load_config(args.config)  # a bad config is said once, here, not by every child
+    except ConfigError as exc:
+        print(f"crc-daemon: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    supervision = supervisor.Supervision(args.state_dir, Path(sys.prefix), tuple(argv))
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        return await supervisor.supervise(supervision, stop)
+
+    return asyncio.run(run())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return service_main(argv[1:])
     if argv[:1] == ["kv"]:
         return kv_main(argv[1:])
+    if argv[:1] == ["supervise"]:
+        return supervise_main(argv[1:])
     if argv[:1] in (["send"], ["recv"]):
         return message_main(argv[0], argv[1:])
     args = build_parser().parse_args(argv)

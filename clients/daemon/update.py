@@ -7,7 +7,8 @@ Files in ``STATE_DIR/update/``:
 - ``rolled_back.json``: why a pending build was given up, reported to the hub once the daemon is connected.
 
 ``launch`` runs first in every ``crc-daemon`` start (Linux; the service manager always starts the build that was
-installed first, which acts as the launcher):
+installed first, which acts as the launcher; on Windows the service's supervisor makes the same choices, ``choose``,
+and starts each build as a child process):
 
 1. a process started by the launcher (a trial or the current build) just runs;
 2. a pending build never tried: mark it tried and exec it as a *trial*;
@@ -78,6 +79,12 @@ def in_trial() -> bool:
     return bool(os.environ.get(TRIAL_ENV))
 
 
+def can_restart_into_a_new_build() -> bool:
+    """Whether exiting with ``EXIT_RESTART`` starts the next build: on Linux the launcher (``launch``) does, under
+    systemd or the startup script's loop; on Windows only a daemon the service's supervisor started."""
+    return sys.platform != "win32" or bool(os.environ.get(TRIAL_ENV) or os.environ.get(LAUNCHED_ENV))
+
+
 def venv_daemon(venv: Path) -> Path:
     if sys.platform == "win32":
         return venv / "Scripts" / "crc-daemon.exe"
@@ -106,18 +113,16 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 # --- launching -------------------------------------------------------------------------------------------
 
 
-def launch(state_dir: Path, argv: list[str]) -> None:
-    """Exec the build that should run (see the module doc), or return to run this one."""
-    if sys.platform == "win32" or os.environ.get(TRIAL_ENV) or os.environ.get(LAUNCHED_ENV):
-        return
+def choose(state_dir: Path, this_venv: Path) -> tuple[Path, str]:
+    """The build to start next and its marker (``TRIAL_ENV`` or ``LAUNCHED_ENV``), per steps 2-5 of the module doc;
+    records a trial about to start, or a rollback. ``this_venv`` is the launcher's own build."""
     folder = update_dir(state_dir)
     pending = _read(folder / "pending.json")
     if pending is not None:
         if pending.attempts == 0 and venv_daemon(Path(pending.venv)).exists():
             pending.attempts = 1
             _write(folder / "pending.json", asdict(pending))
-            with contextlib.suppress(OSError):  # not executable: rolled back below
-                _exec(Path(pending.venv), argv, TRIAL_ENV)
+            return Path(pending.venv), TRIAL_ENV
         reason = (
             "the new build did not reconnect to the hub (it crashed or timed out)"
             if pending.attempts
@@ -126,11 +131,36 @@ def launch(state_dir: Path, argv: list[str]) -> None:
         _write(folder / "rolled_back.json", {**asdict(pending), "reason": reason, "at": time.time()})
         (folder / "pending.json").unlink(missing_ok=True)
     current = _read(folder / "current.json")
-    if current is not None and Path(current.venv).resolve() != Path(sys.prefix).resolve():
+    if current is not None and Path(current.venv).resolve() != this_venv.resolve():
         if venv_daemon(Path(current.venv)).exists():
-            with contextlib.suppress(OSError):
-                _exec(Path(current.venv), argv, LAUNCHED_ENV)
+            return Path(current.venv), LAUNCHED_ENV
         (folder / "current.json").unlink(missing_ok=True)  # gone: run this build
+    return this_venv, LAUNCHED_ENV
+
+
+def cannot_start(state_dir: Path, marker: str) -> None:
+    """The chosen build could not be started at all: a trial is rolled back by the next ``choose``; a confirmed
+    build is forgotten, so the next ``choose`` falls back to the launcher's own."""
+    if marker == LAUNCHED_ENV:
+        (update_dir(state_dir) / "current.json").unlink(missing_ok=True)
+
+
+def launch(state_dir: Path, argv: list[str]) -> None:
+    """Exec the build that should run (see the module doc), or return to run this one.
+
+    Linux only: a Windows service cannot exec, so there ``clients/daemon/supervisor.py`` starts each build as a
+    child process instead, on the same decisions."""
+    if sys.platform == "win32" or os.environ.get(TRIAL_ENV) or os.environ.get(LAUNCHED_ENV):
+        return
+    this_venv = Path(sys.prefix)
+    for _ in range(3):  # each failed start removes what chose it: pending, then current
+        venv, marker = choose(state_dir, this_venv)
+        if venv.resolve() == this_venv.resolve():
+            return
+        try:
+            _exec(venv, argv, marker)
+        except OSError:  # not executable
+            cannot_start(state_dir, marker)
 
 
 def _exec(venv: Path, argv: list[str], marker: str) -> None:

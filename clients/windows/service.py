@@ -1,4 +1,6 @@
-"""The ``crc-daemon`` Windows service: the shared Daemon in an asyncio loop on a thread.
+"""The ``crc-daemon`` Windows service: a supervisor in an asyncio loop on a thread, running the daemon build that
+should run as its child process (so an UPDATE order can move the machine to a new build, and a failed one is
+rolled back: ``clients/daemon/supervisor.py``).
 
 Importable on every system (pywin32 is loaded lazily); everything that touches the Service
 Control Manager raises :class:`WindowsOnly` off Windows. ``crc-daemon service install|uninstall|
@@ -8,14 +10,17 @@ start|stop`` calls the functions here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from clients.daemon.supervisor import STOP_GRACE_SECONDS, Supervision, supervise
 from clients.windows._pywin32 import WindowsOnly, is_windows, load
 
 __all__ = [
@@ -25,11 +30,13 @@ __all__ = [
     "CrcDaemonService",
     "DaemonRunner",
     "WindowsOnly",
+    "ending",
     "failure_actions_argv",
     "failure_flag_argv",
     "install",
     "start",
     "stop",
+    "supervision",
     "uninstall",
 ]
 
@@ -39,6 +46,7 @@ SERVICE_NAME = "crc-daemon"
 DISPLAY_NAME = "CloudRemoteControl daemon"
 DESCRIPTION = "Connects out to the CloudRemoteControl hub and runs the orders its master signed."
 _CONFIG_OPTION = "config"
+_VENV_OPTION = "venv"
 _CLASS_PATH = "clients.windows.service.CrcDaemonService"  # what pythonservice.exe imports
 
 DaemonMain = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -96,15 +104,36 @@ class DaemonRunner:
                 self._loop = None
 
 
-def _daemon_main(config_path: Path) -> DaemonMain:
-    """``Daemon(...).run`` for the config at ``config_path`` with the Windows defaults."""
-    from clients.daemon.agent import Daemon, DaemonOptions
-    from clients.daemon.config import load_config
-    from clients.windows.platform import WINDOWS, make_executor
+def supervision(config_path: Path, venv: Path) -> Supervision:
+    """What the service runs: the daemon build the update state names, as a child of the service's process
+    (``clients/daemon/supervisor.py``: a service cannot exec into a new build). ``venv`` is the service's own.
 
-    config = load_config(config_path)
-    options = DaemonOptions(state_dir=WINDOWS.state_dir, hosts_file=WINDOWS.hosts_file, platform=WINDOWS)
-    return Daemon(config, options, executor=make_executor()).run
+    Raises:
+        ConfigError: the config is unusable (said once in the event log rather than by every child).
+    """
+    from clients.daemon.config import load_config
+    from clients.windows.platform import WINDOWS
+
+    load_config(config_path)
+    return Supervision(
+        state_dir=WINDOWS.state_dir,
+        base_venv=venv,
+        argv=("--config", str(config_path)),
+        log_file=WINDOWS.state_dir.parent / "logs" / "daemon.log",
+    )
+
+
+def ending(status: int) -> tuple[str, bool]:
+    """What the service says when its daemon ended with ``status``, and whether it must end like a crash so the
+    Service Control Manager's failure actions start it again."""
+    from clients.daemon.cli import EXIT_REVOKED
+
+    if status == 0:
+        return "stopped", False
+    if status == EXIT_REVOKED:
+        # A revocation sealed inside the authenticated session: restarting would only hammer the hub.
+        return "this machine was revoked by its master; stopping (no restart)", False
+    return f"the daemon ended with exit status {status}", True
 
 
 def _framework_base() -> Any:
@@ -127,36 +156,53 @@ class CrcDaemonService(_framework_base()):  # type: ignore[misc]
         self._runner: DaemonRunner | None = None
 
     def SvcStop(self) -> None:  # pywin32's name
-        self.ReportServiceStatus(load("win32service").SERVICE_STOP_PENDING)
+        # The child gets STOP_GRACE_SECONDS to finish before it is killed: tell the SCM to wait that long.
+        wait_ms = int((STOP_GRACE_SECONDS + 5) * 1000)
+        self.ReportServiceStatus(load("win32service").SERVICE_STOP_PENDING, waitHint=wait_ms)
         if self._runner is not None:
             self._runner.stop()
 
     def SvcDoRun(self) -> None:  # pywin32's name
-        from clients.daemon.agent import Revoked
         from clients.daemon.config import ConfigError
         from clients.windows.platform import WINDOWS
 
         servicemanager = load("servicemanager")
-        config = load("win32serviceutil").GetServiceCustomOption(SERVICE_NAME, _CONFIG_OPTION, str(WINDOWS.config_file))
+        serviceutil = load("win32serviceutil")
+        config = serviceutil.GetServiceCustomOption(SERVICE_NAME, _CONFIG_OPTION, str(WINDOWS.config_file))
+        venv = serviceutil.GetServiceCustomOption(SERVICE_NAME, _VENV_OPTION, sys.prefix)
+        _log_to_file(WINDOWS.state_dir.parent / "logs" / "service.log")
         try:
-            main = _daemon_main(Path(config))
+            plan = supervision(Path(config), Path(venv))
         except ConfigError as exc:
             servicemanager.LogErrorMsg(f"{SERVICE_NAME}: {exc}")
             return
+        statuses: list[int] = []
+
+        async def main(stop: asyncio.Event) -> None:
+            statuses.append(await supervise(plan, stop))
+
         self._runner = DaemonRunner(main)
-        servicemanager.LogInfoMsg(f"{SERVICE_NAME}: starting with {config}")
+        servicemanager.LogInfoMsg(f"{SERVICE_NAME}: starting with {config} (builds beside {venv})")
         self._runner.start()
         self._runner.join()
-        error = self._runner.error
-        if isinstance(error, Revoked):
-            # A clean stop: the failure actions must not restart a machine the hub has revoked (Revoked is
-            # raised only for a revocation sealed inside the authenticated session).
-            servicemanager.LogErrorMsg(f"{SERVICE_NAME}: {error}; stopping")
-        elif error is not None:
-            servicemanager.LogErrorMsg(f"{SERVICE_NAME}: stopped by an error: {error!r}")
-            # End like a crash, so the Service Control Manager applies the restart actions.
+        if self._runner.error is not None:
+            servicemanager.LogErrorMsg(f"{SERVICE_NAME}: stopped by an error: {self._runner.error!r}")
+            os._exit(1)  # like a crash, so the Service Control Manager applies the restart actions
+        message, crash = ending(statuses[0] if statuses else 0)
+        if crash:
+            servicemanager.LogErrorMsg(f"{SERVICE_NAME}: {message}")
             os._exit(1)
-        servicemanager.LogInfoMsg(f"{SERVICE_NAME}: stopped")
+        servicemanager.LogInfoMsg(f"{SERVICE_NAME}: {message}")
+
+
+def _log_to_file(path: Path) -> None:
+    """The supervisor's own lines (which build it starts, and why); each daemon writes daemon.log beside it."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s crc-daemon-service %(levelname)s %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
 
 
 def failure_actions_argv(restart_delay_ms: int = 5000, reset_seconds: int = 86400) -> list[str]:
@@ -196,6 +242,8 @@ def install(config: Path | None = None) -> None:
         description=DESCRIPTION,
     )
     serviceutil.SetServiceCustomOption(SERVICE_NAME, _CONFIG_OPTION, str(config))
+    # The build the service itself runs from (run by this venv's crc-daemon.exe); updates go beside it.
+    serviceutil.SetServiceCustomOption(SERVICE_NAME, _VENV_OPTION, sys.prefix)
     subprocess.run(failure_actions_argv(), check=True, capture_output=True)
     subprocess.run(failure_flag_argv(), check=True, capture_output=True)
     base = WINDOWS.state_dir.parent

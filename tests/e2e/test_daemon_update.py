@@ -18,6 +18,7 @@ from provisioning.daemon_update import UpdateOutcome, update_daemons
 from provisioning.dist import SKIPPED, source_tree
 from provisioning.lifecycle import down, up
 from provisioning.providers import LocalProvider
+from provisioning.providers.local import _stop_groups
 from provisioning.release import ReleaseError, content_named, publish_release
 from provisioning.scenario_file import parse_scenario
 from provisioning.startup import LockRef
@@ -131,4 +132,55 @@ async def test_the_hub_cannot_have_a_file_the_master_published_replaced_under_it
             with pytest.raises(ReleaseError, match="another file named"):
                 await publish_release(master, own)
     finally:
+        hub.cleanup()
+
+
+@pytest.mark.slow
+async def test_a_supervised_daemon_updates_and_rolls_back_without_exec(tmp_path: Path, daemon_dist: Path) -> None:
+    """What the Windows service does (it cannot exec into a new build): ``crc-daemon supervise`` keeps running and
+    starts each build as its child, the new one on trial, the old one again when the trial fails. The machine is
+    installed by the startup script, then its daemon is put under the supervisor."""
+    dist = tmp_path / "dist"
+    shutil.copytree(daemon_dist, dist)
+    hub = HubProcess(tmp_path / "hub", extra_args=["--dist-dir", str(dist)])
+    hub.start()
+    provider = LocalProvider(tmp_path / "local", netns=False)
+    spec = parse_scenario('[scenario]\nname = "sup"\n[[machine]]\nname = "app"\n')
+    supervising: subprocess.Popen[bytes] | None = None
+    try:
+        async with await Master.connect(hub.url, hub.key_path) as master:
+            report = await up(master, spec, provider, timeout=200)
+            assert report.ok, report.machines
+            root = provider.machine_dir("sup", "app") / "root"
+            pid_file = root / "run" / "crc" / "daemon.pid"
+            _stop_groups([int(pid_file.read_text())])  # the startup script's own restart loop, and its daemon
+            argv = [str(root / "opt" / "crc" / "venv" / "bin" / "crc-daemon"), "supervise"]
+            argv += ["--config", str(root / "etc" / "crc" / "daemon.toml"), "--state-dir", str(root / "var/lib/crc")]
+            argv += ["--hosts-file", str(root / "etc" / "hosts")]
+            with (tmp_path / "supervisor.log").open("ab") as log:
+                supervising = subprocess.Popen(
+                    argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                )
+            pid_file.write_text(str(supervising.pid))  # so the provider's destroy stops it
+            [result] = await master.run("sup", "app", "echo supervised")
+            assert result.ok, result
+
+            good = tmp_path / "wheels" / build_variant(tmp_path / "wheels", tmp_path, "99.0.1")
+            outcomes = await update_daemons(master, "sup", wheel=good, timeout=180)
+            assert outcomes["app"].outcome is UpdateOutcome.UPDATED, outcomes
+            assert (await master.scenario("sup")).machine("app").facts["daemon_version"] == "99.0.1"
+
+            broken = tmp_path / "wheels" / build_variant(tmp_path / "wheels", tmp_path, "99.0.2", broken=True)
+            outcomes = await update_daemons(master, "sup", wheel=broken, timeout=180)
+            assert outcomes["app"].outcome is UpdateOutcome.ROLLED_BACK, outcomes
+            [result] = await master.run("sup", "app", "echo back on the good build")
+            assert result.ok
+            assert (await master.scenario("sup")).machine("app").facts["daemon_version"] == "99.0.1"
+            assert supervising.poll() is None, "one supervisor throughout: it started builds, it never exec'd"
+            assert b"supervise" in Path(f"/proc/{supervising.pid}/cmdline").read_bytes().split(b"\0")
+            await down(master, "sup", provider)
+    finally:
+        await provider.destroy("sup")
+        if supervising is not None:
+            supervising.wait(30)  # stopped by destroy, through the pid file
         hub.cleanup()

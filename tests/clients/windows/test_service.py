@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import secrets
 import subprocess
 import sys
 import threading
@@ -119,3 +120,35 @@ def test_an_unknown_service_action_is_a_usage_error() -> None:
 def test_the_class_path_given_to_the_service_manager_names_the_service_class() -> None:
     module, _, name = service._CLASS_PATH.rpartition(".")
     assert getattr(importlib.import_module(module), name) is service.CrcDaemonService
+
+
+def test_the_service_supervises_the_daemon_build_beside_its_own_venv(tmp_path: Path) -> None:
+    from clients.daemon.config import DaemonConfig, write_config
+    from clients.windows.platform import WINDOWS
+    from protocol import Identity
+
+    config = tmp_path / "daemon.toml"
+    machine, master = Identity.generate(secrets.token_bytes), Identity.generate(secrets.token_bytes)
+    write_config(config, DaemonConfig("http://127.0.0.1:9", "s", "m", machine, master.public))
+    plan = service.supervision(config, tmp_path / "venv")
+    assert plan.base_venv == tmp_path / "venv" and plan.state_dir == WINDOWS.state_dir
+    assert plan.argv == ("--config", str(config))  # the rest are the Windows defaults, in every build
+    assert plan.log_file == WINDOWS.state_dir.parent / "logs" / "daemon.log"
+
+
+def test_a_bad_config_is_said_once_by_the_service_not_by_every_child(tmp_path: Path) -> None:
+    from clients.daemon.config import ConfigError
+
+    with pytest.raises(ConfigError, match="no daemon config"):
+        service.supervision(tmp_path / "missing.toml", tmp_path / "venv")
+
+
+@pytest.mark.parametrize(
+    ("status", "crash", "says"),
+    [(0, False, "stopped"), (3, False, "revoked"), (1, True, "exit status 1"), (-6, True, "exit status -6")],
+)
+def test_how_the_service_ends_after_its_daemon(status: int, crash: bool, says: str) -> None:
+    """A crash ends the service like a crash, so the Service Control Manager's failure actions restart it; a
+    revocation (exit 3, sealed in the session) and a requested stop end it cleanly."""
+    message, ends_like_a_crash = service.ending(status)
+    assert ends_like_a_crash is crash and says in message
