@@ -100,3 +100,14 @@ def test_a_trial_confirms_only_itself(tmp_path: Path, monkeypatch: pytest.Monkey
     assert build is not None and build.version == "2.0"
     assert json.loads((update.update_dir(tmp_path) / "current.json").read_text())["venv"] == sys.prefix
     assert not (update.update_dir(tmp_path) / "pending.json").exists()
+
+
+def test_on_windows_only_a_supervised_daemon_can_restart_into_a_new_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Windows daemon started by hand has nobody to start the new build after it exits: it refuses the update."""
+    monkeypatch.delenv(update.TRIAL_ENV, raising=False)
+    monkeypatch.delenv(update.LAUNCHED_ENV, raising=False)
+    assert update.can_restart_into_a_new_build()  # Linux: the launcher execs it
+    monkeypatch.setattr(update.sys, "platform", "win32")
+    assert not update.can_restart_into_a_new_build()
+    monkeypatch.setenv(update.LAUNCHED_ENV, "1")  # what the service's supervisor sets
+    assert update.can_restart_into_a_new_build()
