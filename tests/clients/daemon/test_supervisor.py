@@ -87,6 +87,15 @@ async def until(predicate: object, seconds: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def supervise_until(plan: supervisor.Supervision, predicate: object) -> int:
+    """Supervise until ``predicate`` holds, then stop; the supervisor's status."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervisor.supervise(plan, stop))
+    await until(predicate)
+    stop.set()
+    return await asyncio.wait_for(task, 20)
+
+
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
     folder = tmp_path / "state"
@@ -107,11 +116,7 @@ def plan_for(state: Path, base: Path) -> supervisor.Supervision:
 
 async def test_the_base_build_runs_until_stop_and_stops_when_its_stdin_closes(tmp_path: Path, state: Path) -> None:
     base = make_build(tmp_path, state, "venv", ["wait"])
-    stop = asyncio.Event()
-    task = asyncio.create_task(supervisor.supervise(plan_for(state, base), stop))
-    await until(lambda: starts(state))
-    stop.set()
-    assert await asyncio.wait_for(task, 20) == 0
+    assert await supervise_until(plan_for(state, base), lambda: starts(state)) == 0
     [start] = starts(state)
     assert start == {
         "build": "venv",
@@ -128,29 +133,17 @@ async def test_an_update_starts_the_new_build_on_trial_and_a_confirmed_one_is_st
 ) -> None:
     base = make_build(tmp_path, state, "venv", ["update venv-new", "wait"])
     make_build(tmp_path, state, "venv-new", ["confirm", "wait"])
-    stop = asyncio.Event()
-    task = asyncio.create_task(supervisor.supervise(plan_for(state, base), stop))
-    await until(lambda: (state / "update" / "current.json").exists())
-    stop.set()
-    assert await asyncio.wait_for(task, 20) == 0
+    assert await supervise_until(plan_for(state, base), lambda: (state / "update" / "current.json").exists()) == 0
     assert [(s["build"], s["trial"]) for s in starts(state)] == [("venv", False), ("venv-new", True)]
     # The service starts again (a reboot): the confirmed build, not the base, and no longer on trial.
-    stop = asyncio.Event()
-    task = asyncio.create_task(supervisor.supervise(plan_for(state, base), stop))
-    await until(lambda: len(starts(state)) == 3)
-    stop.set()
-    assert await asyncio.wait_for(task, 20) == 0
+    assert await supervise_until(plan_for(state, base), lambda: len(starts(state)) == 3) == 0
     assert (starts(state)[-1]["build"], starts(state)[-1]["trial"]) == ("venv-new", False)
 
 
 async def test_a_trial_that_crashes_is_rolled_back_to_the_build_that_ran_before(tmp_path: Path, state: Path) -> None:
     base = make_build(tmp_path, state, "venv", ["update venv-bad", "wait"])
     make_build(tmp_path, state, "venv-bad", ["exit 1"])
-    stop = asyncio.Event()
-    task = asyncio.create_task(supervisor.supervise(plan_for(state, base), stop))
-    await until(lambda: len(starts(state)) == 3)
-    stop.set()
-    assert await asyncio.wait_for(task, 20) == 0
+    assert await supervise_until(plan_for(state, base), lambda: len(starts(state)) == 3) == 0
     assert [(s["build"], s["trial"]) for s in starts(state)] == [("venv", False), ("venv-bad", True), ("venv", False)]
     note = update.take_rollback_note(state)
     assert note is not None and note["version"] == "venv-bad" and "did not reconnect" in note["reason"]
@@ -180,11 +173,7 @@ async def test_a_build_that_cannot_be_started_is_forgotten_and_the_base_runs(tmp
     update.venv_daemon(broken).chmod(0o644)  # exists, but cannot be executed
     (state / "update").mkdir()
     (state / "update" / "current.json").write_text(json.dumps({"venv": str(broken), "wheel": "c", "version": "c"}))
-    stop = asyncio.Event()
-    task = asyncio.create_task(supervisor.supervise(plan_for(state, base), stop))
-    await until(lambda: starts(state))
-    stop.set()
-    assert await asyncio.wait_for(task, 20) == 0
+    assert await supervise_until(plan_for(state, base), lambda: starts(state)) == 0
     assert [s["build"] for s in starts(state)] == ["venv"]
     assert not (state / "update" / "current.json").exists()
 
@@ -194,11 +183,7 @@ async def test_a_child_that_ignores_stop_is_killed_after_the_grace_period(
 ) -> None:
     monkeypatch.setattr(supervisor, "STOP_GRACE_SECONDS", 0.5)
     base = make_build(tmp_path, state, "venv", ["deaf"])
-    stop = asyncio.Event()
-    task = asyncio.create_task(supervisor.supervise(plan_for(state, base), stop))
-    await until(lambda: starts(state))
-    stop.set()
-    assert await asyncio.wait_for(task, 20) == 0
+    assert await supervise_until(plan_for(state, base), lambda: starts(state)) == 0
     pid = int(str(starts(state)[0]["pid"]))
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
