@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server.ws import HUB_KEY
+from server.core.appkeys import HUB_KEY
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,9 @@ async def drain(request: web.Request) -> web.Response:
         await hub.drain()
         stop.set()
 
-    if not hub.draining:
+    if not hub.life.draining:
         request.app["drain_task"] = asyncio.create_task(drain_then_stop())
-    return web.json_response({"draining": True, "daemons": len(hub.daemons)}, status=202)
+    return web.json_response({"draining": True, "daemons": len(hub.sessions.daemons)}, status=202)
 
 
 async def rebalance(request: web.Request) -> web.Response:
@@ -165,17 +165,17 @@ async def remove_master(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """Liveness for load balancers: 503 while draining or when the backplane is down."""
     hub = request.app[HUB_KEY]
-    healthy = not hub.draining and hub.backplane.available
+    healthy = not hub.life.draining and hub.backplane.available
     return web.json_response(
         {
             "ok": healthy,
             "hub_id": hub.id,
             "replica": hub.replica_id,
-            "draining": hub.draining,
+            "draining": hub.life.draining,
             "backplane": hub.backplane.available,
-            "uptime": round(time.time() - hub.started, 3),
-            "daemons": len(hub.daemons),
-            "masters": sum(len(c) for c in hub.masters.values()),
+            "uptime": round(time.time() - hub.life.started, 3),
+            "daemons": len(hub.sessions.daemons),
+            "masters": sum(len(c) for c in hub.sessions.masters.values()),
         },
         status=200 if healthy else 503,
     )

@@ -16,17 +16,34 @@ from protocol import Identity, PublicKey
 from server.admin import STOP_KEY, add_admin_routes, load_or_create_admin_token
 from server.backplane import Backplane, LocalBackplane
 from server.boot import add_boot_routes
+from server.core.appkeys import HANDLERS_KEY, HUB_KEY
+from server.core.dispatch import HandlerTable
+from server.core.feature import Feature
+from server.core.hub import Hub
+from server.core.metrics import add_metrics_route
 from server.dashboard import add_dashboard_routes
-from server.dist import add_dist_routes
-from server.hub import Hub
-from server.metrics import add_metrics_route
+from server.features import dist, jobs, kv, masters, messaging, orders, plans, scenarios, tokens
+from server.features.dist import add_dist_routes
 from server.rest import add_rest_routes
 from server.settings import HubSettings
 from server.store import SqliteStore, Store
 from server.tls import fingerprint, server_context
-from server.ws import HUB_KEY, websocket_handler
+from server.ws import websocket_handler
 
 log = logging.getLogger(__name__)
+
+# Everything the hub does beyond its core (server/core), in the order their start hooks run.
+FEATURES: tuple[Feature, ...] = (
+    scenarios.FEATURE,
+    orders.FEATURE,
+    kv.FEATURE,
+    messaging.FEATURE,
+    plans.FEATURE,
+    jobs.FEATURE,
+    tokens.FEATURE,
+    masters.FEATURE,
+    dist.FEATURE,
+)
 
 
 def load_or_create_identity(path: Path) -> Identity:
@@ -68,15 +85,16 @@ def create_app(
     if store is None or backplane is None:
         default_store, default_backplane = default_backends(settings)
         store, backplane = store or default_store, backplane or default_backplane
-    hub = Hub(settings, store, identity or load_or_create_identity(settings.key_file), backplane)
+    hub = Hub(settings, store, identity or load_or_create_identity(settings.key_file), backplane, FEATURES)
     app = web.Application()
     app[HUB_KEY] = hub
+    app[HANDLERS_KEY] = HandlerTable().merged(*(feature.handlers for feature in FEATURES))
     app.router.add_get("/v1/ws", websocket_handler)
     app[STOP_KEY] = asyncio.Event()
     add_admin_routes(app, load_or_create_admin_token(settings.data_dir))
     add_boot_routes(app)
     add_dist_routes(app, settings.dist_dir)
-    add_metrics_route(app)
+    add_metrics_route(app, hub.metrics)
     add_dashboard_routes(app)
     add_rest_routes(app)
 

@@ -14,9 +14,9 @@ from aiohttp import web
 
 from protocol import ErrorCode, ProtocolError
 from protocol.boot import MAX_DETAIL, MAX_SKEW, parse_report, verify_report
+from server.core.appkeys import HUB_KEY
 from server.guard import TokenBucket
 from server.store import StoreError
-from server.ws import HUB_KEY
 
 REPORTS_PER_SECOND = 5.0
 REPORT_BURST = 50.0

@@ -25,19 +25,14 @@ from protocol.envelope import decode_pre_auth
 from protocol.messages import Auth, Pong, Welcome
 from protocol.session import plain_error_frame
 from server.backplane import BackplaneUnavailable
-from server.connection import Connection, log_safe, new_id
-from server.daemons import DAEMON_HANDLERS
-from server.errors import RequestError
+from server.core.appkeys import HANDLERS_KEY, HUB_KEY
+from server.core.connection import Connection, log_safe, new_id
+from server.core.dispatch import HandlerTable, dispatch
+from server.core.hub import Hub
 from server.guard import TokenBucket
-from server.hub import Hub
-from server.masters import MASTER_HANDLERS
 from server.store import StoreError
 
 log = logging.getLogger(__name__)
-
-HUB_KEY = web.AppKey("hub", Hub)
-
-_HANDLERS = {Role.MASTER: MASTER_HANDLERS, Role.DAEMON: DAEMON_HANDLERS}
 
 
 async def _lookup_key(hub: Hub, envelope: Envelope) -> tuple[str, PublicKey | None]:
@@ -141,35 +136,22 @@ async def _attach(hub: Hub, conn: Connection) -> bool:
     return True
 
 
-async def _dispatch(hub: Hub, conn: Connection, envelope: Envelope) -> None:
+async def _dispatch(hub: Hub, handlers: HandlerTable, conn: Connection, envelope: Envelope) -> None:
     if envelope.type is MsgType.PING:
         conn.send(Pong(), reply_to=envelope.id)
         return
     if envelope.type is MsgType.PONG:
         return  # receiving it already refreshed the peer's heartbeat
     hub.metrics.count_message(envelope.type.value)
-    handler = _HANDLERS[conn.role].get(envelope.type)
-    if handler is None:
-        conn.reply_error(envelope, ErrorCode.INVALID_REQUEST, f"a {conn.role.value} may not send {envelope.type.value}")
-        return
-    try:
-        await handler(hub, conn, envelope)
-    except RequestError as exc:
-        conn.reply_error(envelope, exc.code, exc.message, **exc.details)
-    except ProtocolError as exc:
-        conn.reply_error(envelope, exc.code, exc.message, **exc.details)
-    except (StoreError, BackplaneUnavailable) as exc:
-        hub.metrics.backend_errors.labels(backend="store" if isinstance(exc, StoreError) else "backplane").inc()
-        log.error("could not handle %s from %s: %s", envelope.type.value, conn.id, exc)
-        conn.reply_error(envelope, ErrorCode.UNAVAILABLE, f"the hub cannot store or route this right now: {exc}")
+    await dispatch(hub, handlers, conn, envelope)
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
-    if hub.draining:
+    if hub.life.draining:
         raise web.HTTPServiceUnavailable(text="this hub replica is draining; connect to another one")
     source = client_source(request)
-    refusal = hub.guard.refusal(source, time.monotonic())
+    refusal = hub.sessions.guard.refusal(source, time.monotonic())
     if refusal is not None:
         raise web.HTTPTooManyRequests(text=refusal)
     # Frames over the limit are still read (up to 4x) so the peer gets a typed FRAME_TOO_LARGE, not a bare close.
@@ -177,7 +159,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # delay marking it offline.
     ws = web.WebSocketResponse(max_msg_size=hub.settings.max_frame * 4, compress=False, autoping=True, timeout=2.0)
     await ws.prepare(request)
-    hub.guard.pending += 1
+    hub.sessions.guard.pending += 1
     try:
         shaken = await _handshake(hub, ws)
     except (StoreError, BackplaneUnavailable) as exc:
@@ -185,9 +167,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await _refuse_unavailable(hub, ws, exc)
         return ws
     finally:
-        hub.guard.pending -= 1
+        hub.sessions.guard.pending -= 1
     if shaken is None:
-        hub.guard.failed(source, time.monotonic())
+        hub.sessions.guard.failed(source, time.monotonic())
         hub.metrics.handshake_failures.inc()
         return ws
     session, peer = shaken
@@ -202,10 +184,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             info={"hub_id": hub.id, "role": peer.role.value},
         )
     )
-    hub.sessions.add(conn)
+    hub.sessions.live.add(conn)
     try:
         if await _attach(hub, conn):
-            await _read_loop(hub, conn)
+            await _read_loop(hub, request.app[HANDLERS_KEY], conn)
     except (StoreError, BackplaneUnavailable) as exc:
         # Only while attaching (the read loop answers these per request): a daemon's record cannot be read now.
         backend = "store" if isinstance(exc, StoreError) else "backplane"
@@ -217,7 +199,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     except CrcError as exc:
         log.warning("session of %s %s ended: %s", peer.role.value, peer.client_id, exc)
     finally:
-        hub.sessions.discard(conn)
+        hub.sessions.live.discard(conn)
         conn.uploads.clear()  # what it uploaded and did not use goes with it
         await hub.detach(conn)
         if not conn.closed:
@@ -225,7 +207,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _read_loop(hub: Hub, conn: Connection) -> None:
+async def _read_loop(hub: Hub, handlers: HandlerTable, conn: Connection) -> None:
     async for msg in conn.ws:
         if msg.type != aiohttp.WSMsgType.BINARY:
             if msg.type == aiohttp.WSMsgType.TEXT:
@@ -249,6 +231,6 @@ async def _read_loop(hub: Hub, conn: Connection) -> None:
                     f"over {hub.settings.session_rate:.0f} messages/s: this message was dropped",
                 )  # fmt: skip
             continue
-        await _dispatch(hub, conn, envelope)
+        await _dispatch(hub, handlers, conn, envelope)
         if conn.closed:
             break

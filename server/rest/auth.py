@@ -12,11 +12,16 @@ from aiohttp import web
 from protocol import ErrorCode, Identity, ProtocolError
 from protocol.delegation import DELEGATION_LIFETIME, Delegation
 from protocol.tokens import AccessToken, TokenRole
-from server.errors import RequestError
+from server.core.appkeys import HUB_KEY
+from server.core.errors import RequestError
+from server.core.hub import Hub
+from server.core.state import StateKey
 from server.guard import TokenBucket
-from server.hub import Hub
 from server.store import ScenarioRecord, TokenRecord
-from server.ws import HUB_KEY, client_source
+from server.ws import client_source
+
+# REST request budget per access token id.
+REST_BUDGETS: StateKey[dict[str, TokenBucket]] = StateKey("rest_budgets", dict)
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ async def authenticate(request: web.Request) -> Principal:
     """
     hub = request.app[HUB_KEY]
     source = client_source(request)
-    if hub.guard.too_many_failures(source, time.monotonic()):
+    if hub.sessions.guard.too_many_failures(source, time.monotonic()):
         raise RequestError(ErrorCode.RATE_LIMITED, f"too many failed sign-ins from {source}; try again in a minute")
     scheme, _, text = request.headers.get("Authorization", "").partition(" ")
     try:
@@ -92,11 +97,12 @@ async def authenticate(request: web.Request) -> Principal:
             raise RequestError(ErrorCode.UNAUTHORIZED, "send Authorization: Bearer crc_... (see crc token create)")
         principal = await principal_for(hub, text)
     except RequestError:
-        hub.guard.failed(source, time.monotonic())
+        hub.sessions.guard.failed(source, time.monotonic())
         raise
-    budget = hub.rest_budgets.get(principal.token.id)
+    budgets = hub.state[REST_BUDGETS]
+    budget = budgets.get(principal.token.id)
     if budget is None:
-        budget = hub.rest_budgets[principal.token.id] = TokenBucket(hub.settings.rest_rate, hub.settings.rest_burst)
+        budget = budgets[principal.token.id] = TokenBucket(hub.settings.rest_rate, hub.settings.rest_burst)
     if not budget.take(time.monotonic()):
         raise RequestError(
             ErrorCode.RATE_LIMITED, f"over {hub.settings.rest_rate:.0f} requests/s for this token; slow down"

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol import ErrorCode
-from server.errors import RequestError
+from server.core.errors import RequestError
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,14 @@ from aiohttp import WSMsgType, web
 
 from protocol import ErrorCode
 from protocol.messages import Output
-from server.errors import RequestError
-from server.hub import Hub
+from server.core.appkeys import HUB_KEY
+from server.core.errors import RequestError
+from server.core.hub import Hub
 from server.rest.auth import Principal, authenticate, principal_for
 from server.rest.encoding import dumps
 from server.rest.scenarios import event_wire
 from server.store import ScenarioRecord, StoreError
-from server.ws import HUB_KEY, client_source
+from server.ws import client_source
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ async def live_socket(request: web.Request) -> web.WebSocketResponse:
     """``GET /v1/live``: first message ``{"token", "scenario", "after"}``, then ``welcome`` and the feed."""
     hub = request.app[HUB_KEY]
     source = client_source(request)
-    if hub.guard.too_many_failures(source, time.monotonic()):
+    if hub.sessions.guard.too_many_failures(source, time.monotonic()):
         raise web.HTTPTooManyRequests(text="too many failed sign-ins from this address; try again in a minute")
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT * 2, max_msg_size=FIRST_MESSAGE_LIMIT)
     await ws.prepare(request)
@@ -143,7 +144,7 @@ async def live_socket(request: web.Request) -> web.WebSocketResponse:
         first = await _first_message(ws)
     except RequestError as exc:
         # Nobody signed in yet: a message that is not a sign-in counts against the address like a wrong token.
-        hub.guard.failed(source, time.monotonic())
+        hub.sessions.guard.failed(source, time.monotonic())
         await _refuse(ws, exc)
         return ws
     try:
@@ -153,7 +154,7 @@ async def live_socket(request: web.Request) -> web.WebSocketResponse:
         after = _start_cursor(first.get("after", 0), head)
     except RequestError as exc:
         if exc.code is ErrorCode.UNAUTHORIZED:  # guessing over the socket counts like guessing over REST
-            hub.guard.failed(source, time.monotonic())
+            hub.sessions.guard.failed(source, time.monotonic())
         await _refuse(ws, exc)
         return ws
     await ws.send_str(dumps({"type": "welcome", "scenario": scenario.name, "role": principal.token.role,

@@ -13,14 +13,15 @@ from aiohttp import web
 from protocol import ErrorCode, Order, OrderKind
 from protocol.orders import MAX_ORDER_TTL
 from protocol.targeting import UnknownMachine, select
-from server.errors import RequestError
-from server.masters import queue_order, scenario_wire
-from server.plans import plan_wire
+from server.core.appkeys import HUB_KEY
+from server.core.errors import RequestError
+from server.features.orders import queue_order
+from server.features.plans import plan_wire
+from server.features.scenarios import scenario_wire
 from server.rest.auth import authenticate
 from server.rest.encoding import json_response
 from server.rest.tasks import read_json
 from server.store import MachineStatus, OrderRecord
-from server.ws import HUB_KEY
 
 EVENTS_PAGE = 500
 RESULTS_PAGE = 100

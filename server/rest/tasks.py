@@ -27,12 +27,12 @@ from protocol import ErrorCode, Order, OrderKind
 from protocol.orders import MAX_ORDER_TTL
 from protocol.plans import GORCH_STATES, GorchState, PlanError, StepState, from_gorch
 from protocol.targeting import UnknownMachine, select
-from server.errors import RequestError
-from server.hub import Hub
-from server.plans import cancel_plan, start_plan
+from server.core.appkeys import HUB_KEY
+from server.core.errors import RequestError
+from server.core.hub import Hub
+from server.features.plans import cancel_plan, start_plan
 from server.rest.auth import Principal, authenticate
 from server.store import PlanRecord, ScenarioRecord
-from server.ws import HUB_KEY
 
 MAX_BODY = 1024 * 1024
 TASK_TTL = 24 * 3600.0  # how long a task's signed orders stay valid (capped by the token's expiry)

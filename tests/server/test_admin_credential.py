@@ -27,9 +27,9 @@ from aiohttp.test_utils import TestServer
 from protocol import Identity
 from server.admin import admin_token_path, load_or_create_admin_token, read_admin_token
 from server.app import create_app
-from server.hub import Hub
+from server.core.appkeys import HUB_KEY
+from server.core.hub import Hub
 from server.settings import HubSettings
-from server.ws import HUB_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,7 +111,7 @@ async def test_a_relayed_loopback_request_without_the_admin_token_is_refused(
                 assert answer.headers["WWW-Authenticate"].startswith("Bearer")
                 assert "admin token" in await answer.text()
     assert await admin_hub.hub.store.master_by_name("bob") is not None  # nothing was removed
-    assert not admin_hub.hub.draining
+    assert not admin_hub.hub.life.draining
 
 
 async def test_with_the_admin_token_the_endpoints_answer_and_forwarded_requests_stay_refused(
@@ -159,4 +159,4 @@ async def test_crc_hub_admin_commands_read_the_token_from_the_data_dir(admin_hub
 async def test_crc_hub_admin_commands_never_send_the_token_off_the_machine(admin_hub: AdminHub) -> None:
     sent = await _crc("hub", "drain", "--url", "http://203.0.113.9:8750", "--data-dir", str(admin_hub.data_dir))
     assert sent.returncode == 2 and "loopback" in sent.stderr and "Traceback" not in sent.stderr
-    assert not admin_hub.hub.draining
+    assert not admin_hub.hub.life.draining

@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from server.app import create_app
+from server.core.appkeys import HUB_KEY
 from server.settings import HubSettings
-from server.ws import HUB_KEY
 
 WHEELS = {
     "cloudremotecontrol-0.1.0-py3-none-any.whl": b"daemon 0.1.0",

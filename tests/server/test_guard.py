@@ -16,9 +16,9 @@ from clients.link import HubLink, LinkClosed
 from protocol import Identity, RemoteError, Role
 from protocol.messages import Error, Response, ScenarioList
 from server.app import create_app
+from server.core.appkeys import HUB_KEY
 from server.guard import AdmissionGuard, TokenBucket
 from server.settings import HubSettings
-from server.ws import HUB_KEY
 
 
 def test_a_source_is_refused_after_too_many_failures_within_the_window_and_admitted_after_it() -> None:

@@ -22,9 +22,9 @@ from cryptography.x509.oid import NameOID
 from clients.link import HubLink, PinMismatch
 from protocol import Identity, Role
 from server.app import create_app
+from server.core.appkeys import HUB_KEY
 from server.settings import HubSettings
 from server.tls import TlsFiles, create_self_signed, fingerprint, server_context
-from server.ws import HUB_KEY
 
 
 def test_init_tls_writes_a_private_key_and_a_certificate_for_the_names_and_addresses(tmp_path: Path) -> None:

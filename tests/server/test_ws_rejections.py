@@ -41,10 +41,10 @@ from protocol.messages import (
 )  # fmt: skip
 from protocol.session import HUB_RECIPIENT, refusal
 from server.app import create_app
-from server.hub import Hub
+from server.core.appkeys import HUB_KEY
+from server.core.hub import Hub
 from server.settings import HubSettings
 from server.store import MachineSpec, OrderRecord
-from server.ws import HUB_KEY
 
 TIMEOUT = 5.0
 
@@ -395,7 +395,7 @@ async def test_a_hostile_frame_before_auth_is_a_typed_refusal_and_a_failed_sign_
     error = await _send_before_auth(guarded_hub.url, build())
     assert error.code == code, error
     assert _failed_handshakes(guarded_hub.hub) == 1
-    assert guarded_hub.hub.guard.too_many_failures("127.0.0.1", time.monotonic()) is False  # one of 20 so far
+    assert guarded_hub.hub.sessions.guard.too_many_failures("127.0.0.1", time.monotonic()) is False  # one of 20 so far
     assert not _tracebacks(caplog)
     await assert_hub_still_serves(LiveHub(guarded_hub.url, guarded_hub.master, guarded_hub.daemon))
 
@@ -452,10 +452,10 @@ async def test_a_hostile_first_message_on_the_live_socket_is_answered_and_counte
         closing = await ws.receive(timeout=TIMEOUT)
         assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4400
     assert not _tracebacks(caplog)
-    assert guarded_hub.hub.guard.too_many_failures("127.0.0.1", time.monotonic()) is False
+    assert guarded_hub.hub.sessions.guard.too_many_failures("127.0.0.1", time.monotonic()) is False
     for _ in range(FAILURE_LIMIT - 1):
-        guarded_hub.hub.guard.failed("127.0.0.1", time.monotonic())  # the rest of the allowance, spent
-    assert guarded_hub.hub.guard.too_many_failures("127.0.0.1", time.monotonic())  # so that one counted
+        guarded_hub.hub.sessions.guard.failed("127.0.0.1", time.monotonic())  # the rest of the allowance, spent
+    assert guarded_hub.hub.sessions.guard.too_many_failures("127.0.0.1", time.monotonic())  # so that one counted
 
 
 async def test_an_oversized_first_message_on_the_live_socket_is_counted_without_a_traceback(
@@ -549,7 +549,7 @@ async def test_uploads_waiting_for_orders_are_bounded_per_master_across_its_sess
         assert hub.metrics.registry.get_sample_value("crc_upload_bytes") == 600
         await first.close()
         for _ in range(100):  # bounded: the hub notices the closed session
-            if not hub.masters.get(master.id) or len(hub.masters[master.id]) == 1:
+            if not hub.sessions.masters.get(master.id) or len(hub.sessions.masters[master.id]) == 1:
                 break
             await asyncio.sleep(0.05)
         assert hub.metrics.registry.get_sample_value("crc_upload_bytes") == 0  # went with its session

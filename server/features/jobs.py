@@ -15,17 +15,20 @@ import time
 from protocol import Envelope, ErrorCode, ProtocolError
 from protocol.jobs import JobStatement
 from protocol.messages import JobDelete, JobList, JobPut, JobShow, Response
-from server.connection import Connection
-from server.errors import RequestError, check_name
-from server.hub import Hub
+from server.core.connection import Connection
+from server.core.dispatch import HandlerTable
+from server.core.errors import RequestError, check_name
+from server.core.feature import Feature
+from server.core.hub import Hub
+
+handlers = HandlerTable()
 
 SHELLS = ("sh", "powershell")
 MAX_SCRIPT = 256 * 1024
 
 
-async def job_put(hub: Hub, conn: Connection, env: Envelope) -> None:
-    body = env.body
-    assert isinstance(body, JobPut)
+@handlers.on(JobPut)
+async def job_put(hub: Hub, conn: Connection, env: Envelope, body: JobPut) -> None:
     try:
         statement = JobStatement.from_wire(body.statement, body.signature)
         statement.verify(conn.peer.public_key, statement.name)
@@ -47,8 +50,8 @@ async def job_put(hub: Hub, conn: Connection, env: Envelope) -> None:
     conn.send(Response(job.to_wire()), reply_to=env.id)
 
 
-async def job_list(hub: Hub, conn: Connection, env: Envelope) -> None:
-    assert isinstance(env.body, JobList)
+@handlers.on(JobList)
+async def job_list(hub: Hub, conn: Connection, env: Envelope, body: JobList) -> None:
     jobs = [
         {**job.to_wire(), "script": None, "statement": None, "signature": b"", "size": len(job.script)}
         for job in await hub.store.jobs(conn.id)
@@ -56,18 +59,19 @@ async def job_list(hub: Hub, conn: Connection, env: Envelope) -> None:
     conn.send(Response({"jobs": jobs}), reply_to=env.id)
 
 
-async def job_show(hub: Hub, conn: Connection, env: Envelope) -> None:
-    body = env.body
-    assert isinstance(body, JobShow)
+@handlers.on(JobShow)
+async def job_show(hub: Hub, conn: Connection, env: Envelope, body: JobShow) -> None:
     job = await hub.store.job(conn.id, body.name)
     if job is None:
         raise RequestError(ErrorCode.NOT_FOUND, f"you have no job named {body.name!r}", job=body.name)
     conn.send(Response(job.to_wire()), reply_to=env.id)
 
 
-async def job_delete(hub: Hub, conn: Connection, env: Envelope) -> None:
-    body = env.body
-    assert isinstance(body, JobDelete)
+@handlers.on(JobDelete)
+async def job_delete(hub: Hub, conn: Connection, env: Envelope, body: JobDelete) -> None:
     if not await hub.store.delete_job(conn.id, body.name):
         raise RequestError(ErrorCode.NOT_FOUND, f"you have no job named {body.name!r}", job=body.name)
     conn.send(Response({"deleted": body.name}), reply_to=env.id)
+
+
+FEATURE = Feature("jobs", handlers)

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from protocol import Envelope, ErrorCode, Order, OrderKind, OrderState, ProtocolError
 from protocol.messages import PlanCancel, PlanList, PlanShow, PlanSubmit, Response
@@ -43,12 +43,17 @@ from protocol.plans import (
 )
 from server.backplane import LocalBackplane
 from server.backplane.base import BROADCAST_CHANNEL, BackplaneUnavailable
-from server.connection import Connection
-from server.errors import RequestError
+from server.core.connection import Connection
+from server.core.dispatch import HandlerTable
+from server.core.errors import RequestError
+from server.core.feature import Feature
+from server.core.hub import Hub
+from server.core.state import StateKey
+from server.features.orders import cancel_order, order_summary, refuse_long_lived
+from server.features.scenarios import owned_scenario
 from server.store import OrderRecord, PlanRecord, ScenarioRecord, StoreConflict, StoreError
 
-if TYPE_CHECKING:
-    from server.hub import Hub
+handlers = HandlerTable()
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +141,8 @@ class PlanRunner:
         finally:
             if self.watcher is not None:
                 self.watcher.cancel()
-            if self.hub.plan_runners.get(self.record.id) is self:
-                del self.hub.plan_runners[self.record.id]
+            if self.hub.state[PLAN_RUNNERS].get(self.record.id) is self:
+                del self.hub.state[PLAN_RUNNERS][self.record.id]
 
     async def _advance(self) -> bool:
         changed = False
@@ -204,8 +209,6 @@ class PlanRunner:
             self._watch_keys()
 
     async def _dispatch(self, sid: str) -> None:
-        from server.masters import _order_summary
-
         self.run.states[sid] = StepState.RUNNING
         self.started.setdefault(sid, time.time())
         await self._step_event(sid, StepState.RUNNING)
@@ -218,7 +221,7 @@ class PlanRunner:
             with contextlib.suppress(StoreConflict):  # queued before a restart: it is there already
                 await self.hub.store.add_order(record, [])
                 machine = await self.hub.store.machine(order.machine)
-                summary = {**_order_summary(order), "plan": self.record.id, "step": sid}
+                summary = {**order_summary(order), "plan": self.record.id, "step": sid}
                 await self.hub.emit(self.scenario.id, "command_queued", machine.name if machine else "", summary)
             await self.hub.deliver_queued(order.machine)
 
@@ -236,13 +239,11 @@ class PlanRunner:
 
         try:
             while StepState.WAITING in self.run.states.values():
-                await self.hub.kv_waiters.until(self.hub, self.scenario.id, news, KEY_WATCH)
+                await self.hub.wait_until(self.scenario.id, news, KEY_WATCH)
         except (StoreError, BackplaneUnavailable) as exc:  # the loop's polling finds the keys anyway
             log.warning("plan %s: not watching for keys (polling only): %s", self.record.id, exc)
 
     async def _cancel_orders(self, records: list[OrderRecord]) -> None:
-        from server.masters import cancel_order
-
         for record in records:
             if not record.state.final:
                 await cancel_order(self.hub, self.scenario, record)
@@ -297,21 +298,21 @@ async def resume_plans(hub: Hub) -> int:
 
 async def _adopt(hub: Hub, record: PlanRecord) -> PlanRunner | None:
     """A runner (not started yet) for an open plan whose lease this replica could claim, else None."""
-    if record.id in hub.plan_runners or await hub.store.scenario(record.scenario_id) is None:
+    if record.id in hub.state[PLAN_RUNNERS] or await hub.store.scenario(record.scenario_id) is None:
         return None
     if not await _claim(hub, record.id):
         return None
     # Read again under the lease: the replica that held it may have saved states (or finished) since the listing.
     current = await hub.store.plan(record.id)
     scenario = await hub.store.scenario(record.scenario_id)
-    if record.id in hub.plan_runners:  # made here meanwhile (a cancel, an adoption): that runner has the lease
+    if record.id in hub.state[PLAN_RUNNERS]:  # made here meanwhile (a cancel, an adoption): that runner has the lease
         return None
     if current is None or current.done or scenario is None:
         if _shared(hub):
             await hub.store.release_plan(record.id, hub.replica_id)
         return None
     runner = PlanRunner(hub, current, scenario)
-    hub.plan_runners[record.id] = runner
+    hub.state[PLAN_RUNNERS][record.id] = runner
     return runner
 
 
@@ -330,14 +331,11 @@ async def adopt_plans(hub: Hub) -> None:
 
 # requests
 async def _scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
-    from server.masters import owned_scenario
-
     return await owned_scenario(hub, conn, name)
 
 
-async def plan_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
-    body = env.body
-    assert isinstance(body, PlanSubmit)
+@handlers.on(PlanSubmit)
+async def plan_submit(hub: Hub, conn: Connection, env: Envelope, body: PlanSubmit) -> None:
     scenario = await _scenario(hub, conn, body.scenario)
     try:
         plan = parse_plan(body.spec)
@@ -373,8 +371,6 @@ async def start_plan(
 
     ``source``: the gorchestrator task it was read from, kept to show it back in that form (``/v1/tasks``).
     """
-    from server.masters import refuse_long_lived
-
     if await hub.store.plan(plan_id) is not None:
         raise RequestError(ErrorCode.ALREADY_EXISTS, f"plan id {plan_id} was used before")
     # Here, not only where masters submit plans: REST tasks build (delegate-signed) orders of their own.
@@ -391,7 +387,7 @@ async def start_plan(
         raise RequestError(ErrorCode.ALREADY_EXISTS, f"plan id {plan_id} is in use")
     await hub.store.put_plan(record)
     runner = PlanRunner(hub, record, scenario)
-    hub.plan_runners[record.id] = runner
+    hub.state[PLAN_RUNNERS][record.id] = runner
     runner.start()
     return record
 
@@ -421,26 +417,23 @@ async def _owned_plan(hub: Hub, conn: Connection, scenario_name: str, plan_id: s
     return record
 
 
-async def plan_show(hub: Hub, conn: Connection, env: Envelope) -> None:
-    body = env.body
-    assert isinstance(body, PlanShow)
+@handlers.on(PlanShow)
+async def plan_show(hub: Hub, conn: Connection, env: Envelope, body: PlanShow) -> None:
     record = await _owned_plan(hub, conn, body.scenario, body.plan_id)
     conn.send(Response(plan_wire(record)), scenario=body.scenario, reply_to=env.id)
 
 
-async def plan_list(hub: Hub, conn: Connection, env: Envelope) -> None:
-    body = env.body
-    assert isinstance(body, PlanList)
+@handlers.on(PlanList)
+async def plan_list(hub: Hub, conn: Connection, env: Envelope, body: PlanList) -> None:
     scenario = await _scenario(hub, conn, body.scenario)
     plans = [plan_wire(p) for p in await hub.store.plans(scenario.id)]
     conn.send(Response({"plans": plans}), scenario=body.scenario, reply_to=env.id)
 
 
-async def plan_cancel(hub: Hub, conn: Connection, env: Envelope) -> None:
+@handlers.on(PlanCancel)
+async def plan_cancel(hub: Hub, conn: Connection, env: Envelope, body: PlanCancel) -> None:
     """Answered from a task of its own: waiting for another replica to end the plan may take seconds, and the
     connection goes on serving (and answering heartbeats) meanwhile."""
-    body = env.body
-    assert isinstance(body, PlanCancel)
     owned = await _owned_plan(hub, conn, body.scenario, body.plan_id)
 
     async def answer() -> None:
@@ -461,7 +454,7 @@ async def cancel_plan(hub: Hub, record: PlanRecord) -> PlanRecord:
     The replica running it cancels it: this one if the runner is here, else the one holding its lease, asked over
     the backplane; a plan whose lease nobody holds (its replica died) is cancelled here.
     """
-    runner: PlanRunner | None = hub.plan_runners.get(record.id)
+    runner: PlanRunner | None = hub.state[PLAN_RUNNERS].get(record.id)
     if runner is not None:
         await runner.cancel()
     else:
@@ -481,7 +474,7 @@ async def _cancel_elsewhere(hub: Hub, record: PlanRecord) -> PlanRunner | None:
         current = await hub.store.plan(record.id)
         if current is None or current.done:
             return None
-        local: PlanRunner | None = hub.plan_runners.get(record.id)
+        local: PlanRunner | None = hub.state[PLAN_RUNNERS].get(record.id)
         if local is not None:  # adopted here meanwhile
             await local.cancel()
             return local
@@ -501,6 +494,34 @@ async def _cancel_elsewhere(hub: Hub, record: PlanRecord) -> PlanRunner | None:
 
 async def cancel_here(hub: Hub, plan_id: str) -> None:
     """Another replica was asked to cancel the plan: cancel it if it runs here."""
-    runner = hub.plan_runners.get(plan_id)
+    runner = hub.state[PLAN_RUNNERS].get(plan_id)
     if runner is not None:
         await runner.cancel()
+
+
+# The runners of the plans this replica runs, by plan id.
+PLAN_RUNNERS: StateKey[dict[str, PlanRunner]] = StateKey("plan_runners", dict)
+
+
+async def _start(hub: Hub) -> None:
+    resumed = await resume_plans(hub)
+    if resumed:
+        log.info("resumed %d plans that were running", resumed)
+    runners = hub.state[PLAN_RUNNERS]
+    hub.metrics.gauge("crc_plans_running", "Plans this replica is running", lambda: len(runners))
+    if not isinstance(hub.backplane, LocalBackplane):
+        hub.loop(adopt_plans(hub), "plan-adoption")
+
+
+async def _stop(hub: Hub) -> None:
+    """Stopped here (after the adoption loop, which would start them again); resumed from the store next start."""
+    for runner in list(hub.state[PLAN_RUNNERS].values()):
+        if runner.task is not None:
+            runner.task.cancel()
+
+
+async def _peer_cancel_plan(hub: Hub, message: dict[str, Any]) -> None:
+    await cancel_here(hub, message["plan"])
+
+
+FEATURE = Feature("plans", handlers, {"cancel_plan": _peer_cancel_plan}, on_start=_start, on_stop=_stop)

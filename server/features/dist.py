@@ -1,4 +1,4 @@
-"""``/v1/dist/``: the wheels machines install the daemon from, so a fresh VM need not reach PyPI.
+"""``/v1/dist/`` and DIST_PUT: the wheels machines install the daemon from, so a fresh VM need not reach PyPI.
 
 The folder (``HubSettings.dist_dir``) is filled by ``crc hub dist`` (``provisioning.dist``). It is served as a
 flat index pip understands (``pip install --find-links HUB/v1/dist/``), each link carrying its SHA-256, plus
@@ -7,6 +7,7 @@ flat index pip understands (``pip install --find-links HUB/v1/dist/``), each lin
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 import re
@@ -16,9 +17,17 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server.dist_files import FILE_NAME
-from server.ws import HUB_KEY
+from protocol import Envelope, ErrorCode
+from protocol.messages import DistPut, Response
+from server.core.appkeys import HUB_KEY
+from server.core.connection import Connection
+from server.core.dispatch import HandlerTable
+from server.core.errors import RequestError
+from server.core.feature import Feature
+from server.core.hub import Hub
+from server.dist_files import FILE_NAME, DistConflict, put_file
 
+handlers = HandlerTable()
 DAEMON_DIST = "cloudremotecontrol"
 RACY_SECONDS = 2.0
 
@@ -103,3 +112,27 @@ def add_dist_routes(app: web.Application, folder: Path) -> None:
     app.router.add_get("/v1/dist/", index_html)
     app.router.add_get("/v1/dist/index.json", index_json)
     app.router.add_get("/v1/dist/{name}", dist_file)
+
+
+@handlers.on(DistPut)
+async def dist_put(hub: Hub, conn: Connection, env: Envelope, body: DistPut) -> None:
+    """Put a file this master uploaded into the dist folder machines install from (nothing there is trusted: the
+    hashes machines check come from the master's signature)."""
+    upload = conn.uploads.pop(body.upload)
+    if upload is None:
+        raise RequestError(ErrorCode.NOT_FOUND, f"no upload {body.upload!r} on this session: send its chunks first")
+    content = b"".join(upload.chunks)
+    if upload.sha256() != body.upload:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "the upload's SHA-256 is not its id")
+    try:
+        added = await asyncio.to_thread(put_file, hub.settings.dist_dir, body.name, content)
+    except DistConflict as exc:
+        raise RequestError(ErrorCode.ALREADY_EXISTS, str(exc), name=body.name) from None
+    except ValueError as exc:
+        raise RequestError(ErrorCode.INVALID_REQUEST, str(exc)) from None
+    except OSError as exc:
+        raise RequestError(ErrorCode.UNAVAILABLE, f"cannot write to the hub's dist folder: {exc.strerror}") from None
+    conn.send(Response({"name": body.name, "sha256": body.upload, "added": added}), reply_to=env.id)
+
+
+FEATURE = Feature("dist", handlers)

@@ -14,48 +14,39 @@ Labels never name scenarios, machines or masters: metrics leave the hub, tenants
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from server.hub import Hub
-
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 
+Reading = Callable[[], "float | Mapping[str, float]"]
 
-class _LiveState(Collector):
-    """Gauges read from the hub at scrape time (nothing to keep in step)."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+class _Gauges(Collector):
+    """Gauges read at scrape time (nothing to keep in step), each registered by what owns the figure."""
+
+    def __init__(self) -> None:
+        self.readings: dict[str, tuple[str, str, Reading]] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        hub = self.hub
-        connections = GaugeMetricFamily("crc_connections", "Sessions open on this replica", labels=["kind"])
-        connections.add_metric(["daemon"], len(hub.daemons))
-        connections.add_metric(["master"], sum(len(conns) for conns in hub.masters.values()))
-        yield connections
-        peers = [*hub.daemons.values(), *(c for conns in hub.masters.values() for c in conns)]
-        yield GaugeMetricFamily(
-            "crc_outbox_frames", "Frames waiting to be written to peers", value=sum(c.outbox_size for c in peers)
-        )
-        yield GaugeMetricFamily(
-            "crc_backplane_up", "1 when the backplane is reachable", value=int(hub.backplane.available)
-        )
-        yield GaugeMetricFamily("crc_plans_running", "Plans this replica is running", value=len(hub.plan_runners))
-        yield GaugeMetricFamily(
-            "crc_upload_bytes", "File contents held for orders not submitted yet",
-            value=sum(c.uploads.size for conns in hub.masters.values() for c in conns),
-        )  # fmt: skip
+        for name, (text, label, read) in self.readings.items():
+            value = read()
+            if isinstance(value, Mapping):
+                family = GaugeMetricFamily(name, text, labels=[label])
+                for key, figure in value.items():
+                    family.add_metric([key], figure)
+                yield family
+            else:
+                yield GaugeMetricFamily(name, text, value=value)
 
 
 class HubMetrics:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.messages = Counter("crc_messages", "Messages received and routed, by type", ["type"],
                                 registry=self.registry)  # fmt: skip
@@ -66,8 +57,13 @@ class HubMetrics:
                                       ["backend"], registry=self.registry)  # fmt: skip
         self.command_duration = Histogram("crc_command_duration_seconds", "How long commands ran on their machines",
                                           buckets=DURATION_BUCKETS, registry=self.registry)  # fmt: skip
-        self.registry.register(_LiveState(hub))
+        self._gauges = _Gauges()
+        self.registry.register(self._gauges)
         self._by_type: dict[str, Any] = {}
+
+    def gauge(self, name: str, text: str, read: Reading, *, label: str = "") -> None:
+        """A gauge read when scraped; ``read`` gives one figure, or one per value of ``label``."""
+        self._gauges.readings[name] = (text, label, read)
 
     def count_message(self, msg_type: str) -> None:
         """Count one received message (the labelled child is looked up once per type, not per message)."""
@@ -77,12 +73,9 @@ class HubMetrics:
         child.inc()
 
 
-async def metrics(request: web.Request) -> web.Response:
-    from server.ws import HUB_KEY
+def add_metrics_route(app: web.Application, metrics: HubMetrics) -> None:
+    async def scrape(request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
-    body = generate_latest(request.app[HUB_KEY].metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-
-
-def add_metrics_route(app: web.Application) -> None:
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", scrape)

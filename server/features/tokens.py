@@ -15,10 +15,14 @@ from protocol import Envelope, ErrorCode, ProtocolError, PublicKey
 from protocol.delegation import Delegation
 from protocol.messages import Response, TokenCreate, TokenList, TokenRenew, TokenRevoke
 from protocol.tokens import TOKEN_ID, TokenRole
-from server.connection import Connection
-from server.errors import RequestError
-from server.hub import Hub
+from server.core.connection import Connection
+from server.core.dispatch import HandlerTable
+from server.core.errors import RequestError
+from server.core.feature import Feature
+from server.core.hub import Hub
 from server.store import StoreConflict, TokenRecord
+
+handlers = HandlerTable()
 
 SECRET_HASH = re.compile(r"^[0-9a-f]{64}$")
 MAX_SEALED_KEY = 512
@@ -56,9 +60,8 @@ async def _check_delegation(hub: Hub, conn: Connection, body: TokenCreate, now: 
     return delegation
 
 
-async def token_create(hub: Hub, conn: Connection, env: Envelope) -> None:
-    body = env.body
-    assert isinstance(body, TokenCreate)
+@handlers.on(TokenCreate)
+async def token_create(hub: Hub, conn: Connection, env: Envelope, body: TokenCreate) -> None:
     now = time.time()
     if not TOKEN_ID.match(body.token_id) or not SECRET_HASH.match(body.secret_hash):
         raise RequestError(ErrorCode.INVALID_REQUEST, "a token id is 16 hex digits and its hash 64")
@@ -89,26 +92,24 @@ async def token_create(hub: Hub, conn: Connection, env: Envelope) -> None:
     conn.send(Response(record.to_wire()), reply_to=env.id)
 
 
-async def token_list(hub: Hub, conn: Connection, env: Envelope) -> None:
-    assert isinstance(env.body, TokenList)
+@handlers.on(TokenList)
+async def token_list(hub: Hub, conn: Connection, env: Envelope, body: TokenList) -> None:
     # The master also sees each delegation it signed (no secret: orders carry them), to renew it.
     tokens = [{**t.to_wire(), "delegation": t.delegation} for t in await hub.store.tokens(conn.id)]
     conn.send(Response({"tokens": tokens}), reply_to=env.id)
 
 
-async def token_revoke(hub: Hub, conn: Connection, env: Envelope) -> None:
-    body = env.body
-    assert isinstance(body, TokenRevoke)
+@handlers.on(TokenRevoke)
+async def token_revoke(hub: Hub, conn: Connection, env: Envelope, body: TokenRevoke) -> None:
     if not await hub.store.revoke_token(conn.id, body.token_id):
         raise RequestError(ErrorCode.NOT_FOUND, f"you have no token {body.token_id!r}")
     conn.send(Response({"revoked": body.token_id}), reply_to=env.id)
 
 
-async def token_renew(hub: Hub, conn: Connection, env: Envelope) -> None:
+@handlers.on(TokenRenew)
+async def token_renew(hub: Hub, conn: Connection, env: Envelope, body: TokenRenew) -> None:
     """Replace operator tokens' delegations with ones their master signed anew: same token, delegate key and
     scope, a fresh lifetime. A revoked, expired or foreign token is refused (and stays as it was)."""
-    body = env.body
-    assert isinstance(body, TokenRenew)
     if len(body.delegations) > MAX_TOKENS_PER_MASTER:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"renew at most {MAX_TOKENS_PER_MASTER} tokens at once")
     master_key = await _master_key(hub, conn)
@@ -138,3 +139,6 @@ async def token_renew(hub: Hub, conn: Connection, env: Envelope) -> None:
             continue
         renewed.append(token_id)
     conn.send(Response({"renewed": renewed, "refused": refused}), reply_to=env.id)
+
+
+FEATURE = Feature("tokens", handlers)

@@ -13,24 +13,24 @@ only to turn a client's mistake into a clear error early; readers check it again
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from protocol import Envelope, ErrorCode, ProtocolError, Role
 from protocol.envelope import pack, unpack
 from protocol.messages import KvGet, KvSet, KvWait, Response
 from protocol.plans import key_problem
 from protocol.signed_values import SignedValue, ValueKind, WriterKind
-from server.connection import Connection
-from server.errors import RequestError
+from server.core.connection import Connection
+from server.core.dispatch import HandlerTable
+from server.core.errors import RequestError
+from server.core.feature import Feature
+from server.core.hub import Hub
+from server.features.scenarios import owned_scenario
 from server.store import ScenarioRecord
 
-if TYPE_CHECKING:
-    from server.hub import Hub
+handlers = HandlerTable()
+
 
 T = TypeVar("T")
 MAX_VALUE = 64 * 1024
@@ -39,83 +39,12 @@ MAX_WAIT = 3600.0
 RECHECK = 5.0  # a waiter re-reads the store this often anyway, in case a wake-up was lost
 
 
-class KeyWaiters:
-    """The waits in progress on this replica, by scenario."""
-
-    def __init__(self) -> None:
-        self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
-        # Mailbox waits, by scenario then machine: woken only by mail for that machine. Woken by every event of
-        # the scenario instead, a broadcast to 1,000 waiting machines cost 1,000 store reads per event.
-        self._mail: dict[str, dict[str, set[asyncio.Event]]] = defaultdict(lambda: defaultdict(set))
-
-    def has(self, scenario_id: str) -> bool:
-        return bool(self._waiting.get(scenario_id) or self._mail.get(scenario_id))
-
-    def poke(self, scenario_id: str) -> None:
-        for event in self._waiting.get(scenario_id, ()):
-            event.set()
-
-    def poke_mail(self, scenario_id: str, machine_ids: list[str]) -> None:
-        waiting = self._mail.get(scenario_id)
-        if not waiting:
-            return
-        for machine_id in machine_ids:
-            for event in waiting.get(machine_id, ()):
-                event.set()
-
-    async def wait(self, hub: Hub, scenario_id: str, key: str, timeout: float) -> bytes | None:
-        async def check() -> bytes | None:
-            return await hub.store.kv_get(scenario_id, key, time.time())
-
-        return await self.until(hub, scenario_id, check, timeout)
-
-    async def until(
-        self,
-        hub: Hub,
-        scenario_id: str,
-        check: Callable[[], Awaitable[T | None]],
-        timeout: float,
-        *,
-        mailbox: str = "",
-    ) -> T | None:
-        """``check()``'s first non-None answer, re-asked whenever the scenario has news (with ``mailbox``: whenever
-        that machine has mail), or None after ``timeout``."""
-        wake = asyncio.Event()
-        first = not self.has(scenario_id)
-        waiters = self._mail[scenario_id][mailbox] if mailbox else self._waiting[scenario_id]
-        waiters.add(wake)
-        if first:
-            await hub.watch_scenario(scenario_id)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                wake.clear()  # before reading: a set that lands after the read still wakes us
-                value = await check()
-                remaining = deadline - time.monotonic()
-                if value is not None or remaining <= 0:
-                    return value
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), min(remaining, RECHECK))
-        finally:
-            waiters.discard(wake)
-            if mailbox and not waiters:
-                del self._mail[scenario_id][mailbox]
-                if not self._mail[scenario_id]:
-                    del self._mail[scenario_id]
-            if not mailbox and not waiters:
-                del self._waiting[scenario_id]
-            if not self.has(scenario_id):
-                await hub.unwatch_scenario(scenario_id)
-
-
 async def requester_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
     if conn.role is Role.DAEMON:  # a machine's futures are those of its own scenario, whatever it names
         scenario = await hub.store.scenario(conn.scenario_id)
         if scenario is None:
             raise RequestError(ErrorCode.NOT_FOUND, "this machine's scenario is gone")
         return scenario
-    from server.masters import owned_scenario
-
     return await owned_scenario(hub, conn, name)
 
 
@@ -125,9 +54,8 @@ def _check_key(key: str) -> None:
         raise RequestError(ErrorCode.INVALID_REQUEST, problem)
 
 
-async def kv_set(hub: Hub, conn: Connection, env: Envelope) -> None:
-    body = env.body
-    assert isinstance(body, KvSet)
+@handlers.on(KvSet, roles=(Role.MASTER, Role.DAEMON))
+async def kv_set(hub: Hub, conn: Connection, env: Envelope, body: KvSet) -> None:
     _check_key(body.key)
     if conn.role is Role.DAEMON and not body.key.startswith(conn.machine_name + "/"):
         raise RequestError(
@@ -147,9 +75,8 @@ async def kv_set(hub: Hub, conn: Connection, env: Envelope) -> None:
     conn.send(Response({"key": body.key, "expires": expires}), reply_to=env.id)
 
 
-async def kv_get(hub: Hub, conn: Connection, env: Envelope) -> None:
-    body = env.body
-    assert isinstance(body, KvGet)
+@handlers.on(KvGet, roles=(Role.MASTER, Role.DAEMON))
+async def kv_get(hub: Hub, conn: Connection, env: Envelope, body: KvGet) -> None:
     _check_key(body.key)
     scenario = await requester_scenario(hub, conn, body.scenario)
     value = await hub.store.kv_get(scenario.id, body.key, time.time())
@@ -158,17 +85,18 @@ async def kv_get(hub: Hub, conn: Connection, env: Envelope) -> None:
     conn.send(Response({"key": body.key, **await signed_answer(hub, scenario.id, value)}), reply_to=env.id)
 
 
-async def kv_wait(hub: Hub, conn: Connection, env: Envelope) -> None:
+@handlers.on(KvWait, roles=(Role.MASTER, Role.DAEMON))
+async def kv_wait(hub: Hub, conn: Connection, env: Envelope, body: KvWait) -> None:
     """Answered later, from a task of its own: the connection goes on serving meanwhile."""
-    body = env.body
-    assert isinstance(body, KvWait)
     _check_key(body.key)
     if not 0 < body.timeout <= MAX_WAIT:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"timeout is 0 to {MAX_WAIT:.0f} seconds")
     scenario = await requester_scenario(hub, conn, body.scenario)
 
     async def answer() -> None:
-        value = await hub.kv_waiters.wait(hub, scenario.id, body.key, body.timeout)
+        value = await hub.wait_until(
+            scenario.id, lambda: hub.store.kv_get(scenario.id, body.key, time.time()), body.timeout
+        )
         if value is None:
             conn.reply_error(env, ErrorCode.TIMEOUT, f"key {body.key!r} was not set within {body.timeout:g} s")
         else:
@@ -177,7 +105,7 @@ async def kv_wait(hub: Hub, conn: Connection, env: Envelope) -> None:
     hub.spawn(answer(), name=f"kv-wait-{body.key}")
 
 
-# signed values (protocol.signed_values): shared with server.messaging
+# signed values (protocol.signed_values): shared with server.features.messaging
 def accepted_statement(
     conn: Connection, raw: dict[str, Any], kind: ValueKind, scenario: str, name: str, value: bytes, target: str = ""
 ) -> SignedValue:
@@ -217,3 +145,6 @@ async def signed_answer(hub: Hub, scenario_id: str, stored: bytes) -> dict[str, 
         if machine is not None and machine.scenario_id == scenario_id:
             proofs = {"certificate": machine.certificate, "key_proofs": machine.key_proofs}
     return {"value": statement.value, "statement": statement.to_wire(), "writer": proofs}
+
+
+FEATURE = Feature("kv", handlers)

@@ -1,9 +1,10 @@
 """The hub's core: who is connected, the event log fan-out, and (re)delivery of queued orders.
 
-Handlers for what masters and daemons send live in ``server.masters`` and ``server.daemons``; the WebSocket
-endpoint in ``server.ws`` authenticates peers and feeds their messages here. With several replicas, whatever
-concerns a peer held by another replica goes through the backplane (``server.backplane``): the hub acts on
-its own sessions first, then publishes for the others.
+Features (``server/app.py`` lists them) handle what masters and daemons send (``server.core.dispatch``); the
+WebSocket endpoint in ``server.ws`` authenticates peers and feeds their messages to them. With several replicas,
+whatever concerns a peer held by another replica goes through the backplane (``server.backplane``): the hub acts on
+its own sessions first, then publishes for the others. The hub imports no feature: features reach it through
+``Extension``s (their backplane messages, start and stop hooks, event hooks) and keep their state in ``state``.
 """
 
 from __future__ import annotations
@@ -13,120 +14,97 @@ import contextlib
 import logging
 import random
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from protocol import ErrorCode, Identity
-from protocol.messages import Cancel, Deliver, Event, FileChunk, Output, Reconnect
+from protocol.messages import Cancel, Deliver, FileChunk, Output, Reconnect
 from server.backplane import Backplane, BackplaneUnavailable, LocalBackplane
 from server.backplane.base import BROADCAST_CHANNEL, replica_channel, scenario_channel
-from server.connection import Connection
-from server.futures import KeyWaiters
-from server.guard import AdmissionGuard, TokenBucket
-from server.metrics import HubMetrics
+from server.core.connection import Connection
+from server.core.followers import Followers, ScenarioListener, Subscription
+from server.core.metrics import HubMetrics
+from server.core.sessions import Sessions
+from server.core.state import FeatureState
+from server.core.waits import KeyWaiters
+from server.guard import AdmissionGuard
 from server.settings import HubSettings
 from server.store import EventRecord, MachineStatus, OrderRecord, ScenarioRecord, Store, StoreError
 
 log = logging.getLogger(__name__)
 
-EVENT_PAGE = 500
-# Pumps also look at the store this often without a wake-up, in case a cross-replica notification was lost.
-EVENT_POLL = 5.0
 DELIVERY_SWEEP = 5.0
+T = TypeVar("T")
+PeerHandler = Callable[["Hub", dict[str, Any]], Awaitable[None]]
 
 
-class Subscription:
-    """Streams one scenario's event log to one master, in order, from a cursor, then live.
+class Extension(Protocol):
+    """What the hub knows of a feature (``server.core.feature.Feature`` is one)."""
 
-    A pump rereads the store after every wake-up instead of pushing events straight to the socket, so replay
-    and live events can never interleave out of order, and a subscriber that falls behind simply catches up.
-    """
+    @property
+    def peer_handlers(self) -> Mapping[str, PeerHandler]: ...
 
-    def __init__(self, hub: Hub, conn: Connection, scenario: ScenarioRecord, after: int) -> None:
-        self.hub = hub
-        self.conn = conn
-        self.scenario = scenario
-        self.cursor = after
-        self._wake = asyncio.Event()
-        self._task = asyncio.create_task(self._pump(), name=f"events-{scenario.name}-{conn.id}")
+    @property
+    def on_start(self) -> Callable[[Hub], Awaitable[None]]: ...
 
-    def notify(self) -> None:
-        self._wake.set()
+    @property
+    def on_stop(self) -> Callable[[Hub], Awaitable[None]]: ...
 
-    def stop(self) -> None:
-        self._task.cancel()
+    @property
+    def on_events(self) -> Callable[[Hub, str], None]: ...
 
-    async def _pump(self) -> None:
-        try:
-            while not self.conn.closed:
-                self._wake.clear()
-                events = await self.hub.store.events_after(self.scenario.id, self.cursor, EVENT_PAGE)
-                for event in events:
-                    self.conn.send(event_body(self.scenario.name, event), scenario=self.scenario.name)
-                    self.cursor = event.cursor
-                await self.conn.wait_writable()
-                if len(events) < EVENT_PAGE:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), EVENT_POLL)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("event stream of %s to %s failed", self.scenario.name, self.conn.id)
-            self.conn.abort()
+    @property
+    def follows(self) -> Callable[[Hub, str], bool]: ...
 
 
-def event_body(scenario_name: str, event: EventRecord) -> Event:
-    return Event(scenario_name, event.cursor, event.kind, event.machine, event.ts, event.data)
-
-
-class ScenarioListener(Protocol):
-    """Something besides master sessions that follows a scenario live (the REST API's streams, the dashboard)."""
-
-    def notify(self) -> None:
-        """New events are in the store."""
-
-    def output(self, output: Output) -> None:
-        """A chunk of a running command's output (not stored: results keep the durable copy)."""
+@dataclass
+class Lifecycle:
+    started: float = field(default_factory=time.time)
+    draining: bool = False
+    loops: list[asyncio.Task[None]] = field(default_factory=list)  # the hub's own, cancelled at close
+    background: set[asyncio.Task[None]] = field(default_factory=set)  # later parts of requests (spawn)
 
 
 class Hub:
     """State shared by every session of one hub process (one replica)."""
 
     def __init__(
-        self, settings: HubSettings, store: Store, identity: Identity, backplane: Backplane | None = None
+        self,
+        settings: HubSettings,
+        store: Store,
+        identity: Identity,
+        backplane: Backplane | None = None,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         self.settings = settings
         self.store = store
         self.identity = identity
         self.backplane = backplane or LocalBackplane()
-        self.daemons: dict[str, Connection] = {}
-        self.masters: dict[str, set[Connection]] = defaultdict(set)
-        self.subscriptions: dict[str, dict[Connection, Subscription]] = defaultdict(dict)
-        self.listeners: dict[str, set[ScenarioListener]] = defaultdict(set)
-        self._delivery_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._peer_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
-            "deliver": self._peer_deliver,
-            "cancel": self._peer_cancel,
-            "revoke": self._peer_revoke,
-            "event": self._peer_event,
-            "output": self._peer_output,
-            "mail": self._peer_mail,
-            "drop_master": self._peer_drop_master,
-            "cancel_plan": self._peer_cancel_plan,
-        }
-        self.started = time.time()
-        self.draining = False
-        self.guard = AdmissionGuard(settings.max_pending_handshakes, settings.handshake_failure_limit)
-        self._sweeper: asyncio.Task[None] | None = None
-        self.rest_budgets: dict[str, TokenBucket] = {}  # REST request budget per access token id
-        self.sessions: set[Connection] = set()  # every authenticated session, attached or not: for heartbeats
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._adopter: asyncio.Task[None] | None = None  # among replicas: takes over plans of replicas that died
-        self.kv_waiters = KeyWaiters()
-        self.plan_runners: dict[str, Any] = {}  # plan id -> server.plans.PlanRunner
-        self.metrics = HubMetrics(self)
-        self._background: set[asyncio.Task[None]] = set()
+        self.sessions = Sessions(AdmissionGuard(settings.max_pending_handshakes, settings.handshake_failure_limit))
+        self.followers = Followers(KeyWaiters(self.watch_scenario, self.unwatch_scenario))
+        self.state = FeatureState()  # each feature's own, under its typed keys
+        self.extensions = tuple(extensions)
+        self.life = Lifecycle()
+        self.metrics = HubMetrics()
+        self._count_sessions()
+
+    def _count_sessions(self) -> None:
+        sessions, metrics = self.sessions, self.metrics
+        metrics.gauge(
+            "crc_connections", "Sessions open on this replica",
+            lambda: {"daemon": len(sessions.daemons), "master": sum(1 for _ in sessions.master_connections())},
+            label="kind",
+        )  # fmt: skip
+        metrics.gauge(
+            "crc_outbox_frames", "Frames waiting to be written to peers",
+            lambda: sum(c.outbox_size for c in sessions.peers()),
+        )  # fmt: skip
+        metrics.gauge("crc_backplane_up", "1 when the backplane is reachable", lambda: int(self.backplane.available))
+        metrics.gauge(
+            "crc_upload_bytes", "File contents held for orders not submitted yet",
+            lambda: sum(c.uploads.size for c in sessions.master_connections()),
+        )  # fmt: skip
 
     @property
     def id(self) -> str:
@@ -139,15 +117,15 @@ class Hub:
     async def start(self) -> None:
         await self.backplane.start(self._on_peer_message, self._on_backplane_back)
         await self.backplane.subscribe(BROADCAST_CHANNEL)
-        from server.plans import adopt_plans, resume_plans
-
-        resumed = await resume_plans(self)
-        if resumed:
-            log.info("resumed %d plans that were running", resumed)
-        self._heartbeat = asyncio.create_task(self._heartbeats(), name="heartbeats")
+        for extension in self.extensions:
+            await extension.on_start(self)
+        self.life.loops.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
         if not isinstance(self.backplane, LocalBackplane):
-            self._sweeper = asyncio.create_task(self._sweep(), name="delivery-sweep")
-            self._adopter = asyncio.create_task(adopt_plans(self), name="plan-adoption")
+            self.life.loops.append(asyncio.create_task(self._sweep(), name="delivery-sweep"))
+
+    def loop(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """A feature's loop for the hub's lifetime (cancelled by ``close_all`` before the extensions stop)."""
+        self.life.loops.append(asyncio.create_task(work, name=name))
 
     async def _heartbeats(self) -> None:
         """One loop beats every session, rather than a task per session (idle sessions are most of them; a task
@@ -155,7 +133,7 @@ class Hub:
         interval, dead_after = self.settings.heartbeat_interval, self.settings.dead_after
         while True:
             await asyncio.sleep(interval)
-            for count, conn in enumerate(list(self.sessions), 1):
+            for count, conn in enumerate(list(self.sessions.live), 1):
                 conn.beat(time.monotonic(), interval, dead_after)
                 if count % 500 == 0:
                     await asyncio.sleep(0)
@@ -166,7 +144,7 @@ class Hub:
         until its machine reconnects."""
         while True:
             await asyncio.sleep(DELIVERY_SWEEP)
-            for machine_id in list(self.daemons):
+            for machine_id in list(self.sessions.daemons):
                 try:
                     await self.deliver_queued(machine_id)
                 except (StoreError, BackplaneUnavailable) as exc:
@@ -182,32 +160,35 @@ class Hub:
         return event
 
     def _notify_local(self, scenario_id: str) -> None:
-        for sub in self.subscriptions.get(scenario_id, {}).values():
-            sub.notify()
-        for listener in self.listeners.get(scenario_id, ()):
-            listener.notify()
-        self.kv_waiters.poke(scenario_id)
+        self.followers.notify(scenario_id)
+        for extension in self.extensions:
+            extension.on_events(self, scenario_id)
 
     def _followed(self, scenario_id: str) -> bool:
         """Whether anything on this replica follows the scenario (so its backplane channel is subscribed)."""
-        return bool(
-            self.subscriptions.get(scenario_id) or self.listeners.get(scenario_id) or self.kv_waiters.has(scenario_id)
-        )
+        return self.followers.follows(scenario_id) or any(e.follows(self, scenario_id) for e in self.extensions)
+
+    async def wait_until(
+        self, scenario_id: str, check: Callable[[], Awaitable[T | None]], timeout: float, *, mailbox: str = ""
+    ) -> T | None:
+        """``check()``'s first non-None answer, re-asked whenever the scenario has news (with ``mailbox``: whenever
+        that machine has mail), or None after ``timeout``."""
+        return await self.followers.waits.until(scenario_id, check, timeout, mailbox=mailbox)
 
     def notify_mail(self, scenario_id: str, machine_ids: list[str]) -> None:
         """Wake the mailbox waits of these machines, here and on other replicas."""
-        self.kv_waiters.poke_mail(scenario_id, machine_ids)
+        self.followers.waits.poke_mail(scenario_id, machine_ids)
         if self.backplane.shared:
             self.backplane.publish(
                 scenario_channel(scenario_id), {"kind": "mail", "scenario": scenario_id, "machines": machine_ids}
             )
 
     async def _peer_mail(self, message: dict[str, Any]) -> None:
-        self.kv_waiters.poke_mail(message["scenario"], list(message["machines"]))
+        self.followers.waits.poke_mail(message["scenario"], list(message["machines"]))
 
     async def watch_scenario(self, scenario_id: str) -> None:
         """Hear about this scenario's events from other replicas (while something here waits on them)."""
-        if not self.subscriptions.get(scenario_id) and not self.listeners.get(scenario_id):
+        if not self.followers.subscriptions.get(scenario_id) and not self.followers.listeners.get(scenario_id):
             await self.backplane.subscribe(scenario_channel(scenario_id))
 
     async def unwatch_scenario(self, scenario_id: str) -> None:
@@ -217,73 +198,71 @@ class Hub:
     async def listen(self, scenario_id: str, listener: ScenarioListener) -> None:
         if not self._followed(scenario_id):
             await self.backplane.subscribe(scenario_channel(scenario_id))
-        self.listeners[scenario_id].add(listener)
+        self.followers.listeners[scenario_id].add(listener)
 
     async def stop_listening(self, scenario_id: str, listener: ScenarioListener) -> None:
-        listeners = self.listeners.get(scenario_id)
+        listeners = self.followers.listeners.get(scenario_id)
         if listeners is None:
             return
         listeners.discard(listener)
         if not listeners:
-            del self.listeners[scenario_id]
+            del self.followers.listeners[scenario_id]
         await self.unwatch_scenario(scenario_id)
 
     def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run a request's later part (a long wait) without holding up its connection; errors are logged."""
         task = asyncio.create_task(work, name=name)
-        self._background.add(task)
+        self.life.background.add(task)
 
         def done(finished: asyncio.Task[None]) -> None:
-            self._background.discard(finished)
+            self.life.background.discard(finished)
             if not finished.cancelled() and finished.exception() is not None:
                 log.error("%s failed: %s", name, finished.exception())
 
         task.add_done_callback(done)
 
     async def subscribe(self, conn: Connection, scenario: ScenarioRecord, after: int) -> None:
-        subs = self.subscriptions[scenario.id]
+        subs = self.followers.subscriptions[scenario.id]
         old = subs.pop(conn, None)
         if old is not None:
             old.stop()
         if not self._followed(scenario.id):
             await self.backplane.subscribe(scenario_channel(scenario.id))
-        subs[conn] = Subscription(self, conn, scenario, after)
+        subs[conn] = Subscription(self.store, conn, scenario, after)
 
     async def unsubscribe(self, conn: Connection, scenario_id: str) -> None:
-        subs = self.subscriptions.get(scenario_id)
+        subs = self.followers.subscriptions.get(scenario_id)
         if subs is None:
             return
         sub = subs.pop(conn, None)
         if sub is not None:
             sub.stop()
         if not subs:
-            del self.subscriptions[scenario_id]
+            del self.followers.subscriptions[scenario_id]
             if not self._followed(scenario_id):
                 await self.backplane.unsubscribe(scenario_channel(scenario_id))
 
+    async def unsubscribe_all(self, scenario_id: str) -> None:
+        for watcher in list(self.followers.subscriptions.get(scenario_id, {})):
+            await self.unsubscribe(watcher, scenario_id)
+
     def forward_output(self, scenario_id: str, scenario_name: str, output: Output) -> None:
         """Live output goes straight to current subscribers; the result keeps the durable copy."""
-        self._forward_local(scenario_id, scenario_name, output)
+        self.followers.forward(scenario_id, scenario_name, output)
         if self.backplane.shared:
             self.backplane.publish(
                 scenario_channel(scenario_id),
                 {"kind": "output", "scenario": scenario_id, "name": scenario_name, "output": output.to_wire()},
             )
 
-    def _forward_local(self, scenario_id: str, scenario_name: str, output: Output) -> None:
-        for conn in self.subscriptions.get(scenario_id, {}):
-            conn.send(output, scenario=scenario_name)
-        for listener in self.listeners.get(scenario_id, ()):
-            listener.output(output)
-
     # sessions
     def attach_master(self, conn: Connection) -> None:
-        self.masters[conn.id].add(conn)
+        self.sessions.masters[conn.id].add(conn)
 
     async def attach_daemon(self, conn: Connection) -> None:
         """A machine connected: a newer session replaces an older one (the old socket is likely half-open)."""
-        old = self.daemons.get(conn.id)
-        self.daemons[conn.id] = conn
+        old = self.sessions.daemons.get(conn.id)
+        self.sessions.daemons[conn.id] = conn
         if old is not None and old is not conn:
             await old.close(ErrorCode.SHUTTING_DOWN, "replaced by a newer session of the same machine")
         await self.backplane.claim(conn.id)
@@ -292,11 +271,11 @@ class Hub:
         await self.deliver_queued(conn.id)
 
     async def detach(self, conn: Connection) -> None:
-        for scenario_id in list(self.subscriptions):
+        for scenario_id in list(self.followers.subscriptions):
             await self.unsubscribe(conn, scenario_id)
-        self.masters.get(conn.id, set()).discard(conn)
-        if self.daemons.get(conn.id) is conn:
-            del self.daemons[conn.id]
+        self.sessions.masters.get(conn.id, set()).discard(conn)
+        if self.sessions.daemons.get(conn.id) is conn:
+            del self.sessions.daemons[conn.id]
             await self.backplane.release(conn.id)
             try:
                 moved = await self.backplane.locate(conn.id)
@@ -310,7 +289,7 @@ class Hub:
 
     async def locate(self, machine_id: str) -> str | None:
         """The replica holding the machine's session, None when it is offline."""
-        if machine_id in self.daemons:
+        if machine_id in self.sessions.daemons:
             return self.replica_id
         return await self.backplane.locate(machine_id)
 
@@ -322,14 +301,14 @@ class Hub:
     async def revoke(self, machine_ids: list[str], reason: str) -> None:
         """Close the sessions of machines whose keys were just revoked, wherever they are connected."""
         for machine_id in machine_ids:
-            conn = self.daemons.pop(machine_id, None)
+            conn = self.sessions.daemons.pop(machine_id, None)
             if conn is not None:
                 await conn.close(ErrorCode.REVOKED, reason)
             else:
                 await self._tell_holder(machine_id, {"kind": "revoke", "machine": machine_id, "reason": reason})
 
     async def cancel_on_machine(self, machine_id: str, order_id: str, scenario_name: str) -> None:
-        conn = self.daemons.get(machine_id)
+        conn = self.sessions.daemons.get(machine_id)
         if conn is not None:
             conn.send(Cancel(order_id), scenario=scenario_name)
         else:
@@ -348,11 +327,11 @@ class Hub:
         ``new``: the order just queued. A session that has had every older queued order gets only that one;
         rereading the whole queue per new order made a backlog of N orders cost N reads each (quadratic).
         """
-        if machine_id not in self.daemons:
+        if machine_id not in self.sessions.daemons:
             await self._tell_holder(machine_id, {"kind": "deliver", "machine": machine_id})
             return
-        async with self._delivery_locks[machine_id]:
-            conn = self.daemons.get(machine_id)
+        async with self.sessions.delivery_locks[machine_id]:
+            conn = self.sessions.daemons.get(machine_id)
             if conn is None:
                 return
             orders = [new] if new is not None and conn.caught_up else await self.store.queued_orders(machine_id)
@@ -370,14 +349,20 @@ class Hub:
 
     # messages from other replicas
     async def _on_peer_message(self, message: dict[str, Any]) -> None:
-        handler = self._peer_handlers.get(str(message.get("kind")))
-        if handler is None:
-            log.warning("unknown backplane message kind %r", message.get("kind"))
+        kind = str(message.get("kind"))
+        core = _CORE_PEER_HANDLERS.get(kind)
+        if core is not None:
+            await core(self, message)
             return
-        await handler(message)
+        for extension in self.extensions:
+            handler = extension.peer_handlers.get(kind)
+            if handler is not None:
+                await handler(self, message)
+                return
+        log.warning("unknown backplane message kind %r", message.get("kind"))
 
     async def _peer_deliver(self, message: dict[str, Any]) -> None:
-        if message["machine"] in self.daemons:
+        if message["machine"] in self.sessions.daemons:
             await self.deliver_queued(message["machine"])
 
     async def remove_master(self, name: str) -> dict[str, Any] | None:
@@ -398,24 +383,19 @@ class Hub:
         return {"master": record.id, "name": name, "scenarios": [s.name for s in scenarios], "revoked": revoked}
 
     async def _drop_master_sessions(self, master_id: str) -> None:
-        for conn in list(self.masters.pop(master_id, set())):
+        for conn in list(self.sessions.masters.pop(master_id, set())):
             await conn.close(ErrorCode.REVOKED, "this master was removed from the hub")
 
     async def _peer_drop_master(self, message: dict[str, Any]) -> None:
         await self._drop_master_sessions(message["master"])
 
-    async def _peer_cancel_plan(self, message: dict[str, Any]) -> None:
-        from server.plans import cancel_here
-
-        await cancel_here(self, message["plan"])
-
     async def _peer_cancel(self, message: dict[str, Any]) -> None:
-        conn = self.daemons.get(message["machine"])
+        conn = self.sessions.daemons.get(message["machine"])
         if conn is not None:
             conn.send(Cancel(message["order"]), scenario=message["name"])
 
     async def _peer_revoke(self, message: dict[str, Any]) -> None:
-        conn = self.daemons.pop(message["machine"], None)
+        conn = self.sessions.daemons.pop(message["machine"], None)
         if conn is not None:
             await conn.close(ErrorCode.REVOKED, message["reason"])
 
@@ -425,13 +405,13 @@ class Hub:
     async def _peer_output(self, message: dict[str, Any]) -> None:
         raw = message["output"]
         output = Output(raw["order_id"], raw["stream"], raw["data"], raw.get("machine", ""))
-        self._forward_local(message["scenario"], message["name"], output)
+        self.followers.forward(message["scenario"], message["name"], output)
 
     async def _on_backplane_back(self) -> None:
         """Notifications may have been lost while the backplane was down: catch up on everything local."""
-        for scenario_id in list(self.subscriptions):
+        for scenario_id in list(self.followers.subscriptions):
             self._notify_local(scenario_id)
-        for machine_id in list(self.daemons):
+        for machine_id in list(self.sessions.daemons):
             await self.backplane.claim(machine_id)
             await self.deliver_queued(machine_id)
 
@@ -443,7 +423,7 @@ class Hub:
 
     def rebalance(self, share: float) -> int:
         """Ask a random ``share`` (0-1) of this replica's daemons to reconnect, e.g. after a replica joined."""
-        conns = list(self.daemons.values())
+        conns = list(self.sessions.daemons.values())
         chosen = random.sample(conns, round(max(0.0, min(1.0, share)) * len(conns)))
         self.ask_to_reconnect(chosen, "rebalancing load across hub replicas")
         return len(chosen)
@@ -454,34 +434,38 @@ class Hub:
         Orders delivered but not yet acknowledged stay queued in the shared store, so the replica a daemon
         reconnects to delivers them again; nothing in flight is lost by closing here.
         """
-        if self.draining:
+        if self.life.draining:
             return
-        self.draining = True
-        log.info("draining: asking %d daemons to reconnect elsewhere", len(self.daemons))
-        self.ask_to_reconnect(list(self.daemons.values()), "hub replica is draining")
+        self.life.draining = True
+        daemons = self.sessions.daemons
+        log.info("draining: asking %d daemons to reconnect elsewhere", len(daemons))
+        self.ask_to_reconnect(list(daemons.values()), "hub replica is draining")
         deadline = time.monotonic() + self.settings.drain_timeout
-        while self.daemons and time.monotonic() < deadline:
+        while daemons and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if self.daemons:
-            log.warning("drain timeout: closing %d daemons that did not leave", len(self.daemons))
+        if daemons:
+            log.warning("drain timeout: closing %d daemons that did not leave", len(daemons))
         await self.close_all()
 
     async def close_all(self) -> None:
-        self.draining = True
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self._adopter is not None:  # before the runners stop: it would start them again
-            self._adopter.cancel()
-        for runner in list(self.plan_runners.values()):  # stopped here; resumed from the store by the next start
-            if runner.task is not None:
-                runner.task.cancel()
-        for subs in self.subscriptions.values():
-            for sub in subs.values():
-                sub.stop()
-        conns = list(self.daemons.values()) + [c for s in self.masters.values() for c in s]
-        for conn in conns:
+        self.life.draining = True
+        for task in self.life.loops:  # the features' first (plan adoption would start runners again)
+            task.cancel()
+        for extension in self.extensions:
+            await extension.on_stop(self)
+        self.followers.stop_all()
+        for conn in list(self.sessions.peers()):
             with contextlib.suppress(Exception):
                 await conn.close(ErrorCode.SHUTTING_DOWN, "hub is shutting down")
         await self.backplane.close()
+
+
+_CORE_PEER_HANDLERS: dict[str, PeerHandler] = {
+    "deliver": Hub._peer_deliver,
+    "cancel": Hub._peer_cancel,
+    "revoke": Hub._peer_revoke,
+    "event": Hub._peer_event,
+    "output": Hub._peer_output,
+    "mail": Hub._peer_mail,
+    "drop_master": Hub._peer_drop_master,
+}

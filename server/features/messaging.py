@@ -9,27 +9,28 @@ and handed to the receiver with the sender's certificate, which the receiving da
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from protocol import Envelope, ErrorCode, Role
 from protocol.envelope import pack
 from protocol.messages import MsgRecv, MsgSend, Response
 from protocol.signed_values import ValueKind
 from protocol.targeting import UnknownMachine, select
-from server.connection import Connection
-from server.errors import RequestError
-from server.futures import MAX_VALUE, MAX_WAIT, accepted_statement, requester_scenario, signed_answer
+from server.core.connection import Connection
+from server.core.dispatch import HandlerTable
+from server.core.errors import RequestError
+from server.core.feature import Feature
+from server.core.hub import Hub
+from server.features.kv import MAX_VALUE, MAX_WAIT, accepted_statement, requester_scenario, signed_answer
 from server.store import MessageRecord
 
-if TYPE_CHECKING:
-    from server.hub import Hub
+handlers = HandlerTable()
+
 
 TOPIC_MAX = 128
 
 
-async def msg_send(hub: Hub, conn: Connection, env: Envelope) -> None:
-    body = env.body
-    assert isinstance(body, MsgSend)
+@handlers.on(MsgSend, roles=(Role.MASTER, Role.DAEMON))
+async def msg_send(hub: Hub, conn: Connection, env: Envelope, body: MsgSend) -> None:
     if not body.topic or len(body.topic) > TOPIC_MAX or not body.topic.isprintable():
         raise RequestError(ErrorCode.INVALID_REQUEST, f"a topic is 1-{TOPIC_MAX} printable characters")
     if len(body.data) > MAX_VALUE:
@@ -54,10 +55,9 @@ async def msg_send(hub: Hub, conn: Connection, env: Envelope) -> None:
     conn.send(Response({"to": names}), reply_to=env.id)
 
 
-async def msg_recv(hub: Hub, conn: Connection, env: Envelope) -> None:
+@handlers.on(MsgRecv, roles=(Role.DAEMON,))
+async def msg_recv(hub: Hub, conn: Connection, env: Envelope, body: MsgRecv) -> None:
     """A machine's next message (answered later, from a task: the session goes on meanwhile)."""
-    body = env.body
-    assert isinstance(body, MsgRecv)
     if conn.role is not Role.DAEMON:
         raise RequestError(ErrorCode.INVALID_REQUEST, "only machines have mailboxes")
     if not 0 <= body.timeout <= MAX_WAIT:
@@ -68,7 +68,7 @@ async def msg_recv(hub: Hub, conn: Connection, env: Envelope) -> None:
         return found[0] if found else None
 
     async def answer() -> None:
-        message = await hub.kv_waiters.until(hub, conn.scenario_id, check, body.timeout, mailbox=conn.id)
+        message = await hub.wait_until(conn.scenario_id, check, body.timeout, mailbox=conn.id)
         if message is None:
             conn.reply_error(env, ErrorCode.TIMEOUT, f"no message{' on ' + body.topic if body.topic else ''} in time")
         else:
@@ -77,3 +77,6 @@ async def msg_recv(hub: Hub, conn: Connection, env: Envelope) -> None:
             conn.send(Response({**message.to_wire(), **signed}), reply_to=env.id)
 
     hub.spawn(answer(), name=f"msg-recv-{conn.id}")
+
+
+FEATURE = Feature("messaging", handlers)

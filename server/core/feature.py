@@ -1,0 +1,45 @@
+"""A feature of the hub: its request handlers, what it does with backplane messages from other replicas, what it
+starts and stops with the hub, how it hears of new events, and its HTTP routes. ``server/app.py`` lists them; the
+core knows them only through these fields."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from server.core.dispatch import HandlerTable
+from server.core.hub import Hub
+
+PeerHandler = Callable[[Hub, dict[str, Any]], Awaitable[None]]
+Hook = Callable[[Hub], Awaitable[None]]
+
+
+async def _nothing(hub: Hub) -> None:
+    return None
+
+
+def _never(hub: Hub, scenario_id: str) -> bool:
+    return False
+
+
+def _ignore(hub: Hub, scenario_id: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    handlers: HandlerTable = field(default_factory=HandlerTable)
+    peer_handlers: Mapping[str, PeerHandler] = field(default_factory=dict)
+    """Backplane message kinds this feature handles (``server.core.peers``)."""
+    on_start: Hook = _nothing
+    on_stop: Hook = _nothing
+    """Before the hub closes its sessions."""
+    on_events: Callable[[Hub, str], None] = _ignore
+    """New events are in the scenario's log (from this replica or another)."""
+    follows: Callable[[Hub, str], bool] = _never
+    """Whether the feature waits on the scenario here (so the hub keeps hearing of it from other replicas)."""
+    routes: Callable[[web.Application], None] | None = None
