@@ -9,6 +9,14 @@ from typing import Any
 
 from protocol import Envelope, ErrorCode, MsgType, OrderKind, OrderState, ProtocolError, PublicKey, SignedResult
 from protocol.certificates import addresses_from_facts
+from protocol.events import (
+    MACHINE_READY_FACTS,
+    CommandDelivered,
+    CommandFinished,
+    CommandStarted,
+    MachineKeyRotated,
+    MachineReady,
+)
 from protocol.messages import OrderAck, OrderStarted, Output, Reconnect, Result, ResultAck, SystemReady
 from server import futures, messaging
 from server.connection import Connection, log_safe
@@ -22,9 +30,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Hub, Connection, Envelope], Awaitable[None]]
 
 
-_KEY_FACTS = ("hostname", "os", "os_release", "kernel", "cpus", "memory_total", "daemon_version")
-
-
 async def system_ready(hub: Hub, conn: Connection, env: Envelope) -> None:
     body = env.body
     assert isinstance(body, SystemReady)
@@ -34,9 +39,9 @@ async def system_ready(hub: Hub, conn: Connection, env: Envelope) -> None:
     await hub.store.update_machine(
         conn.id, status=MachineStatus.READY, last_seen=time.time(), facts=body.facts, ips=ips, ready_proof=proof
     )
-    summary = {k: body.facts[k] for k in _KEY_FACTS if k in body.facts}
-    summary["ips"] = ips
-    await hub.emit(conn.scenario_id, "machine_ready", conn.machine_name, summary)
+    # The facts repeated in the event are kept as reported (a fact the daemon could not determine is None).
+    facts = {k: body.facts[k] for k in MACHINE_READY_FACTS if k in body.facts}
+    await hub.emit(conn.scenario_id, MachineReady(ips=ips, facts=facts), conn.machine_name)
 
 
 # Orders a session remembers as its machine's (beyond those it delivered): enough for every command running at once.
@@ -69,9 +74,9 @@ def _not_its_own(hub: Hub, conn: Connection, order_id: str) -> None:
         )  # fmt: skip
 
 
-_PROGRESS: dict[MsgType, tuple[OrderState, str]] = {
-    MsgType.ORDER_ACK: (OrderState.DELIVERED, "command_delivered"),
-    MsgType.ORDER_STARTED: (OrderState.RUNNING, "command_started"),
+_PROGRESS: dict[MsgType, tuple[OrderState, type[CommandDelivered | CommandStarted]]] = {
+    MsgType.ORDER_ACK: (OrderState.DELIVERED, CommandDelivered),
+    MsgType.ORDER_STARTED: (OrderState.RUNNING, CommandStarted),
 }
 
 
@@ -79,11 +84,11 @@ async def order_progress(hub: Hub, conn: Connection, env: Envelope) -> None:
     """ORDER_ACK (journaled by the daemon) and ORDER_STARTED move an order forward, never back."""
     body = env.body
     assert isinstance(body, OrderAck | OrderStarted)
-    state, kind = _PROGRESS[env.type]
+    state, event = _PROGRESS[env.type]
     if await _own_order(hub, conn, body.order_id) and await hub.store.set_order_state(
         body.order_id, state, time.time()
     ):
-        await hub.emit(conn.scenario_id, kind, conn.machine_name, {"order_id": body.order_id})
+        await hub.emit(conn.scenario_id, event(order_id=body.order_id), conn.machine_name)
 
 
 async def output(hub: Hub, conn: Connection, env: Envelope) -> None:
@@ -131,17 +136,10 @@ async def result(hub: Hub, conn: Connection, env: Envelope) -> None:
         if stored and order.kind == OrderKind.ROTATE_KEY.value and signed.status is OrderState.SUCCEEDED:
             await _rotate_key(hub, conn, signed)
         if stored:
-            await hub.emit(
-                conn.scenario_id,
-                "command_finished",
-                conn.machine_name,
-                {
-                    "order_id": signed.order_id,
-                    "status": signed.status.value,
-                    "exit_code": signed.exit_code,
-                    "error": signed.error,
-                },
+            finished = CommandFinished(
+                order_id=signed.order_id, status=signed.status.value, exit_code=signed.exit_code, error=signed.error
             )
+            await hub.emit(conn.scenario_id, finished, conn.machine_name)
     # Acknowledge even duplicates and orders the hub no longer knows, or the daemon would resend forever.
     conn.send(ResultAck(signed.order_id), scenario=conn.scenario_name)
 
@@ -179,7 +177,7 @@ async def _rotate_key(hub: Hub, conn: Connection, signed: SignedResult) -> None:
         return  # gone, or this result was resent after the rotation was done
     # The signed result goes with the key: it is how masters (and daemons) accept the new key without the hub.
     await hub.store.rotate_machine_key(conn.id, new_key.to_text(), report.lower(), proof=signed.to_wire())
-    await hub.emit(conn.scenario_id, "machine_key_rotated", conn.machine_name, {"public_key": new_key.to_text()})
+    await hub.emit(conn.scenario_id, MachineKeyRotated(public_key=new_key.to_text()), conn.machine_name)
     conn.send(Reconnect(0.0, "the machine key was rotated: reconnect with the new key"), scenario=conn.scenario_name)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from protocol import Envelope, ErrorCode, MsgType, Order, OrderKind, OrderState, ProtocolError, PublicKey
 from protocol.certificates import MachineCertificate
 from protocol.envelope import pack
+from protocol.events import CommandCancelRequested, CommandFinished, CommandQueued, MachineRevoked, ScenarioCreated
 from protocol.messages import (
     DistPut,
     EventsSubscribe,
@@ -172,7 +173,7 @@ async def scenario_create(hub: Hub, conn: Connection, env: Envelope) -> None:
             ErrorCode.ALREADY_EXISTS,
             f"scenario {body.name!r} exists already, or a machine key is in use elsewhere",
         ) from None
-    await hub.emit(scenario.id, "scenario_created", "", {"machines": [s.name for s in specs]})
+    await hub.emit(scenario.id, ScenarioCreated(machines=[s.name for s in specs]), "")
     conn.send(Response(await scenario_wire(hub, scenario, proofs=True)), scenario=body.name, reply_to=env.id)
 
 
@@ -220,7 +221,7 @@ async def machine_revoke(hub: Hub, conn: Connection, env: Envelope) -> None:
         raise RequestError(ErrorCode.NOT_FOUND, f"scenario {scenario.name!r} has no machine {body.machine!r}")
     await hub.store.delete_machine(machine.id)
     await hub.revoke([machine.id], f"machine {machine.name!r} was revoked from scenario {scenario.name!r}")
-    await hub.emit(scenario.id, "machine_revoked", machine.name, {"machine_id": machine.id})
+    await hub.emit(scenario.id, MachineRevoked(machine_id=machine.id), machine.name)
     conn.send(Response({"revoked": machine.id}), scenario=scenario.name, reply_to=env.id)
 
 
@@ -245,17 +246,17 @@ async def machine_certify(hub: Hub, conn: Connection, env: Envelope) -> None:
     conn.send(Response({"certified": certified}), scenario=scenario.name, reply_to=env.id)
 
 
-def _order_summary(order: Order) -> dict[str, Any]:
-    summary: dict[str, Any] = {"order_id": order.id, "kind": order.kind.value}
-    if order.kind is OrderKind.EXEC:
-        summary["command"] = str(order.body.get("command", ""))[:200]
-    elif order.kind is OrderKind.PUT_FILE:
-        summary["path"] = order.body.get("path", "")
-    elif order.kind is OrderKind.UPDATE:
-        summary["wheel"] = order.body.get("wheel", "")
-    if order.body.get("job"):
-        summary["job"] = order.body["job"]
-    return summary
+def _order_summary(order: Order) -> CommandQueued:
+    # The body is the master's, not checked here (the daemon checks it): its values are repeated as they are.
+    body = order.body
+    return CommandQueued(
+        order_id=order.id,
+        kind=order.kind.value,
+        command=str(body.get("command", ""))[:200] if order.kind is OrderKind.EXEC else None,
+        path=body.get("path", "") if order.kind is OrderKind.PUT_FILE else None,
+        wheel=body.get("wheel", "") if order.kind is OrderKind.UPDATE else None,
+        job=body["job"] if body.get("job") else None,
+    )
 
 
 async def order_submit(hub: Hub, conn: Connection, env: Envelope) -> None:
@@ -341,7 +342,7 @@ async def queue_order(
     # when the machine reconnects or the backplane comes back.
     accepted()
     try:
-        await hub.emit(scenario.id, "command_queued", machine.name, _order_summary(order))
+        await hub.emit(scenario.id, _order_summary(order), machine.name)
         await hub.deliver_queued(machine.id, record)
     except (StoreError, BackplaneUnavailable) as exc:
         log.warning("order %s is queued but could not be announced or delivered yet: %s", order.id, exc)
@@ -426,13 +427,14 @@ async def cancel_order(hub: Hub, scenario: ScenarioRecord, order: OrderRecord) -
     if order.state is OrderState.QUEUED and await hub.locate(order.machine_id) is None:
         # Never reached the machine: cancelling it here is final and nothing runs.
         await hub.store.store_result(order.id, OrderState.CANCELLED, {}, time.time())
-        finished = {"order_id": order.id, "status": OrderState.CANCELLED.value, "exit_code": None}
-        finished["error"] = "cancelled before delivery"
-        await hub.emit(scenario.id, "command_finished", machine_name, finished)
+        finished = CommandFinished(
+            order_id=order.id, status=OrderState.CANCELLED.value, exit_code=None, error="cancelled before delivery"
+        )
+        await hub.emit(scenario.id, finished, machine_name)
         return OrderState.CANCELLED
     if not order.state.final:
         await hub.cancel_on_machine(order.machine_id, order.id, scenario.name)
-        await hub.emit(scenario.id, "command_cancel_requested", machine_name, {"order_id": order.id})
+        await hub.emit(scenario.id, CommandCancelRequested(order_id=order.id), machine_name)
     return order.state
 
 
