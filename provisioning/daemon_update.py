@@ -21,6 +21,7 @@ from pathlib import Path
 from clients.master.models import EventInfo
 from clients.master.sdk import Master
 from protocol import OrderKind
+from protocol.events import BootStep
 from protocol.orders import update_body
 from provisioning.release import publish_release
 
@@ -76,14 +77,16 @@ async def update_daemons(
 
     async def follow() -> None:
         async for item in master.events(scenario, cursor):
-            if not isinstance(item, EventInfo) or item.machine not in outcomes or item.kind != "boot_step":
+            if not isinstance(item, EventInfo) or item.machine not in outcomes:
                 continue
-            step, status, detail = item.data.get("step"), item.data.get("status"), str(item.data.get("detail", ""))
+            if not isinstance(boot := item.payload, BootStep):
+                continue
+            step, status, detail = boot.step, boot.status, boot.detail
             if step == "update-confirmed":
                 settle(item.machine, UpdateOutcome.UPDATED, detail, detail.removeprefix("now running "))
             elif step == "update-rolled-back":
                 settle(item.machine, UpdateOutcome.ROLLED_BACK, detail)
-            elif isinstance(step, str) and step.startswith("update-"):
+            elif step.startswith("update-"):
                 say(item.machine, f"{step} {status}" + (f": {detail.splitlines()[0]}" if detail else ""))
 
     follower = asyncio.create_task(follow())

@@ -20,6 +20,8 @@ from clients.daemon.config import DaemonConfig
 from clients.master.models import EventInfo
 from clients.master.sdk import Master
 from protocol import ErrorCode, RemoteError
+from protocol.boot import BootStatus
+from protocol.events import BootStep, EventKind
 from provisioning.hubinfo import self_signed_certificate
 from provisioning.providers.base import ProvidedMachine, Provider, ProviderError, Teardown
 from provisioning.release import ReleaseError, publish_release
@@ -79,6 +81,8 @@ class DownReport:
 Progress = Callable[[MachineProgress, str], None]
 Notice = Callable[[str], None]
 DEFAULT_QUIET_WARNING = 60.0
+# Any of these shows a machine reached the hub (so the quiet-machines notice is not needed).
+_SIGNS_OF_LIFE = frozenset({EventKind.BOOT_STEP, EventKind.MACHINE_CONNECTED, EventKind.MACHINE_READY})
 
 
 def quiet_machines_notice(seconds: float, machines_hub: str) -> str:
@@ -150,18 +154,18 @@ async def up(
             if not isinstance(item, EventInfo) or item.machine not in machines:
                 continue
             state = machines[item.machine]
-            if item.kind in ("boot_step", "machine_connected", "machine_ready"):
+            if item.kind in _SIGNS_OF_LIFE:
                 first_step.set()
-            if item.kind == "boot_step":
-                state.step, state.step_status = str(item.data.get("step", "")), str(item.data.get("status", ""))
-                if state.step_status == "failed":
-                    state.detail = str(item.data.get("detail", ""))
+            if isinstance(step := item.payload, BootStep):
+                state.step, state.step_status = step.step, step.status
+                if state.step_status == BootStatus.FAILED:
+                    state.detail = step.detail
                     settle(state, Outcome.FAILED, f"startup step {state.step!r} failed")
                 elif not state.done:
                     say(state, f"{state.step} {state.step_status}")
-            elif item.kind == "machine_connected" and not state.done:
+            elif item.kind == EventKind.MACHINE_CONNECTED and not state.done:
                 say(state, "daemon connected")
-            elif item.kind == "machine_ready":
+            elif item.kind == EventKind.MACHINE_READY:
                 settle(state, Outcome.READY, "SystemReady")
 
     async def create(name: str) -> None:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from protocol import ErrorCode, ProtocolError
 from protocol.boot import MAX_DETAIL, MAX_SKEW, parse_report, verify_report
+from protocol.events import BootStep
 from server.core.appkeys import HUB_KEY
 from server.guard import TokenBucket
 from server.store import StoreError
@@ -83,9 +84,9 @@ async def boot_report(request: web.Request) -> web.Response:
     if not first:  # the MAC as verified, whatever the hex case
         return json_error(409, ErrorCode.BAD_SEQUENCE, "this boot report was received already (replay)")
     detail = report.detail[-DETAIL_SHOWN:].decode("utf-8", "replace")
-    data = {"step": report.step, "status": report.status.value, "detail": detail, "time": report.time}
+    step = BootStep(step=report.step, status=report.status.value, detail=detail, time=report.time)
     try:
-        event = await hub.emit(machine.scenario_id, "boot_step", machine.name, data)
+        event = await hub.emit(machine.scenario_id, step, machine.name)
     except StoreError:
         return json_error(503, ErrorCode.UNAVAILABLE, "the hub's store is unavailable; retry later")
     return web.json_response({"accepted": True, "cursor": event.cursor}, status=202)

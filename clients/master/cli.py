@@ -23,7 +23,9 @@ from clients.master.keys import KeyFileError, default_key_path, load_master_key,
 from clients.master.models import CommandResult, EventInfo, OutputChunk
 from clients.master.sdk import Master, MasterError, UnsignedJobError
 from protocol import CrcError, Identity, RemoteError
+from protocol.boot import BootStatus
 from protocol.delegation import DELEGATION_LIFETIME
+from protocol.events import BootStep
 from protocol.logformat import LOG_FORMATS, configure_logging
 from protocol.orders import MAX_ORDER_TTL
 from protocol.plans import Plan, PlanError, from_gorch, parse_plan
@@ -533,11 +535,11 @@ async def cmd_ping(args: argparse.Namespace) -> int:
 
 def format_event(event: EventInfo) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(event.ts))
-    if event.kind == "boot_step":
+    if isinstance(step := event.payload, BootStep):
         # A startup script's step; a failed one shows the end of its output under it.
-        details = f"{event.data.get('step')} {event.data.get('status')}"
-        if event.data.get("status") == "failed":
-            tail = str(event.data.get("detail", "")).strip().splitlines()[-10:]
+        details = f"{step.step} {step.status}"
+        if step.status == BootStatus.FAILED:
+            tail = step.detail.strip().splitlines()[-10:]
             details += "".join(f"\n{'':>28}| {line}" for line in tail)
     else:
         details = " ".join(f"{k}={v}" for k, v in event.data.items() if k != "session")

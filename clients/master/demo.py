@@ -20,9 +20,19 @@ from clients.master.keys import write_private_key
 from clients.master.models import EventInfo, OutputChunk
 from clients.master.sdk import Master
 from protocol import Identity
+from protocol.events import BootStep, CommandFinished, CommandQueued, EventKind, EventPayload
 
 MACHINES = [("mysql", "linux", "database"), ("web", "linux", "web"), ("dev", "linux", "dev")]
 SCENARIO = "shop"
+
+
+def _detail(payload: EventPayload | None) -> str:
+    """What a line of the demo's event log shows after the kind: the command or path queued, or a status."""
+    if isinstance(payload, CommandQueued):
+        return payload.command or payload.path or ""
+    if isinstance(payload, CommandFinished | BootStep):
+        return payload.status
+    return ""
 
 
 class Demo:
@@ -85,10 +95,10 @@ class Demo:
                 for line in item.data.decode("utf-8", "replace").splitlines():
                     self.say(f"    {item.machine}> {line}")
             elif isinstance(item, EventInfo) and (
-                self.verbose or item.kind not in ("command_delivered", "command_started")
+                self.verbose or item.kind not in (EventKind.COMMAND_DELIVERED, EventKind.COMMAND_STARTED)
             ):
-                detail = item.data.get("command") or item.data.get("path") or item.data.get("status") or ""
-                self.say(f"  event {item.cursor:>3} {item.machine or SCENARIO:<6} {item.kind} {str(detail)[:60]}")
+                detail = _detail(item.payload)
+                self.say(f"  event {item.cursor:>3} {item.machine or SCENARIO:<6} {item.kind} {detail[:60]}")
 
     async def stop_all(self) -> None:
         for _name, proc in reversed(self.processes):

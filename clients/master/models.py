@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from protocol import ErrorCode, Identity, OrderState, ProtocolError, PublicKey, SignedResult
 from protocol.certificates import MachineCertificate, ReadyStatement, addresses_from_facts, trusted_keys
+from protocol.events import EventPayload, from_wire
 from protocol.targeting import select
 
 
@@ -134,12 +136,24 @@ class NewMachine:
 
 @dataclass(frozen=True)
 class EventInfo:
+    """One event of a scenario's log. ``kind`` is a ``protocol.events.EventKind`` value (or a newer hub's kind this
+    client does not know); ``data`` the map as the hub sent it, ``payload`` the same typed."""
+
     scenario: str
     cursor: int
     kind: str
     machine: str
     ts: float
     data: dict[str, Any]
+
+    @cached_property
+    def payload(self) -> EventPayload | None:
+        """The typed data, or None for a kind this client does not know or data that does not fit its kind: a
+        watcher shows such an event from ``kind`` and ``data`` rather than stopping at it."""
+        try:
+            return from_wire(self.kind, self.data)
+        except ProtocolError:
+            return None
 
 
 @dataclass(frozen=True)

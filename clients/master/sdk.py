@@ -38,6 +38,7 @@ from protocol import (
     MsgType,
     Order,
     OrderKind,
+    OrderState,
     ProtocolError,
     PublicKey,
     RemoteError,
@@ -46,6 +47,7 @@ from protocol import (
 from protocol.boot import report_key
 from protocol.certificates import MachineCertificate
 from protocol.delegation import DELEGATION_LIFETIME, Delegation
+from protocol.events import CommandFinished, EventKind, MachineKeyRotated
 from protocol.jobs import ANY_SCENARIO, JobStatement
 from protocol.messages import (
     Body,
@@ -509,15 +511,15 @@ class Master:
                     raise MasterError(f"{machine} rotated its key but did not reconnect within {timeout:.0f} s")
                 try:
                     event = await asyncio.wait_for(
-                        self._next_event(consumer, {"machine_key_rotated", "machine_ready"}), remaining
+                        self._next_event(consumer, {EventKind.MACHINE_KEY_ROTATED, EventKind.MACHINE_READY}), remaining
                     )
                 except TimeoutError:
                     continue
                 if event.machine != machine:
                     continue
-                if event.kind == "machine_key_rotated":
-                    rotated, new_key = True, str(event.data["public_key"])
-                elif rotated:
+                if isinstance(event.payload, MachineKeyRotated):
+                    rotated, new_key = True, event.payload.public_key
+                elif rotated and event.kind == EventKind.MACHINE_READY:
                     await self.scenario(scenario)  # refresh the cached keys
                     return new_key
 
@@ -617,18 +619,18 @@ class Master:
                         raise MasterError(f"not ready after {timeout:.0f} s: {', '.join(sorted(missing))}")
                     try:
                         event = await asyncio.wait_for(
-                            self._next_event(consumer, {"machine_ready", "machine_offline"}),
+                            self._next_event(consumer, {EventKind.MACHINE_READY, EventKind.MACHINE_OFFLINE}),
                             min(remaining, resync - time.monotonic()),
                         )
                     except TimeoutError:
                         continue
-                    if event.kind == "machine_ready":
+                    if event.kind == EventKind.MACHINE_READY:
                         missing.discard(event.machine)
                     else:
                         missing.add(event.machine)
 
     @staticmethod
-    async def _next_event(consumer: _Consumer, kinds: set[str]) -> EventInfo:
+    async def _next_event(consumer: _Consumer, kinds: set[EventKind]) -> EventInfo:
         while True:
             item = await consumer.queue.get()
             if isinstance(item, EventInfo) and item.kind in kinds:
@@ -785,9 +787,9 @@ class Master:
                         if maybe is not None:
                             await maybe
                     continue
-                if isinstance(item, EventInfo) and item.kind == "command_finished":
-                    order_id = str(item.data.get("order_id"))
-                    if in_flight.pop(order_id, None) is not None and item.data.get("status") != "succeeded":
+                if isinstance(item, EventInfo) and isinstance(finished := item.payload, CommandFinished):
+                    succeeded = finished.status == OrderState.SUCCEEDED.value
+                    if in_flight.pop(finished.order_id, None) is not None and not succeeded:
                         failures += 1
                 if deadline is not None and time.monotonic() >= deadline:
                     break  # overall wait over: unfinished ones are returned as they stand
@@ -824,8 +826,8 @@ class Master:
                         maybe = on_output(item)
                         if maybe is not None:
                             await maybe
-                elif item.kind == "command_finished":
-                    pending.discard(str(item.data.get("order_id")))
+                elif isinstance(finished := item.payload, CommandFinished):
+                    pending.discard(finished.order_id)
 
         # Results that finished before we subscribed (a resumed wait) are found by asking once up front.
         for result in await self.results(consumer.scenario, list(ids)):
@@ -917,7 +919,7 @@ class Master:
                 if remaining <= 0:
                     raise MasterError(f"plan {plan_id} not done after {timeout:.0f} s")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._next_event(consumer, {"plan_finished"}), min(remaining, 5.0))
+                    await asyncio.wait_for(self._next_event(consumer, {EventKind.PLAN_FINISHED}), min(remaining, 5.0))
 
     # scenario messages
     async def send_message(self, scenario: str, target: str, topic: str, data: bytes | str) -> list[str]:

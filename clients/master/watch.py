@@ -20,6 +20,18 @@ from rich.table import Table
 from rich.text import Text
 
 from clients.master.models import EventInfo, OutputChunk, Scenario
+from protocol.events import (
+    BootStep,
+    CommandDelivered,
+    CommandFinished,
+    CommandQueued,
+    CommandStarted,
+    EventKind,
+    MachineReady,
+    PlanFinished,
+    PlanStep,
+    ScenarioCreated,
+)
 
 if TYPE_CHECKING:
     from clients.master.sdk import Master
@@ -28,6 +40,12 @@ DEFAULT_TAIL = 15
 REFRESH_PER_SECOND = 4.0
 _STATUS_STYLES = {"ready": "green", "connected": "yellow", "offline": "red", "revoked": "bold red"}
 _STEP_STYLES = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "red", "running": "yellow"}
+_MACHINE_STATUS: dict[str, str] = {
+    EventKind.MACHINE_CONNECTED: "connected",
+    EventKind.MACHINE_READY: "ready",
+    EventKind.MACHINE_OFFLINE: "offline",
+    EventKind.MACHINE_REVOKED: "revoked",
+}
 
 
 @dataclass
@@ -135,51 +153,52 @@ class WatchState:
         self.events.append(event)
         self.cursor = max(self.cursor, event.cursor)
         live = event.cursor > self.snapshot_cursor
-        data = event.data
         row = self._machine(event.machine) if event.machine else None
         if row is not None and live:
             row.last_seen = max(row.last_seen or 0.0, event.ts)
-        kind = event.kind
-        if kind == "scenario_created":
-            for name in data.get("machines") or []:
-                self._machine(str(name))
-        elif row is not None and kind in ("machine_connected", "machine_ready", "machine_offline", "machine_revoked"):
+        # A status follows from the kind alone; everything else from the typed payload (None if unreadable).
+        payload = event.payload
+        status = _MACHINE_STATUS.get(event.kind)
+        if isinstance(payload, ScenarioCreated):
+            for name in payload.machines:
+                self._machine(name)
+        elif row is not None and status is not None:
             if live:
-                row.status = kind.removeprefix("machine_")
-                if kind == "machine_ready":
-                    row.ips = list(data.get("ips") or row.ips)
-                    row.facts.update({k: v for k, v in data.items() if k != "ips"})
-        elif kind == "boot_step" and row is not None:
-            row.step, row.step_state = f"boot {data.get('step', '?')}", str(data.get("status", ""))
-        elif kind == "command_queued":
-            label = _order_label(data, self.plan_name(str(data["plan"])) if data.get("plan") else "")
-            self.orders[str(data.get("order_id", ""))] = _OrderInfo(event.machine, label)
+                row.status = status
+                if isinstance(payload, MachineReady):
+                    row.ips = list(payload.ips or row.ips)
+                    row.facts.update(payload.facts)
+        elif isinstance(payload, BootStep) and row is not None:
+            row.step, row.step_state = f"boot {payload.step}", payload.status
+        elif isinstance(payload, CommandQueued):
+            label = _order_label(payload, self.plan_name(payload.plan) if payload.plan else "")
+            self.orders[payload.order_id] = _OrderInfo(event.machine, label)
             if row is not None:
                 row.step, row.step_state, row.last_output = label, "queued", ""
-        elif kind in ("command_delivered", "command_started", "command_finished") and row is not None:
-            order_id = str(data.get("order_id", ""))
+        elif isinstance(payload, CommandDelivered | CommandStarted | CommandFinished) and row is not None:
+            order_id = payload.order_id
             # Forgotten once finished, so a long watch does not keep every order it ever saw.
-            known = self.orders.pop(order_id, None) if kind == "command_finished" else self.orders.get(order_id)
+            finished = isinstance(payload, CommandFinished)
+            known = self.orders.pop(order_id, None) if finished else self.orders.get(order_id)
             row.step = known.label if known else f"order {order_id[:8]}"
-            if kind == "command_finished":
-                status = str(data.get("status", "finished"))
-                code = data.get("exit_code")
-                row.step_state = status if code in (None, 0) else f"{status} (exit {code})"
+            if isinstance(payload, CommandFinished):
+                code = payload.exit_code
+                row.step_state = payload.status if code in (None, 0) else f"{payload.status} (exit {code})"
             else:
-                row.step_state = "running" if kind == "command_started" else "delivered"
-        elif kind in ("plan_step", "plan_finished") and data.get("plan"):
+                row.step_state = "running" if isinstance(payload, CommandStarted) else "delivered"
+        elif isinstance(payload, PlanStep | PlanFinished) and payload.plan:
             # History only names plans the snapshot has (or that are gone): no row is made up from it.
-            plan = self._plan(str(data["plan"])) if live else self.plans.get(str(data["plan"]))
+            plan = self._plan(payload.plan) if live else self.plans.get(payload.plan)
             if plan is None:
                 return
-            if kind == "plan_finished":
-                plan.outcome = str(data.get("outcome", ""))
+            if isinstance(payload, PlanFinished):
+                plan.outcome = payload.outcome
             if live:
                 plan.seen_live = True
-                if kind == "plan_finished":
+                if isinstance(payload, PlanFinished):
                     plan.done = True
                 else:
-                    plan.steps[str(data.get("step", ""))] = str(data.get("state", ""))
+                    plan.steps[payload.step] = payload.state
 
     def apply_output(self, chunk: OutputChunk) -> None:
         lines = chunk.data.decode("utf-8", "replace").strip().splitlines()
@@ -191,12 +210,12 @@ class WatchState:
         return plan.name if plan else plan_id
 
 
-def _order_label(data: dict[str, Any], plan: str = "") -> str:
-    what = data.get("job") or data.get("command") or data.get("path") or data.get("wheel") or data.get("kind", "?")
-    what = " ".join(str(what).split())  # a multi-line script on one line
-    if data.get("step"):
-        return f"{plan or 'plan'}/{data['step']}: {what}"
-    return str(what)
+def _order_label(queued: CommandQueued, plan: str = "") -> str:
+    what = queued.job or queued.command or queued.path or queued.wheel or queued.kind or "?"
+    what = " ".join(what.split())  # a multi-line script on one line
+    if queued.step:
+        return f"{plan or 'plan'}/{queued.step}: {what}"
+    return what
 
 
 def _short(text: str, width: int) -> str:
@@ -231,30 +250,30 @@ def _key_facts(facts: dict[str, Any]) -> str:
 
 def summary(event: EventInfo, state: WatchState | None = None) -> str:
     """One short line about an event, for the tail."""
-    data = event.data
-    kind = event.kind
-    if kind == "boot_step":
-        return f"{data.get('step')} {data.get('status')}"
-    if kind == "command_queued":
-        return _order_label(data, state.plan_name(str(data["plan"])) if state and data.get("plan") else "")
-    if kind == "command_finished":
-        code = data.get("exit_code")
-        text = f"{data.get('status')}" + ("" if code is None else f" exit {code}")
-        return text + (f": {data['error']}" if data.get("error") else "")
-    if kind in ("plan_step", "plan_finished"):
-        name = state.plan_name(str(data.get("plan"))) if state else str(data.get("plan"))
-        if kind == "plan_step":
-            return f"plan {name}: {data.get('name') or data.get('step')} {data.get('state')}"
-        return f"plan {name} {data.get('outcome')}"
-    if kind in ("command_delivered", "command_started") and state is not None:
-        known = state.orders.get(str(data.get("order_id", "")))
+    payload = event.payload
+    if isinstance(payload, BootStep):
+        return f"{payload.step} {payload.status}"
+    if isinstance(payload, CommandQueued):
+        return _order_label(payload, state.plan_name(payload.plan) if state and payload.plan else "")
+    if isinstance(payload, CommandFinished):
+        code = payload.exit_code
+        text = payload.status + ("" if code is None else f" exit {code}")
+        return text + (f": {payload.error}" if payload.error else "")
+    if isinstance(payload, PlanStep | PlanFinished):
+        name = state.plan_name(payload.plan) if state else payload.plan
+        if isinstance(payload, PlanStep):
+            return f"plan {name}: {payload.name or payload.step} {payload.state}"
+        return f"plan {name} {payload.outcome}"
+    if isinstance(payload, CommandDelivered | CommandStarted) and state is not None:
+        known = state.orders.get(payload.order_id)
         if known is not None:
             return known.label
-    if kind == "scenario_created":
-        return "machines: " + ", ".join(str(m) for m in data.get("machines") or [])
-    if kind == "machine_ready":
-        return " ".join(str(data[k]) for k in ("hostname", "os_release") if data.get(k)) or "ready"
-    return " ".join(f"{k}={v}" for k, v in data.items() if k != "session")
+    if isinstance(payload, ScenarioCreated):
+        return "machines: " + ", ".join(payload.machines)
+    if isinstance(payload, MachineReady):
+        return " ".join(v for v in (payload.hostname, payload.os_release) if v) or "ready"
+    # Any other event (or one this client cannot read): its fields as sent, but not an old hub's session id.
+    return " ".join(f"{k}={v}" for k, v in event.data.items() if k != "session")
 
 
 def render(state: WatchState, *, now: float | None = None) -> RenderableType:

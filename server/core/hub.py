@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from protocol import ErrorCode, Identity
+from protocol.events import EventPayload, MachineConnected, MachineOffline
 from protocol.messages import Cancel, Deliver, FileChunk, Output, Reconnect
 from server.backplane import Backplane, BackplaneUnavailable, LocalBackplane
 from server.backplane.base import BROADCAST_CHANNEL, replica_channel, scenario_channel
@@ -152,9 +153,10 @@ class Hub:
                     break
 
     # events
-    async def emit(self, scenario_id: str, kind: str, machine: str, data: dict[str, Any]) -> EventRecord:
-        """Append to the scenario's event log and wake its subscribers, here and on other replicas."""
-        event = await self.store.append_event(scenario_id, kind, machine, data, time.time())
+    async def emit(self, scenario_id: str, payload: EventPayload, machine: str) -> EventRecord:
+        """Append to the scenario's event log and wake its subscribers, here and on other replicas. ``machine``: the
+        machine the event is about, or "" for one about the scenario."""
+        event = await self.store.append_event(scenario_id, payload.KIND.value, machine, payload.to_wire(), time.time())
         self._notify_local(scenario_id)
         self.backplane.publish(scenario_channel(scenario_id), {"kind": "event", "scenario": scenario_id})
         return event
@@ -267,7 +269,7 @@ class Hub:
             await old.close(ErrorCode.SHUTTING_DOWN, "replaced by a newer session of the same machine")
         await self.backplane.claim(conn.id)
         await self.store.update_machine(conn.id, status=MachineStatus.CONNECTED, last_seen=time.time())
-        await self.emit(conn.scenario_id, "machine_connected", conn.machine_name, {"replica": self.replica_id})
+        await self.emit(conn.scenario_id, MachineConnected(replica=self.replica_id), conn.machine_name)
         await self.deliver_queued(conn.id)
 
     async def detach(self, conn: Connection) -> None:
@@ -282,7 +284,7 @@ class Hub:
                 # Not when the scenario was just deleted, nor when the machine already reconnected elsewhere.
                 if moved is None and await self.store.machine(conn.id) is not None:
                     await self.store.update_machine(conn.id, status=MachineStatus.OFFLINE, last_seen=time.time())
-                    await self.emit(conn.scenario_id, "machine_offline", conn.machine_name, {})
+                    await self.emit(conn.scenario_id, MachineOffline(), conn.machine_name)
             except (StoreError, BackplaneUnavailable) as exc:
                 # Shown offline anyway: its presence key expires, and status reads check presence.
                 log.warning("could not record %s going offline: %s", conn.machine_name, exc)

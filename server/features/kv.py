@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from protocol import Envelope, ErrorCode, ProtocolError, Role
 from protocol.envelope import pack, unpack
+from protocol.events import KvSet as KvSetEvent
 from protocol.messages import KvGet, KvSet, KvWait, Response
 from protocol.plans import key_problem
 from protocol.signed_values import SignedValue, ValueKind, WriterKind
@@ -71,7 +72,7 @@ async def kv_set(hub: Hub, conn: Connection, env: Envelope, body: KvSet) -> None
     expires = now + body.ttl if body.ttl else None
     await hub.store.kv_set(scenario.id, body.key, pack(statement.to_wire()), body.ttl or None, now)
     who = conn.machine_name if conn.role is Role.DAEMON else ""
-    await hub.emit(scenario.id, "kv_set", who, {"key": body.key, "ttl": body.ttl, "size": len(body.value)})
+    await hub.emit(scenario.id, KvSetEvent(key=body.key, ttl=body.ttl, size=len(body.value)), who)
     conn.send(Response({"key": body.key, "expires": expires}), reply_to=env.id)
 
 

@@ -12,6 +12,7 @@ import time
 
 from protocol import Envelope, ErrorCode, Role
 from protocol.envelope import pack
+from protocol.events import MessageSent
 from protocol.messages import MsgRecv, MsgSend, Response
 from protocol.signed_values import ValueKind
 from protocol.targeting import UnknownMachine, select
@@ -51,7 +52,7 @@ async def msg_send(hub: Hub, conn: Connection, env: Envelope, body: MsgSend) -> 
     await hub.store.post_message(scenario.id, [m.id for m in targets], body.topic, sender, signed, time.time())
     hub.notify_mail(scenario.id, [m.id for m in targets])
     names = [m.name for m in targets]
-    await hub.emit(scenario.id, "message_sent", sender, {"topic": body.topic, "to": names, "size": len(body.data)})
+    await hub.emit(scenario.id, MessageSent(topic=body.topic, to=names, size=len(body.data)), sender)
     conn.send(Response({"to": names}), reply_to=env.id)
 
 

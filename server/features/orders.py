@@ -25,6 +25,14 @@ from protocol import (
     SignedResult,
 )
 from protocol.envelope import pack
+from protocol.events import (
+    CommandCancelRequested,
+    CommandDelivered,
+    CommandFinished,
+    CommandQueued,
+    CommandStarted,
+    MachineKeyRotated,
+)
 from protocol.messages import (
     FileChunk,
     OrderAck,
@@ -82,9 +90,9 @@ def _not_its_own(hub: Hub, conn: Connection, order_id: str) -> None:
         )  # fmt: skip
 
 
-_PROGRESS: dict[MsgType, tuple[OrderState, str]] = {
-    MsgType.ORDER_ACK: (OrderState.DELIVERED, "command_delivered"),
-    MsgType.ORDER_STARTED: (OrderState.RUNNING, "command_started"),
+_PROGRESS: dict[MsgType, tuple[OrderState, type[CommandDelivered | CommandStarted]]] = {
+    MsgType.ORDER_ACK: (OrderState.DELIVERED, CommandDelivered),
+    MsgType.ORDER_STARTED: (OrderState.RUNNING, CommandStarted),
 }
 
 
@@ -101,9 +109,9 @@ async def order_started(hub: Hub, conn: Connection, env: Envelope, body: OrderSt
 
 async def _progress(hub: Hub, conn: Connection, msg_type: MsgType, order_id: str) -> None:
     """ORDER_ACK and ORDER_STARTED move an order forward, never back."""
-    state, kind = _PROGRESS[msg_type]
+    state, event = _PROGRESS[msg_type]
     if await _own_order(hub, conn, order_id) and await hub.store.set_order_state(order_id, state, time.time()):
-        await hub.emit(conn.scenario_id, kind, conn.machine_name, {"order_id": order_id})
+        await hub.emit(conn.scenario_id, event(order_id=order_id), conn.machine_name)
 
 
 @handlers.on(Output, roles=(Role.DAEMON,))
@@ -149,17 +157,10 @@ async def result(hub: Hub, conn: Connection, env: Envelope, body: Result) -> Non
         if stored and order.kind == OrderKind.ROTATE_KEY.value and signed.status is OrderState.SUCCEEDED:
             await _rotate_key(hub, conn, signed)
         if stored:
-            await hub.emit(
-                conn.scenario_id,
-                "command_finished",
-                conn.machine_name,
-                {
-                    "order_id": signed.order_id,
-                    "status": signed.status.value,
-                    "exit_code": signed.exit_code,
-                    "error": signed.error,
-                },
+            finished = CommandFinished(
+                order_id=signed.order_id, status=signed.status.value, exit_code=signed.exit_code, error=signed.error
             )
+            await hub.emit(conn.scenario_id, finished, conn.machine_name)
     # Acknowledge even duplicates and orders the hub no longer knows, or the daemon would resend forever.
     conn.send(ResultAck(signed.order_id), scenario=conn.scenario_name)
 
@@ -197,24 +198,24 @@ async def _rotate_key(hub: Hub, conn: Connection, signed: SignedResult) -> None:
         return  # gone, or this result was resent after the rotation was done
     # The signed result goes with the key: it is how masters (and daemons) accept the new key without the hub.
     await hub.store.rotate_machine_key(conn.id, new_key.to_text(), report.lower(), proof=signed.to_wire())
-    await hub.emit(conn.scenario_id, "machine_key_rotated", conn.machine_name, {"public_key": new_key.to_text()})
+    await hub.emit(conn.scenario_id, MachineKeyRotated(public_key=new_key.to_text()), conn.machine_name)
     conn.send(Reconnect(0.0, "the machine key was rotated: reconnect with the new key"), scenario=conn.scenario_name)
 
 
 RESULTS_PAGE_BYTES = 512 * 1024
 
 
-def order_summary(order: Order) -> dict[str, Any]:
-    summary: dict[str, Any] = {"order_id": order.id, "kind": order.kind.value}
-    if order.kind is OrderKind.EXEC:
-        summary["command"] = str(order.body.get("command", ""))[:200]
-    elif order.kind is OrderKind.PUT_FILE:
-        summary["path"] = order.body.get("path", "")
-    elif order.kind is OrderKind.UPDATE:
-        summary["wheel"] = order.body.get("wheel", "")
-    if order.body.get("job"):
-        summary["job"] = order.body["job"]
-    return summary
+def order_summary(order: Order) -> CommandQueued:
+    # The body is the master's, not checked here (the daemon checks it): its values are repeated as they are.
+    body = order.body
+    return CommandQueued(
+        order_id=order.id,
+        kind=order.kind.value,
+        command=str(body.get("command", ""))[:200] if order.kind is OrderKind.EXEC else None,
+        path=body.get("path", "") if order.kind is OrderKind.PUT_FILE else None,
+        wheel=body.get("wheel", "") if order.kind is OrderKind.UPDATE else None,
+        job=body["job"] if body.get("job") else None,
+    )
 
 
 @handlers.on(OrderSubmit)
@@ -299,7 +300,7 @@ async def queue_order(
     # when the machine reconnects or the backplane comes back.
     accepted()
     try:
-        await hub.emit(scenario.id, "command_queued", machine.name, order_summary(order))
+        await hub.emit(scenario.id, order_summary(order), machine.name)
         await hub.deliver_queued(machine.id, record)
     except (StoreError, BackplaneUnavailable) as exc:
         log.warning("order %s is queued but could not be announced or delivered yet: %s", order.id, exc)
@@ -360,13 +361,14 @@ async def cancel_order(hub: Hub, scenario: ScenarioRecord, order: OrderRecord) -
     if order.state is OrderState.QUEUED and await hub.locate(order.machine_id) is None:
         # Never reached the machine: cancelling it here is final and nothing runs.
         await hub.store.store_result(order.id, OrderState.CANCELLED, {}, time.time())
-        finished = {"order_id": order.id, "status": OrderState.CANCELLED.value, "exit_code": None}
-        finished["error"] = "cancelled before delivery"
-        await hub.emit(scenario.id, "command_finished", machine_name, finished)
+        finished = CommandFinished(
+            order_id=order.id, status=OrderState.CANCELLED.value, exit_code=None, error="cancelled before delivery"
+        )
+        await hub.emit(scenario.id, finished, machine_name)
         return OrderState.CANCELLED
     if not order.state.final:
         await hub.cancel_on_machine(order.machine_id, order.id, scenario.name)
-        await hub.emit(scenario.id, "command_cancel_requested", machine_name, {"order_id": order.id})
+        await hub.emit(scenario.id, CommandCancelRequested(order_id=order.id), machine_name)
     return order.state
 
 

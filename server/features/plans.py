@@ -30,6 +30,7 @@ from dataclasses import replace
 from typing import Any
 
 from protocol import Envelope, ErrorCode, Order, OrderKind, OrderState, ProtocolError
+from protocol.events import PlanFinished, PlanStep
 from protocol.messages import PlanCancel, PlanList, PlanShow, PlanSubmit, Response
 from protocol.plans import (
     GORCH_STATES,
@@ -130,7 +131,7 @@ class PlanRunner:
                     await self._save()
             await self._save(done=True)
             outcome = "succeeded" if self.run.succeeded else "failed"
-            await self.hub.emit(self.scenario.id, "plan_finished", "", {"plan": self.record.id, "outcome": outcome})
+            await self.hub.emit(self.scenario.id, PlanFinished(plan=self.record.id, outcome=outcome), "")
             await self._release()
         except asyncio.CancelledError:  # the hub is shutting down: let another replica adopt the plan at once
             await self._release()
@@ -221,8 +222,8 @@ class PlanRunner:
             with contextlib.suppress(StoreConflict):  # queued before a restart: it is there already
                 await self.hub.store.add_order(record, [])
                 machine = await self.hub.store.machine(order.machine)
-                summary = {**order_summary(order), "plan": self.record.id, "step": sid}
-                await self.hub.emit(self.scenario.id, "command_queued", machine.name if machine else "", summary)
+                summary = replace(order_summary(order), plan=self.record.id, step=sid)
+                await self.hub.emit(self.scenario.id, summary, machine.name if machine else "")
             await self.hub.deliver_queued(order.machine)
 
     def _watch_keys(self) -> None:
@@ -258,10 +259,12 @@ class PlanRunner:
             await self._cancel_orders(await self.hub.store.orders(self.scenario.id, ids))
         self.wake.set()
 
-    async def _step_event(self, step_id: str, state: StepState, **extra: Any) -> None:
+    async def _step_event(
+        self, step_id: str, state: StepState, *, keys: list[str] | None = None, missing: list[str] | None = None
+    ) -> None:
         step = self.plan.step(step_id)
-        data = {"plan": self.record.id, "step": step_id, "name": step.name or step_id, "state": state.value, **extra}
-        await self.hub.emit(self.scenario.id, "plan_step", "", data)
+        event = PlanStep(self.record.id, step_id, step.name or step_id, state.value, keys=keys, missing=missing)
+        await self.hub.emit(self.scenario.id, event, "")
 
     async def _save(self, done: bool = False) -> None:
         states = {sid: state.value for sid, state in self.run.states.items()}

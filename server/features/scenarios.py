@@ -13,6 +13,7 @@ from typing import Any
 
 from protocol import Envelope, ErrorCode, ProtocolError, PublicKey, Role
 from protocol.certificates import MachineCertificate, addresses_from_facts
+from protocol.events import MACHINE_READY_FACTS, MachineReady, MachineRevoked, ScenarioCreated
 from protocol.messages import (
     EventsSubscribe,
     EventsUnsubscribe,
@@ -160,7 +161,7 @@ async def scenario_create(hub: Hub, conn: Connection, env: Envelope, body: Scena
             ErrorCode.ALREADY_EXISTS,
             f"scenario {body.name!r} exists already, or a machine key is in use elsewhere",
         ) from None
-    await hub.emit(scenario.id, "scenario_created", "", {"machines": [s.name for s in specs]})
+    await hub.emit(scenario.id, ScenarioCreated(machines=[s.name for s in specs]), "")
     conn.send(Response(await scenario_wire(hub, scenario, proofs=True)), scenario=body.name, reply_to=env.id)
 
 
@@ -205,7 +206,7 @@ async def machine_revoke(hub: Hub, conn: Connection, env: Envelope, body: Machin
         raise RequestError(ErrorCode.NOT_FOUND, f"scenario {scenario.name!r} has no machine {body.machine!r}")
     await hub.store.delete_machine(machine.id)
     await hub.revoke([machine.id], f"machine {machine.name!r} was revoked from scenario {scenario.name!r}")
-    await hub.emit(scenario.id, "machine_revoked", machine.name, {"machine_id": machine.id})
+    await hub.emit(scenario.id, MachineRevoked(machine_id=machine.id), machine.name)
     conn.send(Response({"revoked": machine.id}), scenario=scenario.name, reply_to=env.id)
 
 
@@ -246,9 +247,6 @@ async def events_unsubscribe(hub: Hub, conn: Connection, env: Envelope, body: Ev
     conn.send(Response({}), reply_to=env.id)
 
 
-_KEY_FACTS = ("hostname", "os", "os_release", "kernel", "cpus", "memory_total", "daemon_version")
-
-
 @handlers.on(SystemReady, roles=(Role.DAEMON,))
 async def system_ready(hub: Hub, conn: Connection, env: Envelope, body: SystemReady) -> None:
     ips = addresses_from_facts(body.facts)
@@ -257,9 +255,9 @@ async def system_ready(hub: Hub, conn: Connection, env: Envelope, body: SystemRe
     await hub.store.update_machine(
         conn.id, status=MachineStatus.READY, last_seen=time.time(), facts=body.facts, ips=ips, ready_proof=proof
     )
-    summary = {k: body.facts[k] for k in _KEY_FACTS if k in body.facts}
-    summary["ips"] = ips
-    await hub.emit(conn.scenario_id, "machine_ready", conn.machine_name, summary)
+    # The facts repeated in the event are kept as reported (a fact the daemon could not determine is None).
+    facts = {k: body.facts[k] for k in MACHINE_READY_FACTS if k in body.facts}
+    await hub.emit(conn.scenario_id, MachineReady(ips=ips, facts=facts), conn.machine_name)
 
 
 FEATURE = Feature("scenarios", handlers)

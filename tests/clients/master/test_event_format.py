@@ -11,13 +11,17 @@ def event(kind: str, data: dict[str, object], machine: str = "web") -> EventInfo
 
 
 def test_boot_steps_read_as_step_and_status() -> None:
-    line = format_event(event("boot_step", {"step": "installing-python", "status": "running", "detail": "x" * 500}))
+    line = format_event(
+        event("boot_step", {"step": "installing-python", "status": "running", "detail": "x" * 500, "time": 0})
+    )
     assert line.endswith("boot_step              installing-python running")
 
 
 def test_a_failed_boot_step_shows_the_last_lines_of_its_output() -> None:
     detail = "\n".join(f"line {i}" for i in range(30)) + "\nERROR: not a wheel"
-    text = format_event(event("boot_step", {"step": "installing-daemon", "status": "failed", "detail": detail}))
+    text = format_event(
+        event("boot_step", {"step": "installing-daemon", "status": "failed", "detail": detail, "time": 0})
+    )
     lines = text.splitlines()
     assert lines[0].endswith("installing-daemon failed")
     assert [line.split("| ", 1)[1] for line in lines[1:]] == [

@@ -79,7 +79,7 @@ def test_history_at_or_below_the_snapshot_does_not_roll_statuses_back() -> None:
 
 def test_a_machines_current_step_follows_boot_steps_and_its_commands() -> None:
     state = WatchState.from_snapshot(snapshot())
-    state.apply(ev(4, "boot_step", "web", step="installing-python", status="running", detail="..."))
+    state.apply(ev(4, "boot_step", "web", step="installing-python", status="running", detail="...", time=int(NOW)))
     assert (state.machines["web"].step, state.machines["web"].step_state) == ("boot installing-python", "running")
     state.apply(ev(5, "command_queued", "web", order_id="o1", kind="exec", command="apt-get install -y\nnginx"))
     state.apply(ev(6, "command_started", "web", order_id="o1"))
