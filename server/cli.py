@@ -12,11 +12,13 @@ from pathlib import Path
 
 from protocol import ProtocolError, PublicKey
 from protocol.logformat import LOG_FORMATS, configure_logging
+from provisioning.dist import DistError, build_dist
 from server import eventloop
+from server.admin import admin_token_path, read_admin_token
 from server.app import serve
 from server.settings import SettingsError, default_data_dir, settings_from
 from server.store import SqliteStore, StoreConflict, StoreError
-from server.tls import TlsError
+from server.tls import TlsError, TlsFiles, create_self_signed
 
 HUB_LOG_FORMAT = "%(asctime)s crc-hub %(levelname)s %(name)s: %(message)s"
 
@@ -145,8 +147,6 @@ def admin_call(args: argparse.Namespace) -> int:
     import urllib.parse
     import urllib.request
 
-    from server.admin import admin_token_path, read_admin_token
-
     url = args.url.rstrip("/") + args.admin_path
     if not _is_loopback_url(args.url):
         # The token would travel to wherever --url points: only the hub's own loopback address may have it.
@@ -191,8 +191,6 @@ def _is_loopback_url(url: str) -> bool:
 
 
 def init_tls_command(args: argparse.Namespace) -> int:
-    from server.tls import TlsFiles, create_self_signed
-
     settings = settings_from(data_dir=args.tls_data_dir or args.data_dir)
     files = TlsFiles.in_data_dir(settings.data_dir)
     if files.exist() and not args.force:
@@ -205,8 +203,6 @@ def init_tls_command(args: argparse.Namespace) -> int:
 
 
 def dist_command(args: argparse.Namespace) -> int:
-    from provisioning.dist import DistError, build_dist
-
     settings = settings_from(data_dir=args.dist_data_dir or args.data_dir, dist=args.dist_target or args.dist_dir)
     try:
         wheels = build_dist(settings.dist_dir, dependencies=not args.no_deps)

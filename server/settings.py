@@ -8,13 +8,10 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from protocol import DEFAULT_MAX_FRAME
 from protocol.orders import MAX_ORDER_TTL
-
-if TYPE_CHECKING:
-    from server.tls import TlsFiles
+from server.tls import TlsFiles
 
 
 class SettingsError(ValueError):
@@ -86,8 +83,6 @@ class HubSettings:
     @property
     def tls_files(self) -> TlsFiles | None:
         """The certificate to serve: the one given, else ``DATA_DIR/tls`` when ``init-tls`` made one."""
-        from server.tls import TlsFiles
-
         if self.tls_cert is not None:
             return TlsFiles(self.tls_cert, self.tls_key or self.tls_cert)
         files = TlsFiles.in_data_dir(self.data_dir)

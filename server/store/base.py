@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from protocol import CrcError, OrderState
+from protocol import CrcError, OrderState, PublicKey
 
 
 class StoreError(CrcError):
@@ -58,8 +58,6 @@ class MachineSpec:
 
     @property
     def id(self) -> str:
-        from protocol import PublicKey
-
         return PublicKey.from_text(self.public_key).id
 
 
