@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, get_args, get_origin, get_type_hints
 
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.messages import fits_annotation
 
 __all__ = [
     "BootStep",
@@ -107,7 +108,7 @@ class EventPayload:
                     )
                 continue
             value = data[spec.name]
-            if not _fits(value, spec.annotation):
+            if not fits_annotation(value, spec.annotation):
                 raise ProtocolError(
                     ErrorCode.BAD_FIELD,
                     f"{cls.KIND.value} event field {spec.name!r} has the wrong type ({type(value).__name__})",
@@ -180,7 +181,7 @@ class MachineReady(EventPayload):
             raise ProtocolError(
                 ErrorCode.BAD_FIELD, "machine_ready event lacks field 'ips'", kind=cls.KIND.value, field="ips"
             )
-        if not _fits(ips, list[str]):
+        if not fits_annotation(ips, list[str]):
             raise ProtocolError(
                 ErrorCode.BAD_FIELD,
                 f"machine_ready event field 'ips' has the wrong type ({type(ips).__name__})",
@@ -198,7 +199,7 @@ class MachineReady(EventPayload):
 
     def _fact(self, name: str, tp: Any) -> Any:
         value = self.facts.get(name)
-        return value if _fits(value, tp) else None
+        return value if fits_annotation(value, tp) else None
 
     @property
     def hostname(self) -> str | None:
@@ -428,27 +429,6 @@ def _fields(cls: type[EventPayload]) -> tuple[_Field, ...]:
             for f in dataclasses.fields(cls)
         )
     return specs
-
-
-def _fits(value: Any, annotation: Any) -> bool:
-    """Whether a decoded JSON or msgpack value fits an annotation (lists deeply, dicts by their keys only)."""
-    if annotation is Any:
-        return True
-    origin = get_origin(annotation)
-    if origin in (types.UnionType, typing.Union):
-        return any(_fits(value, arg) for arg in get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if origin is list:
-        (item,) = get_args(annotation)
-        return isinstance(value, list) and all(_fits(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    if annotation is float:  # JSON has one number type: a whole TTL may come back as an int
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, annotation)
 
 
 _JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}

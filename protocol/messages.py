@@ -514,18 +514,19 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
 B = TypeVar("B", bound=Body)
 
 
-def _matches(value: Any, annotation: Any) -> bool:
-    """Whether a decoded msgpack value fits a field annotation (shallow for containers' items, deep for lists)."""
+def fits_annotation(value: Any, annotation: Any) -> bool:
+    """Whether a decoded msgpack or JSON value fits a field annotation (lists deeply, dicts by their keys only; an
+    int fits a float, as JSON has one number type). Message bodies and event payloads are checked by it."""
     if annotation is Any:
         return True
     origin = get_origin(annotation)
     if origin in (types.UnionType, typing.Union):
-        return any(_matches(value, arg) for arg in get_args(annotation))
+        return any(fits_annotation(value, arg) for arg in get_args(annotation))
     if annotation is type(None):
         return value is None
     if origin is list:
         (item,) = get_args(annotation)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
+        return isinstance(value, list) and all(fits_annotation(v, item) for v in value)
     if origin is dict:
         return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     if annotation is float:
@@ -552,7 +553,7 @@ def body_from_wire(msg_type: MsgType, raw: Any) -> Body:
                 raise ProtocolError(ErrorCode.BAD_FIELD, f"{msg_type.value} lacks field {name!r}", field=name)
             continue
         value = raw[name]
-        if not _matches(value, annotation):
+        if not fits_annotation(value, annotation):
             raise ProtocolError(
                 ErrorCode.BAD_FIELD,
                 f"{msg_type.value}.{name} has the wrong type ({type(value).__name__})",
