@@ -64,9 +64,6 @@ class HandlerTable:
     def route(self, role: Role, msg_type: MsgType) -> Route | None:
         return self._routes.get((role, msg_type))
 
-    def types(self, role: Role) -> set[MsgType]:
-        return {msg_type for (r, msg_type) in self._routes if r is role}
-
 
 async def dispatch(hub: Hub, table: HandlerTable, conn: Connection, envelope: Envelope) -> None:
     """Run the handler for this request; every refusal and backend failure becomes an ERROR answer."""

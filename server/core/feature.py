@@ -1,5 +1,5 @@
 """A feature of the hub: its request handlers, what it does with backplane messages from other replicas, what it
-starts and stops with the hub, how it hears of new events, and its HTTP routes. ``server/app.py`` lists them; the
+starts and stops with the hub, and how it hears of new events. ``server/app.py`` lists them; the
 core knows them only through these fields."""
 
 from __future__ import annotations
@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from aiohttp import web
 
 from server.core.dispatch import HandlerTable
 from server.core.hub import Hub
@@ -42,4 +40,3 @@ class Feature:
     """New events are in the scenario's log (from this replica or another)."""
     follows: Callable[[Hub, str], bool] = _never
     """Whether the feature waits on the scenario here (so the hub keeps hearing of it from other replicas)."""
-    routes: Callable[[web.Application], None] | None = None
