@@ -15,6 +15,7 @@ from aiohttp import web
 from protocol import ErrorCode, ProtocolError
 from protocol.boot import MAX_DETAIL, MAX_SKEW, parse_report, verify_report
 from protocol.events import BootStep
+from server.core import stores
 from server.core.appkeys import HUB_KEY
 from server.guard import TokenBucket
 from server.store import StoreError
@@ -61,7 +62,7 @@ async def boot_report(request: web.Request) -> web.Response:
     except ProtocolError as exc:
         return json_error(413 if exc.code is ErrorCode.FRAME_TOO_LARGE else 400, exc.code, exc.message)
     try:
-        machine = await hub.store.machine(report.machine)
+        machine = await stores.machines(hub).machine(report.machine)
     except StoreError:
         return json_error(503, ErrorCode.UNAVAILABLE, "the hub's store is unavailable; retry later")
     if machine is None or not machine.report_key:
@@ -78,7 +79,7 @@ async def boot_report(request: web.Request) -> web.Response:
     # replicas whose clocks differ by up to MAX_SKEW still all see it as a replay.
     remember_until = max(float(report.time), now) + 2 * MAX_SKEW
     try:
-        first = await hub.store.first_boot_report(machine.id, signature.lower(), remember_until, now)
+        first = await stores.boot_reports(hub).first_boot_report(machine.id, signature.lower(), remember_until, now)
     except StoreError:
         return json_error(503, ErrorCode.UNAVAILABLE, "the hub's store is unavailable; retry later")
     if not first:  # the MAC as verified, whatever the hex case

@@ -25,6 +25,7 @@ from protocol.envelope import decode_pre_auth
 from protocol.messages import Auth, Pong, Welcome
 from protocol.session import plain_error_frame
 from server.backplane import BackplaneUnavailable
+from server.core import stores
 from server.core.appkeys import HANDLERS_KEY, HUB_KEY
 from server.core.connection import Connection, log_safe, new_id
 from server.core.dispatch import HandlerTable, dispatch
@@ -41,10 +42,10 @@ async def _lookup_key(hub: Hub, envelope: Envelope) -> tuple[str, PublicKey | No
         return "", None  # accept() refuses it
     auth = envelope.body
     if auth.role == Role.MASTER.value:
-        master = await hub.store.master(auth.client_id)
+        master = await stores.masters(hub).master(auth.client_id)
         return auth.role, None if master is None else PublicKey.from_text(master.public_key)
     if auth.role == Role.DAEMON.value:
-        machine = await hub.store.machine(auth.client_id)
+        machine = await stores.machines(hub).machine(auth.client_id)
         return auth.role, None if machine is None else PublicKey.from_text(machine.public_key)
     return auth.role, None
 
@@ -126,8 +127,8 @@ async def _attach(hub: Hub, conn: Connection) -> bool:
     if conn.role is Role.MASTER:
         hub.attach_master(conn)
         return True
-    machine = await hub.store.machine(conn.id)
-    scenario = None if machine is None else await hub.store.scenario(machine.scenario_id)
+    machine = await stores.machines(hub).machine(conn.id)
+    scenario = None if machine is None else await stores.scenarios(hub).scenario(machine.scenario_id)
     if machine is None or scenario is None:
         await conn.close(ErrorCode.REVOKED, "this machine's key is no longer enrolled")
         return False

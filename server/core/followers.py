@@ -12,7 +12,7 @@ from typing import Protocol
 from protocol.messages import Event, Output
 from server.core.connection import Connection
 from server.core.waits import KeyWaiters
-from server.store import EventRecord, ScenarioRecord, Store
+from server.store import EventRecord, EventStore, ScenarioRecord
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class Subscription:
     and live events can never interleave out of order, and a subscriber that falls behind simply catches up.
     """
 
-    def __init__(self, store: Store, conn: Connection, scenario: ScenarioRecord, after: int) -> None:
+    def __init__(self, store: EventStore, conn: Connection, scenario: ScenarioRecord, after: int) -> None:
         self.store = store
         self.conn = conn
         self.scenario = scenario

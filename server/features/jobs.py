@@ -15,6 +15,7 @@ import time
 from protocol import Envelope, ErrorCode, ProtocolError
 from protocol.jobs import JobStatement
 from protocol.messages import JobDelete, JobList, JobPut, JobShow, Response
+from server.core import stores
 from server.core.connection import Connection
 from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError, check_name
@@ -43,7 +44,7 @@ async def job_put(hub: Hub, conn: Connection, env: Envelope, body: JobPut) -> No
         raise RequestError(ErrorCode.INVALID_REQUEST, f"a job's script is at most {MAX_SCRIPT // 1024} KiB")
     # The version is the master's (signed): the hub keeps it as given, even below the stored one, so a master can
     # replace a copy the hub altered or one stored before jobs were signed.
-    job = await hub.store.put_job(
+    job = await stores.jobs(hub).put_job(
         conn.id, statement.name, statement.shell, statement.script, time.time(), version=statement.version,
         statement=statement.unsigned_wire(), signature=statement.signature,
     )  # fmt: skip
@@ -54,14 +55,14 @@ async def job_put(hub: Hub, conn: Connection, env: Envelope, body: JobPut) -> No
 async def job_list(hub: Hub, conn: Connection, env: Envelope, body: JobList) -> None:
     jobs = [
         {**job.to_wire(), "script": None, "statement": None, "signature": b"", "size": len(job.script)}
-        for job in await hub.store.jobs(conn.id)
+        for job in await stores.jobs(hub).jobs(conn.id)
     ]
     conn.send(Response({"jobs": jobs}), reply_to=env.id)
 
 
 @handlers.on(JobShow)
 async def job_show(hub: Hub, conn: Connection, env: Envelope, body: JobShow) -> None:
-    job = await hub.store.job(conn.id, body.name)
+    job = await stores.jobs(hub).job(conn.id, body.name)
     if job is None:
         raise RequestError(ErrorCode.NOT_FOUND, f"you have no job named {body.name!r}", job=body.name)
     conn.send(Response(job.to_wire()), reply_to=env.id)
@@ -69,7 +70,7 @@ async def job_show(hub: Hub, conn: Connection, env: Envelope, body: JobShow) -> 
 
 @handlers.on(JobDelete)
 async def job_delete(hub: Hub, conn: Connection, env: Envelope, body: JobDelete) -> None:
-    if not await hub.store.delete_job(conn.id, body.name):
+    if not await stores.jobs(hub).delete_job(conn.id, body.name):
         raise RequestError(ErrorCode.NOT_FOUND, f"you have no job named {body.name!r}", job=body.name)
     conn.send(Response({"deleted": body.name}), reply_to=env.id)
 

@@ -22,6 +22,7 @@ from protocol.events import KvSet as KvSetEvent
 from protocol.messages import KvGet, KvSet, KvWait, Response
 from protocol.plans import key_problem
 from protocol.signed_values import SignedValue, ValueKind, WriterKind
+from server.core import stores
 from server.core.connection import Connection
 from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
@@ -42,7 +43,7 @@ RECHECK = 5.0  # a waiter re-reads the store this often anyway, in case a wake-u
 
 async def requester_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
     if conn.role is Role.DAEMON:  # a machine's futures are those of its own scenario, whatever it names
-        scenario = await hub.store.scenario(conn.scenario_id)
+        scenario = await stores.scenarios(hub).scenario(conn.scenario_id)
         if scenario is None:
             raise RequestError(ErrorCode.NOT_FOUND, "this machine's scenario is gone")
         return scenario
@@ -70,7 +71,7 @@ async def kv_set(hub: Hub, conn: Connection, env: Envelope, body: KvSet) -> None
     statement = accepted_statement(conn, body.statement, ValueKind.KV, scenario.name, body.key, body.value)
     now = time.time()
     expires = now + body.ttl if body.ttl else None
-    await hub.store.kv_set(scenario.id, body.key, pack(statement.to_wire()), body.ttl or None, now)
+    await stores.keys(hub).kv_set(scenario.id, body.key, pack(statement.to_wire()), body.ttl or None, now)
     who = conn.machine_name if conn.role is Role.DAEMON else ""
     await hub.emit(scenario.id, KvSetEvent(key=body.key, ttl=body.ttl, size=len(body.value)), who)
     conn.send(Response({"key": body.key, "expires": expires}), reply_to=env.id)
@@ -80,7 +81,7 @@ async def kv_set(hub: Hub, conn: Connection, env: Envelope, body: KvSet) -> None
 async def kv_get(hub: Hub, conn: Connection, env: Envelope, body: KvGet) -> None:
     _check_key(body.key)
     scenario = await requester_scenario(hub, conn, body.scenario)
-    value = await hub.store.kv_get(scenario.id, body.key, time.time())
+    value = await stores.keys(hub).kv_get(scenario.id, body.key, time.time())
     if value is None:
         raise RequestError(ErrorCode.NOT_FOUND, f"key {body.key!r} is not set (or expired)", key=body.key)
     conn.send(Response({"key": body.key, **await signed_answer(hub, scenario.id, value)}), reply_to=env.id)
@@ -96,7 +97,7 @@ async def kv_wait(hub: Hub, conn: Connection, env: Envelope, body: KvWait) -> No
 
     async def answer() -> None:
         value = await hub.wait_until(
-            scenario.id, lambda: hub.store.kv_get(scenario.id, body.key, time.time()), body.timeout
+            scenario.id, lambda: stores.keys(hub).kv_get(scenario.id, body.key, time.time()), body.timeout
         )
         if value is None:
             conn.reply_error(env, ErrorCode.TIMEOUT, f"key {body.key!r} was not set within {body.timeout:g} s")
@@ -142,7 +143,7 @@ async def signed_answer(hub: Hub, scenario_id: str, stored: bytes) -> dict[str, 
         return {"value": stored, "statement": None, "writer": None}
     proofs = None
     if statement.writer_kind is WriterKind.MACHINE:
-        machine = await hub.store.machine(statement.writer)
+        machine = await stores.machines(hub).machine(statement.writer)
         if machine is not None and machine.scenario_id == scenario_id:
             proofs = {"certificate": machine.certificate, "key_proofs": machine.key_proofs}
     return {"value": statement.value, "statement": statement.to_wire(), "writer": proofs}

@@ -8,6 +8,7 @@ import logging
 from protocol import Envelope, ErrorCode, ProtocolError, PublicKey
 from protocol.messages import MasterRekey, Response, master_rekey_payload
 from server.backplane.base import BROADCAST_CHANNEL
+from server.core import stores
 from server.core.connection import Connection
 from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
@@ -29,7 +30,7 @@ async def master_rekey(hub: Hub, conn: Connection, env: Envelope, body: MasterRe
     except ProtocolError as exc:
         raise RequestError(exc.code, f"the new key's proof does not hold: {exc.message}") from None
     try:
-        record = await hub.store.rekey_master(conn.id, new_key.to_text())
+        record = await stores.masters(hub).rekey_master(conn.id, new_key.to_text())
     except StoreConflict:
         raise RequestError(ErrorCode.ALREADY_EXISTS, "that key is enrolled already") from None
     if record is None:

@@ -16,6 +16,7 @@ from protocol.events import MessageSent
 from protocol.messages import MsgRecv, MsgSend, Response
 from protocol.signed_values import ValueKind
 from protocol.targeting import UnknownMachine, select
+from server.core import stores
 from server.core.connection import Connection
 from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
@@ -40,7 +41,7 @@ async def msg_send(hub: Hub, conn: Connection, env: Envelope, body: MsgSend) -> 
     statement = accepted_statement(
         conn, body.statement, ValueKind.MESSAGE, scenario.name, body.topic, body.data, body.target
     )
-    machines = await hub.store.machines(scenario.id)
+    machines = await stores.machines(hub).machines(scenario.id)
     try:
         targets = select(machines, body.target)
     except UnknownMachine as exc:
@@ -49,7 +50,9 @@ async def msg_send(hub: Hub, conn: Connection, env: Envelope, body: MsgSend) -> 
         raise RequestError(ErrorCode.INVALID_REQUEST, f"target {body.target!r} matches no machine")
     sender = conn.machine_name if conn.role is Role.DAEMON else ""
     signed = pack(statement.to_wire())
-    await hub.store.post_message(scenario.id, [m.id for m in targets], body.topic, sender, signed, time.time())
+    await stores.messages(hub).post_message(
+        scenario.id, [m.id for m in targets], body.topic, sender, signed, time.time()
+    )
     hub.notify_mail(scenario.id, [m.id for m in targets])
     names = [m.name for m in targets]
     await hub.emit(scenario.id, MessageSent(topic=body.topic, to=names, size=len(body.data)), sender)
@@ -65,7 +68,7 @@ async def msg_recv(hub: Hub, conn: Connection, env: Envelope, body: MsgRecv) -> 
         raise RequestError(ErrorCode.INVALID_REQUEST, f"timeout is 0 to {MAX_WAIT:.0f} seconds")
 
     async def check() -> MessageRecord | None:
-        found = await hub.store.messages_after(conn.id, body.after, body.topic, 1)
+        found = await stores.messages(hub).messages_after(conn.id, body.after, body.topic, 1)
         return found[0] if found else None
 
     async def answer() -> None:

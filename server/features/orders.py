@@ -47,6 +47,7 @@ from protocol.messages import (
     ResultsQuery,
 )
 from server.backplane import BackplaneUnavailable
+from server.core import stores
 from server.core.connection import Connection, log_safe
 from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
@@ -69,7 +70,7 @@ async def _own_order(hub: Hub, conn: Connection, order_id: str) -> bool:
     hub does not know) is to be dropped, so no master sees output or progress a machine made up for it."""
     if order_id in conn.delivered or order_id in conn.owned_orders:
         return True
-    order = await hub.store.order(order_id)
+    order = await stores.orders(hub).order(order_id)
     if order is None or order.machine_id != conn.id:
         _not_its_own(hub, conn, order_id)
         return False
@@ -110,7 +111,7 @@ async def order_started(hub: Hub, conn: Connection, env: Envelope, body: OrderSt
 async def _progress(hub: Hub, conn: Connection, msg_type: MsgType, order_id: str) -> None:
     """ORDER_ACK and ORDER_STARTED move an order forward, never back."""
     state, event = _PROGRESS[msg_type]
-    if await _own_order(hub, conn, order_id) and await hub.store.set_order_state(order_id, state, time.time()):
+    if await _own_order(hub, conn, order_id) and await stores.orders(hub).set_order_state(order_id, state, time.time()):
         await hub.emit(conn.scenario_id, event(order_id=order_id), conn.machine_name)
 
 
@@ -145,11 +146,11 @@ async def result(hub: Hub, conn: Connection, env: Envelope, body: Result) -> Non
     await _verify_result(hub, conn, signed)
     if not signed.status.final:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"result status {signed.status.value} is not final")
-    order = await hub.store.order(signed.order_id)
+    order = await stores.orders(hub).order(signed.order_id)
     if order is None or order.machine_id != conn.id:
         _not_its_own(hub, conn, signed.order_id)
     else:
-        stored = await hub.store.store_result(
+        stored = await stores.orders(hub).store_result(
             signed.order_id, signed.status, _bounded(signed, hub.settings.output_limit), time.time()
         )
         if stored and signed.started is not None and signed.finished is not None:
@@ -171,7 +172,7 @@ async def _verify_result(hub: Hub, conn: Connection, signed: SignedResult) -> No
         signed.verify(conn.peer.public_key)
         return
     except ProtocolError:
-        machine = await hub.store.machine(conn.id)
+        machine = await stores.machines(hub).machine(conn.id)
         for former in reversed(machine.former_keys if machine else []):
             try:
                 signed.verify(PublicKey.from_text(former))
@@ -193,11 +194,11 @@ async def _rotate_key(hub: Hub, conn: Connection, signed: SignedResult) -> None:
     report = str(extra.get("report_key", ""))
     if not REPORT_KEY_PATTERN.match(report):
         report = ""
-    machine = await hub.store.machine(conn.id)
+    machine = await stores.machines(hub).machine(conn.id)
     if machine is None or machine.public_key == new_key.to_text():
         return  # gone, or this result was resent after the rotation was done
     # The signed result goes with the key: it is how masters (and daemons) accept the new key without the hub.
-    await hub.store.rotate_machine_key(conn.id, new_key.to_text(), report.lower(), proof=signed.to_wire())
+    await stores.machines(hub).rotate_machine_key(conn.id, new_key.to_text(), report.lower(), proof=signed.to_wire())
     await hub.emit(conn.scenario_id, MachineKeyRotated(public_key=new_key.to_text()), conn.machine_name)
     conn.send(Reconnect(0.0, "the machine key was rotated: reconnect with the new key"), scenario=conn.scenario_name)
 
@@ -273,14 +274,14 @@ async def queue_order(
     if not hub.backplane.available:
         # Never accept and drop: without the backplane this replica cannot be sure to route the order.
         raise RequestError(ErrorCode.UNAVAILABLE, "backplane unavailable; nothing was queued, try again shortly")
-    machine = await hub.store.machine(order.machine)
+    machine = await stores.machines(hub).machine(order.machine)
     if machine is None or machine.scenario_id != scenario.id:
         raise RequestError(
             ErrorCode.NOT_FOUND,
             f"scenario {scenario.name!r} has no machine {order.machine!r}",
             machine=order.machine,
         )
-    if await hub.store.queued_count(machine.id) >= hub.settings.max_queued_per_machine:
+    if await stores.orders(hub).queued_count(machine.id) >= hub.settings.max_queued_per_machine:
         raise RequestError(
             ErrorCode.QUEUE_FULL,
             f"machine {machine.name!r} already has {hub.settings.max_queued_per_machine} orders waiting; "
@@ -293,7 +294,7 @@ async def queue_order(
         order.id, scenario.id, machine.id, order.kind.value, order.to_wire(), OrderState.QUEUED, now, now
     )
     try:
-        await hub.store.add_order(record, chunks)
+        await stores.orders(hub).add_order(record, chunks)
     except StoreConflict:
         raise RequestError(ErrorCode.ALREADY_EXISTS, f"order id {order.id} was used before") from None
     # Stored means accepted: from here on a failure must not be reported as a refusal. Delivery catches up
@@ -347,7 +348,7 @@ async def file_chunk(hub: Hub, conn: Connection, env: Envelope, body: FileChunk)
 @handlers.on(OrderCancel)
 async def order_cancel(hub: Hub, conn: Connection, env: Envelope, body: OrderCancel) -> None:
     scenario = await owned_scenario(hub, conn, body.scenario)
-    order = await hub.store.order(body.order_id)
+    order = await stores.orders(hub).order(body.order_id)
     if order is None or order.scenario_id != scenario.id:
         raise RequestError(ErrorCode.NOT_FOUND, f"no order {body.order_id} in scenario {body.scenario!r}")
     state = await cancel_order(hub, scenario, order)
@@ -356,11 +357,11 @@ async def order_cancel(hub: Hub, conn: Connection, env: Envelope, body: OrderCan
 
 async def cancel_order(hub: Hub, scenario: ScenarioRecord, order: OrderRecord) -> OrderState:
     """Cancel an order: final at once if it never reached its machine, else asked of the daemon."""
-    machine = await hub.store.machine(order.machine_id)
+    machine = await stores.machines(hub).machine(order.machine_id)
     machine_name = machine.name if machine else ""
     if order.state is OrderState.QUEUED and await hub.locate(order.machine_id) is None:
         # Never reached the machine: cancelling it here is final and nothing runs.
-        await hub.store.store_result(order.id, OrderState.CANCELLED, {}, time.time())
+        await stores.orders(hub).store_result(order.id, OrderState.CANCELLED, {}, time.time())
         finished = CommandFinished(
             order_id=order.id, status=OrderState.CANCELLED.value, exit_code=None, error="cancelled before delivery"
         )
@@ -375,8 +376,8 @@ async def cancel_order(hub: Hub, scenario: ScenarioRecord, order: OrderRecord) -
 @handlers.on(ResultsQuery)
 async def results_query(hub: Hub, conn: Connection, env: Envelope, body: ResultsQuery) -> None:
     scenario = await owned_scenario(hub, conn, body.scenario)
-    names = {m.id: m.name for m in await hub.store.machines(scenario.id)}
-    records = await hub.store.orders(scenario.id, body.order_ids or None)
+    names = {m.id: m.name for m in await stores.machines(hub).machines(scenario.id)}
+    records = await stores.orders(hub).orders(scenario.id, body.order_ids or None)
     orders: list[dict[str, Any]] = []
     size = 0
     position = max(0, body.skip)

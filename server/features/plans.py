@@ -44,6 +44,7 @@ from protocol.plans import (
 )
 from server.backplane import LocalBackplane
 from server.backplane.base import BROADCAST_CHANNEL, BackplaneUnavailable
+from server.core import stores
 from server.core.connection import Connection
 from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
@@ -75,7 +76,7 @@ def _shared(hub: Hub) -> bool:
 async def _claim(hub: Hub, plan_id: str) -> bool:
     if not _shared(hub):
         return True
-    return await hub.store.claim_plan(plan_id, hub.replica_id, time.time(), LEASE_TTL)
+    return await stores.plans(hub).claim_plan(plan_id, hub.replica_id, time.time(), LEASE_TTL)
 
 
 class PlanRunner:
@@ -109,7 +110,7 @@ class PlanRunner:
         if not _shared(self.hub):
             return
         try:
-            await self.hub.store.release_plan(self.record.id, self.hub.replica_id)
+            await stores.plans(self.hub).release_plan(self.record.id, self.hub.replica_id)
         except StoreError as exc:  # it expires on its own
             log.warning("plan %s: could not release its lease: %s", self.record.id, exc)
 
@@ -177,12 +178,12 @@ class PlanRunner:
         now = time.time()
         return [
             key for key in self.plan.step(step_id).waits_for
-            if await self.hub.store.kv_get(self.scenario.id, key, now) is None
+            if await stores.keys(self.hub).kv_get(self.scenario.id, key, now) is None
         ]  # fmt: skip
 
     async def _outcome(self, step_id: str) -> StepState | None:
         ids = [str(o["id"]) for o in self.record.orders.get(step_id, [])]
-        records = await self.hub.store.orders(self.scenario.id, ids)
+        records = await stores.orders(self.hub).orders(self.scenario.id, ids)
         states = [r.state for r in records]
         if len(records) == len(ids) and all(s.final for s in states):
             if all(s is OrderState.SUCCEEDED for s in states):
@@ -220,8 +221,8 @@ class PlanRunner:
                 order.id, self.scenario.id, order.machine, order.kind.value, wire, OrderState.QUEUED, now, now
             )
             with contextlib.suppress(StoreConflict):  # queued before a restart: it is there already
-                await self.hub.store.add_order(record, [])
-                machine = await self.hub.store.machine(order.machine)
+                await stores.orders(self.hub).add_order(record, [])
+                machine = await stores.machines(self.hub).machine(order.machine)
                 summary = replace(order_summary(order), plan=self.record.id, step=sid)
                 await self.hub.emit(self.scenario.id, summary, machine.name if machine else "")
             await self.hub.deliver_queued(order.machine)
@@ -256,7 +257,7 @@ class PlanRunner:
         running = self.run.cancel()
         for sid in open_steps if orphaned else running:
             ids = [str(o["id"]) for o in self.record.orders.get(sid, [])]
-            await self._cancel_orders(await self.hub.store.orders(self.scenario.id, ids))
+            await self._cancel_orders(await stores.orders(self.hub).orders(self.scenario.id, ids))
         self.wake.set()
 
     async def _step_event(
@@ -269,7 +270,7 @@ class PlanRunner:
     async def _save(self, done: bool = False) -> None:
         states = {sid: state.value for sid, state in self.run.states.items()}
         self.record = replace(self.record, states=states, started=self.started, updated=time.time(), done=done)
-        await self.hub.store.put_plan(self.record)
+        await stores.plans(self.hub).put_plan(self.record)
 
 
 def plan_wire(record: PlanRecord) -> dict[str, Any]:
@@ -291,7 +292,7 @@ async def resume_plans(hub: Hub) -> int:
     """Go on with every plan that is not done (of scenarios that still exist) and that no other replica runs: at
     start-up, and among replicas every ``ADOPT_EVERY`` seconds (``adopt_plans``)."""
     resumed = 0
-    for record in await hub.store.open_plans():
+    for record in await stores.plans(hub).open_plans():
         runner = await _adopt(hub, record)
         if runner is not None:
             runner.start()
@@ -301,18 +302,18 @@ async def resume_plans(hub: Hub) -> int:
 
 async def _adopt(hub: Hub, record: PlanRecord) -> PlanRunner | None:
     """A runner (not started yet) for an open plan whose lease this replica could claim, else None."""
-    if record.id in hub.state[PLAN_RUNNERS] or await hub.store.scenario(record.scenario_id) is None:
+    if record.id in hub.state[PLAN_RUNNERS] or await stores.scenarios(hub).scenario(record.scenario_id) is None:
         return None
     if not await _claim(hub, record.id):
         return None
     # Read again under the lease: the replica that held it may have saved states (or finished) since the listing.
-    current = await hub.store.plan(record.id)
-    scenario = await hub.store.scenario(record.scenario_id)
+    current = await stores.plans(hub).plan(record.id)
+    scenario = await stores.scenarios(hub).scenario(record.scenario_id)
     if record.id in hub.state[PLAN_RUNNERS]:  # made here meanwhile (a cancel, an adoption): that runner has the lease
         return None
     if current is None or current.done or scenario is None:
         if _shared(hub):
-            await hub.store.release_plan(record.id, hub.replica_id)
+            await stores.plans(hub).release_plan(record.id, hub.replica_id)
         return None
     runner = PlanRunner(hub, current, scenario)
     hub.state[PLAN_RUNNERS][record.id] = runner
@@ -351,7 +352,7 @@ async def plan_submit(hub: Hub, conn: Connection, env: Envelope, body: PlanSubmi
             raise RequestError(ErrorCode.INVALID_REQUEST, f"step {step.id!r} has no orders (its target is empty?)")
         for wire in wires:
             order = Order.from_wire(wire)
-            machine = await hub.store.machine(order.machine)
+            machine = await stores.machines(hub).machine(order.machine)
             if order.master != conn.id or order.scenario != scenario.name or order.kind is not OrderKind.EXEC:
                 raise RequestError(ErrorCode.FORBIDDEN, f"step {step.id!r}: orders must be EXEC orders you signed")
             if machine is None or machine.scenario_id != scenario.id:
@@ -374,7 +375,7 @@ async def start_plan(
 
     ``source``: the gorchestrator task it was read from, kept to show it back in that form (``/v1/tasks``).
     """
-    if await hub.store.plan(plan_id) is not None:
+    if await stores.plans(hub).plan(plan_id) is not None:
         raise RequestError(ErrorCode.ALREADY_EXISTS, f"plan id {plan_id} was used before")
     # Here, not only where masters submit plans: REST tasks build (delegate-signed) orders of their own.
     for step_id, wires in orders.items():
@@ -388,7 +389,7 @@ async def start_plan(
     # Before it is stored: once it is an open plan, another replica's adoption loop could take it first.
     if not await _claim(hub, plan_id):
         raise RequestError(ErrorCode.ALREADY_EXISTS, f"plan id {plan_id} is in use")
-    await hub.store.put_plan(record)
+    await stores.plans(hub).put_plan(record)
     runner = PlanRunner(hub, record, scenario)
     hub.state[PLAN_RUNNERS][record.id] = runner
     runner.start()
@@ -401,8 +402,8 @@ async def _check_keys(hub: Hub, scenario: ScenarioRecord, plan: Plan) -> None:
     if not waited:
         return
     now = time.time()
-    existing = [key for key in waited if await hub.store.kv_get(scenario.id, key, now) is not None]
-    machines = [m.name for m in await hub.store.machines(scenario.id)]
+    existing = [key for key in waited if await stores.keys(hub).kv_get(scenario.id, key, now) is not None]
+    machines = [m.name for m in await stores.machines(hub).machines(scenario.id)]
     missing = unproducible_keys(plan, machines, existing)
     if missing:
         problems = [
@@ -414,7 +415,7 @@ async def _check_keys(hub: Hub, scenario: ScenarioRecord, plan: Plan) -> None:
 
 async def _owned_plan(hub: Hub, conn: Connection, scenario_name: str, plan_id: str) -> PlanRecord:
     scenario = await _scenario(hub, conn, scenario_name)
-    record = await hub.store.plan(plan_id)
+    record = await stores.plans(hub).plan(plan_id)
     if record is None or record.scenario_id != scenario.id:
         raise RequestError(ErrorCode.NOT_FOUND, f"no plan {plan_id} in scenario {scenario_name!r}")
     return record
@@ -429,7 +430,7 @@ async def plan_show(hub: Hub, conn: Connection, env: Envelope, body: PlanShow) -
 @handlers.on(PlanList)
 async def plan_list(hub: Hub, conn: Connection, env: Envelope, body: PlanList) -> None:
     scenario = await _scenario(hub, conn, body.scenario)
-    plans = [plan_wire(p) for p in await hub.store.plans(scenario.id)]
+    plans = [plan_wire(p) for p in await stores.plans(hub).plans(scenario.id)]
     conn.send(Response({"plans": plans}), scenario=body.scenario, reply_to=env.id)
 
 
@@ -465,7 +466,7 @@ async def cancel_plan(hub: Hub, record: PlanRecord) -> PlanRecord:
     if runner is not None and runner.task is not None:
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.shield(runner.task), CANCEL_WAIT)
-    return await hub.store.plan(record.id) or record
+    return await stores.plans(hub).plan(record.id) or record
 
 
 async def _cancel_elsewhere(hub: Hub, record: PlanRecord) -> PlanRunner | None:
@@ -474,7 +475,7 @@ async def _cancel_elsewhere(hub: Hub, record: PlanRecord) -> PlanRunner | None:
     deadline = time.monotonic() + CANCEL_WAIT
     asked = False
     while True:
-        current = await hub.store.plan(record.id)
+        current = await stores.plans(hub).plan(record.id)
         if current is None or current.done:
             return None
         local: PlanRunner | None = hub.state[PLAN_RUNNERS].get(record.id)

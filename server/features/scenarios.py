@@ -26,6 +26,7 @@ from protocol.messages import (
     ScenarioShow,
     SystemReady,
 )
+from server.core import stores
 from server.core.connection import Connection
 from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError, check_name
@@ -44,7 +45,7 @@ MACHINES_PAGE = 250
 
 async def owned_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
     """The master's scenario of that name; another master's scenario is reported as not found."""
-    scenario = await hub.store.scenario_by_name(conn.id, name)
+    scenario = await stores.scenarios(hub).scenario_by_name(conn.id, name)
     if scenario is None:
         raise RequestError(ErrorCode.NOT_FOUND, f"you have no scenario named {name!r}", scenario=name)
     return scenario
@@ -56,7 +57,9 @@ async def _machines_wire(
     """The scenario's machines as stored (by name, after ``after``, at most ``limit``), shown offline where no
     replica holds their session any more; with ``proofs``, what a master checks them by (binary: not for JSON)."""
     machines = []
-    stored = sorted((m for m in await hub.store.machines(scenario.id) if m.name > after), key=lambda m: m.name)
+    stored = sorted(
+        (m for m in await stores.machines(hub).machines(scenario.id) if m.name > after), key=lambda m: m.name
+    )
     for machine in stored[:limit]:
         wire = {**machine.to_wire(), **(machine.proofs_wire() if proofs else {})}
         if machine.status is not MachineStatus.OFFLINE and await hub.locate(machine.id) is None:
@@ -75,7 +78,7 @@ async def scenario_wire(
         "id": scenario.id,
         "name": scenario.name,
         "created": scenario.created,
-        "cursor": await hub.store.last_cursor(scenario.id),
+        "cursor": await stores.events(hub).last_cursor(scenario.id),
         "machines": machines[:limit],
         "more": len(machines) > limit,
     }
@@ -152,10 +155,10 @@ def _machine_specs(master_key: PublicKey, scenario: str, raw: list[dict[str, Any
 async def scenario_create(hub: Hub, conn: Connection, env: Envelope, body: ScenarioCreate) -> None:
     check_name("scenario", body.name)
     specs = _machine_specs(conn.peer.public_key, body.name, body.machines)
-    if await hub.store.master(conn.id) is None:
+    if await stores.masters(hub).master(conn.id) is None:
         raise RequestError(ErrorCode.REVOKED, "this master is no longer enrolled on the hub")
     try:
-        scenario = await hub.store.create_scenario(conn.id, body.name, specs, time.time())
+        scenario = await stores.scenarios(hub).create_scenario(conn.id, body.name, specs, time.time())
     except StoreConflict:
         raise RequestError(
             ErrorCode.ALREADY_EXISTS,
@@ -168,7 +171,7 @@ async def scenario_create(hub: Hub, conn: Connection, env: Envelope, body: Scena
 @handlers.on(ScenarioList)
 async def scenario_list(hub: Hub, conn: Connection, env: Envelope, body: ScenarioList) -> None:
     items = []
-    for scenario in await hub.store.scenarios(conn.id):
+    for scenario in await stores.scenarios(hub).scenarios(conn.id):
         machines = await _machines_wire(hub, scenario)
         items.append(
             {
@@ -193,7 +196,7 @@ async def scenario_show(hub: Hub, conn: Connection, env: Envelope, body: Scenari
 async def scenario_delete(hub: Hub, conn: Connection, env: Envelope, body: ScenarioDelete) -> None:
     scenario = await owned_scenario(hub, conn, body.name)
     await hub.unsubscribe_all(scenario.id)
-    machine_ids = await hub.store.delete_scenario(scenario.id)
+    machine_ids = await stores.scenarios(hub).delete_scenario(scenario.id)
     await hub.revoke(machine_ids, f"scenario {body.name!r} was deleted; this machine's key is revoked")
     conn.send(Response({"deleted": body.name, "revoked": machine_ids}), reply_to=env.id)
 
@@ -201,10 +204,10 @@ async def scenario_delete(hub: Hub, conn: Connection, env: Envelope, body: Scena
 @handlers.on(MachineRevoke)
 async def machine_revoke(hub: Hub, conn: Connection, env: Envelope, body: MachineRevoke) -> None:
     scenario = await owned_scenario(hub, conn, body.scenario)
-    machine = next((m for m in await hub.store.machines(scenario.id) if m.name == body.machine), None)
+    machine = next((m for m in await stores.machines(hub).machines(scenario.id) if m.name == body.machine), None)
     if machine is None:
         raise RequestError(ErrorCode.NOT_FOUND, f"scenario {scenario.name!r} has no machine {body.machine!r}")
-    await hub.store.delete_machine(machine.id)
+    await stores.machines(hub).delete_machine(machine.id)
     await hub.revoke([machine.id], f"machine {machine.name!r} was revoked from scenario {scenario.name!r}")
     await hub.emit(scenario.id, MachineRevoked(machine_id=machine.id), machine.name)
     conn.send(Response({"revoked": machine.id}), scenario=scenario.name, reply_to=env.id)
@@ -214,7 +217,7 @@ async def machine_revoke(hub: Hub, conn: Connection, env: Envelope, body: Machin
 async def machine_certify(hub: Hub, conn: Connection, env: Envelope, body: MachineCertify) -> None:
     """Store certificates this master endorsed anew (after ``crc rotate-key``, or adopting older machines)."""
     scenario = await owned_scenario(hub, conn, body.scenario)
-    by_id = {m.id: m for m in await hub.store.machines(scenario.id)}
+    by_id = {m.id: m for m in await stores.machines(hub).machines(scenario.id)}
     certified = []
     for raw in body.certificates:
         try:
@@ -225,7 +228,7 @@ async def machine_certify(hub: Hub, conn: Connection, env: Envelope, body: Machi
         machine = by_id.get(certificate.machine)
         if machine is None or machine.name != certificate.name:
             raise RequestError(ErrorCode.NOT_FOUND, f"scenario {scenario.name!r} has no machine {certificate.name!r}")
-        if await hub.store.certify_machine(machine.id, certificate.to_wire()):
+        if await stores.machines(hub).certify_machine(machine.id, certificate.to_wire()):
             certified.append(machine.name)
     conn.send(Response({"certified": certified}), scenario=scenario.name, reply_to=env.id)
 
@@ -233,7 +236,7 @@ async def machine_certify(hub: Hub, conn: Connection, env: Envelope, body: Machi
 @handlers.on(EventsSubscribe)
 async def events_subscribe(hub: Hub, conn: Connection, env: Envelope, body: EventsSubscribe) -> None:
     scenario = await owned_scenario(hub, conn, body.scenario)
-    head = await hub.store.last_cursor(scenario.id)
+    head = await stores.events(hub).last_cursor(scenario.id)
     after = head if body.after < 0 else min(body.after, head)
     # Answer first so the master knows the subscription exists before the first EVENT arrives.
     conn.send(Response({"cursor": head, "after": after}), scenario=body.scenario, reply_to=env.id)
@@ -252,7 +255,7 @@ async def system_ready(hub: Hub, conn: Connection, env: Envelope, body: SystemRe
     ips = addresses_from_facts(body.facts)
     # Kept as sent (checked by masters, not here): a master uses these addresses only if the machine signed them.
     proof = {"at": body.at, "signature": body.signature} if body.signature else None
-    await hub.store.update_machine(
+    await stores.machines(hub).update_machine(
         conn.id, status=MachineStatus.READY, last_seen=time.time(), facts=body.facts, ips=ips, ready_proof=proof
     )
     # The facts repeated in the event are kept as reported (a fact the daemon could not determine is None).

@@ -15,6 +15,7 @@ from protocol import Envelope, ErrorCode, ProtocolError, PublicKey
 from protocol.delegation import Delegation
 from protocol.messages import Response, TokenCreate, TokenList, TokenRenew, TokenRevoke
 from protocol.tokens import TOKEN_ID, TokenRole
+from server.core import stores
 from server.core.connection import Connection
 from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
@@ -41,7 +42,7 @@ def _parse_delegation(raw: Any, master_key: PublicKey, scenario: str, now: float
 
 
 async def _master_key(hub: Hub, conn: Connection) -> PublicKey:
-    master = await hub.store.master(conn.id)
+    master = await stores.masters(hub).master(conn.id)
     if master is None:
         raise RequestError(ErrorCode.REVOKED, "this master is no longer enrolled on the hub")
     return PublicKey.from_text(master.public_key)
@@ -71,7 +72,7 @@ async def token_create(hub: Hub, conn: Connection, env: Envelope, body: TokenCre
         raise RequestError(ErrorCode.INVALID_REQUEST, "a token's expiry must be in the future (or 0: never)")
     if len(body.label) > MAX_LABEL:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"a token's label is at most {MAX_LABEL} characters")
-    if body.scenario and await hub.store.scenario_by_name(conn.id, body.scenario) is None:
+    if body.scenario and await stores.scenarios(hub).scenario_by_name(conn.id, body.scenario) is None:
         raise RequestError(ErrorCode.NOT_FOUND, f"you have no scenario named {body.scenario!r}")
     if body.role == TokenRole.OPERATOR:
         delegation: Delegation | None = await _check_delegation(hub, conn, body, now)
@@ -79,14 +80,14 @@ async def token_create(hub: Hub, conn: Connection, env: Envelope, body: TokenCre
         raise RequestError(ErrorCode.INVALID_REQUEST, "a viewer token cannot sign: send no delegation")
     else:
         delegation = None
-    if len(await hub.store.tokens(conn.id)) >= MAX_TOKENS_PER_MASTER:
+    if len(await stores.tokens(hub).tokens(conn.id)) >= MAX_TOKENS_PER_MASTER:
         raise RequestError(ErrorCode.QUEUE_FULL, f"a master keeps at most {MAX_TOKENS_PER_MASTER} tokens")
     record = TokenRecord(
         body.token_id, conn.id, body.role, body.scenario, body.secret_hash, now, body.expires, body.label,
         None if delegation is None else delegation.to_wire(), body.sealed_key,
     )  # fmt: skip
     try:
-        await hub.store.put_token(record)
+        await stores.tokens(hub).put_token(record)
     except StoreConflict:
         raise RequestError(ErrorCode.ALREADY_EXISTS, f"token id {body.token_id} is taken; make another") from None
     conn.send(Response(record.to_wire()), reply_to=env.id)
@@ -95,13 +96,13 @@ async def token_create(hub: Hub, conn: Connection, env: Envelope, body: TokenCre
 @handlers.on(TokenList)
 async def token_list(hub: Hub, conn: Connection, env: Envelope, body: TokenList) -> None:
     # The master also sees each delegation it signed (no secret: orders carry them), to renew it.
-    tokens = [{**t.to_wire(), "delegation": t.delegation} for t in await hub.store.tokens(conn.id)]
+    tokens = [{**t.to_wire(), "delegation": t.delegation} for t in await stores.tokens(hub).tokens(conn.id)]
     conn.send(Response({"tokens": tokens}), reply_to=env.id)
 
 
 @handlers.on(TokenRevoke)
 async def token_revoke(hub: Hub, conn: Connection, env: Envelope, body: TokenRevoke) -> None:
-    if not await hub.store.revoke_token(conn.id, body.token_id):
+    if not await stores.tokens(hub).revoke_token(conn.id, body.token_id):
         raise RequestError(ErrorCode.NOT_FOUND, f"you have no token {body.token_id!r}")
     conn.send(Response({"revoked": body.token_id}), reply_to=env.id)
 
@@ -119,7 +120,7 @@ async def token_renew(hub: Hub, conn: Connection, env: Envelope, body: TokenRene
     for raw in body.delegations:
         token_id = str(raw.get("token", "")) if isinstance(raw, dict) else ""
         try:
-            record = await hub.store.token(token_id)
+            record = await stores.tokens(hub).token(token_id)
             if record is None or record.owner != conn.id or record.role != TokenRole.OPERATOR:
                 raise RequestError(ErrorCode.NOT_FOUND, "you have no operator token of that id")
             if record.revoked or record.delegation is None:
@@ -132,7 +133,7 @@ async def token_renew(hub: Hub, conn: Connection, env: Envelope, body: TokenRene
                 before.key, record.scenario, record.expires,
             ):  # fmt: skip
                 raise RequestError(ErrorCode.INVALID_REQUEST, "a renewal keeps the token's key, scope and expiry")
-            if not await hub.store.renew_token(conn.id, token_id, delegation.to_wire()):
+            if not await stores.tokens(hub).renew_token(conn.id, token_id, delegation.to_wire()):
                 raise RequestError(ErrorCode.REVOKED, "the token was revoked: it cannot be renewed")
         except (RequestError, ProtocolError) as exc:
             refused[token_id] = exc.message

@@ -12,6 +12,7 @@ from aiohttp import web
 from protocol import ErrorCode, Identity, ProtocolError
 from protocol.delegation import DELEGATION_LIFETIME, Delegation
 from protocol.tokens import AccessToken, TokenRole
+from server.core import stores
 from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
 from server.core.hub import Hub
@@ -45,7 +46,7 @@ class Principal:
             requested = self.token.scenario
         if not requested:
             raise RequestError(ErrorCode.INVALID_REQUEST, "name the scenario: ?scenario=NAME")
-        scenario = await hub.store.scenario_by_name(self.master, requested)
+        scenario = await stores.scenarios(hub).scenario_by_name(self.master, requested)
         if scenario is None:
             raise RequestError(ErrorCode.NOT_FOUND, f"no scenario named {requested!r}")
         return scenario
@@ -53,7 +54,7 @@ class Principal:
     async def scenarios(self, hub: Hub) -> list[ScenarioRecord]:
         if self.token.scenario:
             return [await self.scenario(hub, None)]
-        return await hub.store.scenarios(self.master)
+        return await stores.scenarios(hub).scenarios(self.master)
 
     def signer(self) -> tuple[Identity, Delegation]:
         """The delegate key and delegation to sign orders with.
@@ -120,7 +121,7 @@ async def principal_for(hub: Hub, text: str) -> Principal:
         access = AccessToken.parse(text)
     except ProtocolError as exc:
         raise RequestError(ErrorCode.UNAUTHORIZED, exc.message) from None
-    record = await hub.store.token(access.id)
+    record = await stores.tokens(hub).token(access.id)
     if record is None or not access.matches(record.secret_hash):
         raise RequestError(ErrorCode.UNAUTHORIZED, "unknown access token")
     if record.revoked:

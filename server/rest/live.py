@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 
 from protocol import ErrorCode
 from protocol.messages import Output
+from server.core import stores
 from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
 from server.core.hub import Hub
@@ -72,7 +73,7 @@ class LiveFeed:
         try:
             while not self.closed:
                 self._wake.clear()
-                events = await self.hub.store.events_after(self.scenario.id, self.cursor, PAGE)
+                events = await stores.events(self.hub).events_after(self.scenario.id, self.cursor, PAGE)
                 for event in events:
                     self.cursor = event.cursor
                     yield {"type": "event", **event_wire(event)}
@@ -150,7 +151,7 @@ async def live_socket(request: web.Request) -> web.WebSocketResponse:
     try:
         principal = await principal_for(hub, first["token"])
         scenario = await principal.scenario(hub, first.get("scenario") or None)
-        head = await hub.store.last_cursor(scenario.id)
+        head = await stores.events(hub).last_cursor(scenario.id)
         after = _start_cursor(first.get("after", 0), head)
     except RequestError as exc:
         if exc.code is ErrorCode.UNAUTHORIZED:  # guessing over the socket counts like guessing over REST
@@ -191,7 +192,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     scenario = await principal.scenario(hub, request.match_info["name"])
     raw = request.headers.get("Last-Event-ID") or request.query.get("after", "0")
     try:
-        after = _start_cursor(int(raw), await hub.store.last_cursor(scenario.id))
+        after = _start_cursor(int(raw), await stores.events(hub).last_cursor(scenario.id))
     except ValueError:
         raise RequestError(ErrorCode.INVALID_REQUEST, "after (or Last-Event-ID) is an event cursor") from None
     response = web.StreamResponse(headers={

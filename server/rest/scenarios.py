@@ -13,6 +13,7 @@ from aiohttp import web
 from protocol import ErrorCode, Order, OrderKind
 from protocol.orders import MAX_ORDER_TTL
 from protocol.targeting import UnknownMachine, select
+from server.core import stores
 from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
 from server.features.orders import queue_order
@@ -53,7 +54,7 @@ async def list_scenarios(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     scenarios = []
     for scenario in await principal.scenarios(hub):
-        machines = await hub.store.machines(scenario.id)
+        machines = await stores.machines(hub).machines(scenario.id)
         ready = sum(m.status is MachineStatus.READY for m in machines)
         scenarios.append(
             {"name": scenario.name, "created": scenario.created, "machines": len(machines), "ready": ready}
@@ -75,8 +76,10 @@ async def events(request: web.Request) -> web.Response:
     scenario = await principal.scenario(hub, request.match_info["name"])
     after = _int(request, "after", 0, 0, 2**62)
     limit = _int(request, "limit", EVENTS_PAGE, 1, EVENTS_PAGE)
-    found = await hub.store.events_after(scenario.id, after, limit)
-    return json_response({"events": [event_wire(e) for e in found], "head": await hub.store.last_cursor(scenario.id)})
+    found = await stores.events(hub).events_after(scenario.id, after, limit)
+    return json_response(
+        {"events": [event_wire(e) for e in found], "head": await stores.events(hub).last_cursor(scenario.id)}
+    )
 
 
 def event_wire(event: Any) -> dict[str, Any]:
@@ -105,8 +108,8 @@ async def results(request: web.Request) -> web.Response:
     scenario = await principal.scenario(hub, request.match_info["name"])
     limit = _int(request, "limit", RESULTS_PAGE, 1, RESULTS_PAGE)
     wanted = request.query.getall("order_id", [])
-    names = {m.id: m.name for m in await hub.store.machines(scenario.id)}
-    records = await hub.store.orders(scenario.id, wanted or None)
+    names = {m.id: m.name for m in await stores.machines(hub).machines(scenario.id)}
+    records = await stores.orders(hub).orders(scenario.id, wanted or None)
     newest = sorted(records, key=lambda r: (r.created, r.id), reverse=True)[:limit]
     return json_response({"results": [result_wire(r, names.get(r.machine_id, "")) for r in newest]})
 
@@ -115,7 +118,7 @@ async def plans(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     principal = await authenticate(request)
     scenario = await principal.scenario(hub, request.match_info["name"])
-    return json_response({"plans": [plan_wire(p) for p in await hub.store.plans(scenario.id)]})
+    return json_response({"plans": [plan_wire(p) for p in await stores.plans(hub).plans(scenario.id)]})
 
 
 async def run_command(request: web.Request) -> web.Response:
@@ -135,7 +138,7 @@ async def run_command(request: web.Request) -> web.Response:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"shell is one of {', '.join(SHELLS)} (or null: the OS's own)")
     if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0):
         raise RequestError(ErrorCode.INVALID_REQUEST, "timeout is a positive number of seconds (or null)")
-    machines = sorted(await hub.store.machines(scenario.id), key=lambda m: m.name)
+    machines = sorted(await stores.machines(hub).machines(scenario.id), key=lambda m: m.name)
     try:
         targets = select(machines, target)
     except UnknownMachine as exc:

@@ -27,6 +27,7 @@ from protocol import ErrorCode, Order, OrderKind
 from protocol.orders import MAX_ORDER_TTL
 from protocol.plans import GORCH_STATES, GorchState, PlanError, StepState, from_gorch
 from protocol.targeting import UnknownMachine, select
+from server.core import stores
 from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
 from server.core.hub import Hub
@@ -66,7 +67,7 @@ async def create_task(request: web.Request) -> web.Response:
         plan = from_gorch(source, default_target=request.query.get("target", ""))
     except PlanError as exc:
         raise RequestError(ErrorCode.INVALID_REQUEST, exc.message) from None
-    machines = sorted(await hub.store.machines(scenario.id), key=lambda m: m.name)
+    machines = sorted(await stores.machines(hub).machines(scenario.id), key=lambda m: m.name)
     expires = min(time.time() + min(TASK_TTL, MAX_ORDER_TTL), delegation.expires or math.inf)
     orders: dict[str, list[dict[str, Any]]] = {}
     for step in plan.steps:
@@ -112,8 +113,8 @@ def _task_state(record: PlanRecord) -> GorchState:
 async def _owned_task(request: web.Request, principal: Principal) -> tuple[PlanRecord, ScenarioRecord]:
     hub = request.app[HUB_KEY]
     task_id = request.match_info["id"]
-    record = await hub.store.plan(task_id)
-    scenario = None if record is None else await hub.store.scenario(record.scenario_id)
+    record = await stores.plans(hub).plan(task_id)
+    scenario = None if record is None else await stores.scenarios(hub).scenario(record.scenario_id)
     if (
         record is None or scenario is None or scenario.owner != principal.master
         or (principal.token.scenario and scenario.name != principal.token.scenario)
@@ -143,14 +144,14 @@ async def task_view(hub: Hub, record: PlanRecord, scenario: ScenarioRecord) -> d
         nodes = [{"id": j, "name": raw.get("name") or raw["id"], "target": raw["target"], "engine": raw.get("shell"),
                   "artifact": raw.get("command") or raw.get("job", ""), "args": None, "output": None}
                  for j, raw in enumerate(steps)]  # fmt: skip
-    machines = {m.id: m.name for m in await hub.store.machines(scenario.id)}
+    machines = {m.id: m.name for m in await stores.machines(hub).machines(scenario.id)}
     view_nodes = []
     for j, node in enumerate(nodes):
         step_id = str(steps[j]["id"])
         state = StepState(record.states.get(step_id, StepState.PENDING.value))
         ids = [str(o["id"]) for o in record.orders.get(step_id, [])]
         results = {}
-        for order in await hub.store.orders(scenario.id, ids) if ids else []:
+        for order in await stores.orders(hub).orders(scenario.id, ids) if ids else []:
             result = order.result or {}
             results[machines.get(order.machine_id, order.machine_id)] = {
                 "state": order.state.value, "exit_code": result.get("exit_code"),
@@ -170,7 +171,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     scenarios = [await principal.scenario(hub, wanted)] if wanted else await principal.scenarios(hub)
     tasks = []
     for scenario in scenarios:
-        for record in await hub.store.plans(scenario.id):
+        for record in await stores.plans(hub).plans(scenario.id):
             state = _task_state(record)
             tasks.append({
                 "id": record.id, "name": record.name, "scenario": scenario.name, "state": STATE_NAMES[state],

@@ -1,6 +1,21 @@
-"""Where the hub keeps masters, scenarios, machines, orders and events: an interface and its implementations."""
+"""Where the hub keeps masters, scenarios, machines, orders and events: one Protocol per feature
+(``interfaces``), the records (``records``), and the backends implementing them all (``Store``)."""
 
-from server.store.base import (
+from server.store.base import Store
+from server.store.interfaces import (
+    BootReportStore,
+    EventStore,
+    JobStore,
+    KvStore,
+    MachineStore,
+    MasterStore,
+    MessageStore,
+    OrderStore,
+    PlanStore,
+    ScenarioStore,
+    TokenStore,
+)
+from server.store.records import (
     EventRecord,
     JobRecord,
     MachineRecord,
@@ -11,7 +26,6 @@ from server.store.base import (
     OrderRecord,
     PlanRecord,
     ScenarioRecord,
-    Store,
     StoreConflict,
     StoreError,
     TokenRecord,
@@ -19,19 +33,30 @@ from server.store.base import (
 from server.store.sqlite import SqliteStore
 
 __all__ = [
+    "BootReportStore",
     "EventRecord",
+    "EventStore",
     "JobRecord",
+    "JobStore",
+    "KvStore",
     "MachineRecord",
     "MachineSpec",
     "MachineStatus",
+    "MachineStore",
     "MasterRecord",
+    "MasterStore",
     "MessageRecord",
+    "MessageStore",
     "OrderRecord",
+    "OrderStore",
     "PlanRecord",
+    "PlanStore",
     "ScenarioRecord",
+    "ScenarioStore",
     "SqliteStore",
     "Store",
     "StoreConflict",
     "StoreError",
     "TokenRecord",
+    "TokenStore",
 ]

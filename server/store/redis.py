@@ -77,7 +77,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from protocol import OrderState
 from server.redis_url import endpoint, redis_from_url
-from server.store.base import (
+from server.store.base import Store
+from server.store.records import (
     EventRecord,
     JobRecord,
     MachineRecord,
@@ -88,7 +89,6 @@ from server.store.base import (
     OrderRecord,
     PlanRecord,
     ScenarioRecord,
-    Store,
     StoreConflict,
     StoreError,
     TokenRecord,

@@ -16,7 +16,8 @@ from typing import Any, ParamSpec, TypeVar
 import msgpack
 
 from protocol import OrderState
-from server.store.base import (
+from server.store.base import Store
+from server.store.records import (
     EventRecord,
     JobRecord,
     MachineRecord,
@@ -27,7 +28,6 @@ from server.store.base import (
     OrderRecord,
     PlanRecord,
     ScenarioRecord,
-    Store,
     StoreConflict,
     StoreError,
     TokenRecord,

@@ -8,6 +8,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+from server.store import Store, interfaces
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "server"
 # Optional backends, imported only when configured (a hub without Redis never loads the client).
@@ -170,4 +172,41 @@ def test_no_handler_begins_by_asserting_its_body_type() -> None:
                 head = first[:2]
                 if any(isinstance(s, ast.Assert) and "isinstance" in ast.unparse(s) for s in head):
                     wrong.append(f"{name}.{node.name}")
+    assert wrong == []
+
+
+def store_protocols() -> dict[str, list[str]]:
+    tree = SERVER_MODULES["server.store.interfaces"]
+    return {
+        node.name: [f.name for f in node.body if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
+        for node in tree.body
+        if isinstance(node, ast.ClassDef)
+    }
+
+
+def test_no_store_protocol_has_more_than_eight_methods() -> None:
+    protocols = store_protocols()
+    assert protocols, "server/store/interfaces.py defines the store Protocols"
+    assert {name: len(methods) for name, methods in protocols.items() if len(methods) > 8} == {}
+
+
+def test_the_store_is_its_protocols_and_nothing_more() -> None:
+
+    methods = [m for name in store_protocols() for m in store_protocols()[name]]
+    assert len(methods) == len(set(methods)), "a store method belongs to one Protocol"
+    assert set(Store.__abstractmethods__) == {*methods, "close"}
+    assert set(store_protocols()) <= {base.__name__ for base in Store.__mro__ if base.__module__ == interfaces.__name__}
+
+
+def test_features_reach_the_store_only_through_a_protocol() -> None:
+    """``hub.store.x(...)`` would hand a feature all of the store; ``stores.orders(hub).x(...)`` names the
+    Protocol the call goes through (server/core/stores.py)."""
+    wrong = [
+        f"{name}:{node.lineno}"
+        for name, tree in SERVER_MODULES.items()
+        if not name.startswith(("server.core", "server.store", "server.app", "server.cli", "server.admin"))
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr == "store" and isinstance(node.value, ast.Name | ast.Attribute)
+        and ast.unparse(node.value).endswith("hub")
+    ]  # fmt: skip
     assert wrong == []
