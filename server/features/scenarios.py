@@ -68,6 +68,14 @@ async def _machines_wire(
     return machines
 
 
+async def scenario_summary(hub: Hub, scenario: ScenarioRecord) -> dict[str, Any]:
+    """A line of a scenario list (WebSocket and REST alike): how many machines, how many ready, counted from the
+    same view as ``scenario_wire``, so a machine whose replica died counts as offline in both."""
+    machines = await _machines_wire(hub, scenario)
+    ready = sum(1 for m in machines if m["status"] == MachineStatus.READY.value)
+    return {"name": scenario.name, "created": scenario.created, "machines": len(machines), "ready": ready}
+
+
 async def scenario_wire(
     hub: Hub, scenario: ScenarioRecord, after: str = "", limit: int = 0, *, proofs: bool = False
 ) -> dict[str, Any]:
@@ -170,17 +178,7 @@ async def scenario_create(hub: Hub, conn: Connection, env: Envelope, body: Scena
 
 @handlers.on(ScenarioList)
 async def scenario_list(hub: Hub, conn: Connection, env: Envelope, body: ScenarioList) -> None:
-    items = []
-    for scenario in await stores.scenarios(hub).scenarios(conn.id):
-        machines = await _machines_wire(hub, scenario)
-        items.append(
-            {
-                "name": scenario.name,
-                "created": scenario.created,
-                "machines": len(machines),
-                "ready": sum(1 for m in machines if m["status"] == MachineStatus.READY.value),
-            }
-        )
+    items = [await scenario_summary(hub, scenario) for scenario in await stores.scenarios(hub).scenarios(conn.id)]
     conn.send(Response({"scenarios": items}), reply_to=env.id)
 
 

@@ -18,11 +18,11 @@ from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
 from server.features.orders import queue_order
 from server.features.plans import plan_wire
-from server.features.scenarios import scenario_wire
+from server.features.scenarios import scenario_summary, scenario_wire
 from server.rest.auth import authenticate
 from server.rest.encoding import json_response
 from server.rest.tasks import read_json
-from server.store import MachineStatus, OrderRecord
+from server.store import OrderRecord
 
 EVENTS_PAGE = 500
 RESULTS_PAGE = 100
@@ -52,13 +52,7 @@ async def me(request: web.Request) -> web.Response:
 async def list_scenarios(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     principal = await authenticate(request)
-    scenarios = []
-    for scenario in await principal.scenarios(hub):
-        machines = await stores.machines(hub).machines(scenario.id)
-        ready = sum(m.status is MachineStatus.READY for m in machines)
-        scenarios.append(
-            {"name": scenario.name, "created": scenario.created, "machines": len(machines), "ready": ready}
-        )
+    scenarios = [await scenario_summary(hub, scenario) for scenario in await principal.scenarios(hub)]
     return json_response({"scenarios": sorted(scenarios, key=lambda s: s["name"])})
 
 
