@@ -8,10 +8,11 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from crc_cli.logformat import LOG_FORMATS, configure_logging
 from protocol import ProtocolError, PublicKey
-from protocol.logformat import LOG_FORMATS, configure_logging
 from provisioning.dist import DistError, build_dist
 from server import eventloop
 from server.admin import admin_token_path, read_admin_token
@@ -28,7 +29,13 @@ def _log_format(args: argparse.Namespace) -> str:
     return fmt if fmt in LOG_FORMATS else "text"
 
 
-def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+DevMasterKey = Callable[[str | None], tuple[str, str]]
+"""``--dev``: the master key file given (or the default one) -> its public key text, and how to name it."""
+
+
+def add_hub_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *, dev_master_key: DevMasterKey | None = None
+) -> None:
     hub = subparsers.add_parser("hub", help="run the hub (or manage its data dir)")
     hub.add_argument("--host", help="address to listen on (default 127.0.0.1, env CRC_HUB_HOST)")
     hub.add_argument("--port", type=int, help="port (default 8750, 0 for any free one; env CRC_HUB_PORT)")
@@ -55,7 +62,7 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         default=argparse.SUPPRESS,  # absent: keep the value of crc's global --log-format (or CRC_LOG_FORMAT)
         help="text (default) or json: one JSON object per log line (env CRC_LOG_FORMAT)",
     )
-    hub.set_defaults(func=run_hub)
+    hub.set_defaults(func=run_hub, dev_master_key=dev_master_key)
     actions = hub.add_subparsers(dest="hub_action")
     enrol = actions.add_parser("enroll-master", help="allow a master's public key to connect")
     enrol.add_argument("name")
@@ -103,11 +110,11 @@ def _admin_data_dir(parser: argparse.ArgumentParser) -> None:
 def run_hub(args: argparse.Namespace) -> int:
     dev_key = ""
     if args.dev:
-        from clients.master.keys import load_or_create_master_key
-
-        identity, path = load_or_create_master_key(args.key)
-        dev_key = identity.public.to_text()
-        print(f"dev mode: master key {path} ({identity.id}) is enrolled", file=sys.stderr)
+        if args.dev_master_key is None:
+            print("crc hub: --dev needs the master's commands (run it as `crc hub --dev`)", file=sys.stderr)
+            return 2
+        dev_key, described = args.dev_master_key(args.key)
+        print(f"dev mode: master key {described} is enrolled", file=sys.stderr)
     try:
         settings = settings_from(
             host=args.host,

@@ -17,7 +17,7 @@ from clients.daemon import localsocket, supervisor, update
 from clients.daemon.agent import DAEMON_VERSION, Daemon, DaemonOptions, Revoked
 from clients.daemon.config import ConfigError, load_config
 from clients.daemon.platform import current_platform, platform_executor
-from protocol.logformat import LOG_FORMATS, configure_logging
+from crc_cli.logformat import LOG_FORMATS, configure_logging
 
 EXIT_CONFIG = 2
 # systemd's unit sets RestartPreventExitStatus=3: a revoked machine must not hammer the hub forever. Only a

@@ -1,4 +1,5 @@
-"""``crc``: the command line over the master SDK (and ``crc hub`` / ``crc demo``)."""
+"""The master's commands of ``crc``, over the master SDK (``crc demo`` included). ``crc_cli.main`` joins them
+with the hub's (``crc hub``), so that this package never imports the server."""
 
 from __future__ import annotations
 
@@ -22,16 +23,20 @@ from clients.master.fanout import FanOut, Summary
 from clients.master.keys import KeyFileError, default_key_path, load_master_key, write_private_key
 from clients.master.models import CommandResult, EventInfo, OutputChunk
 from clients.master.sdk import Master, MasterError, UnsignedJobError
+from crc_cli.logformat import LOG_FORMATS, configure_logging
 from protocol import CrcError, Identity, RemoteError
 from protocol.boot import BootStatus
 from protocol.delegation import DELEGATION_LIFETIME
 from protocol.events import BootStep
-from protocol.logformat import LOG_FORMATS, configure_logging
 from protocol.orders import MAX_ORDER_TTL
 from protocol.plans import Plan, PlanError, from_gorch, parse_plan
 
 EXIT_USAGE = 2
 EXIT_WAIT_TIMEOUT = 124
+
+
+AddCommands = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+"""Adds subcommands of another part beside the master's (``crc hub``, see ``crc_cli.main``)."""
 
 
 def _hub_url(args: argparse.Namespace) -> str:
@@ -584,7 +589,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # parser
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParser:
+    """The master's commands, and those ``commands`` add (``crc_cli.main`` adds ``crc hub``)."""
     parser = argparse.ArgumentParser(
         prog="crc", description="CloudRemoteControl: drive a scenario's machines through a hub."
     )
@@ -614,9 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for online machines (default 60)")
     p.set_defaults(func=cmd_rotate_key)
 
-    from server.cli import add_hub_parser
-
-    add_hub_parser(sub)
+    for add_commands in commands:
+        add_commands(sub)
 
     scenario = sub.add_parser("scenario", help="create, list, show or delete scenarios").add_subparsers(
         dest="scenario_action", required=True
@@ -795,14 +800,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, commands: Sequence[AddCommands] = ()) -> int:
     # `crc run S T [options] -- COMMAND`: split the command off first, or a trailing REMAINDER positional would
     # swallow the options given between TARGET and -- and run them on the machines as part of the command.
     argv = list(sys.argv[1:] if argv is None else argv)
     after_dashes: list[str] | None = None
     if "--" in argv:
         argv, after_dashes = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
-    parser = build_parser()
+    parser = build_parser(commands)
     args = parser.parse_args(argv)
     if after_dashes is not None:
         if not hasattr(args, "command"):
@@ -841,7 +846,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -57,7 +57,7 @@ class Demo:
     async def start_hub(self) -> str:
         ready = self.root / "hub.url"
         await self.spawn(
-            "hub", "-m", "clients.master.cli", "--key", str(self.key_path), "hub", "--port", "0",
+            "hub", "-m", "crc_cli", "--key", str(self.key_path), "hub", "--port", "0",
             "--data-dir", str(self.root / "hub"), "--dev", "--ready-file", str(ready),
         )  # fmt: skip
         deadline = time.monotonic() + 20

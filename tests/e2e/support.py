@@ -176,7 +176,7 @@ class HubProcess(Process):
     def start(self) -> None:
         self.ready_file.unlink(missing_ok=True)
         self.argv = [
-            PYTHON, "-m", "clients.master.cli", "hub", "--port", str(self.port), "--ready-file",
+            PYTHON, "-m", "crc_cli", "hub", "--port", str(self.port), "--ready-file",
             str(self.ready_file), "--data-dir", str(self.data_dir), "--dev", *self.extra_args,
         ]  # fmt: skip
         super().start()
@@ -331,9 +331,9 @@ def file_lines(path: Path) -> list[str]:
 def run_crc(
     hub: HubProcess, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the ``crc`` CLI (as ``python -m clients.master.cli``) against ``hub`` as the dev master (plus ``env``)."""
+    """Run the ``crc`` CLI (as ``python -m crc_cli``) against ``hub`` as the dev master (plus ``env``)."""
     return subprocess.run(
-        [PYTHON, "-m", "clients.master.cli", *args], env={**hub.crc_env(), **(env or {})}, cwd=ROOT,
+        [PYTHON, "-m", "crc_cli", *args], env={**hub.crc_env(), **(env or {})}, cwd=ROOT,
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
     )  # fmt: skip
 

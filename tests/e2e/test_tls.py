@@ -13,7 +13,7 @@ from tests.e2e.support import PYTHON, ROOT, Daemons, HubProcess, child_env, even
 
 def _init_tls(hub: HubProcess) -> str:
     done = subprocess.run(
-        [PYTHON, "-m", "clients.master.cli", "hub", "init-tls", "--data-dir", str(hub.data_dir)],
+        [PYTHON, "-m", "crc_cli", "hub", "init-tls", "--data-dir", str(hub.data_dir)],
         env=child_env(), cwd=ROOT, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -134,7 +134,7 @@ async def test_with_the_admin_token_the_endpoints_answer_and_forwarded_requests_
 async def _crc(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "CRC_DATA_DIR"}
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "clients.master.cli", *args], cwd=ROOT, env=env,
+        subprocess.run, [sys.executable, "-m", "crc_cli", *args], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.master.cli import build_parser
+from crc_cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "systemd" / "crc-hub@.service"

@@ -18,9 +18,6 @@ DEFERRED_ALLOWED = {
     ("server.app", "server.redis_url"),
     ("server.app", "server.store.redis"),
 }
-# Not yet apart: `crc hub` (clients/master/cli.py) runs server.cli, whose --dev enrols the master's own key. Both go
-# once the `crc` entry point that joins hub and master commands has a top-level package of its own (issue 17).
-JOINT_ENTRY_POINT = {("server.cli", "clients.master.keys"), ("clients.master.cli", "server.cli")}
 
 
 def module_name(path: Path) -> str:
@@ -139,7 +136,7 @@ def test_no_project_import_is_deferred_except_optional_backends() -> None:
         for target, line, is_deferred in imports(tree)
         if is_deferred
         and target.split(".")[0] in ("server", "clients", "protocol", "provisioning")
-        and not {(name, target), (name, target.rpartition(".")[0])} & (DEFERRED_ALLOWED | JOINT_ENTRY_POINT)
+        and not {(name, target), (name, target.rpartition(".")[0])} & DEFERRED_ALLOWED
     ]
     assert deferred == []
 
@@ -148,7 +145,7 @@ def test_server_and_clients_never_import_each_other() -> None:
     edges = {(name, t) for name, tree in SERVER_MODULES.items() for t, _, _ in imports(tree) if t.startswith("clients")}
     for name, tree in sources(ROOT / "clients"):
         edges |= {(name, t) for t, _, _ in imports(tree) if t.startswith("server")}
-    assert edges <= JOINT_ENTRY_POINT
+    assert edges == set()  # crc_cli/ joins the two for the `crc` command
 
 
 def test_the_hub_keeps_at_most_ten_attributes() -> None:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.logformat import JsonFormatter, configure_logging, iso_utc
+from crc_cli.logformat import JsonFormatter, configure_logging, iso_utc
 
 
 def record(msg: str = "hello %s", args: tuple[Any, ...] = ("world",), **extra: Any) -> logging.LogRecord:

@@ -1,6 +1,7 @@
 """Log lines as JSON objects (one per record) for log shippers, and the switch between them and plain text.
 
-Pure like the rest of the package: the record carries its own time, so no clock (nor ``datetime``) is read here.
+Shared by every command (``crc``, ``crc hub``, ``crc-daemon``). The record carries its own time, so no clock (nor
+``datetime``) is read here.
 """
 
 from __future__ import annotations
