@@ -4,56 +4,51 @@ the dashboard) and waits on its news. The hub wakes them all when the scenario's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from typing import Protocol
 
 from protocol.messages import Event, Output
 from server.core.connection import Connection
+from server.core.pump import EventPump
 from server.core.waits import KeyWaiters
 from server.store import EventRecord, EventStore, ScenarioRecord
 
 log = logging.getLogger(__name__)
 
 EVENT_PAGE = 500
-# Pumps also look at the store this often without a wake-up, in case a cross-replica notification was lost.
+# Subscriptions also look at the store this often without a wake-up (see EventPump).
 EVENT_POLL = 5.0
 
 
 class Subscription:
-    """Streams one scenario's event log to one master, in order, from a cursor, then live.
-
-    A pump rereads the store after every wake-up instead of pushing events straight to the socket, so replay
-    and live events can never interleave out of order, and a subscriber that falls behind simply catches up.
-    """
+    """Streams one scenario's event log to one master, in order, from a cursor, then live (``EventPump``)."""
 
     def __init__(self, store: EventStore, conn: Connection, scenario: ScenarioRecord, after: int) -> None:
-        self.store = store
         self.conn = conn
         self.scenario = scenario
-        self.cursor = after
-        self._wake = asyncio.Event()
-        self._task = asyncio.create_task(self._pump(), name=f"events-{scenario.name}-{conn.id}")
+        self.pump = EventPump(store, scenario.id, after, page=EVENT_PAGE, idle=EVENT_POLL)
+        self._task = asyncio.create_task(self._stream(), name=f"events-{scenario.name}-{conn.id}")
+
+    @property
+    def cursor(self) -> int:
+        return self.pump.cursor
 
     def notify(self) -> None:
-        self._wake.set()
+        self.pump.notify()
 
     def stop(self) -> None:
+        self.pump.close()
         self._task.cancel()
 
-    async def _pump(self) -> None:
+    async def _stream(self) -> None:
         try:
-            while not self.conn.closed:
-                self._wake.clear()
-                events = await self.store.events_after(self.scenario.id, self.cursor, EVENT_PAGE)
-                for event in events:
+            async for page in self.pump.pages():
+                if self.conn.closed:
+                    break
+                for event in page.events:
                     self.conn.send(event_body(self.scenario.name, event), scenario=self.scenario.name)
-                    self.cursor = event.cursor
                 await self.conn.wait_writable()
-                if len(events) < EVENT_PAGE:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), EVENT_POLL)
         except asyncio.CancelledError:
             raise
         except Exception:

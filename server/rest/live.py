@@ -2,8 +2,8 @@
 ``/v1/scenarios/{name}/events/stream``): its events in cursor order from where the client left off, then live,
 interleaved with live output of running commands.
 
-Like master subscriptions, a feed rereads the store after every wake-up rather than pushing events from memory,
-so replay and live events never interleave out of order and a slow client simply catches up. A browser cannot
+Like master subscriptions, a feed reads the log through ``server.core.pump.EventPump``, so replay and live events
+never interleave out of order and a slow client simply catches up. A browser cannot
 set headers on a WebSocket, so the token comes in the first message instead (never in the URL, where logs would
 keep it). Tokens are checked again every ``RECHECK`` seconds: revoking one ends its streams.
 """
@@ -27,6 +27,7 @@ from server.core import stores
 from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
 from server.core.hub import Hub
+from server.core.pump import EventPump
 from server.rest.auth import Principal, authenticate, principal_for
 from server.rest.encoding import dumps
 from server.rest.scenarios import event_wire
@@ -45,37 +46,34 @@ FIRST_MESSAGE_LIMIT = 4 * 1024
 
 
 class LiveFeed:
-    """One client's view of one scenario: a ``ScenarioListener`` turned into an async stream of JSON-ready items."""
+    """One client's view of one scenario: a ``ScenarioListener`` turned into an async stream of JSON-ready items
+    (the scenario's events through ``EventPump``, with live output between pages)."""
 
     def __init__(self, hub: Hub, principal: Principal, scenario: ScenarioRecord, after: int) -> None:
         self.hub = hub
         self.principal = principal
         self.scenario = scenario
-        self.cursor = after
-        self.closed = False
-        self._wake = asyncio.Event()
+        self.pump = EventPump(stores.events(hub), scenario.id, after, page=PAGE, idle=HEARTBEAT)
         self._outputs: deque[Output] = deque(maxlen=MAX_PENDING_OUTPUT)
 
     def notify(self) -> None:
-        self._wake.set()
+        self.pump.notify()
 
     def output(self, output: Output) -> None:
         self._outputs.append(output)
-        self._wake.set()
+        self.pump.notify()
 
     def close(self) -> None:
-        self.closed = True
-        self._wake.set()
+        self.pump.close()
 
     async def items(self) -> AsyncIterator[dict[str, Any]]:
         await self.hub.listen(self.scenario.id, self)
         checked = time.monotonic()
         try:
-            while not self.closed:
-                self._wake.clear()
-                events = await stores.events(self.hub).events_after(self.scenario.id, self.cursor, PAGE)
-                for event in events:
-                    self.cursor = event.cursor
+            async for page in self.pump.pages():
+                if page.quiet and not page.events and not self._outputs:
+                    yield {"type": "ping", "head": self.pump.cursor}
+                for event in page.events:
                     yield {"type": "event", **event_wire(event)}
                 while self._outputs:
                     chunk = self._outputs.popleft()
@@ -84,12 +82,6 @@ class LiveFeed:
                 if time.monotonic() - checked > RECHECK:
                     await principal_for(self.hub, self.principal.access.text())  # revoked or expired: ends here
                     checked = time.monotonic()
-                if len(events) == PAGE:
-                    continue
-                try:
-                    await asyncio.wait_for(self._wake.wait(), HEARTBEAT)
-                except TimeoutError:
-                    yield {"type": "ping", "head": self.cursor}
         finally:
             await self.hub.stop_listening(self.scenario.id, self)
 
