@@ -24,11 +24,11 @@ from server.core.metrics import add_metrics_route
 from server.dashboard import add_dashboard_routes
 from server.features import dist, jobs, kv, masters, messaging, orders, plans, scenarios, tokens
 from server.features.dist import add_dist_routes
-from server.rest import add_rest_routes
 from server.settings import HubSettings
 from server.store import SqliteStore, Store
 from server.tls import fingerprint, server_context
-from server.ws import websocket_handler
+from server.transport.rest import add_rest_routes
+from server.transport.ws import websocket_handler
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
 """The hub's core: who is connected, the event log fan-out, and (re)delivery of queued orders.
 
 Features (``server/app.py`` lists them) handle what masters and daemons send (``server.core.dispatch``); the
-WebSocket endpoint in ``server.ws`` authenticates peers and feeds their messages to them. With several replicas,
-whatever concerns a peer held by another replica goes through the backplane (``server.backplane``): the hub acts on
-its own sessions first, then publishes for the others. The hub imports no feature: features reach it through
-``Extension``s (their backplane messages, start and stop hooks, event hooks) and keep their state in ``state``.
+WebSocket endpoint in ``server.transport.ws`` authenticates peers and feeds their messages to them. With
+several replicas, whatever concerns a peer held by another replica goes through the backplane
+(``server.backplane``): the hub acts on its own sessions first, then publishes for the others. The hub imports
+no feature: features reach it through ``Extension``s (their backplane messages, start and stop hooks, event hooks)
+and keep their state in ``state``.
 """
 
 from __future__ import annotations

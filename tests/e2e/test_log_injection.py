@@ -13,7 +13,7 @@ import websockets
 from clients.link import hub_ws_url, new_id
 from protocol import Identity, Role
 from protocol.session import ClientSession
-from server.ws import log_safe
+from server.transport.ws import log_safe
 from tests.e2e.support import HubProcess, eventually
 
 

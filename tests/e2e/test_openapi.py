@@ -17,7 +17,7 @@ from openapi_spec_validator import validate
 
 from clients.link import hub_http_url
 from clients.master.sdk import Master
-from server.rest.openapi import DOCUMENT
+from server.transport.rest.openapi import DOCUMENT
 from tests.e2e.support import HubProcess
 
 EXAMPLES = 25

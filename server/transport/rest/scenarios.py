@@ -19,10 +19,10 @@ from server.core.errors import RequestError
 from server.features.orders import queue_order
 from server.features.plans import plan_wire
 from server.features.scenarios import scenario_summary, scenario_wire
-from server.rest.auth import authenticate
-from server.rest.encoding import json_response
-from server.rest.tasks import read_json
 from server.store import OrderRecord
+from server.transport.rest.auth import authenticate
+from server.transport.rest.encoding import json_response
+from server.transport.rest.tasks import read_json
 
 EVENTS_PAGE = 500
 RESULTS_PAGE = 100

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol.plans import GorchState, StepState
-from server.rest.encoding import json_response
+from server.transport.rest.encoding import json_response
 
 VERSION = "1"
 

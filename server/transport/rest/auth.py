@@ -19,7 +19,7 @@ from server.core.hub import Hub
 from server.core.state import StateKey
 from server.guard import TokenBucket
 from server.store import ScenarioRecord, TokenRecord
-from server.ws import client_source
+from server.transport.ws import client_source
 
 # REST request budget per access token id.
 REST_BUDGETS: StateKey[dict[str, TokenBucket]] = StateKey("rest_budgets", dict)

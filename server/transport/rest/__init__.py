@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.rest import live, openapi, scenarios, tasks
-from server.rest.errors import json_errors
+from server.transport.rest import live, openapi, scenarios, tasks
+from server.transport.rest.errors import json_errors
 
 
 def add_rest_routes(app: web.Application) -> None:

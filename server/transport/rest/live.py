@@ -28,11 +28,11 @@ from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
 from server.core.hub import Hub
 from server.core.pump import EventPump
-from server.rest.auth import Principal, authenticate, principal_for
-from server.rest.encoding import dumps
-from server.rest.scenarios import event_wire
 from server.store import ScenarioRecord, StoreError
-from server.ws import client_source
+from server.transport.rest.auth import Principal, authenticate, principal_for
+from server.transport.rest.encoding import dumps
+from server.transport.rest.scenarios import event_wire
+from server.transport.ws import client_source
 
 log = logging.getLogger(__name__)
 

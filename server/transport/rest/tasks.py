@@ -32,8 +32,8 @@ from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
 from server.core.hub import Hub
 from server.features.plans import cancel_plan, start_plan
-from server.rest.auth import Principal, authenticate
 from server.store import PlanRecord, ScenarioRecord
+from server.transport.rest.auth import Principal, authenticate
 
 MAX_BODY = 1024 * 1024
 TASK_TTL = 24 * 3600.0  # how long a task's signed orders stay valid (capped by the token's expiry)
