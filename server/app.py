@@ -23,7 +23,6 @@ from server.core.hub import Hub
 from server.core.metrics import add_metrics_route
 from server.dashboard import add_dashboard_routes
 from server.features import dist, jobs, kv, masters, messaging, orders, plans, scenarios, tokens
-from server.features.dist import add_dist_routes
 from server.settings import HubSettings
 from server.store import SqliteStore, Store
 from server.tls import fingerprint, server_context
@@ -93,7 +92,8 @@ def create_app(
     app[STOP_KEY] = asyncio.Event()
     add_admin_routes(app, load_or_create_admin_token(settings.data_dir))
     add_boot_routes(app)
-    add_dist_routes(app, settings.dist_dir)
+    for feature in FEATURES:
+        app.router.add_routes(feature.routes)
     add_metrics_route(app, hub.metrics)
     add_dashboard_routes(app)
     add_rest_routes(app)

@@ -1,5 +1,5 @@
 """A feature of the hub: its request handlers, what it does with backplane messages from other replicas, what it
-starts and stops with the hub, and how it hears of new events. ``server/app.py`` lists them; the
+starts and stops with the hub, its HTTP routes, and how it hears of new events. ``server/app.py`` lists them; the
 core knows them only through these fields."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from aiohttp import web
 
 from server.core.dispatch import HandlerTable
 from server.core.hub import Hub
@@ -33,6 +35,8 @@ class Feature:
     handlers: HandlerTable = field(default_factory=HandlerTable)
     peer_handlers: Mapping[str, PeerHandler] = field(default_factory=dict)
     """Backplane message kinds this feature handles (``server.core.peers``)."""
+    routes: web.RouteTableDef = field(default_factory=web.RouteTableDef)
+    """Its HTTP routes (REST, files), added to the hub's application by ``server/app.py``."""
     on_start: Hook = _nothing
     on_stop: Hook = _nothing
     """Before the hub closes its sessions."""

@@ -25,6 +25,7 @@ from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
 from server.core.feature import Feature
 from server.core.hub import Hub
+from server.core.state import StateKey
 from server.dist_files import FILE_NAME, DistConflict, put_file
 
 handlers = HandlerTable()
@@ -75,20 +76,31 @@ def _version_key(version: str) -> tuple[tuple[int, str], ...]:
     return tuple((int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"[.+]", version))
 
 
-DIST_KEY = web.AppKey("dist", DistFolder)
+_FOLDERS: StateKey[dict[Path, DistFolder]] = StateKey("dist.folders", dict)
+routes = web.RouteTableDef()
 
 
+def dist_folder(hub: Hub) -> DistFolder:
+    """The hub's dist folder, with the hashes known so far."""
+    folders, path = hub.state[_FOLDERS], hub.settings.dist_dir
+    if path not in folders:
+        folders[path] = DistFolder(path)
+    return folders[path]
+
+
+@routes.get("/v1/dist/")
 async def index_html(request: web.Request) -> web.Response:
     links = "\n".join(
         f'<a href="{html.escape(f.name)}#sha256={f.sha256}">{html.escape(f.name)}</a><br>'
-        for f in request.app[DIST_KEY].files()
+        for f in dist_folder(request.app[HUB_KEY]).files()
     )
     page = f"<!DOCTYPE html>\n<html><head><title>crc dist</title></head><body>\n{links}\n</body></html>\n"
     return web.Response(text=page, content_type="text/html")
 
 
+@routes.get("/v1/dist/index.json")
 async def index_json(request: web.Request) -> web.Response:
-    dist = request.app[DIST_KEY]
+    dist = dist_folder(request.app[HUB_KEY])
     daemon = dist.daemon_wheel()
     return web.json_response(
         {
@@ -99,19 +111,13 @@ async def index_json(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/v1/dist/{name}")
 async def dist_file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    path = request.app[DIST_KEY].folder / name
+    path = dist_folder(request.app[HUB_KEY]).folder / name
     if not FILE_NAME.match(name) or not path.is_file():
         raise web.HTTPNotFound(text=f"no file {name!r} in the hub's dist folder")
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
-
-
-def add_dist_routes(app: web.Application, folder: Path) -> None:
-    app[DIST_KEY] = DistFolder(folder)
-    app.router.add_get("/v1/dist/", index_html)
-    app.router.add_get("/v1/dist/index.json", index_json)
-    app.router.add_get("/v1/dist/{name}", dist_file)
 
 
 @handlers.on(DistPut)
@@ -135,4 +141,4 @@ async def dist_put(hub: Hub, conn: Connection, env: Envelope, body: DistPut) -> 
     conn.send(Response({"name": body.name, "sha256": body.upload, "added": added}), reply_to=env.id)
 
 
-FEATURE = Feature("dist", handlers)
+FEATURE = Feature("dist", handlers, routes=routes)
