@@ -11,6 +11,8 @@ import re
 import time
 from typing import Any
 
+from aiohttp import web
+
 from protocol import Envelope, ErrorCode, ProtocolError, PublicKey
 from protocol.delegation import Delegation
 from protocol.messages import Response, TokenCreate, TokenList, TokenRenew, TokenRevoke
@@ -22,6 +24,8 @@ from server.core.errors import RequestError
 from server.core.feature import Feature
 from server.core.hub import Hub
 from server.store import StoreConflict, TokenRecord
+from server.transport.rest.auth import authenticate
+from server.transport.rest.encoding import json_response
 
 handlers = HandlerTable()
 
@@ -142,4 +146,15 @@ async def token_renew(hub: Hub, conn: Connection, env: Envelope, body: TokenRene
     conn.send(Response({"renewed": renewed, "refused": refused}), reply_to=env.id)
 
 
-FEATURE = Feature("tokens", handlers)
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/me")
+async def me(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    token = principal.token
+    return json_response({"token": token.id, "role": token.role, "scenario": token.scenario,
+                          "expires": token.expires, "label": token.label})  # fmt: skip
+
+
+FEATURE = Feature("tokens", handlers, routes=routes)

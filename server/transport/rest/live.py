@@ -30,8 +30,7 @@ from server.core.hub import Hub
 from server.core.pump import EventPump
 from server.store import ScenarioRecord, StoreError
 from server.transport.rest.auth import Principal, authenticate, principal_for
-from server.transport.rest.encoding import dumps
-from server.transport.rest.scenarios import event_wire
+from server.transport.rest.encoding import dumps, event_wire
 from server.transport.ws import client_source
 
 log = logging.getLogger(__name__)

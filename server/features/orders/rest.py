@@ -1,5 +1,5 @@
-"""Scenarios over REST for scripts and the dashboard: what a token may see (machines, events from a cursor,
-stored results, plans) and, for operators, running a command (signed with the token's delegation)."""
+"""Orders over REST: a scenario's stored results for scripts and the dashboard, and, for operators, running a
+command (signed with the token's delegation, so daemons check it against their master's key as always)."""
 
 from __future__ import annotations
 
@@ -16,68 +16,17 @@ from protocol.targeting import UnknownMachine, select
 from server.core import stores
 from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
-from server.features.orders import queue_order
-from server.features.plans import plan_wire
-from server.features.scenarios import scenario_summary, scenario_wire
+from server.features.orders.handlers import queue_order
 from server.store import OrderRecord
 from server.transport.rest.auth import authenticate
-from server.transport.rest.encoding import json_response
-from server.transport.rest.tasks import read_json
+from server.transport.rest.encoding import json_response, query_int, read_json
 
-EVENTS_PAGE = 500
 RESULTS_PAGE = 100
 OUTPUT_LIMIT = 64 * 1024  # per result and stream, in lists
 COMMAND_TTL = 3600.0
 SHELLS = ("sh", "powershell")
 
-
-def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise RequestError(ErrorCode.INVALID_REQUEST, f"{name} must be an integer") from None
-    return max(low, min(high, value))
-
-
-async def me(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
-    token = principal.token
-    return json_response({"token": token.id, "role": token.role, "scenario": token.scenario,
-                          "expires": token.expires, "label": token.label})  # fmt: skip
-
-
-async def list_scenarios(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
-    principal = await authenticate(request)
-    scenarios = [await scenario_summary(hub, scenario) for scenario in await principal.scenarios(hub)]
-    return json_response({"scenarios": sorted(scenarios, key=lambda s: s["name"])})
-
-
-async def show_scenario(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
-    principal = await authenticate(request)
-    scenario = await principal.scenario(hub, request.match_info["name"])
-    after = request.query.get("after", "")
-    return json_response(await scenario_wire(hub, scenario, after, _int(request, "limit", 0, 0, 10_000)))
-
-
-async def events(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
-    principal = await authenticate(request)
-    scenario = await principal.scenario(hub, request.match_info["name"])
-    after = _int(request, "after", 0, 0, 2**62)
-    limit = _int(request, "limit", EVENTS_PAGE, 1, EVENTS_PAGE)
-    found = await stores.events(hub).events_after(scenario.id, after, limit)
-    return json_response(
-        {"events": [event_wire(e) for e in found], "head": await stores.events(hub).last_cursor(scenario.id)}
-    )
-
-
-def event_wire(event: Any) -> dict[str, Any]:
-    return {"cursor": event.cursor, "ts": event.ts, "kind": event.kind, "machine": event.machine, "data": event.data}
+routes = web.RouteTableDef()
 
 
 def result_wire(record: OrderRecord, machine: str) -> dict[str, Any]:
@@ -96,11 +45,12 @@ def result_wire(record: OrderRecord, machine: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+@routes.get("/v1/scenarios/{name}/results")
 async def results(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     principal = await authenticate(request)
     scenario = await principal.scenario(hub, request.match_info["name"])
-    limit = _int(request, "limit", RESULTS_PAGE, 1, RESULTS_PAGE)
+    limit = query_int(request, "limit", RESULTS_PAGE, 1, RESULTS_PAGE)
     wanted = request.query.getall("order_id", [])
     names = {m.id: m.name for m in await stores.machines(hub).machines(scenario.id)}
     records = await stores.orders(hub).orders(scenario.id, wanted or None)
@@ -108,13 +58,7 @@ async def results(request: web.Request) -> web.Response:
     return json_response({"results": [result_wire(r, names.get(r.machine_id, "")) for r in newest]})
 
 
-async def plans(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
-    principal = await authenticate(request)
-    scenario = await principal.scenario(hub, request.match_info["name"])
-    return json_response({"plans": [plan_wire(p) for p in await stores.plans(hub).plans(scenario.id)]})
-
-
+@routes.post("/v1/scenarios/{name}/commands")
 async def run_command(request: web.Request) -> web.Response:
     """Queue a shell command on a target, signed with the operator token's delegation."""
     hub = request.app[HUB_KEY]
@@ -147,13 +91,3 @@ async def run_command(request: web.Request) -> web.Response:
         await queue_order(hub, scenario, order.signed_by_delegate(delegate, delegation), [])
         queued.append({"order_id": order.id, "machine": machine.name})
     return json_response({"orders": queued}, status=202)
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/me", me)
-    app.router.add_get("/v1/scenarios", list_scenarios)
-    app.router.add_get("/v1/scenarios/{name}", show_scenario)
-    app.router.add_get("/v1/scenarios/{name}/events", events)
-    app.router.add_get("/v1/scenarios/{name}/results", results)
-    app.router.add_get("/v1/scenarios/{name}/plans", plans)
-    app.router.add_post("/v1/scenarios/{name}/commands", run_command)

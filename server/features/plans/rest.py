@@ -1,4 +1,5 @@
-"""gorchestrator's REST API on the hub, so its clients work unchanged: a task is a plan in its format (nodes
+"""Plans over REST: a scenario's plans (``GET /v1/scenarios/{name}/plans``), and gorchestrator's REST API on the hub,
+so its clients work unchanged: a task is a plan in its format (nodes
 and a row-major adjacency matrix ``digraph``), run by the hub like ``crc plan run``.
 
 - ``POST /v1/tasks`` (operator): run a task; answers 202 with its ``id``. Each node runs on the machine (or
@@ -15,7 +16,6 @@ against their master's key as always.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import uuid
@@ -31,13 +31,15 @@ from server.core import stores
 from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
 from server.core.hub import Hub
-from server.features.plans import cancel_plan, start_plan
+from server.features.plans.handlers import cancel_plan, plan_wire, start_plan
 from server.store import PlanRecord, ScenarioRecord
 from server.transport.rest.auth import Principal, authenticate
+from server.transport.rest.encoding import json_response, read_json
 
-MAX_BODY = 1024 * 1024
 TASK_TTL = 24 * 3600.0  # how long a task's signed orders stay valid (capped by the token's expiry)
 OUTPUT_LIMIT = 16 * 1024  # per machine and stream, in a task's view
+routes = web.RouteTableDef()
+
 STATE_NAMES = {
     GorchState.INITIAL: "Initial", GorchState.TO_RUN: "ToRun", GorchState.RUNNING: "Running",
     GorchState.SUCCESS: "Success", GorchState.FAILURE: "Failure", GorchState.NOT_RUNNABLE: "NotRunnable",
@@ -45,18 +47,15 @@ STATE_NAMES = {
 }  # fmt: skip
 
 
-async def read_json(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise RequestError(ErrorCode.FRAME_TOO_LARGE, f"a request body is at most {MAX_BODY // 1024} KiB")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise RequestError(ErrorCode.FRAME_TOO_LARGE, f"a request body is at most {MAX_BODY // 1024} KiB")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(ErrorCode.INVALID_REQUEST, f"the body is not JSON: {exc}") from None
+@routes.get("/v1/scenarios/{name}/plans")
+async def plans(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    principal = await authenticate(request)
+    scenario = await principal.scenario(hub, request.match_info["name"])
+    return json_response({"plans": [plan_wire(p) for p in await stores.plans(hub).plans(scenario.id)]})
 
 
+@routes.post("/v1/tasks")
 async def create_task(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     principal = await authenticate(request)
@@ -164,6 +163,8 @@ async def task_view(hub: Hub, record: PlanRecord, scenario: ScenarioRecord) -> d
     }  # fmt: skip
 
 
+@routes.get("/v1/tasks")
+@routes.get("/v1/tasks/")
 async def list_tasks(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     principal = await authenticate(request)
@@ -185,23 +186,17 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+@routes.get("/v1/tasks/{id}")
 async def show_task(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     record, scenario = await _owned_task(request, principal)
     return web.json_response(await task_view(request.app[HUB_KEY], record, scenario))
 
 
+@routes.delete("/v1/tasks/{id}")
 async def delete_task(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     principal.signer()  # operators only
     record, scenario = await _owned_task(request, principal)
     hub = request.app[HUB_KEY]
     return web.json_response(await task_view(hub, await cancel_plan(hub, record), scenario))
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/tasks", create_task)
-    app.router.add_get("/v1/tasks", list_tasks)
-    app.router.add_get("/v1/tasks/", list_tasks)
-    app.router.add_get("/v1/tasks/{id}", show_task)
-    app.router.add_delete("/v1/tasks/{id}", delete_task)
