@@ -132,7 +132,8 @@ class Order:
             self.delegation.verify(master_key, scenario, now).verify(self.signature, self.signing_payload())
         if self.machine != machine_id or self.scenario != scenario:
             raise ProtocolError(ErrorCode.WRONG_TARGET, "order is addressed to another machine", machine=self.machine)
-        if now > self.expires:
+        # Written as "not within" so that a NaN expiry (every comparison with it is False) counts as expired.
+        if not now <= self.expires:
             raise ProtocolError(ErrorCode.EXPIRED, "order expired before it could run", expires=self.expires)
         if self.expires > now + MAX_ORDER_TTL + EXPIRY_SLACK:
             raise ProtocolError(

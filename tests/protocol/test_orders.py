@@ -221,6 +221,12 @@ def test_an_expired_order_is_refused() -> None:
     assert error.details == {"expires": order.expires}
 
 
+def test_an_order_whose_expiry_is_not_a_number_is_expired() -> None:
+    # NaN compares false with everything: read as "not expired", a master's NaN would make an order valid forever.
+    order = make_order(expires=float("nan"))
+    assert order_error(order, now=NOW).code is ErrorCode.EXPIRED
+
+
 def test_an_order_is_still_valid_at_its_expiry_instant() -> None:
     order = make_order()
     verify(order, now=order.expires)

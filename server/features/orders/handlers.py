@@ -247,7 +247,7 @@ def refuse_long_lived(hub: Hub, order: Order, where: str = "") -> None:
     Raises:
         RequestError: INVALID_REQUEST, naming the limit.
     """
-    if order.expires > time.time() + hub.settings.order_ttl_max:
+    if not order.expires <= time.time() + hub.settings.order_ttl_max:  # "not <=": a NaN expiry is refused too
         raise RequestError(
             ErrorCode.INVALID_REQUEST,
             f"{where}order expiry is too far in the future: orders may be valid for at most "

@@ -1,36 +1,40 @@
-"""The scenarios feature in process (a real Hub on a SQLite store and the local backplane, no sockets)."""
+"""The scenarios feature in process (harness.HubContext: the app's hub on SQLite and the local backplane, peers
+over real sessions, no sockets)."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-
-from protocol import Identity
-from server.core.hub import Hub
+from protocol import ErrorCode, Identity
+from protocol.events import MachineConnected, MachineReady, MachineRevoked, ScenarioCreated
+from protocol.messages import (
+    EventsSubscribe,
+    MachineRevoke,
+    ScenarioCreate,
+    ScenarioDelete,
+    ScenarioList,
+    ScenarioShow,
+    SystemReady,
+)
 from server.features.scenarios import scenario_summary, scenario_wire
-from server.settings import settings_from
-from server.store import MachineSpec, MachineStatus, SqliteStore
-
-
-@pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = settings_from(data_dir=tmp_path, replica_id="here", env={})
-    store = SqliteStore(settings.database)
-    yield Hub(settings, store, Identity.generate(os.urandom))
-    await store.close()
+from server.store import MachineSpec, MachineStatus
+from tests.server.features.harness import HubContext
 
 
 def spec(name: str) -> MachineSpec:
     return MachineSpec(name, "linux", "web", Identity.generate(os.urandom).public.to_text())
 
 
-async def test_a_machine_whose_replica_died_is_offline_in_the_list_as_in_the_scenario(hub: Hub) -> None:
+def machine_wire(name: str, *, os_name: str = "linux", key: str = "") -> dict[str, str]:
+    key = key or Identity.generate(os.urandom).public.to_text()
+    return {"name": name, "os": os_name, "role": "web", "public_key": key}
+
+
+async def test_a_machine_whose_replica_died_is_offline_in_the_list_as_in_the_scenario(ctx: HubContext) -> None:
     """The store still says ready (its replica died without saying so), but no replica holds its session: the
     scenario list (WebSocket and REST share scenario_summary) and the scenario view agree that it is offline."""
+    hub = ctx.hub
     master = await hub.store.enroll_master("ana", Identity.generate(os.urandom).public.to_text(), time.time())
     scenario = await hub.store.create_scenario(master.id, "shop", [spec("db"), spec("web")], time.time())
     db = next(m for m in await hub.store.machines(scenario.id) if m.name == "db")
@@ -41,3 +45,113 @@ async def test_a_machine_whose_replica_died_is_offline_in_the_list_as_in_the_sce
 
     assert summary == {"name": "shop", "created": scenario.created, "machines": 2, "ready": 0}
     assert {m["name"]: m["status"] for m in shown["machines"]} == {"db": "offline", "web": "offline"}
+
+
+async def test_a_created_scenario_is_shown_listed_and_announced_with_its_machines(ctx: HubContext) -> None:
+    ana = await ctx.master("ana")
+    machines = await ctx.create_scenario(ana, "shop")
+
+    shown = await ctx.ok(ana, ScenarioShow("shop"))
+    listed = await ctx.ok(ana, ScenarioList())
+
+    assert {m["name"]: m["id"] for m in shown["machines"]} == {name: m.id for name, m in machines.items()}
+    assert [(s["name"], s["machines"], s["ready"]) for s in listed["scenarios"]] == [("shop", 2, 0)]
+    assert await ctx.events(ana, "shop") == [(ScenarioCreated(machines=["db", "web"]), "")]
+
+
+async def test_another_master_never_sees_nor_touches_a_scenario(ctx: HubContext) -> None:
+    ana, bob = await ctx.master("ana"), await ctx.master("bob")
+    await ctx.create_scenario(ana, "shop")
+
+    assert (await ctx.ok(bob, ScenarioList()))["scenarios"] == []
+    for body in (ScenarioShow("shop"), ScenarioDelete("shop"), MachineRevoke("shop", "db"), EventsSubscribe("shop")):
+        error = await ctx.refused(bob, body)
+        assert error.code == ErrorCode.NOT_FOUND.value and "no scenario named 'shop'" in error.message
+    assert len((await ctx.ok(ana, ScenarioShow("shop")))["machines"]) == 2
+    # Its own scenario of the same name is another one.
+    await ctx.create_scenario(bob, "shop", [("cache", "cache")])
+    assert [m["name"] for m in (await ctx.ok(bob, ScenarioShow("shop")))["machines"]] == ["cache"]
+
+
+async def test_malformed_scenarios_are_refused_and_nothing_is_stored(ctx: HubContext) -> None:
+    ana = await ctx.master("ana")
+    key = Identity.generate(os.urandom).public.to_text()
+    cases = {
+        "bad/name": [machine_wire("db")],
+        "empty": [],
+        "twins": [machine_wire("db"), machine_wire("db")],
+        "one-key": [machine_wire("db", key=key), machine_wire("web", key=key)],
+        "dos": [machine_wire("db", os_name="dos")],
+        "no-key": [machine_wire("db", key="ed25519:nope")],
+        "bad-machine": [machine_wire("-db")],
+    }
+    for name, machines in cases.items():
+        error = await ctx.refused(ana, ScenarioCreate(name, machines))
+        assert error.code == ErrorCode.INVALID_REQUEST.value, (name, error.message)
+    assert (await ctx.ok(ana, ScenarioList()))["scenarios"] == []
+
+
+async def test_a_scenario_name_is_taken_once_per_master(ctx: HubContext) -> None:
+    ana = await ctx.master("ana")
+    await ctx.create_scenario(ana, "shop")
+
+    error = await ctx.refused(ana, ScenarioCreate("shop", [machine_wire("db")]))
+
+    assert error.code == ErrorCode.ALREADY_EXISTS.value
+
+
+async def test_a_connected_machine_that_reports_ready_is_ready_with_its_facts(ctx: HubContext) -> None:
+    ana = await ctx.master("ana")
+    machines = await ctx.create_scenario(ana, "shop")
+    db = await ctx.daemon(machines["db"])
+
+    facts = {"hostname": "db-1", "addresses": ["10.0.0.5"], "os": "linux"}
+    await ctx.tell(db, SystemReady(facts, "1.0"))
+
+    shown = {m["name"]: m for m in (await ctx.ok(ana, ScenarioShow("shop")))["machines"]}
+    assert shown["db"]["status"] == MachineStatus.READY.value and shown["web"]["status"] == "offline"
+    assert (await ctx.ok(ana, ScenarioList()))["scenarios"][0]["ready"] == 1
+    events = await ctx.events(ana, "shop")
+    assert (MachineConnected(replica="here"), "db") in events
+    [(ready, machine)] = [(p, m) for p, m in events if isinstance(p, MachineReady)]
+    assert machine == "db" and ready.hostname == "db-1"
+
+
+async def test_a_master_may_not_report_ready_and_a_machine_may_not_ask_for_scenarios(ctx: HubContext) -> None:
+    ana = await ctx.master("ana")
+    db = await ctx.daemon((await ctx.create_scenario(ana, "shop"))["db"])
+
+    for peer, body in ((ana, SystemReady({}, "1.0")), (db, ScenarioList()), (db, ScenarioDelete("shop"))):
+        error = await ctx.refused(peer, body)
+        assert error.code == ErrorCode.INVALID_REQUEST.value
+        assert f"a {peer.role.value} may not send {body.TYPE.value}" in error.message
+    assert len((await ctx.ok(ana, ScenarioShow("shop")))["machines"]) == 2
+
+
+async def test_a_revoked_machine_is_dropped_and_its_session_closed(ctx: HubContext) -> None:
+    ana = await ctx.master("ana")
+    machines = await ctx.create_scenario(ana, "shop")
+    db = await ctx.daemon(machines["db"])
+
+    answer = await ctx.ok(ana, MachineRevoke("shop", "db"))
+    unknown = await ctx.refused(ana, MachineRevoke("shop", "nope"))
+
+    assert answer == {"revoked": machines["db"].id}
+    assert unknown.code == ErrorCode.NOT_FOUND.value
+    assert db.conn.closed and db.socket.closed
+    assert [e.code for e in ctx.bodies(db, type(unknown))] == [ErrorCode.REVOKED.value]
+    assert [m["name"] for m in (await ctx.ok(ana, ScenarioShow("shop")))["machines"]] == ["web"]
+    assert (MachineRevoked(machine_id=machines["db"].id), "db") in await ctx.events(ana, "shop")
+
+
+async def test_deleting_a_scenario_revokes_every_machine(ctx: HubContext) -> None:
+    ana = await ctx.master("ana")
+    machines = await ctx.create_scenario(ana, "shop")
+    web = await ctx.daemon(machines["web"])
+
+    answer = await ctx.ok(ana, ScenarioDelete("shop"))
+
+    assert sorted(answer["revoked"]) == sorted(m.id for m in machines.values())
+    assert web.conn.closed
+    assert (await ctx.ok(ana, ScenarioList()))["scenarios"] == []
+    assert (await ctx.refused(ana, ScenarioShow("shop"))).code == ErrorCode.NOT_FOUND.value
