@@ -23,7 +23,7 @@ from protocol.messages import (
     Result,
 )
 from protocol.signed_values import ValueKind
-from server.features import plans
+from server.features.plans import handlers as plans
 from tests.server.features.harness import HubContext, Peer, signed_order, signed_result, signed_value
 
 
