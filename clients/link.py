@@ -1,4 +1,5 @@
-"""A client's connection to the hub (shared by masters and daemons): handshake, sealed frames, heartbeats."""
+"""A client's connection to the hub (shared by masters and daemons): handshake, sealed frames, heartbeats,
+requests matched with their answers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import secrets
 import ssl
 import time
 import uuid
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import websockets
@@ -23,9 +25,10 @@ from protocol import (
     Identity,
     MsgType,
     ProtocolError,
+    RemoteError,
     Role,
 )
-from protocol.messages import Body, Error, Ping, Pong, Welcome
+from protocol.messages import Body, Error, Ping, Pong, Response, Welcome
 from protocol.session import HUB_RECIPIENT, refusal
 
 WS_PATH = "/v1/ws"
@@ -145,6 +148,10 @@ class HubLink:
         # Only an ERROR that arrived sealed in this session came from the hub we authenticated with; an unsealed
         # one (kept in closed_reason only) may have been injected by anyone on the path, so it is never acted on.
         self.sealed_close: Error | None = None
+        # Requests sent on this link and not answered yet, by message id. An answer can only come on the link
+        # the request went out on, so they live and die with it: recv() settles them, and every way the link
+        # ends fails them at once rather than leave them to their timeouts.
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     @classmethod
     async def connect(
@@ -237,13 +244,50 @@ class HubLink:
                 raise LinkClosed(self.closed_reason or str(exc)) from exc
         return envelope.id
 
+    async def request(self, body: Body, *, scenario: str = "", timeout: float = 30.0) -> dict[str, Any]:
+        """Send one request and wait for the hub's answer to it (the RESPONSE or ERROR that replies to its id).
+
+        The answer is read by ``recv()``, so some task must be reading this link (the master's and the daemon's
+        read loops do). Nothing is sent again here: whether a request may be repeated on the next link is the
+        caller's call (``Master.request`` repeats the safe ones).
+
+        Returns:
+            the RESPONSE's data.
+
+        Raises:
+            RemoteError: the hub answered with an ERROR (``code`` and ``message`` are the hub's).
+            LinkClosed: the link is gone, or ended before the answer came (the request may or may not have run).
+            TimeoutError: no answer within ``timeout`` seconds.
+            ProtocolError: FRAME_TOO_LARGE if the request does not fit a frame.
+        """
+        msg_id = new_id()
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = answer
+        try:
+            await self.send(body, scenario=scenario, msg_id=msg_id)
+            return await asyncio.wait_for(answer, timeout)
+        finally:
+            # Answered, timed out, cancelled or failed: the entry goes, so a late answer finds nobody waiting.
+            self._pending.pop(msg_id, None)
+            if answer.done() and not answer.cancelled():
+                answer.exception()  # failed while send() was still running: its error was raised from there
+
     async def recv(self) -> Envelope:
-        """The next message (PINGs are answered here and not returned).
+        """The next message. PINGs are answered here, and answers to ``request()`` handed to it; neither is
+        returned (an answer nobody waits for any more is).
 
         Raises:
             LinkClosed: the connection ended (the hub's stated reason included when it gave one).
             ProtocolError: the hub sent a broken frame; the link is closed.
         """
+        try:
+            return await self._next()
+        except (CrcError, OSError) as exc:
+            # Whatever ended the read ended the link: no answer can come to what is still pending.
+            self._fail_pending(self.closed_reason or getattr(exc, "reason", str(exc)))
+            raise
+
+    async def _next(self) -> Envelope:
         while True:
             try:
                 frame = await self.ws.recv(decode=False)
@@ -265,11 +309,34 @@ class HubLink:
             if envelope.type is MsgType.PING:
                 await self.send(Pong(), reply_to=envelope.id)
                 continue
+            if self._settle(envelope):
+                continue
             if isinstance(envelope.body, Error) and not envelope.reply_to:
                 # An unsolicited sealed ERROR precedes the hub closing the session (revoked, replaced...).
                 self.sealed_close = envelope.body
                 self.closed_reason = f"{envelope.body.code}: {envelope.body.message}"
             return envelope
+
+    def _settle(self, envelope: Envelope) -> bool:
+        """Hand an answer to the ``request()`` waiting for it; False when it is no answer or nobody waits."""
+        body = envelope.body
+        if not envelope.reply_to or not isinstance(body, Response | Error):
+            return False
+        answer = self._pending.pop(envelope.reply_to, None)
+        if answer is None:
+            return False
+        if not answer.done():
+            if isinstance(body, Response):
+                answer.set_result(body.data)
+            else:
+                answer.set_exception(RemoteError(body.code, body.message, body.details))
+        return True
+
+    def _fail_pending(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for answer in pending.values():
+            if not answer.done():
+                answer.set_exception(LinkClosed(reason))
 
     async def _abandon(self, error: ProtocolError) -> None:
         self.closed_reason = str(error)
@@ -284,11 +351,14 @@ class HubLink:
                 await asyncio.sleep(interval)
                 if time.monotonic() - self.last_received > dead_after:
                     self.closed_reason = f"hub silent for {dead_after:.0f} s"
+                    self._fail_pending(self.closed_reason)
                     await self.ws.close()
                     return
                 await self.send(Ping())
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "closed by this client") -> None:
+        """Close the session; requests still waiting fail with ``LinkClosed(reason)``."""
+        self._fail_pending(reason)
         self._heartbeat.cancel()
         if self.session.state.value == "ready":
             self.session.close()

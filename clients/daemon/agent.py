@@ -34,7 +34,7 @@ from clients.daemon.journal import Journal
 from clients.daemon.journal import OrderState as JournalState
 from clients.daemon.platform import PlatformDefaults, current_platform
 from clients.daemon.reports import report_step
-from clients.link import HubLink, LinkClosed, new_id
+from clients.link import HubLink, LinkClosed
 from protocol import (
     CrcError,
     Envelope,
@@ -51,6 +51,7 @@ from protocol import (
 from protocol.boot import BootStatus, report_key
 from protocol.certificates import ReadyStatement
 from protocol.messages import (
+    Body,
     Cancel,
     Deliver,
     Error,
@@ -64,7 +65,6 @@ from protocol.messages import (
     OrderStarted,
     Output,
     Reconnect,
-    Response,
     Result,
     ResultAck,
     SystemReady,
@@ -161,9 +161,7 @@ class Daemon:
             MsgType.RESULT_ACK: self._on_result_ack,
             MsgType.ERROR: self._on_error,
             MsgType.RECONNECT: self._on_reconnect,
-            MsgType.RESPONSE: self._on_response,
         }
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.socket_path = options.state_dir / localsocket.SOCKET_NAME  # where run() serves it (maybe elsewhere)
 
     # lifecycle
@@ -528,28 +526,20 @@ class Daemon:
 
         self._leaving = asyncio.create_task(leave())
 
-    async def _on_response(self, envelope: Envelope) -> None:
-        fut = self._pending.pop(envelope.reply_to, None)
-        if fut is not None and not fut.done() and isinstance(envelope.body, Response):
-            fut.set_result(envelope.body.data)
+    async def request(self, body: Body, timeout: float) -> dict[str, Any]:
+        """Ask the hub something about this machine's scenario and wait for the answer (futures, messages).
 
-    async def request(self, body: Any, timeout: float) -> dict[str, Any]:
-        """Ask the hub something and wait for the answer (futures).
+        Never waits for a connection nor asks again on the next one: a script on the local socket is told at
+        once that the hub is unavailable, and asks again itself if it wants to.
 
         Raises:
-            RemoteError: the hub refused; LinkClosed: no session; TimeoutError: no answer in time.
+            RemoteError: the hub refused; LinkClosed: no session, or it ended before the answer;
+            TimeoutError: no answer in time.
         """
         link = self.link
         if link is None:
             raise LinkClosed("not connected to the hub")
-        msg_id = new_id()
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[msg_id] = fut
-        try:
-            await link.send(body, scenario=self.config.scenario, msg_id=msg_id)
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            self._pending.pop(msg_id, None)
+        return await link.request(body, scenario=self.config.scenario, timeout=timeout)
 
     async def _local_request(self, request: dict[str, Any]) -> dict[str, Any]:
         """A script's request on the local socket (``clients/daemon/localsocket.py``), forwarded to the hub.
@@ -655,10 +645,7 @@ class Daemon:
     async def _on_error(self, envelope: Envelope) -> None:
         body = envelope.body
         assert isinstance(body, Error)
-        fut = self._pending.pop(envelope.reply_to, None) if envelope.reply_to else None
-        if fut is not None and not fut.done():
-            fut.set_exception(RemoteError(body.code, body.message, body.details))
-            return
+        # Errors answering a request() went to it; this one answers a plain send (a result, an ack) or nothing.
         log.warning("hub reported %s: %s", body.code, body.message)
 
     # running orders

@@ -75,7 +75,6 @@ from protocol.messages import (
     PlanList,
     PlanShow,
     PlanSubmit,
-    Response,
     ResultsQuery,
     ScenarioCreate,
     ScenarioDelete,
@@ -172,7 +171,6 @@ class Master:
         self._link: HubLink | None = link
         self._connected = asyncio.Event()
         self._connected.set()
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._consumers: dict[str, set[_Consumer]] = defaultdict(set)
         self._closing = False
         self._refused: RemoteError | None = None  # the hub refused this master for good (removed, revoked)
@@ -218,8 +216,7 @@ class Master:
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
         if self._link is not None:
-            await self._link.close()
-        self._fail_pending(LinkClosed("master closed"))
+            await self._link.close("master closed")
 
     # plumbing
     async def _read_loop(self) -> None:
@@ -236,12 +233,10 @@ class Master:
                         # Removed or revoked: retrying cannot help; every request fails at once from now on.
                         log.error("the hub refuses this master: %s", exc)
                         self._refused = exc
-                        self._fail_pending(exc)
                         self._connected.set()  # wake waiting requests so they see the refusal
                         return
                     if not is_retryable(exc):
                         log.error("cannot reconnect to the hub: %s", exc)
-                        self._fail_pending(exc if isinstance(exc, CrcError) else LinkClosed(str(exc)))
                     await asyncio.sleep(next(delays))
                     continue
                 self._link = link
@@ -252,27 +247,17 @@ class Master:
                 while True:
                     self._route(await link.recv())
             except (LinkClosed, CrcError, OSError) as exc:
+                # The link failed its pending requests with this reason; the repeatable ones are sent again
+                # once the next link is up (request()).
                 log.info("lost the hub (%s); reconnecting", exc)
                 self._connected.clear()
                 self._link = None
-                self._fail_pending(LinkClosed(getattr(exc, "reason", str(exc))))
                 await asyncio.sleep(next(delays))
-
-    def _fail_pending(self, exc: BaseException) -> None:
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(exc)
-        self._pending.clear()
 
     def _route(self, envelope: Envelope) -> None:
         body = envelope.body
         if envelope.reply_to and envelope.type in (MsgType.RESPONSE, MsgType.ERROR):
-            fut = self._pending.pop(envelope.reply_to, None)
-            if fut is not None and not fut.done():
-                if isinstance(body, Response):
-                    fut.set_result(body.data)
-                elif isinstance(body, Error):
-                    fut.set_exception(RemoteError(body.code, body.message, body.details))
+            pass  # the link hands answers to their requests; this one's request gave up (timed out, cancelled)
         elif isinstance(body, Event):
             info = EventInfo(body.scenario, body.cursor, body.kind, body.machine, body.ts, body.data)
             for consumer in self._consumers.get(body.scenario, ()):
@@ -325,14 +310,7 @@ class Master:
         link = self._link
         if link is None:
             raise LinkClosed("not connected")
-        msg_id = new_id()
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[msg_id] = fut
-        try:
-            await link.send(body, scenario=scenario, msg_id=msg_id)
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            self._pending.pop(msg_id, None)
+        return await link.request(body, scenario=scenario, timeout=timeout)
 
     # scenarios
     async def create_scenario(self, name: str, machines: Iterable[MachineDecl]) -> list[NewMachine]:
