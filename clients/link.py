@@ -244,6 +244,11 @@ class HubLink:
                 raise LinkClosed(self.closed_reason or str(exc)) from exc
         return envelope.id
 
+    @property
+    def waiting(self) -> int:
+        """How many ``request()`` calls wait for their answer on this link."""
+        return len(self._pending)
+
     async def request(self, body: Body, *, scenario: str = "", timeout: float = 30.0) -> dict[str, Any]:
         """Send one request and wait for the hub's answer to it (the RESPONSE or ERROR that replies to its id).
 
