@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from clients.link import HubLink, LinkClosed
 from protocol import Envelope, ErrorCode, Identity, RemoteError, Role
 from protocol.messages import Error, KvGet, Response, ScenarioList, ScenarioShow
-from server.app import create_app
-from server.core.appkeys import HUB_KEY
 from server.settings import HubSettings
 from tests.clients.scripted_hub import MAX_FRAMES, TIMEOUT, HubEnd, ScriptedHub
+from tests.live_hub import live_hub
 
 
 @dataclass
@@ -147,15 +145,8 @@ async def test_closing_the_link_fails_pending_requests_with_the_reason_given(lin
 
 @pytest.fixture
 async def real_hub(tmp_path: Path) -> AsyncIterator[tuple[str, Identity]]:
-    app = create_app(HubSettings(data_dir=tmp_path / "hub"))
-    master = Identity.generate(secrets.token_bytes)
-    await app[HUB_KEY].store.enroll_master("alice", master.public.to_text(), time.time())
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield f"http://127.0.0.1:{server.port}", master
-    finally:
-        await server.close()
+    async with live_hub(HubSettings(data_dir=tmp_path / "hub")) as hub:
+        yield hub
 
 
 async def test_the_real_hubs_answers_and_errors_reach_their_requests(real_hub: tuple[str, Identity]) -> None:

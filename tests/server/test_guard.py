@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,9 +15,9 @@ from clients.link import HubLink, LinkClosed
 from protocol import Identity, RemoteError, Role
 from protocol.messages import Error, Response, ScenarioList
 from server.app import create_app
-from server.core.appkeys import HUB_KEY
 from server.guard import AdmissionGuard, TokenBucket
 from server.settings import HubSettings
+from tests.live_hub import live_hub
 
 
 def test_a_source_is_refused_after_too_many_failures_within_the_window_and_admitted_after_it() -> None:
@@ -74,16 +73,8 @@ def test_a_token_bucket_allows_a_burst_then_the_rate() -> None:
 
 @pytest.fixture
 async def limited_hub(tmp_path: Path) -> AsyncIterator[tuple[str, Identity]]:
-    settings = HubSettings(data_dir=tmp_path / "hub", session_rate=20.0, session_burst=10.0)
-    app = create_app(settings)
-    master = Identity.generate(secrets.token_bytes)
-    await app[HUB_KEY].store.enroll_master("alice", master.public.to_text(), time.time())
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield f"http://127.0.0.1:{server.port}", master
-    finally:
-        await server.close()
+    async with live_hub(HubSettings(data_dir=tmp_path / "hub", session_rate=20.0, session_burst=10.0)) as hub:
+        yield hub
 
 
 async def test_a_session_over_its_message_rate_gets_rate_limited_errors_and_stays_usable(
