@@ -53,7 +53,8 @@ from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
 from server.core.feature import Feature
 from server.core.hub import Hub
-from server.features.scenarios import REPORT_KEY_PATTERN, owned_scenario
+from server.core.scope import order_in, owned_scenario
+from server.features.scenarios import REPORT_KEY_PATTERN
 from server.store import OrderRecord, ScenarioRecord, StoreConflict, StoreError
 from server.uploads import UploadError
 
@@ -230,7 +231,7 @@ async def order_submit(hub: Hub, conn: Connection, env: Envelope, body: OrderSub
         order = Order.from_wire(body.order)
         if order.master != conn.id:
             raise RequestError(ErrorCode.FORBIDDEN, "orders must be signed by the master that submits them")
-        scenario = await owned_scenario(hub, conn, order.scenario)
+        scenario = await owned_scenario(hub, conn.id, order.scenario)
         chunks = _uploaded_chunks(conn, order, body.upload) if order.kind is OrderKind.PUT_FILE else []
         await queue_order(hub, scenario, order, chunks, accepted=lambda: conn.send(
             Response({"order_id": order.id, "state": OrderState.QUEUED.value}), reply_to=env.id
@@ -347,10 +348,8 @@ async def file_chunk(hub: Hub, conn: Connection, env: Envelope, body: FileChunk)
 
 @handlers.on(OrderCancel)
 async def order_cancel(hub: Hub, conn: Connection, env: Envelope, body: OrderCancel) -> None:
-    scenario = await owned_scenario(hub, conn, body.scenario)
-    order = await stores.orders(hub).order(body.order_id)
-    if order is None or order.scenario_id != scenario.id:
-        raise RequestError(ErrorCode.NOT_FOUND, f"no order {body.order_id} in scenario {body.scenario!r}")
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
+    order = await order_in(hub, scenario, body.order_id)
     state = await cancel_order(hub, scenario, order)
     conn.send(Response({"order_id": order.id, "state": state.value}), reply_to=env.id)
 
@@ -375,7 +374,7 @@ async def cancel_order(hub: Hub, scenario: ScenarioRecord, order: OrderRecord) -
 
 @handlers.on(ResultsQuery)
 async def results_query(hub: Hub, conn: Connection, env: Envelope, body: ResultsQuery) -> None:
-    scenario = await owned_scenario(hub, conn, body.scenario)
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
     names = {m.id: m.name for m in await stores.machines(hub).machines(scenario.id)}
     records = await stores.orders(hub).orders(scenario.id, body.order_ids or None)
     orders: list[dict[str, Any]] = []

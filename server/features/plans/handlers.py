@@ -50,9 +50,9 @@ from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
 from server.core.feature import Feature
 from server.core.hub import Hub
+from server.core.scope import owned_scenario, plan_in
 from server.core.state import StateKey
 from server.features.orders import cancel_order, order_summary, refuse_long_lived
-from server.features.scenarios import owned_scenario
 from server.store import OrderRecord, PlanRecord, ScenarioRecord, StoreConflict, StoreError
 
 handlers = HandlerTable()
@@ -334,13 +334,9 @@ async def adopt_plans(hub: Hub) -> None:
 
 
 # requests
-async def _scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
-    return await owned_scenario(hub, conn, name)
-
-
 @handlers.on(PlanSubmit)
 async def plan_submit(hub: Hub, conn: Connection, env: Envelope, body: PlanSubmit) -> None:
-    scenario = await _scenario(hub, conn, body.scenario)
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
     try:
         plan = parse_plan(body.spec)
     except PlanError as exc:
@@ -414,11 +410,7 @@ async def _check_keys(hub: Hub, scenario: ScenarioRecord, plan: Plan) -> None:
 
 
 async def _owned_plan(hub: Hub, conn: Connection, scenario_name: str, plan_id: str) -> PlanRecord:
-    scenario = await _scenario(hub, conn, scenario_name)
-    record = await stores.plans(hub).plan(plan_id)
-    if record is None or record.scenario_id != scenario.id:
-        raise RequestError(ErrorCode.NOT_FOUND, f"no plan {plan_id} in scenario {scenario_name!r}")
-    return record
+    return await plan_in(hub, await owned_scenario(hub, conn.id, scenario_name), plan_id)
 
 
 @handlers.on(PlanShow)
@@ -429,7 +421,7 @@ async def plan_show(hub: Hub, conn: Connection, env: Envelope, body: PlanShow) -
 
 @handlers.on(PlanList)
 async def plan_list(hub: Hub, conn: Connection, env: Envelope, body: PlanList) -> None:
-    scenario = await _scenario(hub, conn, body.scenario)
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
     plans = [plan_wire(p) for p in await stores.plans(hub).plans(scenario.id)]
     conn.send(Response({"plans": plans}), scenario=body.scenario, reply_to=env.id)
 

@@ -31,6 +31,7 @@ from server.core import stores
 from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
 from server.core.hub import Hub
+from server.core.scope import owned_plan
 from server.features.plans.handlers import cancel_plan, plan_wire, start_plan
 from server.store import PlanRecord, ScenarioRecord
 from server.transport.rest.auth import Principal, authenticate
@@ -110,16 +111,9 @@ def _task_state(record: PlanRecord) -> GorchState:
 
 
 async def _owned_task(request: web.Request, principal: Principal) -> tuple[PlanRecord, ScenarioRecord]:
-    hub = request.app[HUB_KEY]
-    task_id = request.match_info["id"]
-    record = await stores.plans(hub).plan(task_id)
-    scenario = None if record is None else await stores.scenarios(hub).scenario(record.scenario_id)
-    if (
-        record is None or scenario is None or scenario.owner != principal.master
-        or (principal.token.scenario and scenario.name != principal.token.scenario)
-    ):  # fmt: skip
-        raise RequestError(ErrorCode.NOT_FOUND, f"no task {task_id}")
-    return record, scenario
+    return await owned_plan(
+        request.app[HUB_KEY], principal.master, request.match_info["id"], only_scenario=principal.token.scenario
+    )
 
 
 def _text(data: Any) -> str:
