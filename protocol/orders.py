@@ -7,8 +7,6 @@ in its own config; a result carries the daemon's signature, so the master can ch
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -249,58 +247,3 @@ class SignedResult:
 def file_chunks(data: bytes, chunk_size: int = FILE_CHUNK_SIZE) -> list[bytes]:
     """Split file content into chunks that each fit a frame."""
     return [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
-
-
-def file_body(path: str, data: bytes, mode: int, chunk_size: int = FILE_CHUNK_SIZE) -> dict[str, Any]:
-    """The signed body of a PUT_FILE order: the content itself travels in chunks, bound by its SHA-256."""
-    return {
-        "path": path,
-        "mode": mode,
-        "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "chunks": len(file_chunks(data, chunk_size)),
-    }
-
-
-def update_body(wheel: str, sha256: str, lock: str, lock_sha256: str) -> dict[str, Any]:
-    """The signed body of an UPDATE order: which wheel of the hub's ``/v1/dist/`` to install and the lock its
-    dependencies come from (versions and hashes), each bound by its SHA-256.
-
-    Raises:
-        ProtocolError: BAD_FIELD for a name that is not a plain wheel / lock file name or a digest that is not hex.
-    """
-    if not re.fullmatch(r"[A-Za-z0-9_.+-]+\.whl", wheel):
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{wheel!r} is not a wheel file name")
-    if not re.fullmatch(r"crc-runtime-[0-9a-f]{16}\.lock", lock):
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{lock!r} is not a runtime lock name")
-    for digest in (sha256, lock_sha256):
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise ProtocolError(ErrorCode.BAD_FIELD, "a SHA-256 is 64 lower-case hex digits")
-    return {"wheel": wheel, "sha256": sha256, "lock": lock, "lock_sha256": lock_sha256}
-
-
-def trust_master_body(master_key: PublicKey, epoch: int) -> dict[str, Any]:
-    """The signed body of a TRUST_MASTER order: obey ``master_key`` from now on.
-
-    ``epoch`` grows with every rotation of a master (the master uses the rotation's time in nanoseconds): a daemon
-    applies a TRUST_MASTER only if its epoch is greater than that of the key it obeys, so orders redelivered or
-    replayed in another order can never move it back to an older key.
-    """
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
-        raise ProtocolError(ErrorCode.BAD_FIELD, "a master rotation's epoch is a positive integer")
-    return {"master_public_key": master_key.to_text(), "epoch": epoch}
-
-
-def parse_trust_master(body: dict[str, Any]) -> tuple[PublicKey, int]:
-    """The key and epoch a TRUST_MASTER body names.
-
-    Raises:
-        ProtocolError: BAD_FIELD for a body without a valid key or epoch (e.g. from a master before epochs).
-    """
-    epoch = body.get("epoch")
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
-        raise ProtocolError(
-            ErrorCode.BAD_FIELD,
-            "this master rotation carries no epoch, so it could undo a later one: rotate again from an up-to-date crc",
-        )
-    return PublicKey.from_text(str(body.get("master_public_key", ""))), epoch

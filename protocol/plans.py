@@ -25,10 +25,10 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.order_bodies import SHELLS
 
 STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")  # a future's key (the hub's futures check it too)
-SHELLS = ("sh", "powershell")
 MAX_STEPS = 1000
 
 

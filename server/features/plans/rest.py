@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol import ErrorCode, Order, OrderKind
+from protocol.order_bodies import ExecBody
 from protocol.orders import MAX_ORDER_TTL
 from protocol.plans import GORCH_STATES, GorchState, PlanError, StepState, from_gorch
 from protocol.targeting import UnknownMachine, select
@@ -79,13 +80,7 @@ async def create_task(request: web.Request) -> web.Response:
             raise RequestError(
                 ErrorCode.INVALID_REQUEST, f"node {step.id} ({step.name}): {step.target!r} matches no machine"
             )
-        body: dict[str, Any] = {
-            "command": step.command,
-            "shell": step.shell,
-            "timeout": step.timeout,
-            "env": {},
-            "plan_step": step.id,
-        }
+        body = ExecBody(step.command, shell=step.shell, timeout=step.timeout, plan_step=step.id).to_wire()
         orders[step.id] = [
             Order(uuid.uuid4().hex, scenario.name, m.id, OrderKind.EXEC, body, expires, "")
             .signed_by_delegate(delegate, delegation)
