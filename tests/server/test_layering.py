@@ -1,6 +1,7 @@
 """The hub's layering (issue 17), checked on the source: no import cycle among server modules (deferred and
-type-checking imports counted), the core imports no feature, imports are not deferred to dodge a cycle, server and
-clients stay apart, the Hub stays small, and handlers take typed bodies instead of asserting them."""
+type-checking imports counted), the core imports no feature, the backplane only the core's peer messages, imports
+are not deferred to dodge a cycle, server and clients stay apart, the Hub stays small, and handlers take typed
+bodies instead of asserting them."""
 
 from __future__ import annotations
 
@@ -112,6 +113,24 @@ def test_the_core_imports_no_feature_and_no_transport() -> None:
         if target.startswith("server.")
         and not target.startswith(("server.core", "server.store", "server.backplane"))
         and target not in ("server.settings", "server.guard", "server.uploads")
+    ]
+    assert wrong == []
+
+
+def test_the_backplane_takes_of_the_core_only_the_peer_messages_which_import_nothing_of_the_server() -> None:
+    """The backplane sits below the core but carries its typed messages: ``server.core.peers`` stays a leaf, so
+    decoding them never pulls the hub into the backplane."""
+    wrong = [
+        f"{name} imports {target}"
+        for name, tree in SERVER_MODULES.items()
+        if name.startswith("server.backplane")
+        for target, _, _ in imports(tree)
+        if target.startswith("server.core") and target not in ("server.core", "server.core.peers")
+    ]
+    wrong += [
+        f"server.core.peers imports {target}"
+        for target, _, _ in imports(SERVER_MODULES["server.core.peers"])
+        if target.split(".")[0] in ("server", "clients", "provisioning")
     ]
     assert wrong == []
 

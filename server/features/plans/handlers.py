@@ -50,6 +50,7 @@ from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
 from server.core.feature import Feature
 from server.core.hub import Hub
+from server.core.peers import CancelPlan, PeerTable
 from server.core.scope import owned_scenario, plan_in
 from server.core.state import StateKey
 from server.features.orders import cancel_order, order_summary, refuse_long_lived
@@ -480,7 +481,7 @@ async def _cancel_elsewhere(hub: Hub, record: PlanRecord) -> PlanRunner | None:
             runner.start()  # to save the cancelled states, say the plan finished and release the lease
             return runner
         if not asked:
-            hub.backplane.publish(BROADCAST_CHANNEL, {"kind": "cancel_plan", "plan": record.id})
+            hub.backplane.publish(BROADCAST_CHANNEL, CancelPlan(record.id))
             asked = True
         if time.monotonic() >= deadline:
             log.warning("plan %s: the replica running it did not end it within %s s", record.id, CANCEL_WAIT)
@@ -516,8 +517,12 @@ async def _stop(hub: Hub) -> None:
             runner.task.cancel()
 
 
-async def _peer_cancel_plan(hub: Hub, message: dict[str, Any]) -> None:
-    await cancel_here(hub, message["plan"])
+peers: PeerTable[Hub] = PeerTable()
 
 
-FEATURE = Feature("plans", handlers, {"cancel_plan": _peer_cancel_plan}, on_start=_start, on_stop=_stop)
+@peers.on(CancelPlan)
+async def _peer_cancel_plan(hub: Hub, message: CancelPlan) -> None:
+    await cancel_here(hub, message.plan)
+
+
+FEATURE = Feature("plans", handlers, peers, on_start=_start, on_stop=_stop)
