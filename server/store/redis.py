@@ -15,16 +15,15 @@ Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` 
     P:{sc:S}:kvs           set     the keys that were set (so deleting the scenario finds them)
     P:{sc:S}:mail:M        stream  machine M's scenario messages (entry ids ``<seq>-0``: topic, sender, data, ts)
     P:{sc:S}:mailboxes     set     the machines with a mailbox key
-    P:{sc:S}:plan:ID       string  a plan (spec, signed orders, step states)*
+    P:{sc:S}:plan:ID       string  a plan (spec, signed orders, step states): its PlanRecord**
     P:{sc:S}:plans         zset    the scenario's plan ids by creation time
     P:idx:plans            hash    plan id -> scenario id
     P:idx:open-plans       hash    plan id -> scenario id, for plans not done (resumed after a restart)
     P:planlease:ID         string  the replica running plan ID (its lease), with a PX expiry: see ``claim_plan``
     P:{sc:S}:events        stream  the event log: entry id ``<cursor>-0``, fields ts, kind, machine, data*
-    P:masters              hash    master id -> [id, name, public_key, created]*
+    P:masters              hash    master id -> its MasterRecord**
     P:idx:master-names     hash    master name -> master id
-    P:jobs:<owner>         hash    job name -> [owner, name, shell, script, created, updated, version, statement,
-                                   signature]* (the last two absent in jobs stored before jobs were signed)
+    P:jobs:<owner>         hash    job name -> its JobRecord**
     P:token:ID             hash    owner, role, scenario, secret_hash, created, expires, label, delegation*,
                                    sealed_key (raw bytes), revoked (0 or 1): an access token
     P:idx:tokens:<owner>   set     the token ids of one owner (a master id)
@@ -35,6 +34,8 @@ Key layout (``P`` is the prefix, ``crc`` by default; ``S`` a scenario id, ``M`` 
     P:bootseen:M:MAC       string  a boot report of machine M already accepted (its MAC), with a PX expiry: replays
 
     * msgpack (bin type for bytes), like the SQLite store's blobs; numbers are decimal text.
+    ** a record as a msgpack map by field name (``server.store.codec``); masters and jobs stored before it are
+       positional lists, read with their frozen old layouts and rewritten by name when read (``_MIGRATE_BLOB``).
 
 Why this shape:
 
@@ -66,7 +67,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import msgpack
 import redis.asyncio
@@ -78,6 +79,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from protocol import OrderState
 from server.redis_url import endpoint, redis_from_url
 from server.store.base import Store
+from server.store.codec import decode_record, encode_record, is_positional
 from server.store.records import (
     EventRecord,
     JobRecord,
@@ -394,7 +396,30 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: the hash. ARGV: field, the positional blob read, the same record by name. Returns 1 if rewritten.
+#
+# Why on read, and not at open or by a SCAN pass: positional blobs exist in two places only (the masters hash and
+# the jobs hashes), and each is read through one helper (``_stored``), so rewriting there covers every path. The
+# store has no open step (it connects lazily, and replicas start in any order), and a SCAN at every start would
+# walk the whole shared keyspace long after the last old blob is gone. On read it costs nothing once the data is
+# named, and it is safe among replicas: the blob is replaced only if it is still the one read, so a record another
+# replica wrote meanwhile is never overwritten with an older one. A record never read stays positional, which is
+# harmless: the old layouts below are read for good (a restored old dump needs them too). All replicas must run
+# the codec before any writes by name: a hub from before it would misread a map as a list.
+_MIGRATE_BLOB = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# The positional layouts masters and jobs had before the codec, frozen: the classes' fields may change, these
+# never do (a job stored before jobs were signed lacks the last two, which take their defaults).
+MASTER_LAYOUT = ("id", "name", "public_key", "created")
+JOB_LAYOUT = ("owner", "name", "shell", "script", "created", "updated", "version", "statement", "signature")
+
 _PROGRESSION = (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
+
+R = TypeVar("R")
 
 
 def _pack(value: Any) -> bytes:
@@ -467,6 +492,7 @@ class RedisStore(Store):
         self._append_event = client.register_script(_APPEND_EVENT)
         self._claim_plan = client.register_script(_CLAIM_PLAN)
         self._release_plan = client.register_script(_RELEASE_PLAN)
+        self._migrate_blob = client.register_script(_MIGRATE_BLOB)
 
     @classmethod
     def from_url(
@@ -538,6 +564,18 @@ class RedisStore(Store):
     async def _hgetall_many(self, keys: Sequence[str]) -> list[dict[bytes, bytes]]:
         return cast("list[dict[bytes, bytes]]", await self._many("HGETALL", keys))
 
+    async def _stored(self, cls: type[R], key: str, field: str, blob: bytes, layout: tuple[str, ...]) -> R:
+        """The record kept in ``blob`` at ``key``/``field``; a positional one is rewritten by name."""
+        record = decode_record(cls, blob, legacy=layout)
+        await self._rewrite_positional(key, field, blob, record)
+        return record
+
+    async def _rewrite_positional(self, key: str, field: str, blob: bytes, record: Any) -> None:
+        """Migrate a blob read in the old positional form (see ``_MIGRATE_BLOB`` for why on read)."""
+        if is_positional(blob):
+            with self._errors():
+                await self._migrate_blob(keys=[key], args=[field, blob, encode_record(record)])
+
     async def ping(self) -> None:
         """Check that the server answers (at start-up, say). Raises StoreError if it does not."""
         with self._errors():
@@ -550,10 +588,10 @@ class RedisStore(Store):
         with self._errors():
             reply = await self._enroll(
                 keys=[self._masters, self._master_names],
-                args=[name, master_id, _pack([record.id, record.name, record.public_key, record.created])],
+                args=[name, master_id, encode_record(record)],
             )
         if reply[0] == 1:
-            known = MasterRecord(*_unpack(reply[1], None))
+            known = await self._master(reply[1])
             if known.public_key != public_key:
                 raise StoreConflict(f"a master named {name!r} is enrolled with another key")
             return known
@@ -561,17 +599,27 @@ class RedisStore(Store):
             raise StoreConflict(f"the key of master {name!r} is already enrolled under another name")
         return record
 
+    async def _master(self, blob: bytes) -> MasterRecord:
+        """A master read without its id at hand (an enroll's reply): the hash field is the id it holds."""
+        record = decode_record(MasterRecord, blob, legacy=MASTER_LAYOUT)
+        await self._rewrite_positional(self._masters, record.id, blob, record)
+        return record
+
     async def master(self, master_id: str) -> MasterRecord | None:
         with self._errors():
             packed = await self._hget(self._masters, master_id)
-        return None if packed is None else MasterRecord(*_unpack(packed, None))
+        return (
+            None
+            if packed is None
+            else await self._stored(MasterRecord, self._masters, master_id, packed, MASTER_LAYOUT)
+        )
 
     async def rekey_master(self, master_id: str, public_key: str) -> MasterRecord | None:
         old = await self.master(master_id)
         if old is None:
             return None
         record = MasterRecord(MachineSpec("", "", "", public_key).id, old.name, public_key, old.created)
-        packed = _pack([record.id, record.name, record.public_key, record.created])
+        packed = encode_record(record)
         with self._errors():
             moved = await self._rekey_master(
                 keys=[self._masters, self._master_names], args=[self.prefix, master_id, record.id, packed, old.name]
@@ -640,7 +688,7 @@ class RedisStore(Store):
         open_index = f"{self.prefix}:idx:open-plans"
         with self._errors():
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._sc(plan.scenario_id, f"plan:{plan.id}"), _pack(plan.__dict__))
+                pipe.set(self._sc(plan.scenario_id, f"plan:{plan.id}"), encode_record(plan))
                 pipe.zadd(self._sc(plan.scenario_id, "plans"), {plan.id: plan.created})
                 pipe.hset(f"{self.prefix}:idx:plans", plan.id, plan.scenario_id)
                 if plan.done:
@@ -651,7 +699,7 @@ class RedisStore(Store):
 
     async def _plan_in(self, scenario_id: str, plan_id: str) -> PlanRecord | None:
         packed = await self._redis.get(self._sc(scenario_id, f"plan:{plan_id}"))
-        return None if packed is None else PlanRecord(**_unpack(packed if isinstance(packed, bytes) else b"", {}))
+        return None if packed is None else decode_record(PlanRecord, cast("bytes", packed))
 
     async def plan(self, plan_id: str) -> PlanRecord | None:
         with self._errors():
@@ -763,12 +811,12 @@ class RedisStore(Store):
                         await pipe.watch(key)
                         packed = await pipe.hget(key, name)
                         assert packed is None or isinstance(packed, bytes)
-                        old = None if packed is None else JobRecord(*_unpack(packed, None))
+                        old = None if packed is None else decode_record(JobRecord, packed, legacy=JOB_LAYOUT)
                         next_version = version if version is not None else old.version + 1 if old else 1
                         job = JobRecord(owner, name, shell, script, old.created if old else float(now), float(now),
                                         next_version, statement, signature)  # fmt: skip
                         pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.hset(key, name, _pack(list(job.__dict__.values())))
+                        pipe.hset(key, name, encode_record(job))
                         await pipe.execute()
                         return job
                 except WatchError:
@@ -776,14 +824,17 @@ class RedisStore(Store):
         raise StoreError(f"job {name!r} kept changing under concurrent writes; try again")
 
     async def job(self, owner: str, name: str) -> JobRecord | None:
+        key = self._jobs_key(owner)
         with self._errors():
-            packed = await self._hget(self._jobs_key(owner), name)
-        return None if packed is None else JobRecord(*_unpack(packed, None))
+            packed = await self._hget(key, name)
+        return None if packed is None else await self._stored(JobRecord, key, name, packed, JOB_LAYOUT)
 
     async def jobs(self, owner: str) -> list[JobRecord]:
+        key = self._jobs_key(owner)
         with self._errors():
-            rows = await self._hgetall(self._jobs_key(owner))
-        return sorted((JobRecord(*_unpack(v, None)) for v in rows.values()), key=lambda j: j.name)
+            rows = await self._hgetall(key)
+        found = [await self._stored(JobRecord, key, _text(name), v, JOB_LAYOUT) for name, v in rows.items()]
+        return sorted(found, key=lambda j: j.name)
 
     async def delete_job(self, owner: str, name: str) -> bool:
         with self._errors():
@@ -805,7 +856,7 @@ class RedisStore(Store):
                 pipe.hdel(self._masters, _text(master_id))
                 await self._drop_tokens(keys=[self._tokens_key(_text(master_id))], args=[self.prefix], client=pipe)
                 await pipe.execute()
-        return None if packed is None else MasterRecord(*_unpack(packed, None))
+        return None if packed is None else decode_record(MasterRecord, packed, legacy=MASTER_LAYOUT)
 
     # scenarios and machines
     async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:

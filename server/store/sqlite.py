@@ -17,6 +17,7 @@ import msgpack
 
 from protocol import OrderState
 from server.store.base import Store
+from server.store.codec import decode_record, encode_record
 from server.store.records import (
     EventRecord,
     JobRecord,
@@ -310,22 +311,22 @@ class SqliteStore(Store):
             db.execute(
                 "INSERT INTO plans (id, scenario_id, data, done, created) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET data = excluded.data, done = excluded.done",
-                (plan.id, plan.scenario_id, _pack(plan.__dict__), int(plan.done), plan.created),
+                (plan.id, plan.scenario_id, encode_record(plan), int(plan.done), plan.created),
             )
 
     async def plan(self, plan_id: str) -> PlanRecord | None:
         row = self._read(lambda db: db.execute("SELECT data FROM plans WHERE id = ?", (plan_id,)).fetchone())
-        return None if row is None else PlanRecord(**_unpack(row[0], {}))
+        return None if row is None else decode_record(PlanRecord, row[0])
 
     async def plans(self, scenario_id: str) -> list[PlanRecord]:
         query = "SELECT data FROM plans WHERE scenario_id = ? ORDER BY created, id"
         return [
-            PlanRecord(**_unpack(r[0], {})) for r in self._read(lambda db: db.execute(query, (scenario_id,)).fetchall())
+            decode_record(PlanRecord, r[0]) for r in self._read(lambda db: db.execute(query, (scenario_id,)).fetchall())
         ]
 
     async def open_plans(self) -> list[PlanRecord]:
         query = "SELECT data FROM plans WHERE done = 0 ORDER BY created, id"
-        return [PlanRecord(**_unpack(r[0], {})) for r in self._read(lambda db: db.execute(query).fetchall())]
+        return [decode_record(PlanRecord, r[0]) for r in self._read(lambda db: db.execute(query).fetchall())]
 
     async def claim_plan(self, plan_id: str, owner: str, now: float, ttl: float) -> bool:
         with self._tx() as db:
