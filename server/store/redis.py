@@ -76,6 +76,7 @@ from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from protocol import OrderState
+from protocol.orders import sources as order_sources
 from server.redis_url import endpoint, redis_from_url
 from server.store.base import Store
 from server.store.records import (
@@ -393,8 +394,6 @@ _RELEASE_PLAN = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-_PROGRESSION = (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
 
 
 def _pack(value: Any) -> bytes:
@@ -1047,9 +1046,9 @@ class RedisStore(Store):
         return queued
 
     async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
-        if state not in _PROGRESSION[1:]:
+        earlier = sorted(s.value for s in order_sources(state))
+        if state.final or not earlier:
             return False  # queued is where orders start; final states come with a result (store_result)
-        earlier = [s.value for s in _PROGRESSION[: _PROGRESSION.index(state)]]
         with self._errors():
             moved = await self._set_order_state(
                 keys=[self._order_index], args=[self.prefix, order_id, state.value, _number(now), *earlier]

@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 import msgpack
 
 from protocol import OrderState
+from protocol.orders import sources as order_sources
 from server.store.base import Store
 from server.store.records import (
     EventRecord,
@@ -590,12 +591,10 @@ class SqliteStore(Store):
         row = self._read(lambda db: db.execute(query, (machine_id, OrderState.QUEUED.value)).fetchone())
         return int(row[0])
 
-    _PROGRESSION = (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
-
     async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
-        earlier = [s.value for s in self._PROGRESSION[: self._PROGRESSION.index(state)]]
-        if not earlier:
-            return False
+        earlier = sorted(s.value for s in order_sources(state))
+        if state.final or not earlier:
+            return False  # queued is where orders start; final states come with a result (store_result)
         placeholders = ",".join("?" * len(earlier))
         with self._tx() as db:
             cur = db.execute(
