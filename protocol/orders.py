@@ -13,7 +13,7 @@ from typing import Any
 
 from protocol.delegation import Delegation
 from protocol.envelope import pack
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import ErrorCode, IllegalTransition, ProtocolError
 from protocol.identity import Identity, PublicKey
 
 FILE_CHUNK_SIZE = 256 * 1024
@@ -56,6 +56,75 @@ class OrderState(StrEnum):
     @property
     def final(self) -> bool:
         return self not in (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
+
+
+class OrderEvent(StrEnum):
+    """What happens to an order. Delivery (and redelivery on reconnect) is not one: an order stays queued until
+    its machine acknowledges it, so a session that dies in between gets it again."""
+
+    ACKNOWLEDGE = "acknowledge"  # ORDER_ACK: the daemon journaled it, from now on the machine has it
+    START = "start"  # ORDER_STARTED: the daemon began it (its acknowledgement may have been lost)
+    # The daemon's signed result, one event per final status; CANCEL is also the hub's own, for an order its
+    # machine never received (``server.features.orders.cancel_order``).
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    TIME_OUT = "time_out"  # the daemon's own timeout for the command
+    CANCEL = "cancel"
+    REJECT = "reject"  # the daemon refused it: bad signature, expired, not for it...
+    INTERRUPT = "interrupt"  # the daemon stopped while it ran; never rerun
+
+
+# The final status a result reports, and the event that records it.
+RESULT_EVENTS: dict[OrderState, OrderEvent] = {
+    OrderState.SUCCEEDED: OrderEvent.SUCCEED,
+    OrderState.FAILED: OrderEvent.FAIL,
+    OrderState.TIMED_OUT: OrderEvent.TIME_OUT,
+    OrderState.CANCELLED: OrderEvent.CANCEL,
+    OrderState.REJECTED: OrderEvent.REJECT,
+    OrderState.INTERRUPTED: OrderEvent.INTERRUPT,
+}
+
+_OPEN = (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
+
+# Orders move forward, never back. Reports arrive out of step (an acknowledgement lost, a result resent after a
+# reconnect), so a result is taken in any open state and a start without its acknowledgement; a late or repeated
+# report is no transition, and the stores refuse it (``sources``).
+ORDER_TRANSITIONS: dict[tuple[OrderState, OrderEvent], OrderState] = {
+    (OrderState.QUEUED, OrderEvent.ACKNOWLEDGE): OrderState.DELIVERED,
+    (OrderState.QUEUED, OrderEvent.START): OrderState.RUNNING,
+    (OrderState.DELIVERED, OrderEvent.START): OrderState.RUNNING,
+    **{(state, event): final for state in _OPEN for final, event in RESULT_EVENTS.items()},
+}
+
+
+def advance(state: OrderState, event: OrderEvent) -> OrderState:
+    """The state ``event`` moves an order in ``state`` to.
+
+    Raises:
+        IllegalTransition: the table has no such move (the order is final, or further along).
+    """
+    try:
+        return ORDER_TRANSITIONS[(state, event)]
+    except KeyError:
+        raise IllegalTransition("order", state.value, event.value) from None
+
+
+def destination(event: OrderEvent) -> OrderState:
+    """Where ``event`` moves an order, from whichever state it is allowed in: each event has one destination, so a
+    handler that has not read the order's state can still name it (the store checks the state, ``sources``)."""
+    return _DESTINATIONS[event]
+
+
+def sources(target: OrderState) -> frozenset[OrderState]:
+    """The states an order may move to ``target`` from (none for ``queued``, where orders start). The stores
+    check-and-set against these atomically (SQL ``state IN``, Lua), so concurrent reports cannot move one back."""
+    return _SOURCES[target]
+
+
+_DESTINATIONS: dict[OrderEvent, OrderState] = {event: target for (_, event), target in ORDER_TRANSITIONS.items()}
+_SOURCES: dict[OrderState, frozenset[OrderState]] = {
+    target: frozenset(s for (s, _), t in ORDER_TRANSITIONS.items() if t is target) for target in OrderState
+}
 
 
 def canonical(value: Any) -> Any:

@@ -46,6 +46,7 @@ from protocol.messages import (
     ResultAck,
     ResultsQuery,
 )
+from protocol.orders import OrderEvent, advance, destination
 from server.backplane import BackplaneUnavailable
 from server.core import stores
 from server.core.connection import Connection, log_safe
@@ -92,9 +93,9 @@ def _not_its_own(hub: Hub, conn: Connection, order_id: str) -> None:
         )  # fmt: skip
 
 
-_PROGRESS: dict[MsgType, tuple[OrderState, type[CommandDelivered | CommandStarted]]] = {
-    MsgType.ORDER_ACK: (OrderState.DELIVERED, CommandDelivered),
-    MsgType.ORDER_STARTED: (OrderState.RUNNING, CommandStarted),
+_PROGRESS: dict[MsgType, tuple[OrderEvent, type[CommandDelivered | CommandStarted]]] = {
+    MsgType.ORDER_ACK: (OrderEvent.ACKNOWLEDGE, CommandDelivered),
+    MsgType.ORDER_STARTED: (OrderEvent.START, CommandStarted),
 }
 
 
@@ -110,10 +111,12 @@ async def order_started(hub: Hub, conn: Connection, env: Envelope, body: OrderSt
 
 
 async def _progress(hub: Hub, conn: Connection, msg_type: MsgType, order_id: str) -> None:
-    """ORDER_ACK and ORDER_STARTED move an order forward, never back."""
-    state, event = _PROGRESS[msg_type]
+    """ORDER_ACK and ORDER_STARTED move an order forward, never back: the store moves it only from the states
+    the transition table allows (a late or repeated report is dropped), without a read of its own here."""
+    order_event, payload = _PROGRESS[msg_type]
+    state = destination(order_event)
     if await _own_order(hub, conn, order_id) and await stores.orders(hub).set_order_state(order_id, state, time.time()):
-        await hub.emit(conn.scenario_id, event(order_id=order_id), conn.machine_name)
+        await hub.emit(conn.scenario_id, payload(order_id=order_id), conn.machine_name)
 
 
 @handlers.on(Output, roles=(Role.DAEMON,))
@@ -360,12 +363,13 @@ async def cancel_order(hub: Hub, scenario: ScenarioRecord, order: OrderRecord) -
     machine_name = machine.name if machine else ""
     if order.state is OrderState.QUEUED and await hub.locate(order.machine_id) is None:
         # Never reached the machine: cancelling it here is final and nothing runs.
-        await stores.orders(hub).store_result(order.id, OrderState.CANCELLED, {}, time.time())
+        cancelled = advance(order.state, OrderEvent.CANCEL)
+        await stores.orders(hub).store_result(order.id, cancelled, {}, time.time())
         finished = CommandFinished(
-            order_id=order.id, status=OrderState.CANCELLED.value, exit_code=None, error="cancelled before delivery"
+            order_id=order.id, status=cancelled.value, exit_code=None, error="cancelled before delivery"
         )
         await hub.emit(scenario.id, finished, machine_name)
-        return OrderState.CANCELLED
+        return cancelled
     if not order.state.final:
         await hub.cancel_on_machine(order.machine_id, order.id, scenario.name)
         await hub.emit(scenario.id, CommandCancelRequested(order_id=order.id), machine_name)

@@ -37,6 +37,7 @@ from protocol.plans import (
     Plan,
     PlanError,
     PlanRun,
+    StepEvent,
     StepState,
     parse_plan,
     plan_to_wire,
@@ -156,6 +157,7 @@ class PlanRunner:
                     continue
                 if not missing:
                     changed = True
+                    self.run.move(sid, StepEvent.KEYS_SET)
                     await self._dispatch(sid)
                     continue
                 if not self._timed_out(sid):
@@ -207,12 +209,12 @@ class PlanRunner:
             if not missing:
                 await self._dispatch(sid)
                 continue
-            self.run.states[sid] = StepState.WAITING  # the engine has it RUNNING: no orders are out yet
-            await self._step_event(sid, StepState.WAITING, keys=list(self.plan.step(sid).waits_for), missing=missing)
+            waiting = self.run.move(sid, StepEvent.KEYS_MISSING)  # the engine has it RUNNING: no orders are out yet
+            await self._step_event(sid, waiting, keys=list(self.plan.step(sid).waits_for), missing=missing)
             self._watch_keys()
 
     async def _dispatch(self, sid: str) -> None:
-        self.run.states[sid] = StepState.RUNNING
+        """Queue a RUNNING step's orders (again, after a restart: those queued already are left as they are)."""
         self.started.setdefault(sid, time.time())
         await self._step_event(sid, StepState.RUNNING)
         for wire in self.record.orders.get(sid, []):

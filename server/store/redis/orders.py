@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Any, cast
 
 from protocol import OrderState
+from protocol.orders import sources as order_sources
 from server.store.interfaces import OrderStore
 from server.store.records import OrderRecord, StoreConflict, StoreError
 from server.store.redis.base import RedisBase, _number, _pack, _text, _unpack, lua
-
-_PROGRESSION = (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
 
 
 class RedisOrders(RedisBase, OrderStore):
@@ -109,9 +108,9 @@ class RedisOrders(RedisBase, OrderStore):
             return int(await self._redis.xlen(self._sc(_text(scenario_id), f"inbox:{machine_id}")))
 
     async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
-        if state not in _PROGRESSION[1:]:
+        earlier = sorted(s.value for s in order_sources(state))
+        if state.final or not earlier:
             return False  # queued is where orders start; final states come with a result (store_result)
-        earlier = [s.value for s in _PROGRESSION[: _PROGRESSION.index(state)]]
         with self._errors():
             moved = await self._set_order_state(
                 keys=[self._order_index], args=[self.prefix, order_id, state.value, _number(now), *earlier]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from protocol import OrderState
+from protocol.orders import sources as order_sources
 from server.store.interfaces import OrderStore
 from server.store.records import OrderRecord
 from server.store.sqlite.base import SqliteBase, _pack, _unpack
@@ -71,12 +72,10 @@ class SqliteOrders(SqliteBase, OrderStore):
         row = self._read(lambda db: db.execute(query, (machine_id, OrderState.QUEUED.value)).fetchone())
         return int(row[0])
 
-    _PROGRESSION = (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
-
     async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
-        earlier = [s.value for s in self._PROGRESSION[: self._PROGRESSION.index(state)]]
-        if not earlier:
-            return False
+        earlier = sorted(s.value for s in order_sources(state))
+        if state.final or not earlier:
+            return False  # queued is where orders start; final states come with a result (store_result)
         placeholders = ",".join("?" * len(earlier))
         with self._tx() as db:
             cur = db.execute(
