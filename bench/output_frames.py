@@ -22,6 +22,7 @@ from clients.master.keys import load_or_create_master_key
 from clients.master.sdk import Master
 from protocol import CrcError, Envelope, MsgType, OrderKind, Role
 from protocol.messages import EventsSubscribe, Output
+from protocol.order_bodies import ExecBody
 
 NAME = "output_frames"
 TARGET = 0.5  # issue 9: at least half the bare relay's rate
@@ -86,7 +87,7 @@ async def flood_order(master: Master, scenario: str) -> str:
     machine's output only for its own orders. The benchmark's daemon session receives it and never runs it."""
     sc = await master.scenario(scenario)
     (machine,) = sc.machines
-    body = {"command": "true", "cwd": None, "env": {}, "timeout": None}
+    body = ExecBody("true").to_wire()
     return await master.submit(master.sign(sc, machine, OrderKind.EXEC, body, 3600.0))
 
 

@@ -2,7 +2,9 @@
 
     CrcError                      root of every error CRC raises on purpose
     ├── ProtocolError             a frame or message broke the protocol; carries an ``ErrorCode``
-    │                             ``remote=False``: we detected it in what the peer sent us
+    │   │                         ``remote=False``: we detected it in what the peer sent us
+    │   └── IllegalTransition     an event that an order's or a plan step's transition table does not allow in
+    │                             its state (ILLEGAL_STATE): a bug on this side, named by machine, state and event
     └── RemoteError               the peer told us (an ERROR message) that something failed on its side
 
 A ``ProtocolError`` always names what went wrong with a stable ``code`` (sent on the wire so the peer can act on
@@ -76,3 +78,26 @@ class RemoteError(CrcError):
         self.code = code
         self.message = message
         self.details = details or {}
+
+
+class IllegalTransition(ProtocolError):
+    """An event that a transition table (``protocol.orders.ORDER_TRANSITIONS``, ``protocol.plans.STEP_TRANSITIONS``)
+    does not allow in the current state.
+
+    Args:
+        machine: which state machine refused it (``"order"``, ``"step"``).
+        state: the state it was in (it stays there).
+        event: the event that is not allowed there.
+    """
+
+    def __init__(self, machine: str, state: str, event: str) -> None:
+        super().__init__(
+            ErrorCode.ILLEGAL_STATE,
+            f"{machine} event {event!r} is not allowed in state {state!r}",
+            machine=machine,
+            state=state,
+            event=event,
+        )
+        self.machine = machine
+        self.state = state
+        self.event = event

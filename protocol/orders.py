@@ -7,15 +7,13 @@ in its own config; a result carries the daemon's signature, so the master can ch
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from protocol.delegation import Delegation
 from protocol.envelope import pack
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import ErrorCode, IllegalTransition, ProtocolError
 from protocol.identity import Identity, PublicKey
 
 FILE_CHUNK_SIZE = 256 * 1024
@@ -58,6 +56,75 @@ class OrderState(StrEnum):
     @property
     def final(self) -> bool:
         return self not in (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
+
+
+class OrderEvent(StrEnum):
+    """What happens to an order. Delivery (and redelivery on reconnect) is not one: an order stays queued until
+    its machine acknowledges it, so a session that dies in between gets it again."""
+
+    ACKNOWLEDGE = "acknowledge"  # ORDER_ACK: the daemon journaled it, from now on the machine has it
+    START = "start"  # ORDER_STARTED: the daemon began it (its acknowledgement may have been lost)
+    # The daemon's signed result, one event per final status; CANCEL is also the hub's own, for an order its
+    # machine never received (``server.features.orders.cancel_order``).
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    TIME_OUT = "time_out"  # the daemon's own timeout for the command
+    CANCEL = "cancel"
+    REJECT = "reject"  # the daemon refused it: bad signature, expired, not for it...
+    INTERRUPT = "interrupt"  # the daemon stopped while it ran; never rerun
+
+
+# The final status a result reports, and the event that records it.
+RESULT_EVENTS: dict[OrderState, OrderEvent] = {
+    OrderState.SUCCEEDED: OrderEvent.SUCCEED,
+    OrderState.FAILED: OrderEvent.FAIL,
+    OrderState.TIMED_OUT: OrderEvent.TIME_OUT,
+    OrderState.CANCELLED: OrderEvent.CANCEL,
+    OrderState.REJECTED: OrderEvent.REJECT,
+    OrderState.INTERRUPTED: OrderEvent.INTERRUPT,
+}
+
+_OPEN = (OrderState.QUEUED, OrderState.DELIVERED, OrderState.RUNNING)
+
+# Orders move forward, never back. Reports arrive out of step (an acknowledgement lost, a result resent after a
+# reconnect), so a result is taken in any open state and a start without its acknowledgement; a late or repeated
+# report is no transition, and the stores refuse it (``sources``).
+ORDER_TRANSITIONS: dict[tuple[OrderState, OrderEvent], OrderState] = {
+    (OrderState.QUEUED, OrderEvent.ACKNOWLEDGE): OrderState.DELIVERED,
+    (OrderState.QUEUED, OrderEvent.START): OrderState.RUNNING,
+    (OrderState.DELIVERED, OrderEvent.START): OrderState.RUNNING,
+    **{(state, event): final for state in _OPEN for final, event in RESULT_EVENTS.items()},
+}
+
+
+def advance(state: OrderState, event: OrderEvent) -> OrderState:
+    """The state ``event`` moves an order in ``state`` to.
+
+    Raises:
+        IllegalTransition: the table has no such move (the order is final, or further along).
+    """
+    try:
+        return ORDER_TRANSITIONS[(state, event)]
+    except KeyError:
+        raise IllegalTransition("order", state.value, event.value) from None
+
+
+def destination(event: OrderEvent) -> OrderState:
+    """Where ``event`` moves an order, from whichever state it is allowed in: each event has one destination, so a
+    handler that has not read the order's state can still name it (the store checks the state, ``sources``)."""
+    return _DESTINATIONS[event]
+
+
+def sources(target: OrderState) -> frozenset[OrderState]:
+    """The states an order may move to ``target`` from (none for ``queued``, where orders start). The stores
+    check-and-set against these atomically (SQL ``state IN``, Lua), so concurrent reports cannot move one back."""
+    return _SOURCES[target]
+
+
+_DESTINATIONS: dict[OrderEvent, OrderState] = {event: target for (_, event), target in ORDER_TRANSITIONS.items()}
+_SOURCES: dict[OrderState, frozenset[OrderState]] = {
+    target: frozenset(s for (s, _), t in ORDER_TRANSITIONS.items() if t is target) for target in OrderState
+}
 
 
 def canonical(value: Any) -> Any:
@@ -249,58 +316,3 @@ class SignedResult:
 def file_chunks(data: bytes, chunk_size: int = FILE_CHUNK_SIZE) -> list[bytes]:
     """Split file content into chunks that each fit a frame."""
     return [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
-
-
-def file_body(path: str, data: bytes, mode: int, chunk_size: int = FILE_CHUNK_SIZE) -> dict[str, Any]:
-    """The signed body of a PUT_FILE order: the content itself travels in chunks, bound by its SHA-256."""
-    return {
-        "path": path,
-        "mode": mode,
-        "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "chunks": len(file_chunks(data, chunk_size)),
-    }
-
-
-def update_body(wheel: str, sha256: str, lock: str, lock_sha256: str) -> dict[str, Any]:
-    """The signed body of an UPDATE order: which wheel of the hub's ``/v1/dist/`` to install and the lock its
-    dependencies come from (versions and hashes), each bound by its SHA-256.
-
-    Raises:
-        ProtocolError: BAD_FIELD for a name that is not a plain wheel / lock file name or a digest that is not hex.
-    """
-    if not re.fullmatch(r"[A-Za-z0-9_.+-]+\.whl", wheel):
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{wheel!r} is not a wheel file name")
-    if not re.fullmatch(r"crc-runtime-[0-9a-f]{16}\.lock", lock):
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{lock!r} is not a runtime lock name")
-    for digest in (sha256, lock_sha256):
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise ProtocolError(ErrorCode.BAD_FIELD, "a SHA-256 is 64 lower-case hex digits")
-    return {"wheel": wheel, "sha256": sha256, "lock": lock, "lock_sha256": lock_sha256}
-
-
-def trust_master_body(master_key: PublicKey, epoch: int) -> dict[str, Any]:
-    """The signed body of a TRUST_MASTER order: obey ``master_key`` from now on.
-
-    ``epoch`` grows with every rotation of a master (the master uses the rotation's time in nanoseconds): a daemon
-    applies a TRUST_MASTER only if its epoch is greater than that of the key it obeys, so orders redelivered or
-    replayed in another order can never move it back to an older key.
-    """
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
-        raise ProtocolError(ErrorCode.BAD_FIELD, "a master rotation's epoch is a positive integer")
-    return {"master_public_key": master_key.to_text(), "epoch": epoch}
-
-
-def parse_trust_master(body: dict[str, Any]) -> tuple[PublicKey, int]:
-    """The key and epoch a TRUST_MASTER body names.
-
-    Raises:
-        ProtocolError: BAD_FIELD for a body without a valid key or epoch (e.g. from a master before epochs).
-    """
-    epoch = body.get("epoch")
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
-        raise ProtocolError(
-            ErrorCode.BAD_FIELD,
-            "this master rotation carries no epoch, so it could undo a later one: rotate again from an up-to-date crc",
-        )
-    return PublicKey.from_text(str(body.get("master_public_key", ""))), epoch

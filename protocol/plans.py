@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import ErrorCode, IllegalTransition, ProtocolError
+from protocol.order_bodies import SHELLS
 
 STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")  # a future's key (the hub's futures check it too)
-SHELLS = ("sh", "powershell")
 MAX_STEPS = 1000
 
 
@@ -52,6 +52,58 @@ class StepState(StrEnum):
     @property
     def final(self) -> bool:
         return self not in (StepState.PENDING, StepState.WAITING, StepState.RUNNING)
+
+
+class StepEvent(StrEnum):
+    """What happens to a step: the engine's decisions (``PlanRun``) and the hub's (its plan runner)."""
+
+    READY = "ready"  # the engine: the steps it depends on are all final, hand it out (RUNNING)
+    KEYS_MISSING = "keys_missing"  # the hub: some keys it waits for are not set, so no orders go out yet
+    KEYS_SET = "keys_set"  # the hub: its keys are all set now, its orders go out
+    SUCCEED = "succeed"  # the hub: all its orders succeeded
+    FAIL = "fail"  # the hub: one of its orders did not
+    TIME_OUT = "time_out"  # the hub: its timeout passed, while its orders ran or while it waited for keys
+    SKIP = "skip"  # the engine: a step it depends on failed (and skips its dependents)
+    CANCEL = "cancel"  # the plan was cancelled
+
+
+_P, _E = StepState, StepEvent
+# WAITING is the hub's: the engine hands a ready step out as RUNNING and the hub holds it back while its keys are
+# missing (stored so, a restarted hub waits on). Nothing leaves a final state: a duplicate report changes nothing.
+STEP_TRANSITIONS: dict[tuple[StepState, StepEvent], StepState] = {
+    (_P.PENDING, _E.READY): _P.RUNNING,
+    (_P.PENDING, _E.SKIP): _P.SKIPPED,
+    (_P.PENDING, _E.CANCEL): _P.CANCELLED,
+    (_P.RUNNING, _E.KEYS_MISSING): _P.WAITING,
+    (_P.RUNNING, _E.SUCCEED): _P.SUCCEEDED,
+    (_P.RUNNING, _E.FAIL): _P.FAILED,
+    (_P.RUNNING, _E.TIME_OUT): _P.TIMED_OUT,
+    (_P.RUNNING, _E.CANCEL): _P.CANCELLED,
+    (_P.WAITING, _E.KEYS_SET): _P.RUNNING,
+    (_P.WAITING, _E.TIME_OUT): _P.TIMED_OUT,
+    (_P.WAITING, _E.CANCEL): _P.CANCELLED,
+}
+
+# The outcome ``PlanRun.finished`` is told, and the event that records it.
+OUTCOME_EVENTS: dict[StepState, StepEvent] = {
+    _P.SUCCEEDED: _E.SUCCEED,
+    _P.FAILED: _E.FAIL,
+    _P.TIMED_OUT: _E.TIME_OUT,
+    _P.SKIPPED: _E.SKIP,
+    _P.CANCELLED: _E.CANCEL,
+}
+
+
+def advance(state: StepState, event: StepEvent) -> StepState:
+    """The state ``event`` moves a step in ``state`` to.
+
+    Raises:
+        IllegalTransition: the table has no such move (the step is final, or not where the event applies).
+    """
+    try:
+        return STEP_TRANSITIONS[(state, event)]
+    except KeyError:
+        raise IllegalTransition("step", state.value, event.value) from None
 
 
 class GorchState(IntEnum):
@@ -371,6 +423,7 @@ class PlanRun:
     """The engine: which steps to dispatch now, given what finished.
 
     ``start()`` and ``finished()`` return the ids to dispatch next; ``states`` is everything there is to persist.
+    Every change of a step's state goes through ``move`` (``STEP_TRANSITIONS``), the hub's too.
     """
 
     plan: Plan
@@ -395,7 +448,7 @@ class PlanRun:
             raise ValueError(f"{state} is not an outcome")
         if self.states[step_id].final:
             return []  # a duplicate report
-        self.states[step_id] = state
+        self.move(step_id, OUTCOME_EVENTS[state])
         if state is not StepState.SUCCEEDED and self._steps[step_id].on_failure == "skip_dependents":
             self._skip_after(step_id)
         return self._ready(self._dependents[step_id])
@@ -405,8 +458,17 @@ class PlanRun:
         running = [sid for sid, st in self.states.items() if st is StepState.RUNNING]
         for sid, st in self.states.items():
             if not st.final:
-                self.states[sid] = StepState.CANCELLED
+                self.move(sid, StepEvent.CANCEL)
         return running
+
+    def move(self, step_id: str, event: StepEvent) -> StepState:
+        """Apply ``event`` to one step; returns its new state.
+
+        Raises:
+            IllegalTransition: ``STEP_TRANSITIONS`` does not allow it in the step's state (which stays).
+        """
+        self.states[step_id] = advance(self.states[step_id], event)
+        return self.states[step_id]
 
     @property
     def done(self) -> bool:
@@ -423,7 +485,7 @@ class PlanRun:
                 continue
             deps = [self.states[d] for d in self._steps[sid].depends_on]
             if all(d.final for d in deps):
-                self.states[sid] = StepState.RUNNING
+                self.move(sid, StepEvent.READY)
                 ready.append(sid)
         return ready
 
@@ -432,5 +494,5 @@ class PlanRun:
         while stack:
             sid = stack.pop()
             if self.states[sid] is StepState.PENDING:
-                self.states[sid] = StepState.SKIPPED  # and so, in turn, everything after it
+                self.move(sid, StepEvent.SKIP)  # and so, in turn, everything after it
                 stack.extend(self._dependents[sid])

@@ -22,7 +22,7 @@ from clients.master.models import EventInfo
 from clients.master.sdk import Master
 from protocol import OrderKind
 from protocol.events import BootStep
-from protocol.orders import update_body
+from protocol.order_bodies import UpdateBody
 from provisioning.release import publish_release
 
 
@@ -59,7 +59,7 @@ async def update_daemons(
     started = time.monotonic()
     _, machines = await master.targets(scenario, target)
     release = await publish_release(master, wheel)
-    body = update_body(release.wheel.name, release.wheel.sha256, release.lock.name, release.lock.sha256)
+    body = UpdateBody(release.wheel.name, release.wheel.sha256, release.lock.name, release.lock.sha256).to_wire()
     outcomes = {m.name: MachineUpdate(m.name) for m in machines}
     if not outcomes:
         return outcomes

@@ -69,7 +69,8 @@ from protocol.messages import (
     ResultAck,
     SystemReady,
 )
-from protocol.orders import EXPIRY_SLACK, MAX_ORDER_TTL, parse_trust_master
+from protocol.order_bodies import ExecBody, HostsBody, PutFileBody, TrustMasterBody, UpdateBody, parse_body
+from protocol.orders import EXPIRY_SLACK, MAX_ORDER_TTL
 from protocol.retry import backoff_delays, is_retryable
 from protocol.signed_values import SignedValue, ValueKind, VerifiedValue, WriterKind, untrusted_message, verify_value
 
@@ -394,6 +395,11 @@ class Daemon:
                 order, "this machine's clock is behind the expiry of orders it has forgotten; it could be one of them"
             )
             return
+        try:
+            order_body = parse_body(order.kind, order.body)
+        except ProtocolError as exc:
+            await self._refuse(order, exc.message)
+            return
         if order.kind is OrderKind.PING:
             await self._pong(order)
             return
@@ -407,12 +413,8 @@ class Daemon:
                 self._follow_master_rotation(order)
             await self._send(OrderAck(order.id))
             return
-        if order.kind is OrderKind.PUT_FILE:
-            expected = order.body.get("chunks")
-            if not isinstance(expected, int) or expected < 1:
-                await self._refuse(order, "file order lacks a chunk count")
-                return
-            self._incoming[order.id] = _IncomingFile(order, self.spool_dir / order.id, expected)
+        if isinstance(order_body, PutFileBody):
+            self._incoming[order.id] = _IncomingFile(order, self.spool_dir / order.id, order_body.chunks)
             (self.spool_dir / order.id).write_bytes(b"")
             return
         self._accept(order)
@@ -443,9 +445,10 @@ class Daemon:
         backwards: only an epoch greater than that of the key obeyed moves it, so a replayed rotation, or one
         older than a rotation applied since (A->B arriving after B->C), is refused and reported."""
         try:
-            new_key, epoch = parse_trust_master(order.body)
+            rotation = TrustMasterBody.from_wire(order.body)
         except ProtocolError as exc:
             return exc.message
+        new_key, epoch = rotation.master_key, rotation.epoch
         obeyed = keys.master_epoch(self.config, self.options.state_dir)
         if epoch <= obeyed:
             return (
@@ -460,7 +463,8 @@ class Daemon:
         Raises:
             ProtocolError: the order names no valid key or epoch (journaled by a daemon from before epochs).
         """
-        new_key, epoch = parse_trust_master(order.body)
+        rotation = TrustMasterBody.from_wire(order.body)
+        new_key, epoch = rotation.master_key, rotation.epoch
         self.config, moved = keys.follow_master_rotation(self.config, self.options.state_dir, new_key, epoch)
         if moved:
             log.info("now obeying master %s (rotation %d, told so by the previous master key)", new_key.id, epoch)
@@ -669,31 +673,32 @@ class Daemon:
                 self._cancels.pop(order.id, None)
 
     async def _execute(self, order: Order, started: float, cancel: asyncio.Event) -> None:
-        if order.kind is OrderKind.EXEC:
-            await self._run_command(order, started, cancel)
-        elif order.kind is OrderKind.PUT_FILE:
-            await self._write_file(order, started)
-        elif order.kind is OrderKind.HOSTS:
-            await self._write_hosts(order, started)
-        elif order.kind is OrderKind.UPDATE:
-            await self._update(order, started)
-        elif order.kind is OrderKind.ROTATE_KEY:
-            await self._rotate_key(order, started)
-        elif order.kind is OrderKind.TRUST_MASTER:
-            await self._report_master_rotation(order, started)
-
-    async def _report_master_rotation(self, order: Order, started: float) -> None:
-        """Its turn: it was applied at delivery (or by _recover), so it is never applied again here; the result
-        names the key obeyed now and that key's rotation, which is later than this one's if it was superseded."""
-        try:
-            _, epoch = parse_trust_master(order.body)
-        except ProtocolError as exc:  # journaled by a daemon from before epochs, never applied by this one
+        try:  # checked at delivery; an order journaled by an older daemon is checked here first
+            body = parse_body(order.kind, order.body)
+        except ProtocolError as exc:
             await self._finish(order, OrderState.REJECTED, None, started, error=f"refused by the daemon: {exc}")
             return
+        if isinstance(body, ExecBody):
+            await self._run_command(order, body, started, cancel)
+        elif isinstance(body, PutFileBody):
+            await self._write_file(order, body, started)
+        elif isinstance(body, HostsBody):
+            await self._write_hosts(order, body, started)
+        elif isinstance(body, UpdateBody):
+            await self._update(order, body, started)
+        elif isinstance(body, TrustMasterBody):
+            await self._report_master_rotation(order, body, started)
+        elif order.kind is OrderKind.ROTATE_KEY:
+            await self._rotate_key(order, started)
+
+    async def _report_master_rotation(self, order: Order, body: TrustMasterBody, started: float) -> None:
+        """Its turn: it was applied at delivery (or by _recover), so it is never applied again here; the result
+        names the key obeyed now and that key's rotation, which is later than this one's if it was superseded. (One
+        journaled by a daemon from before epochs was never applied, and _execute refused it.)"""
         extra = {
             "master": self.config.master_key.id,
             "epoch": keys.master_epoch(self.config, self.options.state_dir),
-            "rotation": epoch,
+            "rotation": body.epoch,
         }
         await self._finish(order, OrderState.SUCCEEDED, 0, started, extra=extra)
 
@@ -708,18 +713,15 @@ class Daemon:
             return "this machine runs Windows: it has no sh for this job" if windows else ("/bin/sh", "-c")
         return f"unknown shell {wanted!r} (sh or powershell)"
 
-    async def _run_command(self, order: Order, started: float, cancel: asyncio.Event) -> None:
-        body = order.body
-        env = body.get("env") or {}
-        timeout = body.get("timeout")
-        shell = self._shell_for(body.get("shell"))
+    async def _run_command(self, order: Order, body: ExecBody, started: float, cancel: asyncio.Event) -> None:
+        shell = self._shell_for(body.shell)
         if isinstance(shell, str):
             await self._finish(order, OrderState.FAILED, None, started, error=shell)
             return
         request = ExecRequest(
-            command=str(body.get("command", "")),
+            command=body.command,
             shell=shell,
-            cwd=body.get("cwd") or None,
+            cwd=body.cwd,
             env={
                 # Who and what this is, for scripts (like Salt's grains): then the order's own variables.
                 "CRC_SCENARIO": self.config.scenario,
@@ -729,9 +731,9 @@ class Daemon:
                 # `crc-daemon kv ...` in a command reaches this daemon, whatever the PATH of the service.
                 "CRC_DAEMON_SOCKET": str(self.socket_path),
                 "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", os.defpath),
-                **({str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}),
+                **body.env,
             },
-            timeout=float(timeout) if isinstance(timeout, int | float) and timeout > 0 else None,
+            timeout=body.timeout,
         )
 
         async def stream(name: str, chunk: bytes) -> None:
@@ -744,22 +746,21 @@ class Daemon:
             stdout_truncated=outcome.stdout_truncated, stderr_truncated=outcome.stderr_truncated,
         )  # fmt: skip
 
-    async def _write_file(self, order: Order, started: float) -> None:
+    async def _write_file(self, order: Order, body: PutFileBody, started: float) -> None:
         spool = self.spool_dir / order.id
-        body = order.body
         try:
             sha = await asyncio.to_thread(_install_file, spool, body)
         except (FileIntegrityError, OSError, ValueError, KeyError) as exc:
-            await self._finish(order, OrderState.FAILED, None, started, error=f"cannot write {body.get('path')}: {exc}")
+            await self._finish(order, OrderState.FAILED, None, started, error=f"cannot write {body.path}: {exc}")
         else:
-            await self._finish(order, OrderState.SUCCEEDED, 0, started, extra={"sha256": sha, "path": body["path"]})
+            await self._finish(order, OrderState.SUCCEEDED, 0, started, extra={"sha256": sha, "path": body.path})
         finally:
             spool.unlink(missing_ok=True)
 
-    async def _write_hosts(self, order: Order, started: float) -> None:
+    async def _write_hosts(self, order: Order, body: HostsBody, started: float) -> None:
         path = self.options.hosts_file
         try:
-            entries = parse_entries(order.body.get("entries") or [])
+            entries = parse_entries(body.entries)
             changed = await asyncio.to_thread(apply_hosts_file, path, entries, self.options.platform.newline)
         except (ValueError, OSError) as exc:
             await self._finish(order, OrderState.FAILED, None, started, error=f"cannot update {path}: {exc}")
@@ -772,10 +773,9 @@ class Daemon:
                 extra={"path": str(path), "changed": changed, "entries": len(entries)},
             )
 
-    async def _update(self, order: Order, started: float) -> None:
+    async def _update(self, order: Order, body: UpdateBody, started: float) -> None:
         """Install the build the master named beside this one, then restart into it (``clients/daemon/update``)."""
-        wheel, sha256 = str(order.body.get("wheel", "")), str(order.body.get("sha256", ""))
-        lock, lock_sha256 = str(order.body.get("lock", "")), str(order.body.get("lock_sha256", ""))
+        wheel, sha256, lock, lock_sha256 = body.wheel, body.sha256, body.lock, body.lock_sha256
         if not update.can_restart_into_a_new_build():
             error = "this daemon was not started by the crc-daemon service (or crc-daemon supervise): nothing would "
             error += "start the new build; not installing it"
@@ -844,15 +844,14 @@ def _write_json(path: Path, value: Any) -> None:
     os.replace(temp, path)
 
 
-def _install_file(spool: Path, body: dict[str, Any]) -> str:
+def _install_file(spool: Path, body: PutFileBody) -> str:
     """Copy a received file from the spool into place atomically, checking size and SHA-256."""
-    path, mode, sha, size = body["path"], body.get("mode", 0o644), body["sha256"], body.get("size")
-    if not isinstance(path, str) or not Path(path).is_absolute():
-        raise ValueError(f"remote path {path!r} must be absolute")
-    with StagedFile(path) as staged, spool.open("rb") as source:
+    if not Path(body.path).is_absolute():
+        raise ValueError(f"remote path {body.path!r} must be absolute")
+    with StagedFile(body.path) as staged, spool.open("rb") as source:
         while chunk := source.read(1024 * 1024):
             staged.write(chunk)
-        return staged.commit(int(mode), str(sha), size if isinstance(size, int) else None)
+        return staged.commit(body.mode, body.sha256, body.size)
 
 
 __all__ = ["DAEMON_VERSION", "Daemon", "DaemonOptions", "Revoked"]

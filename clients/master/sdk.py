@@ -86,7 +86,8 @@ from protocol.messages import (
     TokenRevoke,
     master_rekey_payload,
 )
-from protocol.orders import MAX_ORDER_TTL, file_body, file_chunks, trust_master_body
+from protocol.order_bodies import ExecBody, HostsBody, PutFileBody, TrustMasterBody
+from protocol.orders import MAX_ORDER_TTL, file_chunks
 from protocol.plans import Plan, parse_plan, plan_to_wire, validate
 from protocol.retry import backoff_delays, is_retryable
 from protocol.signed_values import SignedValue, ValueKind, WriterKind, untrusted_message, verify_value
@@ -418,7 +419,7 @@ class Master:
             the new identity, and the result of each machine's order (``queued`` for offline machines).
         """
         new = new_identity or Identity.generate(secrets.token_bytes)
-        body = trust_master_body(new.public, time.time_ns())
+        body = TrustMasterBody(new.public, time.time_ns()).to_wire()
         told: list[CommandResult] = []
         for item in await self.scenarios():
             name = str(item["name"])
@@ -835,7 +836,7 @@ class Master:
             wait_timeout: how long to wait for results (None: until they come).
             on_output: called with each live output chunk.
         """
-        body: dict[str, Any] = {"command": command, "cwd": cwd, "env": dict(env or {}), "timeout": timeout}
+        body = ExecBody(command, cwd=cwd, env=dict(env or {}), timeout=timeout).to_wire()
         return await self.dispatch(
             scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output,
             fanout=fanout,
@@ -863,15 +864,12 @@ class Master:
         orders: dict[str, list[dict[str, Any]]] = {}
         for step in parsed.steps:
             _, machines = await self.targets(scenario, step.target)
-            job: dict[str, Any] = {}
+            exec_body = ExecBody(step.command, shell=step.shell, timeout=step.timeout, plan_step=step.id)
             if step.job:
                 statement = await self._signed_job(step.job, scenario=scenario, sending=True)
-                command, shell = statement.script, statement.shell
-                job = {"job": statement.name, "job_version": statement.version}
-            else:
-                command, shell = step.command, step.shell
-            body = {"command": command, "shell": shell, "timeout": step.timeout, "env": {},
-                    "plan_step": step.id, **job}  # fmt: skip
+                exec_body = replace(exec_body, command=statement.script, shell=statement.shell or None,
+                                    job=statement.name, job_version=statement.version)  # fmt: skip
+            body = exec_body.to_wire()
             orders[step.id] = [self.sign(sc, m, OrderKind.EXEC, body, ttl).to_wire() for m in machines]
         submit = PlanSubmit(scenario, new_id(), plan_to_wire(parsed), orders)
         return await self.request(submit, scenario=scenario)
@@ -1092,10 +1090,10 @@ class Master:
             MasterError: the hub's copy does not verify (nothing was sent); see ``job``.
         """
         statement = await self._signed_job(name, scenario=scenario, version=version, sending=True)
-        body: dict[str, Any] = {
-            "command": statement.script, "shell": statement.shell, "env": dict(env or {}), "timeout": timeout,
-            "job": statement.name, "job_version": statement.version,
-        }  # fmt: skip
+        body = ExecBody(
+            statement.script, shell=statement.shell or None, env=dict(env or {}), timeout=timeout,
+            job=statement.name, job_version=statement.version,
+        ).to_wire()  # fmt: skip
         return await self.dispatch(
             scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output,
             fanout=fanout,
@@ -1167,7 +1165,7 @@ class Master:
         """Write a file on the target machines atomically (content checked by SHA-256)."""
         data = content.read_bytes() if isinstance(content, Path) else content
         upload = await self.upload(data)
-        body = file_body(remote_path, data, mode)
+        body = PutFileBody.for_content(remote_path, data, mode).to_wire()
         return await self.dispatch(
             scenario, target, OrderKind.PUT_FILE, body, upload=upload, release_upload=True, timeout=wait_timeout
         )
@@ -1188,7 +1186,8 @@ class Master:
         sc = await self.scenario(scenario)
         entries = [{"ip": m.ips[0], "names": [m.name, f"{m.name}.{sc.name}"]} for m in sc.machines if m.ips]
         entries += [{"ip": ip, "names": [name]} for name, ip in (extra or {}).items()]
-        return await self.dispatch(scenario, target, OrderKind.HOSTS, {"entries": entries}, timeout=wait_timeout)
+        body = HostsBody(tuple(entries)).to_wire()
+        return await self.dispatch(scenario, target, OrderKind.HOSTS, body, timeout=wait_timeout)
 
 
 def _job_view(statement: JobStatement) -> dict[str, Any]:

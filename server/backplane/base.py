@@ -1,7 +1,9 @@
 """The backplane interface: publish/listen between hub replicas, plus machine presence.
 
 The hub always handles a message locally first, then publishes it for the other replicas; every message carries
-the publishing replica's id so a replica ignores its own echo. Messages are small maps (``kind`` + fields).
+the publishing replica's id so a replica ignores its own echo. Messages are the typed records of
+``server.core.peers``; a backplane that carries them between processes packs ``peers.to_wire`` and hands its
+handler only what ``peers.peer_from_wire`` accepts (anything else on a channel is logged and dropped).
 Pub/sub is a *notification* path: the store stays the source of truth, so a lost notification delays work (the
 next sweep or reconnect catches up) but never loses it.
 
@@ -14,11 +16,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from protocol import CrcError
+from server.core.peers import PeerMessage
 
-Handler = Callable[[dict[str, Any]], Awaitable[None]]
+Handler = Callable[[PeerMessage], Awaitable[None]]
 
 
 class BackplaneUnavailable(CrcError):
@@ -45,11 +47,12 @@ class Backplane(ABC):
 
     @abstractmethod
     async def start(self, handler: Handler, on_reconnect: Callable[[], Awaitable[None]]) -> None:
-        """Listen on this replica's channel; ``handler`` gets other replicas' messages, ``on_reconnect`` runs
+        """Listen on this replica's channel; ``handler`` gets other replicas' messages (typed, and never this
+        replica's own), ``on_reconnect`` runs
         after the connection to the backplane came back (notifications may have been missed meanwhile)."""
 
     @abstractmethod
-    def publish(self, channel: str, message: dict[str, Any]) -> None:
+    def publish(self, channel: str, message: PeerMessage) -> None:
         """Queue a message for the replicas listening on ``channel`` (sent in pipelined batches, never awaited
         one by one). Best effort: see the module docstring."""
 

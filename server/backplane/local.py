@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from server.backplane.base import Backplane, Handler
+from server.core.peers import PeerMessage
 
 
 class LocalBackplane(Backplane):
@@ -18,7 +18,7 @@ class LocalBackplane(Backplane):
     async def start(self, handler: Handler, on_reconnect: Callable[[], Awaitable[None]]) -> None:
         return None
 
-    def publish(self, channel: str, message: dict[str, Any]) -> None:
+    def publish(self, channel: str, message: PeerMessage) -> None:
         return None
 
     async def subscribe(self, channel: str) -> None:
@@ -41,4 +41,4 @@ class LocalBackplane(Backplane):
         return True
 
     async def close(self) -> None:
-        return None
+        self._claimed.clear()  # as a closed Redis backplane's claims are released

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from protocol.retry import backoff_delays
 from server.backplane.base import Backplane, BackplaneUnavailable, Handler, replica_channel
+from server.core.peers import PeerMessage, PeerMessageError, peer_from_wire, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -131,24 +132,38 @@ class RedisBackplane(Backplane):
                 self._available = False
                 await asyncio.sleep(next(delays))
 
-    async def _dispatch(self, data: bytes) -> None:
-        try:
-            message = msgpack.unpackb(data, raw=False)
-        except (ValueError, msgpack.ExtraData) as exc:
-            log.warning("ignoring an undecodable backplane message: %s", exc)
-            return
-        if not isinstance(message, dict) or message.get("from") == self.replica_id or self._handler is None:
+    async def _dispatch(self, data: Any) -> None:
+        message = self._decode(data)
+        if message is None or self._handler is None:
             return
         try:
             await self._handler(message)
         except Exception:
-            log.exception("backplane message %s failed", message.get("kind"))
+            log.exception("backplane message %s failed", message.KIND.value)
 
-    def publish(self, channel: str, message: dict[str, Any]) -> None:
+    def _decode(self, data: Any) -> PeerMessage | None:
+        """The message in a payload from a channel; None for this replica's own echo and for anything malformed
+        (logged). Whatever can reach Redis can publish on our channels, so nothing in a payload may stop the
+        listener: it goes on with the next message."""
+        try:
+            raw = msgpack.unpackb(data, raw=False)
+        except Exception as exc:  # ValueError and its kin for bad bytes, but msgpack documents "other exceptions"
+            log.warning("dropping an undecodable backplane message: %s", exc)
+            return None
+        sender = raw.pop("from", None) if isinstance(raw, dict) else None
+        if sender == self.replica_id:
+            return None
+        try:
+            return peer_from_wire(raw)
+        except PeerMessageError as exc:
+            log.warning("dropping a malformed backplane message (from %r): %s", sender, exc)
+            return None
+
+    def publish(self, channel: str, message: PeerMessage) -> None:
         if self._queue.qsize() >= PUBLISH_QUEUE_LIMIT:
-            log.warning("backplane publish queue full; dropping a %s notification", message.get("kind"))
+            log.warning("backplane publish queue full; dropping a %s notification", message.KIND.value)
             return
-        payload = msgpack.packb({**message, "from": self.replica_id}, use_bin_type=True)
+        payload = msgpack.packb({**to_wire(message), "from": self.replica_id}, use_bin_type=True)
         self._queue.put_nowait((self._key(channel), payload))
 
     async def _publish_loop(self) -> None:

@@ -4,16 +4,15 @@ core knows them only through these fields."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
 from server.core.dispatch import HandlerTable
 from server.core.hub import Hub
+from server.core.peers import PeerTable
 
-PeerHandler = Callable[[Hub, dict[str, Any]], Awaitable[None]]
 Hook = Callable[[Hub], Awaitable[None]]
 
 
@@ -33,8 +32,8 @@ def _ignore(hub: Hub, scenario_id: str) -> None:
 class Feature:
     name: str
     handlers: HandlerTable = field(default_factory=HandlerTable)
-    peer_handlers: Mapping[str, PeerHandler] = field(default_factory=dict)
-    """Backplane message kinds this feature handles (``server.core.peers``)."""
+    peer_handlers: PeerTable[Hub] = field(default_factory=PeerTable)
+    """Handlers of the backplane message kinds this feature owns (``server.core.peers``; ``@peers.on(CancelPlan)``)."""
     routes: web.RouteTableDef = field(default_factory=web.RouteTableDef)
     """Its HTTP routes (REST, files), added to the hub's application by ``server/app.py``."""
     on_start: Hook = _nothing

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -27,6 +27,18 @@ from server.backplane.base import BROADCAST_CHANNEL, replica_channel, scenario_c
 from server.core.connection import Connection
 from server.core.followers import Followers, ScenarioListener, Subscription
 from server.core.metrics import HubMetrics
+from server.core.peers import (
+    CancelOrder,
+    DeliverQueued,
+    DropMaster,
+    LiveOutput,
+    NewEvents,
+    NewMail,
+    PeerMessage,
+    PeerRoute,
+    PeerTable,
+    RevokeMachine,
+)
 from server.core.sessions import Sessions
 from server.core.state import FeatureState
 from server.core.waits import KeyWaiters
@@ -38,14 +50,13 @@ log = logging.getLogger(__name__)
 
 DELIVERY_SWEEP = 5.0
 T = TypeVar("T")
-PeerHandler = Callable[["Hub", dict[str, Any]], Awaitable[None]]
 
 
 class Extension(Protocol):
     """What the hub knows of a feature (``server.core.feature.Feature`` is one)."""
 
     @property
-    def peer_handlers(self) -> Mapping[str, PeerHandler]: ...
+    def peer_handlers(self) -> PeerTable[Hub]: ...
 
     @property
     def on_start(self) -> Callable[[Hub], Awaitable[None]]: ...
@@ -87,6 +98,8 @@ class Hub:
         self.followers = Followers(KeyWaiters(self.watch_scenario, self.unwatch_scenario))
         self.state = FeatureState()  # each feature's own, under its typed keys
         self.extensions = tuple(extensions)
+        # Fails here, at construction, if two parts of the hub claim one kind (rather than the first silently winning).
+        CORE_PEERS.merged(*(extension.peer_handlers for extension in self.extensions))
         self.life = Lifecycle()
         self.metrics = HubMetrics()
         self._count_sessions()
@@ -159,7 +172,7 @@ class Hub:
         machine the event is about, or "" for one about the scenario."""
         event = await self.store.append_event(scenario_id, payload.KIND.value, machine, payload.to_wire(), time.time())
         self._notify_local(scenario_id)
-        self.backplane.publish(scenario_channel(scenario_id), {"kind": "event", "scenario": scenario_id})
+        self.backplane.publish(scenario_channel(scenario_id), NewEvents(scenario_id))
         return event
 
     def _notify_local(self, scenario_id: str) -> None:
@@ -182,12 +195,10 @@ class Hub:
         """Wake the mailbox waits of these machines, here and on other replicas."""
         self.followers.waits.poke_mail(scenario_id, machine_ids)
         if self.backplane.shared:
-            self.backplane.publish(
-                scenario_channel(scenario_id), {"kind": "mail", "scenario": scenario_id, "machines": machine_ids}
-            )
+            self.backplane.publish(scenario_channel(scenario_id), NewMail(scenario_id, list(machine_ids)))
 
-    async def _peer_mail(self, message: dict[str, Any]) -> None:
-        self.followers.waits.poke_mail(message["scenario"], list(message["machines"]))
+    async def _peer_mail(self, message: NewMail) -> None:
+        self.followers.waits.poke_mail(message.scenario, list(message.machines))
 
     async def watch_scenario(self, scenario_id: str) -> None:
         """Hear about this scenario's events from other replicas (while something here waits on them)."""
@@ -253,10 +264,7 @@ class Hub:
         """Live output goes straight to current subscribers; the result keeps the durable copy."""
         self.followers.forward(scenario_id, scenario_name, output)
         if self.backplane.shared:
-            self.backplane.publish(
-                scenario_channel(scenario_id),
-                {"kind": "output", "scenario": scenario_id, "name": scenario_name, "output": output.to_wire()},
-            )
+            self.backplane.publish(scenario_channel(scenario_id), LiveOutput(scenario_id, scenario_name, output))
 
     # sessions
     def attach_master(self, conn: Connection) -> None:
@@ -296,7 +304,7 @@ class Hub:
             return self.replica_id
         return await self.backplane.locate(machine_id)
 
-    async def _tell_holder(self, machine_id: str, message: dict[str, Any]) -> None:
+    async def _tell_holder(self, machine_id: str, message: PeerMessage) -> None:
         replica = await self.backplane.locate(machine_id)
         if replica is not None and replica != self.replica_id:
             self.backplane.publish(replica_channel(replica), message)
@@ -308,16 +316,14 @@ class Hub:
             if conn is not None:
                 await conn.close(ErrorCode.REVOKED, reason)
             else:
-                await self._tell_holder(machine_id, {"kind": "revoke", "machine": machine_id, "reason": reason})
+                await self._tell_holder(machine_id, RevokeMachine(machine_id, reason))
 
     async def cancel_on_machine(self, machine_id: str, order_id: str, scenario_name: str) -> None:
         conn = self.sessions.daemons.get(machine_id)
         if conn is not None:
             conn.send(Cancel(order_id), scenario=scenario_name)
         else:
-            await self._tell_holder(
-                machine_id, {"kind": "cancel", "machine": machine_id, "order": order_id, "name": scenario_name}
-            )
+            await self._tell_holder(machine_id, CancelOrder(machine_id, order_id, scenario_name))
 
     # deliveries
     async def deliver_queued(self, machine_id: str, new: OrderRecord | None = None) -> None:
@@ -331,7 +337,7 @@ class Hub:
         rereading the whole queue per new order made a backlog of N orders cost N reads each (quadratic).
         """
         if machine_id not in self.sessions.daemons:
-            await self._tell_holder(machine_id, {"kind": "deliver", "machine": machine_id})
+            await self._tell_holder(machine_id, DeliverQueued(machine_id))
             return
         async with self.sessions.delivery_locks[machine_id]:
             conn = self.sessions.daemons.get(machine_id)
@@ -351,22 +357,21 @@ class Hub:
             conn.caught_up = True
 
     # messages from other replicas
-    async def _on_peer_message(self, message: dict[str, Any]) -> None:
-        kind = str(message.get("kind"))
-        core = _CORE_PEER_HANDLERS.get(kind)
-        if core is not None:
-            await core(self, message)
+    async def _on_peer_message(self, message: PeerMessage) -> None:
+        """A message from another replica (the backplane decoded and checked it): to the handler of its kind."""
+        route = self._peer_route(message)
+        if route is None:
+            log.warning("no handler here for backplane messages of kind %s", message.KIND.value)
             return
-        for extension in self.extensions:
-            handler = extension.peer_handlers.get(kind)
-            if handler is not None:
-                await handler(self, message)
-                return
-        log.warning("unknown backplane message kind %r", message.get("kind"))
+        await route.handler(self, message)
 
-    async def _peer_deliver(self, message: dict[str, Any]) -> None:
-        if message["machine"] in self.sessions.daemons:
-            await self.deliver_queued(message["machine"])
+    def _peer_route(self, message: PeerMessage) -> PeerRoute[Hub] | None:
+        tables = (CORE_PEERS, *(extension.peer_handlers for extension in self.extensions))
+        return next((r for r in (t.route(message.KIND) for t in tables) if r is not None), None)
+
+    async def _peer_deliver(self, message: DeliverQueued) -> None:
+        if message.machine in self.sessions.daemons:
+            await self.deliver_queued(message.machine)
 
     async def remove_master(self, name: str) -> dict[str, Any] | None:
         """Remove a master: delete its scenarios (revoking their machines' keys), forget its key, and close its
@@ -382,33 +387,31 @@ class Hub:
             revoked += machine_ids
         await self.store.remove_master(name)
         await self._drop_master_sessions(record.id)
-        self.backplane.publish(BROADCAST_CHANNEL, {"kind": "drop_master", "master": record.id})
+        self.backplane.publish(BROADCAST_CHANNEL, DropMaster(record.id))
         return {"master": record.id, "name": name, "scenarios": [s.name for s in scenarios], "revoked": revoked}
 
     async def _drop_master_sessions(self, master_id: str) -> None:
         for conn in list(self.sessions.masters.pop(master_id, set())):
             await conn.close(ErrorCode.REVOKED, "this master was removed from the hub")
 
-    async def _peer_drop_master(self, message: dict[str, Any]) -> None:
-        await self._drop_master_sessions(message["master"])
+    async def _peer_drop_master(self, message: DropMaster) -> None:
+        await self._drop_master_sessions(message.master)
 
-    async def _peer_cancel(self, message: dict[str, Any]) -> None:
-        conn = self.sessions.daemons.get(message["machine"])
+    async def _peer_cancel(self, message: CancelOrder) -> None:
+        conn = self.sessions.daemons.get(message.machine)
         if conn is not None:
-            conn.send(Cancel(message["order"]), scenario=message["name"])
+            conn.send(Cancel(message.order), scenario=message.name)
 
-    async def _peer_revoke(self, message: dict[str, Any]) -> None:
-        conn = self.sessions.daemons.pop(message["machine"], None)
+    async def _peer_revoke(self, message: RevokeMachine) -> None:
+        conn = self.sessions.daemons.pop(message.machine, None)
         if conn is not None:
-            await conn.close(ErrorCode.REVOKED, message["reason"])
+            await conn.close(ErrorCode.REVOKED, message.reason)
 
-    async def _peer_event(self, message: dict[str, Any]) -> None:
-        self._notify_local(message["scenario"])
+    async def _peer_event(self, message: NewEvents) -> None:
+        self._notify_local(message.scenario)
 
-    async def _peer_output(self, message: dict[str, Any]) -> None:
-        raw = message["output"]
-        output = Output(raw["order_id"], raw["stream"], raw["data"], raw.get("machine", ""))
-        self.followers.forward(message["scenario"], message["name"], output)
+    async def _peer_output(self, message: LiveOutput) -> None:
+        self.followers.forward(message.scenario, message.name, message.output)
 
     async def _on_backplane_back(self) -> None:
         """Notifications may have been lost while the backplane was down: catch up on everything local."""
@@ -463,12 +466,12 @@ class Hub:
         await self.backplane.close()
 
 
-_CORE_PEER_HANDLERS: dict[str, PeerHandler] = {
-    "deliver": Hub._peer_deliver,
-    "cancel": Hub._peer_cancel,
-    "revoke": Hub._peer_revoke,
-    "event": Hub._peer_event,
-    "output": Hub._peer_output,
-    "mail": Hub._peer_mail,
-    "drop_master": Hub._peer_drop_master,
-}
+# The kinds the core handles itself; features handle theirs (``Feature.peer_handlers``).
+CORE_PEERS: PeerTable[Hub] = PeerTable()
+CORE_PEERS.add(DeliverQueued, Hub._peer_deliver)
+CORE_PEERS.add(CancelOrder, Hub._peer_cancel)
+CORE_PEERS.add(RevokeMachine, Hub._peer_revoke)
+CORE_PEERS.add(NewEvents, Hub._peer_event)
+CORE_PEERS.add(LiveOutput, Hub._peer_output)
+CORE_PEERS.add(NewMail, Hub._peer_mail)
+CORE_PEERS.add(DropMaster, Hub._peer_drop_master)

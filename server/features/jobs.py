@@ -15,6 +15,7 @@ import time
 from protocol import Envelope, ErrorCode, ProtocolError
 from protocol.jobs import JobStatement
 from protocol.messages import JobDelete, JobList, JobPut, JobShow, Response
+from protocol.order_bodies import SHELLS
 from server.core import stores
 from server.core.connection import Connection
 from server.core.dispatch import HandlerTable
@@ -24,7 +25,6 @@ from server.core.hub import Hub
 
 handlers = HandlerTable()
 
-SHELLS = ("sh", "powershell")
 MAX_SCRIPT = 256 * 1024
 
 

@@ -28,8 +28,7 @@ from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
 from server.core.feature import Feature
 from server.core.hub import Hub
-from server.features.scenarios import owned_scenario
-from server.store import ScenarioRecord
+from server.core.scope import requester_scenario
 
 handlers = HandlerTable()
 
@@ -39,15 +38,6 @@ MAX_VALUE = 64 * 1024
 MAX_TTL = 7 * 24 * 3600.0
 MAX_WAIT = 3600.0
 RECHECK = 5.0  # a waiter re-reads the store this often anyway, in case a wake-up was lost
-
-
-async def requester_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
-    if conn.role is Role.DAEMON:  # a machine's futures are those of its own scenario, whatever it names
-        scenario = await stores.scenarios(hub).scenario(conn.scenario_id)
-        if scenario is None:
-            raise RequestError(ErrorCode.NOT_FOUND, "this machine's scenario is gone")
-        return scenario
-    return await owned_scenario(hub, conn, name)
 
 
 def _check_key(key: str) -> None:

@@ -14,6 +14,7 @@ from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
 from server.core.feature import Feature
 from server.core.hub import Hub
+from server.core.peers import DropMaster
 from server.store import StoreConflict
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ async def master_rekey(hub: Hub, conn: Connection, env: Envelope, body: MasterRe
     conn.send(Response({"master": record.id, "name": record.name}), reply_to=env.id)
     for other in [c for c in hub.sessions.masters.get(conn.id, set()) if c is not conn]:
         await other.close(ErrorCode.REVOKED, "this master moved to a new key")
-    hub.backplane.publish(BROADCAST_CHANNEL, {"kind": "drop_master", "master": conn.id})
+    hub.backplane.publish(BROADCAST_CHANNEL, DropMaster(conn.id))
 
 
 FEATURE = Feature("masters", handlers)

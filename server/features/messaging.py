@@ -22,7 +22,8 @@ from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
 from server.core.feature import Feature
 from server.core.hub import Hub
-from server.features.kv import MAX_VALUE, MAX_WAIT, accepted_statement, requester_scenario, signed_answer
+from server.core.scope import requester_scenario
+from server.features.kv import MAX_VALUE, MAX_WAIT, accepted_statement, signed_answer
 from server.store import MessageRecord
 
 handlers = HandlerTable()

@@ -27,6 +27,7 @@ from server.store.records import (
     PlanRecord,
     ScenarioRecord,
     StoreConflict,
+    StoredRecordError,
     StoreError,
     TokenRecord,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "Store",
     "StoreConflict",
     "StoreError",
+    "StoredRecordError",
     "TokenRecord",
     "TokenStore",
 ]

@@ -267,12 +267,14 @@ class OrderStore(Protocol):
 
     @abstractmethod
     async def set_order_state(self, order_id: str, state: OrderState, now: float) -> bool:
-        """Move an order forward (queued -> delivered -> running); False if unknown, already there or further,
+        """Move an order forward (queued -> delivered -> running) if it is in one of
+        ``protocol.orders.sources(state)``, checked and set atomically; False if unknown, already there or further,
         or if ``state`` is not delivered or running (final states come with ``store_result``)."""
 
     @abstractmethod
     async def store_result(self, order_id: str, state: OrderState, result: dict[str, Any], now: float) -> bool:
-        """Record the signed result and its final state; False if the order already had a final result."""
+        """Record the signed result and its final state; False if the order already had a final result. Only a
+        result makes an order final, so "no result yet" is "in one of ``protocol.orders.sources(state)``"."""
 
 
 class EventStore(Protocol):

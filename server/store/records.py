@@ -17,6 +17,17 @@ class StoreConflict(StoreError):
     """The record already exists (a scenario name, a machine key, an order id)."""
 
 
+class StoredRecordError(StoreError):
+    """A stored record cannot be read back (``server.store.codec``): not msgpack, not a map, or missing a field
+    its class requires. The data was written by something else, or a required field was added to a record without
+    a default: give it one, so records stored before it still read."""
+
+    def __init__(self, record: str, problem: str, *, missing: list[str] | None = None) -> None:
+        super().__init__(f"a stored {record} cannot be read: {problem}")
+        self.record = record
+        self.missing = missing or []
+
+
 class MachineStatus(StrEnum):
     OFFLINE = "offline"
     CONNECTED = "connected"

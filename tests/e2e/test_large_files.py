@@ -12,7 +12,7 @@ import pytest
 
 from clients.master.sdk import Master
 from protocol import OrderKind, RemoteError
-from protocol.orders import file_body
+from protocol.order_bodies import PutFileBody
 from tests.e2e.support import Deployment, HubProcess
 from tests.e2e.test_metrics import scrape
 
@@ -36,7 +36,7 @@ async def test_a_file_order_without_its_upload_is_refused_by_the_hub(
 ) -> None:
     await deploy("noupload", "a")
     sc, machines = await master.targets("noupload", "a")
-    body = file_body(str(tmp_path / "x"), b"content never sent", 0o644)
+    body = PutFileBody.for_content(str(tmp_path / "x"), b"content never sent", 0o644).to_wire()
     order = master.sign(sc, machines[0], OrderKind.PUT_FILE, body, 60)
 
     with pytest.raises(RemoteError) as refused:
@@ -51,7 +51,11 @@ async def test_an_upload_that_does_not_match_the_signed_hash_is_refused(
     sc, machines = await master.targets("mismatch", "a")
     upload = await master.upload(b"what was uploaded")
     order = master.sign(
-        sc, machines[0], OrderKind.PUT_FILE, file_body(str(tmp_path / "x"), b"what was signed", 0o644), 60
+        sc,
+        machines[0],
+        OrderKind.PUT_FILE,
+        PutFileBody.for_content(str(tmp_path / "x"), b"what was signed", 0o644).to_wire(),
+        60,
     )
 
     with pytest.raises(RemoteError) as refused:

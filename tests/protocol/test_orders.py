@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from protocol.envelope import pack, unpack
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.order_bodies import PutFileBody
 from protocol.orders import (
     FILE_CHUNK_SIZE,
     Order,
@@ -20,7 +21,6 @@ from protocol.orders import (
     OrderState,
     SignedResult,
     canonical,
-    file_body,
     file_chunks,
 )
 from tests.protocol.support import (
@@ -447,23 +447,9 @@ def test_chunks_of_any_size_reassemble_to_the_file(data: bytes, chunk_size: int)
     assert len(chunks) == max(1, -(-len(data) // chunk_size))
 
 
-@pytest.mark.parametrize(("size", "chunks"), [(0, 1), (10, 1), (30, 3), (31, 4)])
-def test_a_file_body_binds_the_content_and_counts_its_chunks(size: int, chunks: int) -> None:
-    data = b"x" * size
-    body = file_body("/etc/motd", data, 0o644, chunk_size=10)
-    assert body == {
-        "path": "/etc/motd",
-        "mode": 0o644,
-        "size": size,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "chunks": chunks,
-    }
-    assert body["chunks"] == len(file_chunks(data, 10))
-
-
 def test_a_put_file_order_survives_the_wire_and_verifies() -> None:
     data = b"\x00\x01" * 1000
-    order = make_order(kind=OrderKind.PUT_FILE, body=file_body("/srv/app.bin", data, 0o755))
+    order = make_order(kind=OrderKind.PUT_FILE, body=PutFileBody.for_content("/srv/app.bin", data, 0o755).to_wire())
     received = Order.from_wire(through_the_wire(order.to_wire()))
     verify(received)
     assert received.body["sha256"] == hashlib.sha256(data).hexdigest()
@@ -486,29 +472,6 @@ def test_six_order_states_are_final() -> None:
         OrderState.REJECTED,
         OrderState.INTERRUPTED,
     ]
-
-
-def test_update_bodies_name_a_plain_wheel_its_lock_and_their_digests() -> None:
-    from protocol.orders import update_body
-
-    lock = "crc-runtime-0123456789abcdef.lock"
-    assert update_body("cloudremotecontrol-1.2.0-py3-none-any.whl", "ab" * 32, lock, "cd" * 32) == {
-        "wheel": "cloudremotecontrol-1.2.0-py3-none-any.whl",
-        "sha256": "ab" * 32,
-        "lock": lock,
-        "lock_sha256": "cd" * 32,
-    }
-    for wheel, digest, lock_name, lock_digest in [
-        ("../x.whl", "ab" * 32, lock, "cd" * 32),
-        ("a/b.whl", "ab" * 32, lock, "cd" * 32),
-        ("x.tar.gz", "ab" * 32, lock, "cd" * 32),
-        ("x.whl", "AB" * 32, lock, "cd" * 32),
-        ("x.whl", "ab" * 32, "../requirements.txt", "cd" * 32),
-        ("x.whl", "ab" * 32, "crc-runtime-x.lock", "cd" * 32),
-        ("x.whl", "ab" * 32, lock, "not hex"),
-    ]:
-        with pytest.raises(ProtocolError):
-            update_body(wheel, digest, lock_name, lock_digest)
 
 
 def test_an_order_valid_for_longer_than_a_daemon_remembers_ids_is_refused() -> None:

@@ -15,6 +15,7 @@ from protocol.plans import (
     GorchState,
     PlanError,
     PlanRun,
+    StepEvent,
     StepState,
     from_gorch,
     parse_plan,
@@ -195,7 +196,7 @@ def test_a_waiting_step_is_to_run_for_gorchestrator_and_not_final() -> None:
     assert GORCH_STATES[StepState.WAITING] is GorchState.TO_RUN and not StepState.WAITING.final
     run = PlanRun(parse_plan(plan(step("a"), step("b"))))
     assert run.start() == ["a", "b"]
-    run.states["b"] = StepState.WAITING  # what the hub does while b's keys are missing
+    run.move("b", StepEvent.KEYS_MISSING)  # what the hub does while b's keys are missing
     run.finished("a", StepState.SUCCEEDED)
     assert not run.done and run.cancel() == [] and run.states["b"] is StepState.CANCELLED
 

@@ -1,10 +1,12 @@
 """The hub's layering (issue 17), checked on the source: no import cycle among server modules (deferred and
-type-checking imports counted), the core imports no feature, imports are not deferred to dodge a cycle, server and
-clients stay apart, the Hub stays small, and handlers take typed bodies instead of asserting them."""
+type-checking imports counted), the core imports no feature, the backplane only the core's peer messages, imports
+are not deferred to dodge a cycle, server and clients stay apart, the Hub stays small, and handlers take typed
+bodies instead of asserting them."""
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,6 +118,24 @@ def test_the_core_imports_no_feature_and_no_transport() -> None:
     assert wrong == []
 
 
+def test_the_backplane_takes_of_the_core_only_the_peer_messages_which_import_nothing_of_the_server() -> None:
+    """The backplane sits below the core but carries its typed messages: ``server.core.peers`` stays a leaf, so
+    decoding them never pulls the hub into the backplane."""
+    wrong = [
+        f"{name} imports {target}"
+        for name, tree in SERVER_MODULES.items()
+        if name.startswith("server.backplane")
+        for target, _, _ in imports(tree)
+        if target.startswith("server.core") and target not in ("server.core", "server.core.peers")
+    ]
+    wrong += [
+        f"server.core.peers imports {target}"
+        for target, _, _ in imports(SERVER_MODULES["server.core.peers"])
+        if target.split(".")[0] in ("server", "clients", "provisioning")
+    ]
+    assert wrong == []
+
+
 def test_features_import_only_the_core_the_store_the_protocol_and_other_features() -> None:
     # A feature's REST routes use the REST API's authentication and JSON helpers, nothing else of the transport.
     allowed = ("server.core", "server.store", "server.backplane", "server.features", "server.settings",
@@ -209,3 +229,54 @@ def test_features_reach_the_store_only_through_a_protocol() -> None:
         and ast.unparse(node.value).endswith("hub")
     ]  # fmt: skip
     assert wrong == []
+
+
+STORE_BACKENDS = ("server.store.sqlite", "server.store.redis")
+
+
+def backend_parts(package: str) -> dict[str, list[str]]:
+    """Protocol name -> the modules of ``package`` whose classes implement it (name it as a base)."""
+    protocols = set(store_protocols())
+    found: dict[str, list[str]] = {}
+    for name, tree in SERVER_MODULES.items():
+        if name.startswith(f"{package}."):
+            for node in tree.body:
+                if isinstance(node, ast.ClassDef):
+                    for base in node.bases:
+                        if isinstance(base, ast.Name) and base.id in protocols:
+                            found.setdefault(base.id, []).append(name)
+    return found
+
+
+def test_each_store_backend_implements_each_protocol_in_one_module_of_its_package() -> None:
+    for package in STORE_BACKENDS:
+        parts = backend_parts(package)
+        assert set(parts) == set(store_protocols()), package
+        assert {p: ms for p, ms in parts.items() if len(ms) != 1} == {}, package
+
+
+def test_a_store_backends_parts_share_only_its_base_module() -> None:
+    """Each part (masters, jobs, orders...) can change alone: it imports its package's base, never another part."""
+    wrong = [
+        f"{name} imports {target}"
+        for package in STORE_BACKENDS
+        for name, tree in SERVER_MODULES.items()
+        if name.startswith(f"{package}.") and name != f"{package}.base"
+        for target, _, _ in imports(tree)
+        if target.startswith(f"{package}.") and target != f"{package}.base"
+    ]
+    assert wrong == []
+
+
+def test_the_redis_scripts_are_package_data_and_every_one_is_used() -> None:
+    folder = SERVER / "store" / "redis"
+    used = {
+        file
+        for path in folder.glob("*.py")
+        for call in ast.walk(ast.parse(path.read_text()))
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "lua"
+        for file in (arg.value for arg in call.args if isinstance(arg, ast.Constant))
+    }
+    assert used == {path.name for path in folder.glob("*.lua")}
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "*.lua" in package_data["server.store.redis"], "a wheel (not an editable install) needs the scripts"

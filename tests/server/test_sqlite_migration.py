@@ -8,7 +8,7 @@ from pathlib import Path
 
 from protocol import Identity
 from server.store import MachineSpec, MachineStatus, SqliteStore
-from server.store.sqlite import SCHEMA
+from server.store.sqlite.base import SCHEMA
 
 NOW = 1_700_000_000.0
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from protocol import Identity, OrderState
+from protocol.orders import sources as order_sources
 from server.store import (
     MachineSpec,
     MachineStatus,
@@ -628,6 +629,38 @@ async def test_a_queued_order_can_be_finished_without_a_daemon_result(store: Sto
     stored = await store.order("o1")
     assert stored is not None and stored.state is OrderState.CANCELLED
     assert await store.queued_orders(spec.id) == []
+
+
+# How the contract suite puts an order in each state: along the table, from queued.
+_REACH = {
+    OrderState.QUEUED: [],
+    OrderState.DELIVERED: [OrderState.DELIVERED],
+    OrderState.RUNNING: [OrderState.DELIVERED, OrderState.RUNNING],
+    **{s: [s] for s in OrderState if s.final},
+}
+
+
+@pytest.mark.parametrize("start", list(OrderState), ids=str)
+async def test_orders_move_only_from_the_states_the_transition_table_names(store: Store, start: OrderState) -> None:
+    """Both backends check-and-set against ``protocol.orders.sources``: each target is reached exactly from the
+    states the table moves to it from, and the order stays as it was otherwise."""
+    spec = machine("web")
+    scenario = await store.create_scenario("alice", "shop", [spec], NOW)
+    for target in OrderState:
+        order_id = f"o-{target.value}"
+        await store.add_order(order(order_id, scenario.id, spec.id), [])
+        for step in _REACH[start]:
+            if step.final:
+                assert await store.store_result(order_id, step, {}, NOW)
+            else:
+                assert await store.set_order_state(order_id, step, NOW)
+        if target.final:
+            moved = await store.store_result(order_id, target, {"status": target.value}, NOW + 1)
+        else:
+            moved = await store.set_order_state(order_id, target, NOW + 1)
+        assert moved is (start in order_sources(target)), (start, target)
+        stored = await store.order(order_id)
+        assert stored is not None and stored.state is (target if moved else start)
 
 
 # events

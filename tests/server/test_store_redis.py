@@ -16,10 +16,12 @@ from redis.crc import key_slot
 
 from protocol import OrderState
 from server.redis_url import redis_from_url
-from server.store import MachineStatus, StoreConflict, StoreError
+from server.store import JobRecord, MachineSpec, MachineStatus, MasterRecord, StoreConflict, StoreError
+from server.store.codec import decode_record, encode_record
 from server.store.redis import RedisStore
 from tests.redis_server import RedisServer
-from tests.server.test_store_contract import NOW, machine, order
+from tests.server.test_store_codec import JobWithAFieldInTheMiddle
+from tests.server.test_store_contract import NOW, machine, order, public_key
 
 GLOBAL_KEYS = {"crc:masters", "crc:idx:master-names", "crc:idx:machines", "crc:idx:orders", "crc:present"}
 
@@ -271,3 +273,95 @@ async def test_a_job_stored_before_jobs_were_signed_reads_as_unsigned(
     old = await store.job("alice", "deploy")
     assert old is not None and (old.script, old.version, old.statement, old.signature) == ("echo old", 3, None, b"")
     assert [j.name for j in await store.jobs("alice")] == ["deploy"] and not old.to_wire()["signed"]
+
+
+# records by field name (server.store.codec), and the positional blobs stored before it
+async def stored(raw: redis.asyncio.Redis, key: str, field: str) -> object:
+    return msgpack.unpackb(await raw.hget(key, field), raw=False)
+
+
+async def test_masters_stored_positionally_read_back_right_and_are_rewritten_by_name(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    key = public_key()
+    master_id = MachineSpec("", "", "", key).id
+    await raw.hset("crc:masters", master_id, msgpack.packb([master_id, "alice", key, NOW], use_bin_type=True))
+    await raw.hset("crc:idx:master-names", "alice", master_id)
+    expected = MasterRecord(master_id, "alice", key, NOW)
+
+    assert await store.master(master_id) == expected
+    assert await stored(raw, "crc:masters", master_id) == {
+        "id": master_id, "name": "alice", "public_key": key, "created": NOW,
+    }  # fmt: skip
+    assert await store.master_by_name("alice") == expected
+    assert await store.enroll_master("alice", key, NOW + 5) == expected, "enrolling again finds the old record"
+
+
+async def test_enrolling_again_migrates_a_positional_master_it_finds(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    key = public_key()
+    master_id = MachineSpec("", "", "", key).id
+    await raw.hset("crc:masters", master_id, msgpack.packb([master_id, "alice", key, NOW], use_bin_type=True))
+    await raw.hset("crc:idx:master-names", "alice", master_id)
+    assert await store.enroll_master("alice", key, NOW + 5) == MasterRecord(master_id, "alice", key, NOW)
+    assert isinstance(await stored(raw, "crc:masters", master_id), dict)
+    rekeyed = await store.rekey_master(master_id, public_key())
+    assert rekeyed is not None and (rekeyed.name, rekeyed.created) == ("alice", NOW)
+    assert await stored(raw, "crc:masters", rekeyed.id) == encode_dict(rekeyed)
+
+
+def encode_dict(record: object) -> dict[str, object]:
+    value: dict[str, object] = msgpack.unpackb(encode_record(record), raw=False)
+    return value
+
+
+async def test_jobs_stored_positionally_read_back_right_and_are_rewritten_by_name(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    unsigned = ["alice", "backup", "sh", "tar c /", NOW, NOW + 1, 3]
+    signed = ["alice", "deploy", "sh", "echo hi", NOW, NOW + 2, 1, {"name": "deploy"}, b"\x02" * 64]
+    await raw.hset("crc:jobs:alice", mapping={"backup": msgpack.packb(unsigned), "deploy": msgpack.packb(signed)})
+
+    jobs = await store.jobs("alice")
+    assert jobs == [JobRecord(*unsigned), JobRecord(*signed)]
+    for job in jobs:
+        assert await stored(raw, "crc:jobs:alice", job.name) == encode_dict(job)
+    assert await store.jobs("alice") == jobs, "the rewritten records read the same"
+
+    replaced = await store.put_job("alice", "backup", "sh", "tar c /srv", NOW + 10)
+    assert (replaced.created, replaced.version) == (NOW, 4), "a positional job replaced keeps its history"
+
+
+async def test_a_single_positional_job_read_is_rewritten(store: RedisStore, raw: redis.asyncio.Redis) -> None:
+    await raw.hset("crc:jobs:bob", "x", msgpack.packb(["bob", "x", "sh", "true", NOW, NOW, 1]))
+    assert await store.job("bob", "x") == JobRecord("bob", "x", "sh", "true", NOW, NOW, 1)
+    assert isinstance(await stored(raw, "crc:jobs:bob", "x"), dict)
+
+
+async def test_a_migration_never_overwrites_what_another_replica_wrote_since_the_read(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    old = msgpack.packb(["bob", "x", "sh", "true", NOW, NOW, 1])
+    newer = await store.put_job("bob", "x", "sh", "false", NOW + 1)  # written after the old blob was read
+    await store._rewrite_positional("crc:jobs:bob", "x", old, JobRecord("bob", "x", "sh", "true", NOW, NOW, 1))
+    assert await store.job("bob", "x") == newer
+
+
+async def test_a_record_class_with_a_field_inserted_in_the_middle_reads_what_redis_holds(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    job = await store.put_job("alice", "deploy", "sh", "echo hi", NOW, statement={"a": 1}, signature=b"\x03" * 64)
+    blob = await raw.hget("crc:jobs:alice", "deploy")
+    moved = decode_record(JobWithAFieldInTheMiddle, blob)
+    assert (moved.owner, moved.script, moved.timeout, moved.created, moved.statement, moved.signature) == (
+        job.owner, job.script, 60.0, job.created, job.statement, job.signature,
+    )  # fmt: skip
+
+
+async def test_a_stored_record_missing_a_required_field_is_a_clear_store_error(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    await raw.hset("crc:jobs:alice", "broken", msgpack.packb({"owner": "alice", "name": "broken"}))
+    with pytest.raises(StoreError, match=r"JobRecord.*shell, script, created, updated"):
+        await store.job("alice", "broken")

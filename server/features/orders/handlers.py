@@ -46,6 +46,7 @@ from protocol.messages import (
     ResultAck,
     ResultsQuery,
 )
+from protocol.orders import OrderEvent, advance, destination
 from server.backplane import BackplaneUnavailable
 from server.core import stores
 from server.core.connection import Connection, log_safe
@@ -53,7 +54,8 @@ from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
 from server.core.feature import Feature
 from server.core.hub import Hub
-from server.features.scenarios import REPORT_KEY_PATTERN, owned_scenario
+from server.core.scope import order_in, owned_scenario
+from server.features.scenarios import REPORT_KEY_PATTERN
 from server.store import OrderRecord, ScenarioRecord, StoreConflict, StoreError
 from server.uploads import UploadError
 
@@ -91,9 +93,9 @@ def _not_its_own(hub: Hub, conn: Connection, order_id: str) -> None:
         )  # fmt: skip
 
 
-_PROGRESS: dict[MsgType, tuple[OrderState, type[CommandDelivered | CommandStarted]]] = {
-    MsgType.ORDER_ACK: (OrderState.DELIVERED, CommandDelivered),
-    MsgType.ORDER_STARTED: (OrderState.RUNNING, CommandStarted),
+_PROGRESS: dict[MsgType, tuple[OrderEvent, type[CommandDelivered | CommandStarted]]] = {
+    MsgType.ORDER_ACK: (OrderEvent.ACKNOWLEDGE, CommandDelivered),
+    MsgType.ORDER_STARTED: (OrderEvent.START, CommandStarted),
 }
 
 
@@ -109,10 +111,12 @@ async def order_started(hub: Hub, conn: Connection, env: Envelope, body: OrderSt
 
 
 async def _progress(hub: Hub, conn: Connection, msg_type: MsgType, order_id: str) -> None:
-    """ORDER_ACK and ORDER_STARTED move an order forward, never back."""
-    state, event = _PROGRESS[msg_type]
+    """ORDER_ACK and ORDER_STARTED move an order forward, never back: the store moves it only from the states
+    the transition table allows (a late or repeated report is dropped), without a read of its own here."""
+    order_event, payload = _PROGRESS[msg_type]
+    state = destination(order_event)
     if await _own_order(hub, conn, order_id) and await stores.orders(hub).set_order_state(order_id, state, time.time()):
-        await hub.emit(conn.scenario_id, event(order_id=order_id), conn.machine_name)
+        await hub.emit(conn.scenario_id, payload(order_id=order_id), conn.machine_name)
 
 
 @handlers.on(Output, roles=(Role.DAEMON,))
@@ -230,7 +234,7 @@ async def order_submit(hub: Hub, conn: Connection, env: Envelope, body: OrderSub
         order = Order.from_wire(body.order)
         if order.master != conn.id:
             raise RequestError(ErrorCode.FORBIDDEN, "orders must be signed by the master that submits them")
-        scenario = await owned_scenario(hub, conn, order.scenario)
+        scenario = await owned_scenario(hub, conn.id, order.scenario)
         chunks = _uploaded_chunks(conn, order, body.upload) if order.kind is OrderKind.PUT_FILE else []
         await queue_order(hub, scenario, order, chunks, accepted=lambda: conn.send(
             Response({"order_id": order.id, "state": OrderState.QUEUED.value}), reply_to=env.id
@@ -347,10 +351,8 @@ async def file_chunk(hub: Hub, conn: Connection, env: Envelope, body: FileChunk)
 
 @handlers.on(OrderCancel)
 async def order_cancel(hub: Hub, conn: Connection, env: Envelope, body: OrderCancel) -> None:
-    scenario = await owned_scenario(hub, conn, body.scenario)
-    order = await stores.orders(hub).order(body.order_id)
-    if order is None or order.scenario_id != scenario.id:
-        raise RequestError(ErrorCode.NOT_FOUND, f"no order {body.order_id} in scenario {body.scenario!r}")
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
+    order = await order_in(hub, scenario, body.order_id)
     state = await cancel_order(hub, scenario, order)
     conn.send(Response({"order_id": order.id, "state": state.value}), reply_to=env.id)
 
@@ -361,12 +363,13 @@ async def cancel_order(hub: Hub, scenario: ScenarioRecord, order: OrderRecord) -
     machine_name = machine.name if machine else ""
     if order.state is OrderState.QUEUED and await hub.locate(order.machine_id) is None:
         # Never reached the machine: cancelling it here is final and nothing runs.
-        await stores.orders(hub).store_result(order.id, OrderState.CANCELLED, {}, time.time())
+        cancelled = advance(order.state, OrderEvent.CANCEL)
+        await stores.orders(hub).store_result(order.id, cancelled, {}, time.time())
         finished = CommandFinished(
-            order_id=order.id, status=OrderState.CANCELLED.value, exit_code=None, error="cancelled before delivery"
+            order_id=order.id, status=cancelled.value, exit_code=None, error="cancelled before delivery"
         )
         await hub.emit(scenario.id, finished, machine_name)
-        return OrderState.CANCELLED
+        return cancelled
     if not order.state.final:
         await hub.cancel_on_machine(order.machine_id, order.id, scenario.name)
         await hub.emit(scenario.id, CommandCancelRequested(order_id=order.id), machine_name)
@@ -375,7 +378,7 @@ async def cancel_order(hub: Hub, scenario: ScenarioRecord, order: OrderRecord) -
 
 @handlers.on(ResultsQuery)
 async def results_query(hub: Hub, conn: Connection, env: Envelope, body: ResultsQuery) -> None:
-    scenario = await owned_scenario(hub, conn, body.scenario)
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
     names = {m.id: m.name for m in await stores.machines(hub).machines(scenario.id)}
     records = await stores.orders(hub).orders(scenario.id, body.order_ids or None)
     orders: list[dict[str, Any]] = []

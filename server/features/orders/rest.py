@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol import ErrorCode, Order, OrderKind
+from protocol.order_bodies import SHELLS, ExecBody
 from protocol.orders import MAX_ORDER_TTL
 from protocol.targeting import UnknownMachine, select
 from server.core import stores
@@ -24,7 +25,6 @@ from server.transport.rest.encoding import json_response, query_int, read_json
 RESULTS_PAGE = 100
 OUTPUT_LIMIT = 64 * 1024  # per result and stream, in lists
 COMMAND_TTL = 3600.0
-SHELLS = ("sh", "powershell")
 
 routes = web.RouteTableDef()
 
@@ -84,7 +84,7 @@ async def run_command(request: web.Request) -> web.Response:
     if not targets:
         raise RequestError(ErrorCode.NOT_FOUND, f"target {target!r} matches no machine of {scenario.name!r}")
     expires = min(time.time() + min(COMMAND_TTL, MAX_ORDER_TTL), delegation.expires or math.inf)
-    order_body: dict[str, Any] = {"command": command, "shell": shell, "timeout": timeout, "env": {}, "cwd": None}
+    order_body = ExecBody(command, shell=shell, timeout=timeout).to_wire()
     queued = []
     for machine in targets:
         order = Order(uuid.uuid4().hex, scenario.name, machine.id, OrderKind.EXEC, order_body, expires, "")

@@ -37,6 +37,7 @@ from protocol.plans import (
     Plan,
     PlanError,
     PlanRun,
+    StepEvent,
     StepState,
     parse_plan,
     plan_to_wire,
@@ -50,9 +51,10 @@ from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError
 from server.core.feature import Feature
 from server.core.hub import Hub
+from server.core.peers import CancelPlan, PeerTable
+from server.core.scope import owned_scenario, plan_in
 from server.core.state import StateKey
 from server.features.orders import cancel_order, order_summary, refuse_long_lived
-from server.features.scenarios import owned_scenario
 from server.store import OrderRecord, PlanRecord, ScenarioRecord, StoreConflict, StoreError
 
 handlers = HandlerTable()
@@ -155,6 +157,7 @@ class PlanRunner:
                     continue
                 if not missing:
                     changed = True
+                    self.run.move(sid, StepEvent.KEYS_SET)
                     await self._dispatch(sid)
                     continue
                 if not self._timed_out(sid):
@@ -206,12 +209,12 @@ class PlanRunner:
             if not missing:
                 await self._dispatch(sid)
                 continue
-            self.run.states[sid] = StepState.WAITING  # the engine has it RUNNING: no orders are out yet
-            await self._step_event(sid, StepState.WAITING, keys=list(self.plan.step(sid).waits_for), missing=missing)
+            waiting = self.run.move(sid, StepEvent.KEYS_MISSING)  # the engine has it RUNNING: no orders are out yet
+            await self._step_event(sid, waiting, keys=list(self.plan.step(sid).waits_for), missing=missing)
             self._watch_keys()
 
     async def _dispatch(self, sid: str) -> None:
-        self.run.states[sid] = StepState.RUNNING
+        """Queue a RUNNING step's orders (again, after a restart: those queued already are left as they are)."""
         self.started.setdefault(sid, time.time())
         await self._step_event(sid, StepState.RUNNING)
         for wire in self.record.orders.get(sid, []):
@@ -334,13 +337,9 @@ async def adopt_plans(hub: Hub) -> None:
 
 
 # requests
-async def _scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
-    return await owned_scenario(hub, conn, name)
-
-
 @handlers.on(PlanSubmit)
 async def plan_submit(hub: Hub, conn: Connection, env: Envelope, body: PlanSubmit) -> None:
-    scenario = await _scenario(hub, conn, body.scenario)
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
     try:
         plan = parse_plan(body.spec)
     except PlanError as exc:
@@ -414,11 +413,7 @@ async def _check_keys(hub: Hub, scenario: ScenarioRecord, plan: Plan) -> None:
 
 
 async def _owned_plan(hub: Hub, conn: Connection, scenario_name: str, plan_id: str) -> PlanRecord:
-    scenario = await _scenario(hub, conn, scenario_name)
-    record = await stores.plans(hub).plan(plan_id)
-    if record is None or record.scenario_id != scenario.id:
-        raise RequestError(ErrorCode.NOT_FOUND, f"no plan {plan_id} in scenario {scenario_name!r}")
-    return record
+    return await plan_in(hub, await owned_scenario(hub, conn.id, scenario_name), plan_id)
 
 
 @handlers.on(PlanShow)
@@ -429,7 +424,7 @@ async def plan_show(hub: Hub, conn: Connection, env: Envelope, body: PlanShow) -
 
 @handlers.on(PlanList)
 async def plan_list(hub: Hub, conn: Connection, env: Envelope, body: PlanList) -> None:
-    scenario = await _scenario(hub, conn, body.scenario)
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
     plans = [plan_wire(p) for p in await stores.plans(hub).plans(scenario.id)]
     conn.send(Response({"plans": plans}), scenario=body.scenario, reply_to=env.id)
 
@@ -488,7 +483,7 @@ async def _cancel_elsewhere(hub: Hub, record: PlanRecord) -> PlanRunner | None:
             runner.start()  # to save the cancelled states, say the plan finished and release the lease
             return runner
         if not asked:
-            hub.backplane.publish(BROADCAST_CHANNEL, {"kind": "cancel_plan", "plan": record.id})
+            hub.backplane.publish(BROADCAST_CHANNEL, CancelPlan(record.id))
             asked = True
         if time.monotonic() >= deadline:
             log.warning("plan %s: the replica running it did not end it within %s s", record.id, CANCEL_WAIT)
@@ -524,8 +519,12 @@ async def _stop(hub: Hub) -> None:
             runner.task.cancel()
 
 
-async def _peer_cancel_plan(hub: Hub, message: dict[str, Any]) -> None:
-    await cancel_here(hub, message["plan"])
+peers: PeerTable[Hub] = PeerTable()
 
 
-FEATURE = Feature("plans", handlers, {"cancel_plan": _peer_cancel_plan}, on_start=_start, on_stop=_stop)
+@peers.on(CancelPlan)
+async def _peer_cancel_plan(hub: Hub, message: CancelPlan) -> None:
+    await cancel_here(hub, message.plan)
+
+
+FEATURE = Feature("plans", handlers, peers, on_start=_start, on_stop=_stop)

@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol import ErrorCode, Order, OrderKind
+from protocol.order_bodies import ExecBody
 from protocol.orders import MAX_ORDER_TTL
 from protocol.plans import GORCH_STATES, GorchState, PlanError, StepState, from_gorch
 from protocol.targeting import UnknownMachine, select
@@ -31,6 +32,7 @@ from server.core import stores
 from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
 from server.core.hub import Hub
+from server.core.scope import owned_plan
 from server.features.plans.handlers import cancel_plan, plan_wire, start_plan
 from server.store import PlanRecord, ScenarioRecord
 from server.transport.rest.auth import Principal, authenticate
@@ -78,13 +80,7 @@ async def create_task(request: web.Request) -> web.Response:
             raise RequestError(
                 ErrorCode.INVALID_REQUEST, f"node {step.id} ({step.name}): {step.target!r} matches no machine"
             )
-        body: dict[str, Any] = {
-            "command": step.command,
-            "shell": step.shell,
-            "timeout": step.timeout,
-            "env": {},
-            "plan_step": step.id,
-        }
+        body = ExecBody(step.command, shell=step.shell, timeout=step.timeout, plan_step=step.id).to_wire()
         orders[step.id] = [
             Order(uuid.uuid4().hex, scenario.name, m.id, OrderKind.EXEC, body, expires, "")
             .signed_by_delegate(delegate, delegation)
@@ -110,16 +106,9 @@ def _task_state(record: PlanRecord) -> GorchState:
 
 
 async def _owned_task(request: web.Request, principal: Principal) -> tuple[PlanRecord, ScenarioRecord]:
-    hub = request.app[HUB_KEY]
-    task_id = request.match_info["id"]
-    record = await stores.plans(hub).plan(task_id)
-    scenario = None if record is None else await stores.scenarios(hub).scenario(record.scenario_id)
-    if (
-        record is None or scenario is None or scenario.owner != principal.master
-        or (principal.token.scenario and scenario.name != principal.token.scenario)
-    ):  # fmt: skip
-        raise RequestError(ErrorCode.NOT_FOUND, f"no task {task_id}")
-    return record, scenario
+    return await owned_plan(
+        request.app[HUB_KEY], principal.master, request.match_info["id"], only_scenario=principal.token.scenario
+    )
 
 
 def _text(data: Any) -> str:

@@ -7,14 +7,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from server.features.scenarios import handlers, rest
-from server.features.scenarios.handlers import REPORT_KEY_PATTERN, owned_scenario, scenario_summary, scenario_wire
+from server.features.scenarios.handlers import REPORT_KEY_PATTERN, scenario_summary, scenario_wire
 
 FEATURE = replace(handlers.FEATURE, routes=rest.routes)
 
 __all__ = [
     "FEATURE",
     "REPORT_KEY_PATTERN",
-    "owned_scenario",
     "scenario_summary",
     "scenario_wire",
 ]

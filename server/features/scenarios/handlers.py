@@ -32,6 +32,7 @@ from server.core.dispatch import HandlerTable
 from server.core.errors import RequestError, check_name
 from server.core.feature import Feature
 from server.core.hub import Hub
+from server.core.scope import owned_scenario
 from server.store import MachineSpec, MachineStatus, ScenarioRecord, StoreConflict
 
 log = logging.getLogger(__name__)
@@ -41,14 +42,6 @@ OPERATING_SYSTEMS = ("linux", "windows")
 REPORT_KEY_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
 # Machines per scenario-show page: each with its facts is well under 1 KiB, so a page stays far below 1 MiB.
 MACHINES_PAGE = 250
-
-
-async def owned_scenario(hub: Hub, conn: Connection, name: str) -> ScenarioRecord:
-    """The master's scenario of that name; another master's scenario is reported as not found."""
-    scenario = await stores.scenarios(hub).scenario_by_name(conn.id, name)
-    if scenario is None:
-        raise RequestError(ErrorCode.NOT_FOUND, f"you have no scenario named {name!r}", scenario=name)
-    return scenario
 
 
 async def _machines_wire(
@@ -185,14 +178,14 @@ async def scenario_list(hub: Hub, conn: Connection, env: Envelope, body: Scenari
 @handlers.on(ScenarioShow)
 async def scenario_show(hub: Hub, conn: Connection, env: Envelope, body: ScenarioShow) -> None:
     """The scenario with one page of its machines: a scenario of thousands does not fit one frame."""
-    scenario = await owned_scenario(hub, conn, body.name)
+    scenario = await owned_scenario(hub, conn.id, body.name)
     wire = await scenario_wire(hub, scenario, body.after, body.limit, proofs=True)
     conn.send(Response(wire), scenario=body.name, reply_to=env.id)
 
 
 @handlers.on(ScenarioDelete)
 async def scenario_delete(hub: Hub, conn: Connection, env: Envelope, body: ScenarioDelete) -> None:
-    scenario = await owned_scenario(hub, conn, body.name)
+    scenario = await owned_scenario(hub, conn.id, body.name)
     await hub.unsubscribe_all(scenario.id)
     machine_ids = await stores.scenarios(hub).delete_scenario(scenario.id)
     await hub.revoke(machine_ids, f"scenario {body.name!r} was deleted; this machine's key is revoked")
@@ -201,7 +194,7 @@ async def scenario_delete(hub: Hub, conn: Connection, env: Envelope, body: Scena
 
 @handlers.on(MachineRevoke)
 async def machine_revoke(hub: Hub, conn: Connection, env: Envelope, body: MachineRevoke) -> None:
-    scenario = await owned_scenario(hub, conn, body.scenario)
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
     machine = next((m for m in await stores.machines(hub).machines(scenario.id) if m.name == body.machine), None)
     if machine is None:
         raise RequestError(ErrorCode.NOT_FOUND, f"scenario {scenario.name!r} has no machine {body.machine!r}")
@@ -214,7 +207,7 @@ async def machine_revoke(hub: Hub, conn: Connection, env: Envelope, body: Machin
 @handlers.on(MachineCertify)
 async def machine_certify(hub: Hub, conn: Connection, env: Envelope, body: MachineCertify) -> None:
     """Store certificates this master endorsed anew (after ``crc rotate-key``, or adopting older machines)."""
-    scenario = await owned_scenario(hub, conn, body.scenario)
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
     by_id = {m.id: m for m in await stores.machines(hub).machines(scenario.id)}
     certified = []
     for raw in body.certificates:
@@ -233,7 +226,7 @@ async def machine_certify(hub: Hub, conn: Connection, env: Envelope, body: Machi
 
 @handlers.on(EventsSubscribe)
 async def events_subscribe(hub: Hub, conn: Connection, env: Envelope, body: EventsSubscribe) -> None:
-    scenario = await owned_scenario(hub, conn, body.scenario)
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
     head = await stores.events(hub).last_cursor(scenario.id)
     after = head if body.after < 0 else min(body.after, head)
     # Answer first so the master knows the subscription exists before the first EVENT arrives.
@@ -243,7 +236,7 @@ async def events_subscribe(hub: Hub, conn: Connection, env: Envelope, body: Even
 
 @handlers.on(EventsUnsubscribe)
 async def events_unsubscribe(hub: Hub, conn: Connection, env: Envelope, body: EventsUnsubscribe) -> None:
-    scenario = await owned_scenario(hub, conn, body.scenario)
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
     await hub.unsubscribe(conn, scenario.id)
     conn.send(Response({}), reply_to=env.id)
 

@@ -16,6 +16,7 @@ from server.core import stores
 from server.core.appkeys import HUB_KEY
 from server.core.errors import RequestError
 from server.core.hub import Hub
+from server.core.scope import owned_scenario
 from server.core.state import StateKey
 from server.guard import TokenBucket
 from server.store import ScenarioRecord, TokenRecord
@@ -46,10 +47,7 @@ class Principal:
             requested = self.token.scenario
         if not requested:
             raise RequestError(ErrorCode.INVALID_REQUEST, "name the scenario: ?scenario=NAME")
-        scenario = await stores.scenarios(hub).scenario_by_name(self.master, requested)
-        if scenario is None:
-            raise RequestError(ErrorCode.NOT_FOUND, f"no scenario named {requested!r}")
-        return scenario
+        return await owned_scenario(hub, self.master, requested)
 
     async def scenarios(self, hub: Hub) -> list[ScenarioRecord]:
         if self.token.scenario:

@@ -12,7 +12,7 @@ import pytest
 from clients.daemon import keys
 from clients.daemon.config import DaemonConfig
 from protocol import Identity, ProtocolError
-from protocol.orders import parse_trust_master, trust_master_body
+from protocol.order_bodies import TrustMasterBody
 
 A, B, C = (Identity.from_seed(bytes([n]) * 32) for n in (1, 2, 3))
 MACHINE = Identity.from_seed(b"\x09" * 32)
@@ -23,14 +23,14 @@ def config() -> DaemonConfig:
 
 
 def test_a_rotation_applied_at_delivery_and_again_in_its_turn_never_undoes_a_later_one(tmp_path: Path) -> None:
-    to_b, to_c = trust_master_body(B.public, 100), trust_master_body(C.public, 200)
+    to_b, to_c = TrustMasterBody(B.public, 100), TrustMasterBody(C.public, 200)
     current = config()
     for body in (to_b, to_c):  # both delivered while db was offline: applied at delivery, in order
-        current, moved = keys.follow_master_rotation(current, tmp_path, *parse_trust_master(body))
+        current, moved = keys.follow_master_rotation(current, tmp_path, body.master_key, body.epoch)
         assert moved
     assert current.master_key == C.public
     for body in (to_b, to_c):  # their turns come: nothing moves, least of all back to B
-        current, moved = keys.follow_master_rotation(current, tmp_path, *parse_trust_master(body))
+        current, moved = keys.follow_master_rotation(current, tmp_path, body.master_key, body.epoch)
         assert not moved and current.master_key == C.public
     # and after a restart the daemon obeys C, as of rotation 200
     restarted = keys.current_config(config(), tmp_path)
@@ -58,9 +58,9 @@ def test_a_state_file_from_before_epochs_is_epoch_zero_and_any_rotation_moves_it
 )
 def test_a_rotation_without_a_valid_epoch_or_key_is_refused(body: dict[str, object]) -> None:
     with pytest.raises(ProtocolError):
-        parse_trust_master(body)
+        TrustMasterBody.from_wire(body)
 
 
 def test_a_master_cannot_sign_a_rotation_without_an_epoch() -> None:
     with pytest.raises(ProtocolError):
-        trust_master_body(B.public, 0)
+        TrustMasterBody(B.public, 0)

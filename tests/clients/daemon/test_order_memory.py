@@ -19,7 +19,8 @@ from clients.daemon.config import DaemonConfig
 from clients.daemon.executor import ExecOutcome, ExecRequest, ExecStatus, Executor, OutputSink
 from protocol import Envelope, Identity, Order, OrderKind
 from protocol.messages import Deliver, Result
-from protocol.orders import MAX_ORDER_TTL, trust_master_body
+from protocol.order_bodies import TrustMasterBody
+from protocol.orders import MAX_ORDER_TTL
 
 DAY = 86400.0
 T0 = 1_800_000_000.0
@@ -163,10 +164,10 @@ async def test_a_redelivered_order_gets_its_first_result_back_and_does_not_run(d
 
 
 async def test_two_rotations_delivered_together_are_applied_once_and_never_backwards(daemon: Daemon) -> None:
-    to_b = signed(OrderKind.TRUST_MASTER, trust_master_body(B.public, 100), T0 + DAY, A)
-    to_c = signed(OrderKind.TRUST_MASTER, trust_master_body(C.public, 200), T0 + DAY, B)
+    to_b = signed(OrderKind.TRUST_MASTER, TrustMasterBody(B.public, 100).to_wire(), T0 + DAY, A)
+    to_c = signed(OrderKind.TRUST_MASTER, TrustMasterBody(C.public, 200).to_wire(), T0 + DAY, B)
     # A rotation the master abandoned (retried with another key): A signed it, the hub kept it back.
-    held_back = signed(OrderKind.TRUST_MASTER, trust_master_body(B.public, 150), T0 + DAY, A)
+    held_back = signed(OrderKind.TRUST_MASTER, TrustMasterBody(B.public, 150).to_wire(), T0 + DAY, A)
     b_result, c_result = await asyncio.gather(deliver(daemon, to_b), deliver(daemon, to_c))
 
     assert daemon.config.master_key == C.public
@@ -175,7 +176,7 @@ async def test_two_rotations_delivered_together_are_applied_once_and_never_backw
     assert await deliver(daemon, to_b) == b_result, "re-queued by the hub: answered, not applied again"
     assert daemon.config.master_key == C.public
 
-    back_to_a = signed(OrderKind.TRUST_MASTER, trust_master_body(A.public, 300), T0 + DAY, C)
+    back_to_a = signed(OrderKind.TRUST_MASTER, TrustMasterBody(A.public, 300).to_wire(), T0 + DAY, C)
     assert (await deliver(daemon, back_to_a))["status"] == "succeeded"
     refused = await deliver(daemon, held_back)  # signed by the key obeyed again, but older than rotation 300
 
@@ -189,7 +190,7 @@ async def test_a_rotation_journaled_but_not_applied_before_a_crash_is_applied_on
     config = DaemonConfig("ws://127.0.0.1:1", SCENARIO, "db", MACHINE, A.public)
     options = DaemonOptions(tmp_path / "state", tmp_path / "hosts")
     crashed = Daemon(config, options, CountingExecutor())
-    to_b = signed(OrderKind.TRUST_MASTER, trust_master_body(B.public, 100), T0 + DAY, A)
+    to_b = signed(OrderKind.TRUST_MASTER, TrustMasterBody(B.public, 100).to_wire(), T0 + DAY, A)
     crashed.journal.record_received(to_b.id, to_b.to_wire(), T0, expires=to_b.expires)
     crashed.journal.close()  # died before applying it
 

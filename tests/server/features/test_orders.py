@@ -24,7 +24,7 @@ from protocol.messages import (
     ResultAck,
     ResultsQuery,
 )
-from protocol.orders import file_body
+from protocol.order_bodies import PutFileBody
 from tests.server.features.harness import HubContext, Peer, signed_order, signed_result
 
 
@@ -169,7 +169,9 @@ async def test_a_file_order_carries_its_uploaded_chunks_to_the_daemon(ctx: HubCo
     ana, db, _ = await shop(ctx)
     content = b"port = 8080\n"
     upload = hashlib.sha256(content).hexdigest()
-    order = signed_order(ana, "shop", db.id, file_body("/etc/app.conf", content, 0o640), kind=OrderKind.PUT_FILE)
+    order = signed_order(
+        ana, "shop", db.id, PutFileBody.for_content("/etc/app.conf", content, 0o640).to_wire(), kind=OrderKind.PUT_FILE
+    )
     await ctx.tell(ana, FileChunk(upload, 0, content))
 
     await ctx.ok(ana, OrderSubmit(order.to_wire(), upload, last_use=True))
@@ -185,7 +187,9 @@ async def test_a_file_order_whose_upload_does_not_match_is_refused(ctx: HubConte
     ana, db, _ = await shop(ctx)
     upload = hashlib.sha256(b"other").hexdigest()
     await ctx.tell(ana, FileChunk(upload, 0, b"12345"))
-    order = signed_order(ana, "shop", db.id, file_body("/etc/x", b"other", 0o644), kind=OrderKind.PUT_FILE)
+    order = signed_order(
+        ana, "shop", db.id, PutFileBody.for_content("/etc/x", b"other", 0o644).to_wire(), kind=OrderKind.PUT_FILE
+    )
 
     error = await ctx.refused(ana, OrderSubmit(order.to_wire(), upload))
 

@@ -1,0 +1,71 @@
+"""Scenarios in SQLite (``ScenarioStore``): the ``scenarios`` table; a scenario's rows go with it (ON DELETE
+CASCADE)."""
+
+from __future__ import annotations
+
+import uuid
+
+from server.store.interfaces import ScenarioStore
+from server.store.records import MachineSpec, MachineStatus, ScenarioRecord
+from server.store.sqlite.base import SqliteBase, _pack
+
+
+class SqliteScenarios(SqliteBase, ScenarioStore):
+    async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:
+        record = ScenarioRecord(uuid.uuid4().hex, owner, name, now)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO scenarios (id, owner, name, created) VALUES (?, ?, ?, ?)",
+                (record.id, owner, name, now),
+            )
+            db.executemany(
+                "INSERT INTO machines (id, scenario_id, name, os, role, public_key, status, report_key, labels, "
+                "certificate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        m.id,
+                        record.id,
+                        m.name,
+                        m.os,
+                        m.role,
+                        m.public_key,
+                        MachineStatus.OFFLINE.value,
+                        m.report_key,
+                        _pack(m.labels),
+                        None if m.certificate is None else _pack(m.certificate),
+                    )
+                    for m in machines
+                ],
+            )
+        return record
+
+    async def scenarios(self, owner: str) -> list[ScenarioRecord]:
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT id, owner, name, created FROM scenarios WHERE owner = ? ORDER BY created, name",
+                (owner,),
+            ).fetchall()
+        )
+        return [ScenarioRecord(*row) for row in rows]
+
+    async def scenario_by_name(self, owner: str, name: str) -> ScenarioRecord | None:
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT id, owner, name, created FROM scenarios WHERE owner = ? AND name = ?", (owner, name)
+            ).fetchone()
+        )
+        return None if row is None else ScenarioRecord(*row)
+
+    async def scenario(self, scenario_id: str) -> ScenarioRecord | None:
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT id, owner, name, created FROM scenarios WHERE id = ?", (scenario_id,)
+            ).fetchone()
+        )
+        return None if row is None else ScenarioRecord(*row)
+
+    async def delete_scenario(self, scenario_id: str) -> list[str]:
+        with self._tx() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM machines WHERE scenario_id = ?", (scenario_id,))]
+            db.execute("DELETE FROM scenarios WHERE id = ?", (scenario_id,))
+        return ids
