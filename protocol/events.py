@@ -43,6 +43,7 @@ __all__ = [
     "MachineOffline",
     "MachineReady",
     "MachineRevoked",
+    "MachinesAdded",
     "MessageSent",
     "PlanFinished",
     "PlanStep",
@@ -55,6 +56,7 @@ __all__ = [
 
 class EventKind(StrEnum):
     SCENARIO_CREATED = "scenario_created"
+    MACHINES_ADDED = "machines_added"
     MACHINE_CONNECTED = "machine_connected"
     MACHINE_READY = "machine_ready"
     MACHINE_OFFLINE = "machine_offline"
@@ -133,6 +135,14 @@ class EventPayload:
 @dataclass(frozen=True)
 class ScenarioCreated(EventPayload):
     KIND = EventKind.SCENARIO_CREATED
+    machines: list[str]
+
+
+@dataclass(frozen=True)
+class MachinesAdded(EventPayload):
+    """Machines joined a scenario after it was created (``crc scenario add-machine``); they start offline."""
+
+    KIND = EventKind.MACHINES_ADDED
     machines: list[str]
 
 
@@ -349,9 +359,9 @@ class MessageSent(EventPayload):
 _PAYLOAD_TYPES: dict[EventKind, type[EventPayload]] = {
     cls.KIND: cls
     for cls in (
-        ScenarioCreated, MachineConnected, MachineReady, MachineOffline, MachineRevoked, MachineKeyRotated, BootStep,
-        CommandQueued, CommandDelivered, CommandStarted, CommandFinished, CommandCancelRequested, PlanStep,
-        PlanFinished, KvSet, MessageSent,
+        ScenarioCreated, MachinesAdded, MachineConnected, MachineReady, MachineOffline, MachineRevoked,
+        MachineKeyRotated, BootStep, CommandQueued, CommandDelivered, CommandStarted, CommandFinished,
+        CommandCancelRequested, PlanStep, PlanFinished, KvSet, MessageSent,
     )
 }  # fmt: skip
 

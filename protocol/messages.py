@@ -31,6 +31,7 @@ class MsgType(StrEnum):
     SCENARIO_LIST = "scenario.list"
     SCENARIO_SHOW = "scenario.show"
     SCENARIO_DELETE = "scenario.delete"
+    MACHINE_ADD = "machine.add"
     MACHINE_REVOKE = "machine.revoke"
     MACHINE_CERTIFY = "machine.certify"
     DIST_PUT = "dist.put"
@@ -349,6 +350,16 @@ class MachineCertify(Body):
 
 
 @dataclass(frozen=True)
+class MachineAdd(Body):
+    """Add machines to an existing scenario, declared as ``ScenarioCreate``'s are (public keys only, each with the
+    master's certificate)."""
+
+    TYPE = MsgType.MACHINE_ADD
+    scenario: str
+    machines: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class MachineRevoke(Body):
     """Remove one machine from a scenario: its key stops working and its sessions close on every replica."""
 
@@ -503,7 +514,7 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
     cls.TYPE: cls
     for cls in (
         Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
-        ScenarioDelete, MachineRevoke, MasterRekey, JobPut, JobList, JobShow, JobDelete, KvSet, KvGet,
+        ScenarioDelete, MachineAdd, MachineRevoke, MasterRekey, JobPut, JobList, JobShow, JobDelete, KvSet, KvGet,
         KvWait, PlanSubmit, PlanShow, PlanList, PlanCancel, MsgSend,
         MsgRecv, TokenCreate, TokenList, TokenRevoke, TokenRenew, OrderSubmit, OrderCancel,
         ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect,

@@ -21,7 +21,7 @@ from clients.daemon.config import DaemonConfig, write_config
 from clients.link import LinkClosed, hub_ws_url
 from clients.master.fanout import FanOut, Summary
 from clients.master.keys import KeyFileError, default_key_path, load_master_key, write_private_key
-from clients.master.models import CommandResult, EventInfo, OutputChunk
+from clients.master.models import CommandResult, EventInfo, NewMachine, OutputChunk
 from clients.master.sdk import Master, MasterError, UnsignedJobError
 from crc_cli.logformat import LOG_FORMATS, configure_logging
 from protocol import CrcError, Identity, RemoteError
@@ -119,16 +119,41 @@ def _machine_decl(text: str) -> tuple[str, str, str]:
 
 
 async def cmd_scenario_create(args: argparse.Namespace) -> int:
-    hub = _hub_url(args)
     async with await _connect(args) as master:
-        machines = await master.create_scenario(args.name, args.machine)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        for m in machines:
-            config = DaemonConfig(hub, args.name, m.name, m.identity, master.identity.public, hub_pin=_hub_pin(args))
-            write_config(out / f"{m.name}.toml", config)
-            print(f"{m.name}: {m.id} -> {out / (m.name + '.toml')}")
+        _write_daemon_configs(args, master, args.name, await master.create_scenario(args.name, args.machine))
     return 0
+
+
+def _added_machine(text: str) -> tuple[str, str]:
+    name, _, os_name = text.partition(":")
+    if not name or os_name not in ("", "linux", "windows"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be NAME or NAME:OS (OS linux|windows)")
+    return name, os_name or "linux"
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"--label {text!r} must be KEY=VALUE")
+    return key, value
+
+
+async def cmd_scenario_add_machine(args: argparse.Namespace) -> int:
+    labels = dict(args.label or [])
+    declared = [(name, os_name, args.role or name, labels) for name, os_name in args.machines]
+    async with await _connect(args) as master:
+        _write_daemon_configs(args, master, args.scenario, await master.add_machines(args.scenario, declared))
+    return 0
+
+
+def _write_daemon_configs(args: argparse.Namespace, master: Master, scenario: str, machines: list[NewMachine]) -> None:
+    """One daemon config per new machine in ``--out`` (0600: it holds the machine's private key)."""
+    hub, out = _hub_url(args), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for m in machines:
+        config = DaemonConfig(hub, scenario, m.name, m.identity, master.identity.public, hub_pin=_hub_pin(args))
+        write_config(out / f"{m.name}.toml", config)
+        print(f"{m.name}: {m.id} -> {out / (m.name + '.toml')}")
 
 
 async def cmd_scenario_list(args: argparse.Namespace) -> int:
@@ -645,6 +670,19 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p = scenario.add_parser("delete", help="delete it and revoke its machines' keys")
     p.add_argument("name")
     p.set_defaults(func=cmd_scenario_delete)
+    p = scenario.add_parser("add-machine", help="add machines to it and write their daemon configs")
+    p.add_argument("scenario")
+    p.add_argument(
+        "machines", nargs="+", type=_added_machine, metavar="NAME[:OS]", help="OS: linux (default) or windows"
+    )
+    p.add_argument("--role", help="their role (default: each machine's name)")
+    p.add_argument("--label", action="append", type=_label, metavar="KEY=VALUE", help="a label for targeting")
+    p.add_argument("--out", required=True, help="directory for the daemon configs (they hold private keys)")
+    p.set_defaults(func=cmd_scenario_add_machine)
+    p = scenario.add_parser("remove-machine", help="remove a machine: its key is revoked (as `crc machine revoke`)")
+    p.add_argument("scenario")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_machine_revoke)
 
     machine = sub.add_parser("machine", help="manage one machine of a scenario").add_subparsers(
         dest="machine_action", required=True

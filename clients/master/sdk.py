@@ -64,6 +64,7 @@ from protocol.messages import (
     KvGet,
     KvSet,
     KvWait,
+    MachineAdd,
     MachineCertify,
     MachineRevoke,
     MasterRekey,
@@ -324,6 +325,23 @@ class Master:
         Returns:
             the machines with their private keys, to be written into daemon configs.
         """
+        minted, wire = self._mint(name, machines)
+        await self._remember(name, await self.request(ScenarioCreate(name, wire), scenario=name))
+        return minted
+
+    async def add_machines(self, scenario: str, machines: Iterable[MachineDecl]) -> list[NewMachine]:
+        """Grow a scenario: machines declared as in ``create_scenario`` (keys minted here, certified by this
+        master) join it offline, to be started with their daemon configs. ``revoke_machine`` removes one.
+
+        Raises:
+            RemoteError: ALREADY_EXISTS for a name the scenario has (nothing is added), NOT_FOUND for no scenario.
+        """
+        minted, wire = self._mint(scenario, machines)
+        await self._remember(scenario, await self.request(MachineAdd(scenario, wire), scenario=scenario))
+        return minted
+
+    def _mint(self, scenario: str, machines: Iterable[MachineDecl]) -> tuple[list[NewMachine], list[dict[str, Any]]]:
+        """A key pair per declared machine, and how the hub is told of them: public keys and certificates."""
         minted = []
         labels: dict[str, dict[str, str]] = {}
         for decl in machines:
@@ -335,16 +353,19 @@ class Master:
             {
                 "name": m.name, "os": m.os, "role": m.role, "public_key": m.identity.public.to_text(),
                 "report_key": report_key(m.identity).hex(), "labels": labels[m.name],
-                "certificate": self._certify(name, m.name, m.identity.public, m.os, m.role, labels[m.name]).to_wire(),
+                "certificate": self._certify(scenario, m.name, m.identity.public, m.os, m.role,
+                                             labels[m.name]).to_wire(),
             }
             for m in minted
         ]  # fmt: skip
-        data = await self.request(ScenarioCreate(name, wire), scenario=name)
-        if data.get("more"):
+        return minted, wire
+
+    async def _remember(self, name: str, data: dict[str, Any]) -> None:
+        """Keep the scenario the hub answered with (checked against this master's certificates)."""
+        if data.get("more"):  # one page of its machines: fetch them all
             await self.scenario(name)
         else:
             self._scenarios[name] = self._checked(data, name)
-        return minted
 
     def _certify(
         self, scenario: str, name: str, key: PublicKey, os_name: str, role: str, labels: dict[str, str]

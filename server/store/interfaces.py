@@ -195,6 +195,14 @@ class ScenarioStore(Protocol):
     async def scenario(self, scenario_id: str) -> ScenarioRecord | None: ...
 
     @abstractmethod
+    async def add_machines(self, scenario_id: str, machines: list[MachineSpec]) -> bool:
+        """Add machines to a scenario atomically (all or none); False if there is no such scenario.
+
+        Raises:
+            StoreConflict: a name is taken in the scenario, or a machine key is already in use.
+        """
+
+    @abstractmethod
     async def delete_scenario(self, scenario_id: str) -> list[str]:
         """Delete a scenario with its machines (revoking their keys), orders and events; returns machine ids."""
 

@@ -430,6 +430,44 @@ async def test_a_machine_key_cannot_serve_two_scenarios_and_a_failed_create_leav
     assert await store.machine(fresh.id) is None, "the create must be atomic"
 
 
+async def test_machines_added_to_a_scenario_join_it_offline(store: Store) -> None:
+    scenario = await store.create_scenario("alice", "shop", [machine("web")], NOW)
+    added = [machine("db"), MachineSpec("win", "windows", "dev", public_key(), "ab" * 32, {"tier": "dev"})]
+    assert await store.add_machines(scenario.id, added)
+    assert sorted(m.name for m in await store.machines(scenario.id)) == ["db", "web", "win"]
+    win = await store.machine(added[1].id)
+    assert win is not None and win.scenario_id == scenario.id and win.status is MachineStatus.OFFLINE
+    assert (win.os, win.role, win.report_key, win.labels) == ("windows", "dev", "ab" * 32, {"tier": "dev"})
+
+
+async def test_adding_a_taken_name_or_key_adds_nothing(store: Store) -> None:
+    shared = public_key()
+    scenario = await store.create_scenario("alice", "shop", [machine("web", shared)], NOW)
+    other = await store.create_scenario("bob", "lab", [machine("box")], NOW)
+    fresh = machine("cache")
+    for clash in ([fresh, machine("web")], [fresh, machine("web2", shared)], [fresh, machine("cache")]):
+        with pytest.raises(StoreConflict):
+            await store.add_machines(scenario.id, clash)
+        assert await store.machine(fresh.id) is None, "adding must be atomic"
+    with pytest.raises(StoreConflict):  # a key serves one scenario, whoever owns the other
+        await store.add_machines(other.id, [machine("web", shared)])
+    assert await store.add_machines(other.id, [machine("web")])  # names are per scenario
+
+
+async def test_adding_to_an_unknown_scenario_adds_nothing(store: Store) -> None:
+    spec = machine("db")
+    assert not await store.add_machines("no-such-scenario", [spec])
+    assert await store.machine(spec.id) is None
+
+
+async def test_a_revoked_machines_name_can_be_used_again(store: Store) -> None:
+    old = machine("db")
+    scenario = await store.create_scenario("alice", "shop", [old], NOW)
+    assert await store.delete_machine(old.id)
+    assert await store.add_machines(scenario.id, [machine("db")])
+    assert [m.name for m in await store.machines(scenario.id)] == ["db"]
+
+
 async def test_scenarios_are_per_owner(store: Store) -> None:
     alices = await store.create_scenario("alice", "shop", [machine("web")], NOW)
     bobs = await store.create_scenario("bob", "shop", [machine("web")], NOW + 1)

@@ -536,6 +536,8 @@ function eventSummary(event) {
       return `plan ${shortId(d.plan)}: ${d.outcome || ""}`;
     case "machine_ready":
       return factsText(d.facts || d);
+    case "machines_added":
+      return `joined: ${Array.isArray(d.machines) ? d.machines.join(", ") : ""}`;
     default: {
       const shown = { ...d };
       for (const key of ["order_id", "plan"]) if (typeof shown[key] === "string") shown[key] = shortId(shown[key]);
@@ -603,7 +605,14 @@ function onEvent(event) {
     machinesRefresh.schedule();
     scenariosRefresh.schedule();
   }
-  if (event.kind === "machine_key_rotated" || (event.machine && !machineFor(event.machine))) machinesRefresh.schedule();
+  if (event.kind === "machines_added") scenariosRefresh.schedule();
+  if (
+    event.kind === "machine_key_rotated" ||
+    event.kind === "machines_added" ||
+    (event.machine && !machineFor(event.machine))
+  ) {
+    machinesRefresh.schedule();
+  }
   if (machinesChanged) renderMachines();
 
   if (event.kind === "command_finished") {

@@ -13,10 +13,11 @@ from typing import Any
 
 from protocol import Envelope, ErrorCode, ProtocolError, PublicKey, Role
 from protocol.certificates import MachineCertificate, addresses_from_facts
-from protocol.events import MACHINE_READY_FACTS, MachineReady, MachineRevoked, ScenarioCreated
+from protocol.events import MACHINE_READY_FACTS, MachineReady, MachineRevoked, MachinesAdded, ScenarioCreated
 from protocol.messages import (
     EventsSubscribe,
     EventsUnsubscribe,
+    MachineAdd,
     MachineCertify,
     MachineRevoke,
     Response,
@@ -126,7 +127,7 @@ def _certificate(master_key: PublicKey, scenario: str, spec: MachineSpec, raw: A
 
 def _machine_specs(master_key: PublicKey, scenario: str, raw: list[dict[str, Any]]) -> list[MachineSpec]:
     if not raw:
-        raise RequestError(ErrorCode.INVALID_REQUEST, "a scenario needs at least one machine")
+        raise RequestError(ErrorCode.INVALID_REQUEST, "name at least one machine")
     specs: list[MachineSpec] = []
     for item in raw:
         name, os_name, role, key = (item.get(k) for k in ("name", "os", "role", "public_key"))
@@ -190,6 +191,29 @@ async def scenario_delete(hub: Hub, conn: Connection, env: Envelope, body: Scena
     machine_ids = await stores.scenarios(hub).delete_scenario(scenario.id)
     await hub.revoke(machine_ids, f"scenario {body.name!r} was deleted; this machine's key is revoked")
     conn.send(Response({"deleted": body.name, "revoked": machine_ids}), reply_to=env.id)
+
+
+@handlers.on(MachineAdd)
+async def machine_add(hub: Hub, conn: Connection, env: Envelope, body: MachineAdd) -> None:
+    """Grow a scenario: machines declared as at its creation (public keys and this master's certificates)."""
+    scenario = await owned_scenario(hub, conn.id, body.scenario)
+    specs = _machine_specs(conn.peer.public_key, scenario.name, body.machines)
+    present = {m.name for m in await stores.machines(hub).machines(scenario.id)}
+    if taken := sorted(present & {s.name for s in specs}):
+        raise RequestError(
+            ErrorCode.ALREADY_EXISTS, f"scenario {scenario.name!r} has machines named {', '.join(taken)} already"
+        )
+    try:
+        added = await stores.scenarios(hub).add_machines(scenario.id, specs)
+    except StoreConflict:  # a key in use, or a name taken meanwhile
+        raise RequestError(
+            ErrorCode.ALREADY_EXISTS,
+            f"cannot add to scenario {scenario.name!r}: a machine name is taken or a machine key is in use elsewhere",
+        ) from None
+    if not added:  # deleted meanwhile
+        raise RequestError(ErrorCode.NOT_FOUND, f"you have no scenario named {scenario.name!r}")
+    await hub.emit(scenario.id, MachinesAdded(machines=[s.name for s in specs]), "")
+    conn.send(Response(await scenario_wire(hub, scenario, proofs=True)), scenario=scenario.name, reply_to=env.id)
 
 
 @handlers.on(MachineRevoke)

@@ -14,6 +14,7 @@ from server.store.redis.base import RedisBase, _number, _pack, _text, lua
 class RedisScenarios(RedisBase, ScenarioStore):
     _create = lua("create_scenario.lua")
     _delete = lua("keys.lua", "delete_scenario.lua")
+    _add_machines = lua("keys.lua", "add_machines.lua")
 
     async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:
         record = ScenarioRecord(uuid.uuid4().hex, owner, name, float(now))
@@ -22,11 +23,7 @@ class RedisScenarios(RedisBase, ScenarioStore):
             raise StoreConflict("a machine key appears twice in the scenario")
         if len({m.name for m in machines}) != len(machines):
             raise StoreConflict("two machines of the scenario have the same name")
-        args: list[str | bytes] = [record.id, owner, name, _number(now)]
-        for machine_id, spec in zip(ids, machines, strict=True):
-            certificate = b"" if spec.certificate is None else _pack(spec.certificate)
-            args += [machine_id, spec.name, spec.os, spec.role, spec.public_key, spec.report_key, _pack(spec.labels),
-                     certificate]  # fmt: skip
+        args: list[str | bytes] = [record.id, owner, name, _number(now), *_machine_args(machines)]
         keys = [
             f"{self.prefix}:idx:owner:{owner}",
             self._machine_index,
@@ -40,6 +37,22 @@ class RedisScenarios(RedisBase, ScenarioStore):
         if reply[0] == 2:
             raise StoreConflict(f"machine key {_text(reply[1])} already belongs to a scenario")
         return record
+
+    async def add_machines(self, scenario_id: str, machines: list[MachineSpec]) -> bool:
+        ids = [m.id for m in machines]
+        if len(set(ids)) != len(ids) or len({m.name for m in machines}) != len(machines):
+            raise StoreConflict("a machine key or name appears twice among the machines added")
+        keys = [self._machine_index, self._sc(scenario_id, "meta"), self._sc(scenario_id, "machines")]
+        keys += [self._sc(scenario_id, f"machine:{machine_id}") for machine_id in ids]
+        with self._errors():
+            reply = await self._add_machines(keys=keys, args=[self.prefix, scenario_id, *_machine_args(machines)])
+        if reply[0] == 1:
+            return False
+        if reply[0] == 2:
+            raise StoreConflict(f"machine key {_text(reply[1])} already belongs to a scenario")
+        if reply[0] == 3:
+            raise StoreConflict(f"the scenario has a machine named {_text(reply[1])!r} already")
+        return True
 
     @staticmethod
     def _scenario(scenario_id: str, fields: Sequence[bytes | None]) -> ScenarioRecord | None:
@@ -72,3 +85,13 @@ class RedisScenarios(RedisBase, ScenarioStore):
                 keys=[self._machine_index, self._order_index, self._present], args=[self.prefix, scenario_id]
             )
         return [_text(m) for m in machine_ids]
+
+
+def _machine_args(machines: list[MachineSpec]) -> list[str | bytes]:
+    """Eight script arguments per machine, as create_scenario.lua and add_machines.lua read them."""
+    args: list[str | bytes] = []
+    for spec in machines:
+        certificate = b"" if spec.certificate is None else _pack(spec.certificate)
+        args += [spec.id, spec.name, spec.os, spec.role, spec.public_key, spec.report_key, _pack(spec.labels),
+                 certificate]  # fmt: skip
+    return args

@@ -300,18 +300,27 @@ class HubContext:
     ) -> dict[str, NewMachine]:
         """A scenario of ``(name, role)`` linux machines, each with a key pair made here and a certificate the
         master endorsed (as ``Master.create_scenario`` does)."""
-        minted = {machine: NewMachine(machine, Identity.generate(os.urandom)) for machine, _ in machines}
-        wire = []
-        for machine, role in machines:
-            key = minted[machine].identity.public
-            certificate = MachineCertificate(name, machine, key.id, key.to_text(), "linux", role, {})
-            wire.append({
-                "name": machine, "os": "linux", "role": role, "public_key": key.to_text(),
-                "report_key": report_key(minted[machine].identity).hex(), "labels": {},
-                "certificate": certificate.endorsed(master.identity).to_wire(),
-            })  # fmt: skip
+        minted, wire = declared_machines(master, name, machines)
         await self.ok(master, ScenarioCreate(name, wire))
         return minted
+
+
+def declared_machines(
+    master: Peer, scenario: str, machines: Sequence[tuple[str, str]]
+) -> tuple[dict[str, NewMachine], list[dict[str, Any]]]:
+    """``(name, role)`` linux machines with key pairs made here, and how a master declares them to the hub:
+    public keys and certificates it endorsed (as ``Master.create_scenario`` and ``Master.add_machines`` do)."""
+    minted = {machine: NewMachine(machine, Identity.generate(os.urandom)) for machine, _ in machines}
+    wire = []
+    for machine, role in machines:
+        key = minted[machine].identity.public
+        certificate = MachineCertificate(scenario, machine, key.id, key.to_text(), "linux", role, {})
+        wire.append({
+            "name": machine, "os": "linux", "role": role, "public_key": key.to_text(),
+            "report_key": report_key(minted[machine].identity).hex(), "labels": {},
+            "certificate": certificate.endorsed(master.identity).to_wire(),
+        })  # fmt: skip
+    return minted, wire
 
 
 def signed_order(

@@ -7,9 +7,10 @@ import os
 import time
 
 from protocol import ErrorCode, Identity
-from protocol.events import MachineConnected, MachineReady, MachineRevoked, ScenarioCreated
+from protocol.events import MachineConnected, MachineReady, MachineRevoked, MachinesAdded, ScenarioCreated
 from protocol.messages import (
     EventsSubscribe,
+    MachineAdd,
     MachineRevoke,
     ScenarioCreate,
     ScenarioDelete,
@@ -19,7 +20,7 @@ from protocol.messages import (
 )
 from server.features.scenarios import scenario_summary, scenario_wire
 from server.store import MachineSpec, MachineStatus
-from tests.server.features.harness import HubContext
+from tests.server.features.harness import HubContext, declared_machines
 
 
 def spec(name: str) -> MachineSpec:
@@ -155,3 +156,62 @@ async def test_deleting_a_scenario_revokes_every_machine(ctx: HubContext) -> Non
     assert web.conn.closed
     assert (await ctx.ok(ana, ScenarioList()))["scenarios"] == []
     assert (await ctx.refused(ana, ScenarioShow("shop"))).code == ErrorCode.NOT_FOUND.value
+
+
+async def test_machines_added_to_a_scenario_join_it_offline_and_can_connect(ctx: HubContext) -> None:
+    ana = await ctx.master("ana")
+    await ctx.create_scenario(ana, "shop")
+    minted, wire = declared_machines(ana, "shop", [("cache", "cache"), ("worker", "web")])
+
+    shown = await ctx.ok(ana, MachineAdd("shop", wire))
+
+    assert {m["name"]: m["status"] for m in shown["machines"]} == {
+        "cache": "offline", "db": "offline", "web": "offline", "worker": "offline",
+    }  # fmt: skip
+    assert (MachinesAdded(machines=["cache", "worker"]), "") in await ctx.events(ana, "shop")
+    cache = await ctx.daemon(minted["cache"])
+    assert not cache.conn.closed and not cache.refusals
+    assert {m["name"]: m["status"] for m in (await ctx.ok(ana, ScenarioShow("shop")))["machines"]}["cache"] != "offline"
+
+
+async def test_adding_a_taken_name_or_a_key_in_use_adds_nothing(ctx: HubContext) -> None:
+    ana, bob = await ctx.master("ana"), await ctx.master("bob")
+    machines = await ctx.create_scenario(ana, "shop")
+    await ctx.create_scenario(bob, "lab")
+    _, taken = declared_machines(ana, "shop", [("cache", "cache"), ("db", "db")])
+    _, fresh = declared_machines(ana, "shop", [("cache", "cache")])
+    in_use = {**fresh[0], "name": "cache2", "public_key": machines["db"].identity.public.to_text()}
+
+    name_error = await ctx.refused(ana, MachineAdd("shop", taken))
+    key_error = await ctx.refused(ana, MachineAdd("shop", [in_use]))
+
+    assert name_error.code == ErrorCode.ALREADY_EXISTS.value and "db" in name_error.message
+    assert key_error.code in (ErrorCode.ALREADY_EXISTS.value, ErrorCode.INVALID_REQUEST.value)
+    assert [m["name"] for m in (await ctx.ok(ana, ScenarioShow("shop")))["machines"]] == ["db", "web"]
+
+
+async def test_machines_are_added_only_to_ones_own_scenario_with_ones_own_certificates(ctx: HubContext) -> None:
+    ana, bob = await ctx.master("ana"), await ctx.master("bob")
+    await ctx.create_scenario(ana, "shop")
+    await ctx.create_scenario(bob, "shop")
+    _, anas = declared_machines(ana, "shop", [("cache", "cache")])
+    _, other_scenario = declared_machines(ana, "lab", [("cache", "cache")])
+
+    assert (await ctx.refused(bob, MachineAdd("nope", anas))).code == ErrorCode.NOT_FOUND.value
+    # bob's own scenario "shop", with ana's certificate: not bob's word on the machine
+    assert (await ctx.refused(bob, MachineAdd("shop", anas))).code == ErrorCode.INVALID_REQUEST.value
+    assert (await ctx.refused(ana, MachineAdd("shop", other_scenario))).code == ErrorCode.INVALID_REQUEST.value
+    assert (await ctx.refused(ana, MachineAdd("shop", []))).code == ErrorCode.INVALID_REQUEST.value
+    for master in (ana, bob):
+        assert len((await ctx.ok(master, ScenarioShow("shop")))["machines"]) == 2
+
+
+async def test_a_removed_machines_name_can_be_added_again_with_a_new_key(ctx: HubContext) -> None:
+    ana = await ctx.master("ana")
+    machines = await ctx.create_scenario(ana, "shop")
+    await ctx.ok(ana, MachineRevoke("shop", "db"))
+    minted, wire = declared_machines(ana, "shop", [("db", "db")])
+
+    shown = await ctx.ok(ana, MachineAdd("shop", wire))
+
+    assert {m["name"]: m["id"] for m in shown["machines"]}["db"] == minted["db"].id != machines["db"].id
