@@ -2,7 +2,9 @@
 
 ``up`` creates the scenario and its keys on the hub, renders each machine's startup script, has the provider
 create the machines, and follows the scenario's events until every machine reported SystemReady, or its
-startup script reported a failed step, or time ran out. ``down`` deletes the scenario (which revokes every
+startup script reported a failed step, or time ran out. Run again on a scenario that exists, it adds the machines
+the file gained (as Terraform applies a grown configuration) and names those the file lost, removing them only
+when told to prune. ``down`` deletes the scenario (which revokes every
 machine key), then has the provider delete the machines and scripts; both halves tolerate being already done.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from clients.daemon.config import DaemonConfig
-from clients.master.models import EventInfo
+from clients.master.models import EventInfo, NewMachine
 from clients.master.sdk import Master
 from protocol import ErrorCode, RemoteError
 from protocol.boot import BootStatus
@@ -56,11 +59,25 @@ class MachineProgress:
         return self.outcome is not Outcome.PENDING
 
 
+@dataclass(frozen=True)
+class UpPlan:
+    """What ``up`` is about to do, once the hub has the scenario: ``creating`` machines (all of the file's for a
+    new scenario); ``present``: the file's machines the scenario has already (left as they are); ``extra``: the
+    scenario's machines the file does not name; ``pruned``: those of them removed (``prune``)."""
+
+    scenario: str
+    creating: list[str]
+    present: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+
+
 @dataclass
 class UpReport:
     scenario: str
     machines: dict[str, MachineProgress]
     seconds: float = 0.0
+    plan: UpPlan | None = None
 
     @property
     def ok(self) -> bool:
@@ -104,8 +121,10 @@ async def up(
     wheel: Path | None = None,
     notice: Notice | None = None,
     quiet_warning: float = DEFAULT_QUIET_WARNING,
+    prune: bool = False,
+    planned: Callable[[UpPlan], None] | None = None,
 ) -> UpReport:
-    """Create the scenario's machines and wait for them; see the module doc.
+    """Create the scenario's machines (or those the file gained) and wait for them; see the module doc.
 
     Args:
         progress: called with a machine and a line of text whenever something happens to it.
@@ -113,6 +132,9 @@ async def up(
             with this master's dependency lock; machines check both against the hashes in their scripts.
         notice: called with a line for the whole scenario, such as `quiet_machines_notice`.
         quiet_warning: seconds after which, if no machine has reported a boot step, ``notice`` says so (0: never).
+        prune: remove the scenario's machines the file does not name (their keys revoked, then the provider's
+            machines deleted); without it they are only named in the plan.
+        planned: called with the plan once the hub has the scenario, before any machine is created.
 
     Raises:
         UpError: nothing was created (a scenario of that name exists, the hub has no daemon wheel...).
@@ -125,18 +147,14 @@ async def up(
     except ReleaseError as exc:
         raise UpError(str(exc)) from None
     hub_ca_pem = await self_signed_certificate(hub_url, master.pin)
-    try:
-        minted = await master.create_scenario(
-            spec.name, [(m.name, m.os, m.role, dict(m.labels)) for m in spec.machines]
-        )
-    except RemoteError as exc:
-        if exc.code == ErrorCode.ALREADY_EXISTS.value:
-            raise UpError(
-                f"scenario {spec.name!r} exists already on the hub; `crc down {spec.name}` removes it"
-            ) from None
-        raise
-    machines = {m.name: MachineProgress(m.name) for m in spec.machines}
-    report = UpReport(spec.name, machines)
+    minted, plan = await _declare(master, spec, provider, prune, notice)
+    if planned is not None:
+        planned(plan)
+    machines = {name: MachineProgress(name) for name in plan.creating}
+    report = UpReport(spec.name, machines, plan=plan)
+    if not machines:
+        report.seconds = time.monotonic() - started
+        return report
     machines_hub = hub_url
     all_done = asyncio.Event()
     first_step = asyncio.Event()
@@ -214,6 +232,36 @@ async def up(
         await asyncio.gather(follower, *watchers, return_exceptions=True)
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _declare(
+    master: Master, spec: ScenarioFile, provider: Provider, prune: bool, notice: Notice | None
+) -> tuple[list[NewMachine], UpPlan]:
+    """The scenario on the hub with every machine of the file: created, or grown by the ones it lacks."""
+    declared = {m.name: (m.name, m.os, m.role, dict(m.labels)) for m in spec.machines}
+    try:
+        return await master.create_scenario(spec.name, declared.values()), UpPlan(spec.name, list(declared))
+    except RemoteError as exc:
+        if exc.code != ErrorCode.ALREADY_EXISTS.value:
+            raise
+    try:
+        existing = [m.name for m in (await master.scenario(spec.name)).machines]
+    except RemoteError as exc:  # a scenario of that name that is not this master's cannot be: names are per master
+        raise UpError(f"scenario {spec.name!r} exists but cannot be read: {exc}") from None
+    plan = UpPlan(
+        spec.name,
+        creating=[name for name in declared if name not in existing],
+        present=[name for name in declared if name in existing],
+        extra=[name for name in existing if name not in declared],
+    )
+    if prune and plan.extra:
+        for name in plan.extra:  # keys first: a machine being deleted can no longer act
+            with contextlib.suppress(RemoteError):
+                await master.revoke_machine(spec.name, name)
+        await provider.destroy(spec.name, notice, only=plan.extra)
+        plan = dataclasses.replace(plan, pruned=list(plan.extra))
+    minted = await master.add_machines(spec.name, [declared[name] for name in plan.creating]) if plan.creating else []
+    return minted, plan
 
 
 async def down(master: Master, scenario: str, provider: Provider, notice: Notice | None = None) -> DownReport:

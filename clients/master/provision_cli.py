@@ -14,7 +14,7 @@ from typing import Any
 from clients.master.sdk import Master
 from provisioning.daemon_update import UpdateOutcome, update_daemons
 from provisioning.hubinfo import HubInfoError
-from provisioning.lifecycle import DEFAULT_QUIET_WARNING, MachineProgress, Outcome, UpError, down, up
+from provisioning.lifecycle import DEFAULT_QUIET_WARNING, MachineProgress, Outcome, UpError, UpPlan, down, up
 from provisioning.providers import LocalProvider, Provider, ProviderError, VultrProvider
 from provisioning.records import ScenarioRecord, forget_record, load_record, save_record, state_home
 from provisioning.release import ReleaseError
@@ -85,6 +85,22 @@ async def cmd_up(args: argparse.Namespace, master_for: Any) -> int:
     def notice(text: str) -> None:
         print(f"crc up: {text}", file=sys.stderr, flush=True)
 
+    def planned(plan: UpPlan) -> None:
+        if plan.pruned:
+            notice(f"removed {', '.join(plan.pruned)} (in scenario {spec.name} but no longer in {args.file})")
+        elif plan.extra:
+            notice(f"{', '.join(plan.extra)} of scenario {spec.name} are not in {args.file}: left as they are "
+                   "(`crc up --prune` removes them)")  # fmt: skip
+        if args.json:
+            return
+        if not plan.present:
+            clock.line(f"scenario {spec.name}: creating {len(plan.creating)} machines with the {kind} provider")
+        elif plan.creating:
+            clock.line(f"scenario {spec.name}: adding {', '.join(plan.creating)} with the {kind} provider "
+                       f"({len(plan.present)} present)")  # fmt: skip
+        else:
+            clock.line(f"scenario {spec.name}: nothing to add ({len(plan.present)} machines present)")
+
     try:
         provider = make_provider(kind, settings, args)
     except VultrError as exc:
@@ -94,8 +110,6 @@ async def cmd_up(args: argparse.Namespace, master_for: Any) -> int:
         master: Master = await master_for(args)
         async with master:
             save_record(ScenarioRecord(spec.name, kind, master.url, _settings_json(settings, args)))
-            if not args.json:
-                clock.line(f"scenario {spec.name}: creating {len(spec.machines)} machines with the {kind} provider")
             report = await up(
                 master,
                 spec,
@@ -105,6 +119,8 @@ async def cmd_up(args: argparse.Namespace, master_for: Any) -> int:
                 progress=progress,
                 notice=notice,
                 quiet_warning=args.quiet_warning,
+                prune=args.prune,
+                planned=planned,
             )
     except (UpError, HubInfoError, ProviderError) as exc:
         print(f"crc up: {exc}", file=sys.stderr)
@@ -114,8 +130,10 @@ async def cmd_up(args: argparse.Namespace, master_for: Any) -> int:
     if args.json:
         machines = [dataclasses.asdict(m) for m in report.machines.values()]
         summary = {"scenario": report.scenario, "ok": report.ok, "seconds": round(report.seconds, 1)}
+        if report.plan is not None:
+            summary |= {"present": report.plan.present, "extra": report.plan.extra, "pruned": report.plan.pruned}
         print(json.dumps({**summary, "machines": machines}, indent=2))
-    else:
+    elif report.machines:
         ready = sum(m.outcome is Outcome.READY for m in report.machines.values())
         clock.line(f"{ready}/{len(report.machines)} machines ready")
         for failed in report.failed:
@@ -223,7 +241,11 @@ def add_provision_parsers(sub: Any, master_for: Any) -> None:
         )
         p.add_argument("--vultr-url", help=f"Vultr API root (env {VULTR_URL_ENV}; default {DEFAULT_BASE_URL})")
 
-    p = sub.add_parser("up", help="create a scenario's machines from a scenario file and wait until all are ready")
+    p = sub.add_parser(
+        "up",
+        help="create a scenario's machines from a scenario file and wait until all are ready; on a scenario that "
+        "exists, add the machines the file gained",
+    )
     p.add_argument("file", type=Path, help="scenario file (TOML)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for SystemReady (default 900)")
     p.add_argument("--wheel", type=Path, help=WHEEL_HELP)
@@ -237,6 +259,9 @@ def add_provision_parsers(sub: Any, master_for: Any) -> None:
     netns = p.add_mutually_exclusive_group()
     netns.add_argument("--netns", dest="netns", action="store_true", default=None, help="local: network namespaces")
     netns.add_argument("--no-netns", dest="netns", action="store_false", help="local: plain processes")
+    p.add_argument(
+        "--prune", action="store_true", help="on a scenario that exists: remove its machines the file does not name"
+    )
     common(p)
 
     async def run_up(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ memory, so it works after a crash and is safe to run twice.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from provisioning.scenario_file import MachinePlan
@@ -77,10 +77,13 @@ class Provider(ABC):
         """The scenario's machines that exist now."""
 
     @abstractmethod
-    async def destroy(self, scenario: str, say: Callable[[str], None] | None = None) -> Teardown:
+    async def destroy(
+        self, scenario: str, say: Callable[[str], None] | None = None, *, only: Collection[str] = ()
+    ) -> Teardown:
         """Delete every machine and script of the scenario; nothing left is not an error.
 
-        ``say`` hears what the provider waits for (e.g. Vultr's install lock), when it waits.
+        ``say`` hears what the provider waits for (e.g. Vultr's install lock), when it waits. ``only``: just
+        these machines (and their scripts), leaving the scenario's other machines and shared parts alone.
         """
 
     async def close(self) -> None:

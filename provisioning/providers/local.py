@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -220,12 +220,16 @@ class LocalProvider(Provider):
             found.append(ProvidedMachine(record.name, record.netns or str(folder), state, record.address))
         return found
 
-    async def destroy(self, scenario: str, say: Callable[[str], None] | None = None) -> Teardown:
+    async def destroy(
+        self, scenario: str, say: Callable[[str], None] | None = None, *, only: Collection[str] = ()
+    ) -> Teardown:
         teardown = Teardown()
         folder = self.scenario_dir(scenario)
         if not folder.exists():
             return teardown
         for machine_folder, record in self._records(scenario):
+            if only and record.name not in only:
+                continue
             groups = [record.boot_pid, _read_pid(machine_folder / "root" / "run" / "crc" / "daemon.pid")]
             await asyncio.to_thread(_stop_groups, [g for g in groups if g])
             if record.netns:
@@ -235,6 +239,10 @@ class LocalProvider(Provider):
                     await _ip("link", "del", record.host_link, check=False)
                 shutil.rmtree(NETNS_DIR / record.netns, ignore_errors=True)
             teardown.machines.append(record.name)
+            if only:
+                shutil.rmtree(machine_folder, ignore_errors=True)
+        if only:  # the scenario's bridge and folder stay for its other machines
+            return teardown
         state = self._load_scenario(scenario)
         if state is not None and state.bridge:
             await _ip("link", "del", state.bridge, check=False)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from provisioning.providers.base import ProvidedMachine, Provider, ProviderError, Teardown
@@ -114,11 +114,16 @@ class VultrProvider(Provider):
                 await asyncio.sleep(0.5 * attempt)
         raise AssertionError("unreachable")
 
-    async def _instances(self, scenario: str) -> list[Instance]:
-        """The scenario's instances, matched here by tag or label (no server-side filter: see the module doc)."""
+    async def _instances(self, scenario: str, only: Collection[str] = ()) -> list[Instance]:
+        """The scenario's instances (``only`` these machines), matched here by tag or label (no server-side
+        filter: see the module doc)."""
         prefix = resource_name(scenario, "")
         tag = scenario_tag(scenario)
-        return [i async for i in self.client.list_instances() if tag in i.tags or i.label.startswith(prefix)]
+        found = [i async for i in self.client.list_instances() if tag in i.tags or i.label.startswith(prefix)]
+        if not only:
+            return found
+        labels = {resource_name(scenario, machine) for machine in only}
+        return [i for i in found if i.label in labels or any(f"crc-machine:{m}" in i.tags for m in only)]
 
     async def machines(self, scenario: str) -> list[ProvidedMachine]:
         prefix = resource_name(scenario, "")
@@ -132,7 +137,9 @@ class VultrProvider(Provider):
             raise ProviderError(f"cannot list the Vultr instances of scenario {scenario!r}: {exc}") from exc
         return sorted(found, key=lambda m: m.name)
 
-    async def destroy(self, scenario: str, say: Callable[[str], None] | None = None) -> Teardown:
+    async def destroy(
+        self, scenario: str, say: Callable[[str], None] | None = None, *, only: Collection[str] = ()
+    ) -> Teardown:
         """Delete the scenario's instances (waiting out Vultr's install locks), then its startup scripts.
 
         Vultr's listings are eventually consistent (kubermatic/machine-controller PR #1706): a deleted instance
@@ -149,7 +156,7 @@ class VultrProvider(Provider):
             for round_no in range(DESTROY_ROUNDS):
                 if round_no:
                     await asyncio.sleep(self.relist_after * self.client.time_scale)
-                todo = [i for i in await self._instances(scenario) if not await self._gone(i, handled)]
+                todo = [i for i in await self._instances(scenario, only) if not await self._gone(i, handled)]
                 if not todo and round_no:  # an empty first listing may only be lagging: it is checked once more
                     break
                 done = await asyncio.gather(
@@ -162,7 +169,7 @@ class VultrProvider(Provider):
                 # only what this call deleted: one already gone (a stale listing) is not reported
                 deleted += [i.label or i.id for i, ok in zip(todo, done, strict=True) if ok]
             else:
-                left = [i for i in await self._instances(scenario) if not await self._gone(i, handled)]
+                left = [i for i in await self._instances(scenario, only) if not await self._gone(i, handled)]
                 if left:
                     names = ", ".join(sorted(i.label or i.id for i in left))
                     raise ProviderError(
@@ -171,7 +178,11 @@ class VultrProvider(Provider):
                     )
             teardown.machines = sorted(deleted)
             prefix = resource_name(scenario, "")
-            scripts = [s async for s in self.client.list_startup_scripts() if s.name.startswith(prefix)]
+            wanted = {resource_name(scenario, machine) for machine in only}
+            scripts = [
+                s async for s in self.client.list_startup_scripts()
+                if (s.name in wanted if only else s.name.startswith(prefix))
+            ]  # fmt: skip
             for script in scripts:
                 with contextlib.suppress(VultrNotFound):
                     await self.client.delete_startup_script(script.id)

@@ -265,10 +265,51 @@ async def test_crc_up_expected_failures_are_one_line_each(dist_hub: HubProcess, 
     unreachable = {**env, "CRC_HUB": f"http://127.0.0.1:{free_port()}"}
     result = await asyncio.to_thread(run_crc, dist_hub, "up", str(EXAMPLES / "local.toml"), *local, env=unreachable)
     assert_one_line_error(result, 1, "cannot reach the hub")
-    async with await Master.connect(dist_hub.url, dist_hub.key_path) as master:
-        await master.create_scenario("local-shop", [("db", "linux", "database", {})])
-    result = await asyncio.to_thread(run_crc, dist_hub, "up", str(EXAMPLES / "local.toml"), *local, env=env)
-    assert_one_line_error(result, 1, "crc up:", "exists already", "crc down local-shop")
+
+
+async def test_crc_up_run_again_adds_what_the_file_gained_and_removes_what_it_lost_only_with_prune(
+    dist_hub: HubProcess, tmp_path: Path
+) -> None:
+    """As Terraform applies a changed configuration: machines the file gained are created and join; those it lost
+    are named and left alone, until ``--prune`` revokes their keys and deletes them."""
+    local = tmp_path / "local"
+    scenario_file = tmp_path / "grow.toml"
+    env = {"CRC_STATE_DIR": str(tmp_path / "state")}
+
+    def crc_up(*machines: str, prune: bool = False) -> subprocess.CompletedProcess[str]:
+        scenario_file.write_text(scenario_text("grow", *machines))
+        extra = ["--prune"] if prune else []
+        return run_crc(dist_hub, "up", str(scenario_file), "--local-dir", str(local), "--no-netns", *extra,
+                       timeout=240, env=env)  # fmt: skip
+
+    try:
+        first = await asyncio.to_thread(crc_up, "db")
+        assert first.returncode == 0 and "1/1 machines ready" in first.stdout, first.stdout + first.stderr
+        grown = await asyncio.to_thread(crc_up, "db", "web")
+        assert grown.returncode == 0, grown.stdout + grown.stderr
+        assert "adding web with the local provider (1 present)" in grown.stdout
+        assert "1/1 machines ready" in grown.stdout and "db  " not in grown.stdout  # db is left as it was
+        async with await Master.connect(dist_hub.url, dist_hub.key_path) as master:
+            assert all(r.ok for r in await master.run("grow", "all", "true", wait_timeout=30))
+        db_pid = int((local / "grow" / "machines" / "db" / "root" / "run" / "crc" / "daemon.pid").read_text())
+
+        shrunk = await asyncio.to_thread(crc_up, "web")
+        assert shrunk.returncode == 0, shrunk.stdout + shrunk.stderr
+        assert "nothing to add (1 machines present)" in shrunk.stdout
+        assert "db of scenario grow are not in" in shrunk.stderr and "--prune" in shrunk.stderr
+        assert (local / "grow" / "machines" / "db").exists()
+
+        pruned = await asyncio.to_thread(crc_up, "web", prune=True)
+        assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+        assert "crc up: removed db" in pruned.stderr
+        assert not (local / "grow" / "machines" / "db").exists() and (local / "grow" / "machines" / "web").exists()
+        async with await Master.connect(dist_hub.url, dist_hub.key_path) as master:
+            assert [m.name for m in (await master.scenario("grow")).machines] == ["web"]
+            (still,) = await master.run("grow", "web", "echo still", wait_timeout=30)
+            assert still.stdout == b"still\n"
+        await eventually(lambda: not alive(db_pid), timeout=10, what="the pruned machine's daemon to stop")
+    finally:
+        await LocalProvider(local).destroy("grow")
 
 
 class UnreachableHubProvider(LocalProvider):

@@ -268,6 +268,25 @@ async def test_destroy_stops_every_process_group_and_removes_the_folder(local: L
     await eventually(lambda: not alive(other_daemon), timeout=5)
 
 
+async def test_destroying_only_some_machines_leaves_the_others_and_the_scenario(local: LocalProvider) -> None:
+    await local.prepare("shop", HUB)
+    await local.create("shop", plan("db"), SCRIPT)
+    await local.create("shop", plan("web"), SCRIPT)
+    (root(local, "db") / "go").touch()
+    (root(local, "web") / "go").touch()
+    db = await wait_for_pid(root(local, "db") / "run" / "crc" / "daemon.pid")
+    web = await wait_for_pid(root(local, "web") / "run" / "crc" / "daemon.pid")
+
+    teardown = await local.destroy("shop", only=["db"])
+
+    assert teardown == Teardown(machines=["db"])
+    await eventually(lambda: not alive(db), timeout=5)
+    assert alive(web) and await states(local) == {"web": "running"}
+    assert local.scenario_dir("shop").exists() and not local.machine_dir("shop", "db").exists()
+    await local.destroy("shop")
+    await eventually(lambda: not alive(web), timeout=5)
+
+
 async def test_destroy_stops_a_daemon_whose_boot_script_has_ended(local: LocalProvider) -> None:
     await local.prepare("shop", HUB)
     await local.create("shop", plan(), SCRIPT)

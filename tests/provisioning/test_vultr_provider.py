@@ -282,6 +282,20 @@ async def test_destroy_removes_only_the_scenarios_instances_and_scripts(
     assert list(emulator.scripts) == [unrelated.id]
 
 
+async def test_destroying_only_some_machines_keeps_the_scenarios_others_and_their_scripts(
+    vultr: VultrProvider, emulator: VultrEmulator
+) -> None:
+    await vultr.create("shop", plan("db"), SCRIPT)
+    web = await vultr.create("shop", plan("web"), SCRIPT)
+
+    teardown = await vultr.destroy("shop", only=["db"])
+
+    assert teardown == Teardown(machines=["crc:shop/db"], scripts=["crc:shop/db"])
+    assert list(emulator.instances) == [web.provider_id]
+    assert sorted(s["name"] for s in emulator.scripts.values()) == ["crc:shop/web"]
+    assert [m.name for m in await vultr.machines("shop")] == ["web"]
+
+
 async def test_destroy_of_a_scenario_that_never_existed_is_empty(vultr: VultrProvider) -> None:
     assert (await vultr.destroy("ghost")).empty
 
