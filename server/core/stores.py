@@ -10,6 +10,7 @@ from __future__ import annotations
 from server.core.hub import Hub
 from server.store import (
     BootReportStore,
+    EnrollmentStore,
     EventStore,
     JobStore,
     KvStore,
@@ -21,6 +22,10 @@ from server.store import (
     ScenarioStore,
     TokenStore,
 )
+
+
+def enrollments(hub: Hub) -> EnrollmentStore:
+    return hub.store
 
 
 def masters(hub: Hub) -> MasterStore:

@@ -4,6 +4,7 @@
 from server.store.base import Store
 from server.store.interfaces import (
     BootReportStore,
+    EnrollmentStore,
     EventStore,
     JobStore,
     KvStore,
@@ -16,6 +17,8 @@ from server.store.interfaces import (
     TokenStore,
 )
 from server.store.records import (
+    EnrollmentRecord,
+    EnrollOutcome,
     EventRecord,
     JobRecord,
     MachineRecord,
@@ -35,6 +38,9 @@ from server.store.sqlite import SqliteStore
 
 __all__ = [
     "BootReportStore",
+    "EnrollOutcome",
+    "EnrollmentRecord",
+    "EnrollmentStore",
     "EventRecord",
     "EventStore",
     "JobRecord",

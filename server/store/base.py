@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 
 from server.store.interfaces import (
     BootReportStore,
+    EnrollmentStore,
     EventStore,
     JobStore,
     KvStore,
@@ -33,6 +34,7 @@ class Store(
     KvStore,
     BootReportStore,
     ScenarioStore,
+    EnrollmentStore,
     MachineStore,
     OrderStore,
     EventStore,

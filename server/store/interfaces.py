@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from protocol import OrderState
 from server.store.records import (
+    EnrollmentRecord,
+    EnrollOutcome,
     EventRecord,
     JobRecord,
     MachineRecord,
@@ -205,6 +207,37 @@ class ScenarioStore(Protocol):
     @abstractmethod
     async def delete_scenario(self, scenario_id: str) -> list[str]:
         """Delete a scenario with its machines (revoking their keys), orders and events; returns machine ids."""
+
+
+class EnrollmentStore(Protocol):
+    """Enrollment tokens of a scenario and the machines that join with them (``enrollment`` feature)."""
+
+    @abstractmethod
+    async def put_enrollment(self, record: EnrollmentRecord) -> bool:
+        """Store a new token; False if its scenario is gone.
+
+        Raises:
+            StoreConflict: a token of that id exists.
+        """
+
+    @abstractmethod
+    async def enrollments(self, scenario_id: str) -> list[EnrollmentRecord]:
+        """The scenario's tokens, oldest first, each with its registrations."""
+
+    @abstractmethod
+    async def revoke_enrollment(self, scenario_id: str, token_id: str) -> bool:
+        """Refuse every later join with the token; False if the scenario has no such token."""
+
+    @abstractmethod
+    async def enroll_machine(
+        self, scenario_id: str, token_id: str, machine: MachineSpec, registration: dict[str, Any], now: float
+    ) -> EnrollOutcome:
+        """Add the machine and count one use of the token, atomically across replicas: ENROLLED, or why not
+        (nothing is added then).
+
+        Raises:
+            StoreConflict: the scenario has a machine of that name, or the key is in use.
+        """
 
 
 class MachineStore(Protocol):

@@ -212,3 +212,33 @@ class EventRecord:
     kind: str
     machine: str
     data: dict[str, Any]
+
+
+class EnrollOutcome(StrEnum):
+    """What became of a machine joining with an enrollment token (``EnrollmentStore.enroll_machine``)."""
+
+    ENROLLED = "enrolled"
+    NO_TOKEN = "no_token"  # no such token in that scenario (or no such scenario)
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    USED_UP = "used_up"  # as many machines joined as the token allows
+
+
+@dataclass(frozen=True)
+class EnrollmentRecord:
+    """An enrollment token as the hub keeps it: the master-signed claims (``protocol.enrollment``, never the
+    token's secret) and the registration of every machine that joined with it (``used`` of ``uses``)."""
+
+    id: str
+    scenario_id: str
+    claims: dict[str, Any]
+    signature: bytes
+    uses: int
+    expires: float
+    created: float
+    revoked: bool = False
+    registrations: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def used(self) -> int:
+        return len(self.registrations)

@@ -20,6 +20,8 @@ import pytest
 from protocol import Identity, OrderState
 from protocol.orders import sources as order_sources
 from server.store import (
+    EnrollmentRecord,
+    EnrollOutcome,
     MachineSpec,
     MachineStatus,
     OrderRecord,
@@ -466,6 +468,68 @@ async def test_a_revoked_machines_name_can_be_used_again(store: Store) -> None:
     assert await store.delete_machine(old.id)
     assert await store.add_machines(scenario.id, [machine("db")])
     assert [m.name for m in await store.machines(scenario.id)] == ["db"]
+
+
+def enrollment(token_id: str, scenario_id: str, uses: int = 2, expires: float = NOW + 3600) -> EnrollmentRecord:
+    return EnrollmentRecord(token_id, scenario_id, {"id": token_id, "role": "web"}, b"\x02" * 64, uses, expires, NOW)
+
+
+async def test_a_token_lets_as_many_machines_join_as_its_uses_and_keeps_their_registrations(store: Store) -> None:
+    scenario = await store.create_scenario("alice", "shop", [machine("db")], NOW)
+    assert await store.put_enrollment(enrollment("t1", scenario.id, uses=2))
+    joiners = [machine(f"web{i}") for i in range(3)]
+    outcomes = [await store.enroll_machine(scenario.id, "t1", spec, {"name": spec.name}, NOW + 1) for spec in joiners]
+
+    assert outcomes == [EnrollOutcome.ENROLLED, EnrollOutcome.ENROLLED, EnrollOutcome.USED_UP]
+    assert sorted(m.name for m in await store.machines(scenario.id)) == ["db", "web0", "web1"]
+    assert await store.machine(joiners[2].id) is None
+    [record] = await store.enrollments(scenario.id)
+    assert (record.id, record.uses, record.used, record.revoked) == ("t1", 2, 2, False)
+    assert record.registrations == [{"name": "web0"}, {"name": "web1"}]
+    assert (record.claims, record.signature, record.expires) == ({"id": "t1", "role": "web"}, b"\x02" * 64, NOW + 3600)
+
+
+async def test_a_revoked_expired_or_unknown_token_adds_nothing(store: Store) -> None:
+    scenario = await store.create_scenario("alice", "shop", [machine("db")], NOW)
+    other = await store.create_scenario("bob", "lab", [machine("box")], NOW)
+    await store.put_enrollment(enrollment("live", scenario.id))
+    await store.put_enrollment(enrollment("old", scenario.id, expires=NOW + 10))
+    await store.put_enrollment(enrollment("gone", scenario.id))
+    assert await store.revoke_enrollment(scenario.id, "gone")
+    assert not await store.revoke_enrollment(other.id, "live")  # tokens are per scenario
+    spec = machine("web")
+
+    assert await store.enroll_machine(scenario.id, "gone", spec, {}, NOW) is EnrollOutcome.REVOKED
+    assert await store.enroll_machine(scenario.id, "old", spec, {}, NOW + 10) is EnrollOutcome.EXPIRED
+    assert await store.enroll_machine(scenario.id, "nope", spec, {}, NOW) is EnrollOutcome.NO_TOKEN
+    assert await store.enroll_machine(other.id, "live", spec, {}, NOW) is EnrollOutcome.NO_TOKEN
+    assert await store.machine(spec.id) is None
+    assert sorted((r.id, r.revoked, r.used) for r in await store.enrollments(scenario.id)) == [
+        ("gone", True, 0), ("live", False, 0), ("old", False, 0),
+    ]  # fmt: skip
+
+
+async def test_a_join_with_a_taken_name_or_key_uses_nothing(store: Store) -> None:
+    shared = public_key()
+    scenario = await store.create_scenario("alice", "shop", [machine("db", shared)], NOW)
+    await store.put_enrollment(enrollment("t1", scenario.id, uses=1))
+    for clash in (machine("db"), machine("web", shared)):
+        with pytest.raises(StoreConflict):
+            await store.enroll_machine(scenario.id, "t1", clash, {}, NOW)
+    assert [r.used for r in await store.enrollments(scenario.id)] == [0]
+    assert await store.enroll_machine(scenario.id, "t1", machine("web"), {}, NOW) is EnrollOutcome.ENROLLED
+
+
+async def test_tokens_go_with_their_scenario_and_need_one(store: Store) -> None:
+    scenario = await store.create_scenario("alice", "shop", [machine("db")], NOW)
+    await store.put_enrollment(enrollment("t1", scenario.id))
+    with pytest.raises(StoreConflict):
+        await store.put_enrollment(enrollment("t1", scenario.id))
+    assert not await store.put_enrollment(enrollment("t2", "no-such-scenario"))
+    await store.delete_scenario(scenario.id)
+    assert await store.enrollments(scenario.id) == []
+    again = await store.create_scenario("alice", "shop", [machine("db")], NOW)
+    assert await store.enrollments(again.id) == []
 
 
 async def test_scenarios_are_per_owner(store: Store) -> None:

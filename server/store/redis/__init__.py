@@ -66,6 +66,7 @@ from __future__ import annotations
 
 from server.store.base import Store
 from server.store.redis.base import RedisBase
+from server.store.redis.enrollments import RedisEnrollments
 from server.store.redis.events import RedisEvents
 from server.store.redis.jobs import RedisJobs
 from server.store.redis.kv import RedisKv
@@ -88,6 +89,7 @@ class RedisStore(
     RedisMessages,
     RedisKv,
     RedisScenarios,
+    RedisEnrollments,
     RedisMachines,
     RedisOrders,
     RedisEvents,

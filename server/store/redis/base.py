@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.redis_url import endpoint, redis_from_url
 from server.store.codec import decode_record, encode_record, is_positional
-from server.store.records import StoreError
+from server.store.records import MachineSpec, StoreError
 
 R = TypeVar("R")
 
@@ -204,3 +204,13 @@ class RedisBase:
     async def close(self) -> None:
         with self._errors():
             await self._redis.aclose()
+
+
+def machine_args(machines: list[MachineSpec]) -> list[str | bytes]:
+    """Eight script arguments per machine, as create_scenario.lua and add_machines.lua read them."""
+    args: list[str | bytes] = []
+    for spec in machines:
+        certificate = b"" if spec.certificate is None else _pack(spec.certificate)
+        args += [spec.id, spec.name, spec.os, spec.role, spec.public_key, spec.report_key, _pack(spec.labels),
+                 certificate]  # fmt: skip
+    return args

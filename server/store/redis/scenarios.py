@@ -8,13 +8,13 @@ from collections.abc import Sequence
 
 from server.store.interfaces import ScenarioStore
 from server.store.records import MachineSpec, ScenarioRecord, StoreConflict
-from server.store.redis.base import RedisBase, _number, _pack, _text, lua
+from server.store.redis.base import RedisBase, _number, _text, lua, machine_args
 
 
 class RedisScenarios(RedisBase, ScenarioStore):
     _create = lua("create_scenario.lua")
     _delete = lua("keys.lua", "delete_scenario.lua")
-    _add_machines = lua("keys.lua", "add_machines.lua")
+    _add_machines = lua("keys.lua", "machine_specs.lua", "add_machines.lua")
 
     async def create_scenario(self, owner: str, name: str, machines: list[MachineSpec], now: float) -> ScenarioRecord:
         record = ScenarioRecord(uuid.uuid4().hex, owner, name, float(now))
@@ -23,7 +23,7 @@ class RedisScenarios(RedisBase, ScenarioStore):
             raise StoreConflict("a machine key appears twice in the scenario")
         if len({m.name for m in machines}) != len(machines):
             raise StoreConflict("two machines of the scenario have the same name")
-        args: list[str | bytes] = [record.id, owner, name, _number(now), *_machine_args(machines)]
+        args: list[str | bytes] = [record.id, owner, name, _number(now), *machine_args(machines)]
         keys = [
             f"{self.prefix}:idx:owner:{owner}",
             self._machine_index,
@@ -45,7 +45,7 @@ class RedisScenarios(RedisBase, ScenarioStore):
         keys = [self._machine_index, self._sc(scenario_id, "meta"), self._sc(scenario_id, "machines")]
         keys += [self._sc(scenario_id, f"machine:{machine_id}") for machine_id in ids]
         with self._errors():
-            reply = await self._add_machines(keys=keys, args=[self.prefix, scenario_id, *_machine_args(machines)])
+            reply = await self._add_machines(keys=keys, args=[self.prefix, scenario_id, *machine_args(machines)])
         if reply[0] == 1:
             return False
         if reply[0] == 2:
@@ -85,13 +85,3 @@ class RedisScenarios(RedisBase, ScenarioStore):
                 keys=[self._machine_index, self._order_index, self._present], args=[self.prefix, scenario_id]
             )
         return [_text(m) for m in machine_ids]
-
-
-def _machine_args(machines: list[MachineSpec]) -> list[str | bytes]:
-    """Eight script arguments per machine, as create_scenario.lua and add_machines.lua read them."""
-    args: list[str | bytes] = []
-    for spec in machines:
-        certificate = b"" if spec.certificate is None else _pack(spec.certificate)
-        args += [spec.id, spec.name, spec.os, spec.role, spec.public_key, spec.report_key, _pack(spec.labels),
-                 certificate]  # fmt: skip
-    return args

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from server.store.base import Store
 from server.store.sqlite.base import SqliteBase
+from server.store.sqlite.enrollments import SqliteEnrollments
 from server.store.sqlite.events import SqliteEvents
 from server.store.sqlite.jobs import SqliteJobs
 from server.store.sqlite.kv import SqliteKv
@@ -30,6 +31,7 @@ class SqliteStore(
     SqliteMessages,
     SqliteKv,
     SqliteScenarios,
+    SqliteEnrollments,
     SqliteMachines,
     SqliteOrders,
     SqliteEvents,

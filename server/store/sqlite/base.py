@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from server.store.records import StoreConflict, StoreError
+from server.store.records import MachineSpec, MachineStatus, StoreConflict, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS masters (
@@ -106,6 +106,7 @@ class SqliteBase:
                 self._db.execute(f"ALTER TABLE machines ADD COLUMN {column} BLOB")
         self._migrate_signed_jobs()
         self._migrate_boot_replays()
+        self._migrate_enrollments()
 
     def _migrate_signed_jobs(self) -> None:
         """Jobs stored before they were signed keep their rows, with no statement: masters show them unsigned."""
@@ -113,6 +114,16 @@ class SqliteBase:
         for column in ("statement", "signature"):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} BLOB")
+
+    def _migrate_enrollments(self) -> None:
+        """Enrollment tokens (hubs before them had none): created on open, old or new database."""
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS enrollments (id TEXT PRIMARY KEY, scenario_id TEXT NOT NULL REFERENCES "
+            "scenarios(id) ON DELETE CASCADE, claims BLOB NOT NULL, signature BLOB NOT NULL, uses INTEGER NOT NULL, "
+            "expires REAL NOT NULL, created REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, "
+            "registrations BLOB NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS enrollments_by_scenario ON enrollments (scenario_id, created)")
 
     def _migrate_boot_replays(self) -> None:
         """Boot-report replay memory (hubs before it kept it per process): created on open, old or new database."""
@@ -146,3 +157,16 @@ class SqliteBase:
 
     async def close(self) -> None:
         self._db.close()
+
+
+def insert_machines(db: sqlite3.Connection, scenario_id: str, machines: list[MachineSpec]) -> None:
+    """New machines of a scenario, offline (a name taken in it, or a key in use: IntegrityError)."""
+    db.executemany(
+        "INSERT INTO machines (id, scenario_id, name, os, role, public_key, status, report_key, labels, "
+        "certificate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (m.id, scenario_id, m.name, m.os, m.role, m.public_key, MachineStatus.OFFLINE.value, m.report_key,
+             _pack(m.labels), None if m.certificate is None else _pack(m.certificate))
+            for m in machines
+        ],
+    )  # fmt: skip

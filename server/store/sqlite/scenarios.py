@@ -3,12 +3,11 @@ CASCADE)."""
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 
 from server.store.interfaces import ScenarioStore
-from server.store.records import MachineSpec, MachineStatus, ScenarioRecord
-from server.store.sqlite.base import SqliteBase, _pack
+from server.store.records import MachineSpec, ScenarioRecord
+from server.store.sqlite.base import SqliteBase, insert_machines
 
 
 class SqliteScenarios(SqliteBase, ScenarioStore):
@@ -19,14 +18,14 @@ class SqliteScenarios(SqliteBase, ScenarioStore):
                 "INSERT INTO scenarios (id, owner, name, created) VALUES (?, ?, ?, ?)",
                 (record.id, owner, name, now),
             )
-            _insert_machines(db, record.id, machines)
+            insert_machines(db, record.id, machines)
         return record
 
     async def add_machines(self, scenario_id: str, machines: list[MachineSpec]) -> bool:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM scenarios WHERE id = ?", (scenario_id,)).fetchone() is None:
                 return False
-            _insert_machines(db, scenario_id, machines)  # UNIQUE (scenario_id, name) and the key: StoreConflict
+            insert_machines(db, scenario_id, machines)  # UNIQUE (scenario_id, name) and the key: StoreConflict
         return True
 
     async def scenarios(self, owner: str) -> list[ScenarioRecord]:
@@ -59,15 +58,3 @@ class SqliteScenarios(SqliteBase, ScenarioStore):
             ids = [r[0] for r in db.execute("SELECT id FROM machines WHERE scenario_id = ?", (scenario_id,))]
             db.execute("DELETE FROM scenarios WHERE id = ?", (scenario_id,))
         return ids
-
-
-def _insert_machines(db: sqlite3.Connection, scenario_id: str, machines: list[MachineSpec]) -> None:
-    db.executemany(
-        "INSERT INTO machines (id, scenario_id, name, os, role, public_key, status, report_key, labels, "
-        "certificate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (m.id, scenario_id, m.name, m.os, m.role, m.public_key, MachineStatus.OFFLINE.value, m.report_key,
-             _pack(m.labels), None if m.certificate is None else _pack(m.certificate))
-            for m in machines
-        ],
-    )  # fmt: skip
