@@ -184,8 +184,9 @@ class EnrollmentToken:
         return unproven.proven(self.claims.scenario, self.secret)
 
 
-def verify_claims(claims: EnrollmentClaims, signature: bytes, master_key: PublicKey, now: float) -> None:
-    """What the hub (and a master) check of presented claims: signed by ``master_key``, not expired.
+def verify_claims(claims: EnrollmentClaims, signature: bytes, master_key: PublicKey, now: float | None) -> None:
+    """What the hub (and a master) check of presented claims: signed by ``master_key``, not expired at ``now``
+    (None: whenever; a master reading back an expired token of its own).
 
     Raises:
         ProtocolError: BAD_SIGNATURE for claims that key did not sign (forged or widened), EXPIRED after expiry.
@@ -198,5 +199,5 @@ def verify_claims(claims: EnrollmentClaims, signature: bytes, master_key: Public
         raise ProtocolError(
             ErrorCode.BAD_SIGNATURE, "this enrollment token's claims were not signed by its master (forged or changed)"
         ) from None
-    if not now < claims.expires:
+    if now is not None and not now < claims.expires:
         raise ProtocolError(ErrorCode.EXPIRED, f"enrollment token {claims.id} has expired")

@@ -39,6 +39,7 @@ __all__ = [
     "EventPayload",
     "KvSet",
     "MachineConnected",
+    "MachineEnrolled",
     "MachineKeyRotated",
     "MachineOffline",
     "MachineReady",
@@ -57,6 +58,7 @@ __all__ = [
 class EventKind(StrEnum):
     SCENARIO_CREATED = "scenario_created"
     MACHINES_ADDED = "machines_added"
+    MACHINE_ENROLLED = "machine_enrolled"
     MACHINE_CONNECTED = "machine_connected"
     MACHINE_READY = "machine_ready"
     MACHINE_OFFLINE = "machine_offline"
@@ -144,6 +146,16 @@ class MachinesAdded(EventPayload):
 
     KIND = EventKind.MACHINES_ADDED
     machines: list[str]
+
+
+@dataclass(frozen=True)
+class MachineEnrolled(EventPayload):
+    """A machine joined with an enrollment token; it waits offline, uncertified, until its master checks the
+    registration and certifies it (at once, or on ``crc machine approve`` for tokens made with ``--approve``)."""
+
+    KIND = EventKind.MACHINE_ENROLLED
+    token: str
+    role: str
 
 
 @dataclass(frozen=True)
@@ -359,7 +371,7 @@ class MessageSent(EventPayload):
 _PAYLOAD_TYPES: dict[EventKind, type[EventPayload]] = {
     cls.KIND: cls
     for cls in (
-        ScenarioCreated, MachinesAdded, MachineConnected, MachineReady, MachineOffline, MachineRevoked,
+        ScenarioCreated, MachinesAdded, MachineEnrolled, MachineConnected, MachineReady, MachineOffline, MachineRevoked,
         MachineKeyRotated, BootStep, CommandQueued, CommandDelivered, CommandStarted, CommandFinished,
         CommandCancelRequested, PlanStep, PlanFinished, KvSet, MessageSent,
     )

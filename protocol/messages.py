@@ -49,6 +49,9 @@ class MsgType(StrEnum):
     PLAN_CANCEL = "plan.cancel"
     MSG_SEND = "msg.send"
     MSG_RECV = "msg.recv"
+    ENROLL_CREATE = "enroll.create"
+    ENROLL_LIST = "enroll.list"
+    ENROLL_REVOKE = "enroll.revoke"
     TOKEN_CREATE = "token.create"
     TOKEN_LIST = "token.list"
     TOKEN_REVOKE = "token.revoke"
@@ -235,6 +238,32 @@ class KvWait(Body):
     scenario: str
     key: str
     timeout: float
+
+
+@dataclass(frozen=True)
+class EnrollCreate(Body):
+    """Register an enrollment token the master issued (``protocol.enrollment``): its signed claims only; the
+    token's secret never leaves the master and the machines."""
+
+    TYPE = MsgType.ENROLL_CREATE
+    scenario: str
+    claims: dict[str, Any]
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class EnrollList(Body):
+    """The scenario's enrollment tokens with the registrations of the machines that joined with each."""
+
+    TYPE = MsgType.ENROLL_LIST
+    scenario: str
+
+
+@dataclass(frozen=True)
+class EnrollRevoke(Body):
+    TYPE = MsgType.ENROLL_REVOKE
+    scenario: str
+    token_id: str
 
 
 @dataclass(frozen=True)
@@ -515,8 +544,8 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
     for cls in (
         Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
         ScenarioDelete, MachineAdd, MachineRevoke, MasterRekey, JobPut, JobList, JobShow, JobDelete, KvSet, KvGet,
-        KvWait, PlanSubmit, PlanShow, PlanList, PlanCancel, MsgSend,
-        MsgRecv, TokenCreate, TokenList, TokenRevoke, TokenRenew, OrderSubmit, OrderCancel,
+        KvWait, PlanSubmit, PlanShow, PlanList, PlanCancel, MsgSend, MsgRecv, EnrollCreate, EnrollList, EnrollRevoke,
+        TokenCreate, TokenList, TokenRevoke, TokenRenew, OrderSubmit, OrderCancel,
         ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect,
         SystemReady, OrderAck, OrderStarted, Output, Result, MachineCertify, DistPut,
     )

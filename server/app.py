@@ -22,7 +22,7 @@ from server.core.feature import Feature
 from server.core.hub import Hub
 from server.core.metrics import add_metrics_route
 from server.dashboard import add_dashboard_routes
-from server.features import dist, jobs, kv, masters, messaging, orders, plans, scenarios, tokens
+from server.features import dist, enrollment, jobs, kv, masters, messaging, orders, plans, scenarios, tokens
 from server.settings import HubSettings
 from server.store import SqliteStore, Store
 from server.tls import fingerprint, server_context
@@ -42,6 +42,7 @@ FEATURES: tuple[Feature, ...] = (
     tokens.FEATURE,
     masters.FEATURE,
     dist.FEATURE,
+    enrollment.FEATURE,
 )
 
 

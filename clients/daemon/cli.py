@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from clients.daemon import enroll as enrollment
 from clients.daemon import localsocket, supervisor, update
 from clients.daemon.agent import DAEMON_VERSION, Daemon, DaemonOptions, Revoked
-from clients.daemon.config import ConfigError, load_config
+from clients.daemon.config import ConfigError, load_config, write_config
 from clients.daemon.platform import current_platform, platform_executor
 from crc_cli.logformat import LOG_FORMATS, configure_logging
+from protocol import CrcError, ProtocolError
+from protocol.enrollment import EnrollmentToken
 
 EXIT_CONFIG = 2
 # systemd's unit sets RestartPreventExitStatus=3: a revoked machine must not hammer the hub forever. Only a
@@ -59,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.epilog = (
         "crc-daemon service {install,uninstall,start,stop} manages the Windows service; "
         "crc-daemon kv {set,get,wait} uses the scenario's futures from scripts on this machine; "
-        "crc-daemon supervise [OPTIONS] runs the daemon as a child and restarts it into updated builds."
+        "crc-daemon supervise [OPTIONS] runs the daemon as a child and restarts it into updated builds; "
+        "crc-daemon enroll --hub URL --token T joins a scenario with an enrollment token."
     )
     return parser
 
@@ -100,6 +104,80 @@ def service_main(argv: Sequence[str]) -> int:
         return 1
     print(f"crc-daemon: service {args.action}: done")
     return 0
+
+
+def build_enroll_parser() -> argparse.ArgumentParser:
+    platform = current_platform()
+    parser = argparse.ArgumentParser(
+        prog="crc-daemon enroll",
+        description="join a scenario with an enrollment token (`crc enroll create`): make this machine's key pair, "
+        "register it, write the daemon config and start the service",
+    )
+    parser.add_argument("--hub", required=True, help="the hub's URL (https://host:port)")
+    parser.add_argument(
+        "--token",
+        help="the enrollment token, or @FILE to read it from a file (default: env CRC_ENROLL_TOKEN; a token on "
+        "the command line is visible to other users of this machine while it runs)",
+    )
+    parser.add_argument("--name", help="this machine's name in the scenario (default: its host name)")
+    parser.add_argument("--hub-fingerprint", default="", help="sha256:<hex> of the hub's TLS certificate")
+    parser.add_argument("--config", type=Path, default=platform.config_file, help=f"default {platform.config_file}")
+    parser.add_argument("--no-service", action="store_true", help="only register and write the config")
+    parser.add_argument("--force", action="store_true", help="replace an existing config (a new machine)")
+    return parser
+
+
+def _token_text(raw: str | None) -> str:
+    if raw is None:
+        return os.environ.get("CRC_ENROLL_TOKEN", "")
+    if raw.startswith("@"):
+        return Path(raw[1:]).read_text()
+    return raw
+
+
+def enroll_main(argv: Sequence[str]) -> int:
+    """``crc-daemon enroll``: exit 0 joined (and started), 1 the hub refused or is unreachable, 2 bad input."""
+    args = build_enroll_parser().parse_args(argv)
+    try:
+        token = EnrollmentToken.parse(_token_text(args.token))
+    except (ProtocolError, OSError) as exc:
+        print(f"crc-daemon enroll: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.config.exists() and not args.force:
+        print(f"crc-daemon enroll: {args.config} exists: this machine has joined already (--force: join anew)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_CONFIG
+    name = args.name or enrollment.default_name()
+    try:
+        config = asyncio.run(enrollment.enroll(args.hub, token, name, current_platform().name,
+                                               hub_pin=args.hub_fingerprint))  # fmt: skip
+    except enrollment.EnrollError as exc:
+        print(f"crc-daemon enroll: {exc}", file=sys.stderr)
+        return 1
+    write_config(args.config, config)
+    where = f"{token.claims.scenario}/{name} (role {token.claims.role})"
+    if args.no_service:
+        print(f"crc-daemon enroll: joined {where}; config {args.config}; start `crc-daemon --config {args.config}`")
+        return 0
+    try:
+        _install_service(args.config)
+    except CrcError as exc:
+        print(f"crc-daemon enroll: joined {where}, config {args.config}, but the service: {exc}", file=sys.stderr)
+        return 1
+    print(f"crc-daemon enroll: joined {where}; the crc-daemon service is running")
+    return 0
+
+
+def _install_service(config: Path) -> None:
+    if sys.platform == "win32":
+        from clients.windows import service
+
+        service.install(config)
+        service.start()
+    else:
+        from clients.linux import service as systemd
+
+        systemd.install(config)
 
 
 def _ask_daemon(command: str, path: Path, request: dict[str, Any], wait: float) -> dict[str, Any] | int:
@@ -221,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return kv_main(argv[1:])
     if argv[:1] == ["supervise"]:
         return supervise_main(argv[1:])
+    if argv[:1] == ["enroll"]:
+        return enroll_main(argv[1:])
     if argv[:1] in (["send"], ["recv"]):
         return message_main(argv[0], argv[1:])
     args = build_parser().parse_args(argv)

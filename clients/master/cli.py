@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import json
 import logging
@@ -338,6 +339,69 @@ async def cmd_token_create(args: argparse.Namespace) -> int:
     print(text)
     print("keep it secret: it is shown only now (the hub keeps a hash). Use: Authorization: Bearer <token>",
           file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _enroll_ttl(text: str) -> float:
+    value = duration(text)
+    if value is None:
+        raise argparse.ArgumentTypeError("an enrollment token expires: give a duration like 24h or 7d")
+    return value
+
+
+async def cmd_enroll_create(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        token = await master.create_enrollment(args.scenario, args.role, labels=dict(args.label or []),
+                                               uses=args.uses, ttl=args.ttl, approve=args.approve)  # fmt: skip
+    claims = token.claims
+    if args.json:
+        _print_json({**claims.to_wire(), "master_public_key": claims.master_key.to_text(), "token": token.text()})
+        return 0
+    approval = "; each waits for `crc machine approve`" if claims.approve else ""
+    print(f"enrollment token {claims.id}: up to {claims.uses} machines join {claims.scenario} as {claims.role} until "
+          f"{_until(claims.expires)}{approval}:", file=sys.stderr)  # fmt: skip
+    print(token.text())
+    print("it holds a secret: give it only to the machines (crc-daemon enroll --hub URL --token @FILE)",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+async def cmd_enroll_list(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        tokens = await master.enrollments(args.scenario)
+    if args.json:
+        _print_json([dataclasses.asdict(t) | {"claims": t.claims.to_wire() if t.claims else None} for t in tokens])
+        return 0
+    for t in tokens:
+        if t.claims is None:
+            print(f"{t.id}  NOT YOURS: {t.problem}")
+            continue
+        state = "revoked" if t.revoked else ("expired" if t.claims.expires < time.time() else "active")
+        print(f"{t.id}  {t.claims.role:<16} {t.used}/{t.claims.uses} used  {state:<8} until {_until(t.claims.expires)}"
+              f"{'  (approve)' if t.claims.approve else ''}")  # fmt: skip
+        for joiner in t.joiners:
+            problem = f": {joiner.problem}" if joiner.problem else ""
+            print(f"    {joiner.name:<24} {joiner.state.value}{problem}")
+    return 0
+
+
+async def cmd_enroll_revoke(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        await master.revoke_enrollment(args.scenario, args.id)
+    print(f"revoked enrollment token {args.id}: no machine joins with it any more")
+    return 0
+
+
+async def cmd_machine_approve(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        certified = await master.certify_joined(args.scenario, approve=args.names)
+    missing = sorted(set(args.names) - set(certified))
+    for name in certified:
+        print(f"approved {name}")
+    if missing:
+        print(f"crc: not waiting for approval in {args.scenario}: {', '.join(missing)} (see crc enroll list)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
@@ -691,6 +755,10 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("scenario")
     p.add_argument("name")
     p.set_defaults(func=cmd_machine_revoke)
+    p = machine.add_parser("approve", help="certify machines that joined with an --approve enrollment token")
+    p.add_argument("scenario")
+    p.add_argument("names", nargs="+")
+    p.set_defaults(func=cmd_machine_approve)
     p = machine.add_parser("rotate-key", help="the machine makes a new key pair and switches to it (id unchanged)")
     p.add_argument("scenario")
     p.add_argument("name")
@@ -715,6 +783,25 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE")
     p.add_argument("--no-wait", action="store_true", help="only queue; print the command ids")
     p.set_defaults(func=cmd_run)
+
+    enroll = sub.add_parser("enroll", help="tokens with which machines join a scenario by themselves").add_subparsers(
+        dest="enroll_action", required=True
+    )
+    p = enroll.add_parser("create", help="issue a token (printed once) for crc-daemon enroll")
+    p.add_argument("scenario")
+    p.add_argument("--role", required=True, help="the ensemble the machines join (their role)")
+    p.add_argument("--label", action="append", type=_label, metavar="KEY=VALUE", help="a label they all get")
+    p.add_argument("--uses", type=int, default=1, help="how many machines may join with it (default 1)")
+    p.add_argument("--ttl", type=_enroll_ttl, default=24 * 3600.0, help="how long it lets machines join (default 24h)")
+    p.add_argument("--approve", action="store_true", help="each machine waits for `crc machine approve`")
+    p.set_defaults(func=cmd_enroll_create)
+    p = enroll.add_parser("list", help="the scenario's tokens and the machines that joined with each")
+    p.add_argument("scenario")
+    p.set_defaults(func=cmd_enroll_list)
+    p = enroll.add_parser("revoke", help="no machine joins with the token any more")
+    p.add_argument("scenario")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_enroll_revoke)
 
     token = sub.add_parser("token", help="access tokens for the REST API and dashboard").add_subparsers(
         dest="token_action", required=True

@@ -25,6 +25,8 @@ from types import TracebackType
 from typing import Any
 
 from clients.link import HubLink, LinkClosed, new_id
+from clients.master.enrollment import TokenInfo, read_tokens
+from clients.master.enrollment import certificates as enrolled_certificates
 from clients.master.fanout import SKIPPED, TIMED_OUT, FanOut, amount
 from clients.master.job_versions import JobVersions
 from clients.master.keys import default_key_path, load_master_key
@@ -47,11 +49,15 @@ from protocol import (
 from protocol.boot import report_key
 from protocol.certificates import MachineCertificate
 from protocol.delegation import DELEGATION_LIFETIME, Delegation
+from protocol.enrollment import EnrollmentClaims, EnrollmentToken
 from protocol.events import CommandFinished, EventKind, MachineKeyRotated
 from protocol.jobs import ANY_SCENARIO, JobStatement
 from protocol.messages import (
     Body,
     DistPut,
+    EnrollCreate,
+    EnrollList,
+    EnrollRevoke,
     Error,
     Event,
     EventsSubscribe,
@@ -385,7 +391,20 @@ class Master:
         return list((await self.request(ScenarioList()))["scenarios"])
 
     async def scenario(self, name: str) -> Scenario:
-        """The scenario and all its machines (fetched a page at a time)."""
+        """The scenario and all its machines (fetched a page at a time). Machines that joined with one of this
+        master's enrollment tokens are certified first (``certify_joined``)."""
+        scenario = await self._fetch_scenario(name)
+        if any(not m.trusted for m in scenario.machines):
+            try:
+                certified = await self.certify_joined(name)
+            except RemoteError as exc:  # a hub without enrollment: the untrusted stay untrusted
+                log.debug("cannot check for enrolled machines of %s: %s", name, exc)
+                certified = []
+            if certified:
+                scenario = await self._fetch_scenario(name)
+        return scenario
+
+    async def _fetch_scenario(self, name: str) -> Scenario:
         data = await self.request(ScenarioShow(name), scenario=name)
         machines = list(data["machines"])
         while data.get("more") and machines:
@@ -415,6 +434,50 @@ class Master:
         answer = await self.request(MachineCertify(name, certificates), scenario=name)
         await self.scenario(name)
         return list(answer["certified"])
+
+    # enrollment (clients/master/enrollment.py, protocol/enrollment.py)
+    async def create_enrollment(
+        self,
+        scenario: str,
+        role: str,
+        *,
+        labels: dict[str, str] | None = None,
+        uses: int = 1,
+        ttl: float = 24 * 3600.0,
+        approve: bool = False,
+    ) -> EnrollmentToken:
+        """Issue a token with which up to ``uses`` machines join the scenario's ``role`` by themselves within
+        ``ttl`` seconds (``crc-daemon enroll``); with ``approve`` each waits for ``approve_machines``. The token's
+        text holds its secret: hand it only to the machines (the hub is sent the signed claims alone)."""
+        claims = EnrollmentClaims(secrets.token_hex(8), scenario, self.identity.public, role, dict(labels or {}),
+                                  uses, time.time() + ttl, approve)  # fmt: skip
+        try:
+            token = EnrollmentToken.issue(self.identity, claims)
+        except ProtocolError as exc:
+            raise MasterError(exc.message) from None
+        await self.request(EnrollCreate(scenario, claims.to_wire(), token.signature), scenario=scenario)
+        return token
+
+    async def enrollments(self, scenario: str) -> list[TokenInfo]:
+        """The scenario's tokens and who joined with each, as this master checks them (a token it did not sign,
+        a registration it cannot verify or one beyond the token's uses is shown refused and never certified)."""
+        raw = (await self.request(EnrollList(scenario), scenario=scenario))["tokens"]
+        return read_tokens(self.identity, scenario, list(raw), (await self._fetch_scenario(scenario)).machines)
+
+    async def revoke_enrollment(self, scenario: str, token_id: str) -> None:
+        """No machine joins with the token any more (those that joined stay)."""
+        await self.request(EnrollRevoke(scenario, token_id), scenario=scenario)
+
+    async def certify_joined(self, scenario: str, *, approve: Iterable[str] = ()) -> list[str]:
+        """Certify the machines that genuinely joined with this master's tokens, and those of ``approve`` tokens
+        named in ``approve``; returns the names certified. ``scenario()`` does it by itself (not the approvals)."""
+        tokens = await self.enrollments(scenario)
+        issued = enrolled_certificates(self.identity, scenario, tokens, set(approve))
+        if not issued:
+            return []
+        answer = await self.request(MachineCertify(scenario, [c.to_wire() for c in issued]), scenario=scenario)
+        self._scenarios.pop(scenario, None)
+        return [str(name) for name in answer["certified"]]
 
     async def delete_scenario(self, name: str) -> dict[str, Any]:
         """Delete a scenario: its machines' keys are revoked and their sessions closed at once."""

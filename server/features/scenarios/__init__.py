@@ -7,13 +7,21 @@ from __future__ import annotations
 from dataclasses import replace
 
 from server.features.scenarios import handlers, rest
-from server.features.scenarios.handlers import REPORT_KEY_PATTERN, scenario_summary, scenario_wire
+from server.features.scenarios.handlers import (
+    OPERATING_SYSTEMS,
+    REPORT_KEY_PATTERN,
+    check_labels,
+    scenario_summary,
+    scenario_wire,
+)
 
 FEATURE = replace(handlers.FEATURE, routes=rest.routes)
 
 __all__ = [
     "FEATURE",
+    "OPERATING_SYSTEMS",
     "REPORT_KEY_PATTERN",
+    "check_labels",
     "scenario_summary",
     "scenario_wire",
 ]

@@ -90,7 +90,7 @@ LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 MAX_LABELS = 32
 
 
-def _labels(machine: str, raw: Any) -> dict[str, str]:
+def check_labels(machine: str, raw: Any) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, dict) or len(raw) > MAX_LABELS:
@@ -144,7 +144,7 @@ def _machine_specs(master_key: PublicKey, scenario: str, raw: list[dict[str, Any
         report_key = item.get("report_key", "")
         if not isinstance(report_key, str) or (report_key and not REPORT_KEY_PATTERN.match(report_key)):
             raise RequestError(ErrorCode.INVALID_REQUEST, f"machine {name!r}: report_key must be 64 hex digits")
-        spec = MachineSpec(name, os_name, role, key, report_key.lower(), _labels(name, item.get("labels")))
+        spec = MachineSpec(name, os_name, role, key, report_key.lower(), check_labels(name, item.get("labels")))
         specs.append(replace(spec, certificate=_certificate(master_key, scenario, spec, item.get("certificate"))))
     if len({s.name for s in specs}) != len(specs):
         raise RequestError(ErrorCode.INVALID_REQUEST, "machine names in a scenario must be unique")

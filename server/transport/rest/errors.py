@@ -16,7 +16,7 @@ from server.core.errors import RequestError
 
 log = logging.getLogger(__name__)
 
-REST_PREFIXES = ("/v1/tasks", "/v1/scenarios", "/v1/me", "/v1/openapi.json")
+REST_PREFIXES = ("/v1/tasks", "/v1/scenarios", "/v1/me", "/v1/openapi.json", "/v1/enroll")
 
 STATUS = {
     ErrorCode.INVALID_REQUEST: 400,
