@@ -31,12 +31,10 @@ from server.core.errors import RequestError, check_name
 from server.core.feature import Feature
 from server.core.hub import Hub
 from server.core.scope import owned_scenario
-from server.core.state import StateKey
 from server.features.scenarios import OPERATING_SYSTEMS, REPORT_KEY_PATTERN, check_labels
-from server.guard import TokenBucket
 from server.store import EnrollmentRecord, EnrollOutcome, MachineSpec, StoreConflict
+from server.transport.rest.auth import spend_anonymous
 from server.transport.rest.encoding import json_response, read_json
-from server.transport.ws import client_source
 
 handlers = HandlerTable()
 routes = web.RouteTableDef()
@@ -44,7 +42,6 @@ routes = web.RouteTableDef()
 MAX_TOKENS_PER_SCENARIO = 1000
 # Joins per source address: a machine joins once; a flood of made-up joins must not cost the store much.
 JOIN_RATE, JOIN_BURST = 1.0, 20.0
-JOIN_BUDGETS: StateKey[dict[str, TokenBucket]] = StateKey("enroll_budgets", dict)
 
 _REFUSED = {
     EnrollOutcome.NO_TOKEN: (ErrorCode.NOT_FOUND, "no such enrollment token in scenario {scenario!r}"),
@@ -145,10 +142,7 @@ def _registration(raw: Any) -> Registration:
 async def enroll(request: web.Request) -> web.Response:
     """A machine joins: ``{"claims": {...}, "signature": b64, "registration": {..., "proof": b64}}``."""
     hub = request.app[HUB_KEY]
-    source = client_source(request)
-    budget = hub.state[JOIN_BUDGETS].setdefault(source, TokenBucket(JOIN_RATE, JOIN_BURST))
-    if not budget.take(time.monotonic()):
-        raise RequestError(ErrorCode.RATE_LIMITED, "too many joins from this address; try again in a few seconds")
+    spend_anonymous(request, "enroll", JOIN_RATE, JOIN_BURST)
     body = await read_json(request)
     if not isinstance(body, dict):
         raise RequestError(ErrorCode.INVALID_REQUEST, 'send {"claims": ..., "signature": ..., "registration": ...}')

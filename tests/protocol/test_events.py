@@ -96,13 +96,15 @@ STORED: list[tuple[str, dict[str, Any]]] = [
     ("kv_set", {"key": "db/ready", "ttl": 3600.0, "size": 3}),
     ("kv_set", {"key": "config/port", "ttl": 0.0, "size": 4}),
     ("message_sent", {"topic": "deploy", "to": ["web-1", "web-2"], "size": 2}),
+    ("machines_added", {"machines": ["cache", "worker"]}),
+    ("machine_enrolled", {"token": "0123456789abcdef", "role": "workers"}),
 ]
 
 
 def test_every_kind_has_its_own_payload_class() -> None:
     classes = [payload_type(kind) for kind in EventKind]
     assert all(cls.KIND is kind for cls, kind in zip(classes, EventKind, strict=True))
-    assert len(set(classes)) == len(EventKind) == 16
+    assert len(set(classes)) == len(EventKind) == 18
     assert set(classes) == set(EventPayload.__subclasses__())
     assert all(dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen for cls in classes)  # type: ignore[attr-defined]
 

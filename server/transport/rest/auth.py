@@ -24,6 +24,20 @@ from server.transport.ws import client_source
 
 # REST request budget per access token id.
 REST_BUDGETS: StateKey[dict[str, TokenBucket]] = StateKey("rest_budgets", dict)
+# Budgets of requests that carry no token (machines enrolling), per purpose and source address.
+ANONYMOUS_BUDGETS: StateKey[dict[tuple[str, str], TokenBucket]] = StateKey("anonymous_budgets", dict)
+
+
+def spend_anonymous(request: web.Request, purpose: str, rate: float, burst: float) -> None:
+    """Count one unauthenticated request for ``purpose`` from its source address.
+
+    Raises:
+        RequestError: RATE_LIMITED beyond ``rate`` per second (bursts of ``burst``).
+    """
+    budgets = request.app[HUB_KEY].state[ANONYMOUS_BUDGETS]
+    budget = budgets.setdefault((purpose, client_source(request)), TokenBucket(rate, burst))
+    if not budget.take(time.monotonic()):
+        raise RequestError(ErrorCode.RATE_LIMITED, f"too many {purpose} requests from this address; try again soon")
 
 
 @dataclass(frozen=True)
