@@ -38,6 +38,7 @@ from clients.master.keys import load_or_create_master_key
 from clients.master.models import Scenario
 from clients.master.sdk import Master
 from protocol import Envelope, OrderKind, Role
+from protocol.events import EventKind
 from protocol.messages import Event
 
 NAME = "durable_commands"
@@ -71,7 +72,7 @@ class FinishedWatcher(Watcher):
 
     def counts(self, envelope: Envelope) -> bool:
         body = envelope.body
-        if not (isinstance(body, Event) and body.kind == "command_finished"):
+        if not (isinstance(body, Event) and body.kind == EventKind.COMMAND_FINISHED):
             return False
         if body.data.get("status") != "succeeded":
             raise RuntimeError(f"an order finished {body.data.get('status')}: {body.data}")

@@ -44,6 +44,7 @@ from clients.daemon.config import DaemonConfig, write_config
 from clients.master.models import EventInfo
 from clients.master.sdk import Master
 from protocol import Identity, OrderKind
+from protocol.events import EventKind
 
 NAME = "latency"
 RATE = 1_000.0  # requests per second
@@ -187,7 +188,7 @@ async def hub_round_trips(master: Master, scenario: str, size: Sizes) -> Run:
 
     async def read() -> None:
         async for item in master.events(scenario, after=-1):
-            if isinstance(item, EventInfo) and item.kind == "command_finished":
+            if isinstance(item, EventInfo) and item.kind == EventKind.COMMAND_FINISHED:
                 order_id = str(item.data.get("order_id"))
                 if order_id == probe.id:
                     subscribed.set()

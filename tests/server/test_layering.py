@@ -280,3 +280,27 @@ def test_the_redis_scripts_are_package_data_and_every_one_is_used() -> None:
     assert used == {path.name for path in folder.glob("*.lua")}
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "*.lua" in package_data["server.store.redis"], "a wheel (not an editable install) needs the scripts"
+
+
+def test_event_kinds_are_matched_only_through_event_kind() -> None:
+    """No consumer compares an event's kind with a string of its own (``kind == "machine_ready"``): a renamed kind
+    would then break it silently. They go through ``protocol.events.EventKind`` (or the payload classes)."""
+    from protocol.events import EventKind
+
+    kinds = {kind.value for kind in EventKind}
+    found = []
+    for package in ("server", "clients", "provisioning", "crc_cli", "protocol", "bench"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path == ROOT / "protocol" / "events.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                compared = (
+                    [node.left, *node.comparators] if isinstance(node, ast.Compare)
+                    else [k.value for k in node.keywords if k.arg == "kind"] if isinstance(node, ast.Call)
+                    else []
+                )  # fmt: skip
+                for operand in compared:
+                    for leaf in ast.walk(operand):
+                        if isinstance(leaf, ast.Constant) and leaf.value in kinds:
+                            found.append(f"{path.relative_to(ROOT)}:{leaf.lineno}: {leaf.value!r}")
+    assert found == []
