@@ -600,9 +600,14 @@ class Master:
                 machines = sc.select(spec)
             except KeyError as exc:
                 raise MasterError(str(exc.args[0])) from None
-        if not machines and sc is self._scenarios.get(scenario):
-            sc = await self.scenario(scenario)  # a cached view may predate the machines it should match
-            machines = sc.select(spec)
+        if (not machines or any(not m.trusted for m in machines)) and sc is self._scenarios.get(scenario):
+            # A cached view may predate the machines it should match, or their certificates (a joiner approved
+            # since, by this master elsewhere): look again before refusing.
+            sc = await self.scenario(scenario)
+            try:
+                machines = sc.select(spec)
+            except KeyError as exc:  # gone since the cached view
+                raise MasterError(str(exc.args[0])) from None
         if not machines:
             raise MasterError(f"target {spec!r} matches no machine of {scenario!r}")
         untrusted = [m for m in machines if not m.trusted]

@@ -18,7 +18,7 @@ from clients.master.enrollment import JoinState
 from clients.master.sdk import Master, MasterError
 from protocol import Identity
 from protocol.enrollment import EnrollmentToken
-from tests.e2e.support import PYTHON, ROOT, Daemons, HubProcess, child_env, eventually
+from tests.e2e.support import PYTHON, ROOT, Daemons, HubProcess, child_env, eventually, run_crc
 
 
 def crc_daemon_enroll(
@@ -120,3 +120,26 @@ async def test_a_registration_the_hub_makes_up_is_never_certified(
     assert states["implant"][0] is JoinState.REFUSED and "not made with enrollment token" in states["implant"][1]
     with pytest.raises(MasterError, match="nothing was sent: machine 'implant'"):  # never an order for it
         await master.run("farm", "all", "true", wait_timeout=5)
+
+
+async def test_with_approve_a_joiner_waits_until_its_master_approves_it(
+    hub: HubProcess, master: Master, daemons: Daemons, tmp_path: Path
+) -> None:
+    await master.create_scenario("farm", [("db", "linux", "db")])
+    token = await master.create_enrollment("farm", "workers", uses=2, approve=True)
+    for name in ("w0", "w1"):
+        assert (await enroll(hub, token.text(), name, tmp_path / f"{name}.toml")).returncode == 0
+    daemons.start(tmp_path / "w0.toml")
+
+    waiting = {m.name: m.trusted for m in (await master.scenario("farm")).machines}
+    [info] = await master.enrollments("farm")
+
+    assert waiting == {"db": True, "w0": False, "w1": False}
+    assert [j.state for j in info.joiners] == [JoinState.PENDING, JoinState.PENDING]
+    with pytest.raises(MasterError, match="nothing was sent"):
+        await master.run("farm", "w0", "true", wait_timeout=5)
+    approve = await asyncio.to_thread(run_crc, hub, "machine", "approve", "farm", "w0", "nobody")
+    assert approve.returncode == 1 and "approved w0" in approve.stdout and "nobody" in approve.stderr
+    (result,) = await master.run("farm", "w0", "echo approved", wait_timeout=30)
+    assert result.ok and result.stdout == b"approved\n"
+    assert {m.name: m.trusted for m in (await master.scenario("farm")).machines}["w1"] is False
