@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from clients.daemon.config import DaemonConfig, write_config
+from clients.daemon.enroll import EnrollError, enroll
 from clients.master.models import EventInfo, OutputChunk
 from clients.master.sdk import Master
 from protocol import OrderKind, RemoteError
@@ -124,6 +125,33 @@ async def test_a_command_sent_through_one_replica_runs_on_a_daemon_of_another(
     assert (result.status, result.exit_code, result.verified) == ("failed", 3, True)
     assert result.stdout == b"from-42\n"
     assert b"".join(c.data for c in chunks) == b"from-42\n"
+
+
+async def test_a_token_of_15_uses_lets_exactly_15_of_20_machines_join_across_two_replicas(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]]
+) -> None:
+    """The uses are counted in the shared store in one script, so two replicas taking joins at the same moment
+    never let a 16th in; the refused ones are told why."""
+    a, b = cluster.add_replica(), cluster.add_replica()
+    master = await masters(a.url)
+    await master.create_scenario("farm", [("db", "linux")])
+    token = await master.create_enrollment("farm", "workers", uses=15)
+
+    async def join(index: int) -> str:
+        try:
+            await enroll(a.url if index % 2 else b.url, token, f"w{index:02}", "linux")
+        except EnrollError as exc:
+            return str(exc)
+        return "joined"
+
+    outcomes = await asyncio.gather(*(join(i) for i in range(20)))
+
+    assert outcomes.count("joined") == 15, outcomes
+    assert all("used by as many machines as it allows" in o for o in outcomes if o != "joined")
+    workers = [m for m in (await master.scenario("farm")).machines if m.role == "workers"]
+    assert len(workers) == 15 and all(m.trusted for m in workers)
+    [info] = await master.enrollments("farm")
+    assert info.used == 15
 
 
 async def test_a_future_set_through_one_replica_wakes_a_waiter_on_another(
