@@ -131,6 +131,7 @@ def test_the_latency_benchmark_reports_p99_and_p50_against_the_relay_round_trip(
     assert "completed" in done.stderr  # the rate each side sustained
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 def test_the_broadcast_benchmark_times_one_message_to_every_daemon(tmp_path: Path) -> None:
     out = tmp_path / "broadcast.json"
     argv = ["-m", "bench", "--quick", "--only", "broadcast", "--messages", "300", "--json", str(out)]

@@ -48,6 +48,7 @@ def build_variant(dist: Path, scratch: Path, version: str, *, broken: bool = Fal
     return f"cloudremotecontrol-{version}-py3-none-any.whl"
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 async def test_daemons_update_to_a_new_build_and_roll_back_a_broken_one(tmp_path: Path, daemon_dist: Path) -> None:
     dist = tmp_path / "dist"
     shutil.copytree(daemon_dist, dist)
@@ -94,6 +95,7 @@ async def test_daemons_update_to_a_new_build_and_roll_back_a_broken_one(tmp_path
         hub.cleanup()
 
 
+@pytest.mark.slow  # over 15 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 async def test_a_wheel_planted_in_the_hubs_dist_is_never_what_machines_are_told_to_install(
     tmp_path: Path, daemon_dist: Path
 ) -> None:

@@ -116,6 +116,7 @@ async def test_a_value_forged_with_the_hubs_own_key_or_changed_after_signing_is_
     await _script_refuses_db_ready(master)
 
 
+@pytest.mark.slow  # over 15 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 async def test_a_signed_value_copied_from_another_key_or_scenario_is_refused(
     hub: HubProcess, master: Master, deploy: Callable[..., Awaitable[Deployment]]
 ) -> None:

@@ -46,6 +46,7 @@ async def test_the_master_moves_to_a_new_key_and_its_machines_follow(hub: HubPro
         assert kinds.count("trust_master") == 2
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 async def test_two_rotations_while_a_machine_is_offline_never_roll_it_back(
     hub: HubProcess, master: Master, deploy
 ) -> None:

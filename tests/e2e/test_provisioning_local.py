@@ -48,6 +48,7 @@ def alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 async def test_crc_up_runs_the_startup_scripts_and_crc_down_leaves_nothing(
     dist_hub: HubProcess, tmp_path: Path
 ) -> None:
@@ -148,6 +149,7 @@ async def test_a_failing_step_is_reported_with_its_output(
     assert gone.teardown.machines == ["web"] and gone.scenario_deleted
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 async def test_crc_up_exits_non_zero_naming_the_machine_and_step(tmp_path: Path, daemon_dist: Path) -> None:
     dist = tmp_path / "dist"
     shutil.copytree(daemon_dist, dist)
@@ -178,6 +180,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 @pytest.mark.skipif(not netns_available(), reason="needs root and `ip netns`")
 async def test_network_namespace_machines_have_their_own_address_and_hosts_file(
     tmp_path: Path, daemon_dist: Path
@@ -217,6 +220,7 @@ async def test_network_namespace_machines_have_their_own_address_and_hosts_file(
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 async def test_crc_up_of_the_local_example_brings_every_machine_to_system_ready(
     dist_hub: HubProcess, tmp_path: Path
 ) -> None:
@@ -267,6 +271,7 @@ async def test_crc_up_expected_failures_are_one_line_each(dist_hub: HubProcess, 
     assert_one_line_error(result, 1, "cannot reach the hub")
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 async def test_crc_up_run_again_adds_what_the_file_gained_and_removes_what_it_lost_only_with_prune(
     dist_hub: HubProcess, tmp_path: Path
 ) -> None:

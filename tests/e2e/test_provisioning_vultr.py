@@ -137,6 +137,7 @@ async def test_crc_up_on_vultr_then_one_crc_down_leaves_nothing_behind(
     assert again.returncode == 0 and "deleted 0 machines, 0 startup scripts" in again.stdout, again.stderr
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 async def test_crc_down_finds_machines_by_tag_without_any_local_record(
     dist_hub: HubProcess, booting_emulator: tuple[VultrEmulator, LocalProvider], tmp_path: Path
 ) -> None:

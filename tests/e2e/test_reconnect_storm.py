@@ -31,6 +31,7 @@ async def ready_count(master: Master, scenario: str) -> int:
     return sum(m.status == "ready" for m in (await master.scenario(scenario)).machines)
 
 
+@pytest.mark.slow  # over 15 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 async def test_every_daemon_returns_after_the_hub_is_killed_and_restarted(tmp_path: Path) -> None:
     hub = HubProcess(tmp_path / "hub", heartbeat_interval=5.0, dead_after=20.0)
     hub.start()

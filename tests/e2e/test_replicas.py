@@ -415,6 +415,7 @@ async def test_a_replica_restarting_does_not_run_a_second_copy_of_a_plan_another
     assert file_lines(log) == ["one", "two"]
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: CI runs it (scripts/test.sh), a bare pytest does not
 async def test_the_plan_of_a_replica_killed_mid_step_is_adopted_by_another_and_finishes(
     cluster: Cluster, masters: Callable[[str], Awaitable[Master]], tmp_path: Path
 ) -> None:
