@@ -12,7 +12,7 @@ from server.store.redis.base import RedisBase, _number, _text, lua, machine_args
 
 
 class RedisScenarios(RedisBase, ScenarioStore):
-    _create = lua("create_scenario.lua")
+    _create = lua("keys.lua", "machine_specs.lua", "create_scenario.lua")
     _delete = lua("keys.lua", "delete_scenario.lua")
     _add_machines = lua("keys.lua", "machine_specs.lua", "add_machines.lua")
 
@@ -23,7 +23,7 @@ class RedisScenarios(RedisBase, ScenarioStore):
             raise StoreConflict("a machine key appears twice in the scenario")
         if len({m.name for m in machines}) != len(machines):
             raise StoreConflict("two machines of the scenario have the same name")
-        args: list[str | bytes] = [record.id, owner, name, _number(now), *machine_args(machines)]
+        args: list[str | bytes] = [self.prefix, record.id, owner, name, _number(now), *machine_args(machines)]
         keys = [
             f"{self.prefix}:idx:owner:{owner}",
             self._machine_index,
