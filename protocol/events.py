@@ -35,6 +35,8 @@ __all__ = [
     "CommandFinished",
     "CommandQueued",
     "CommandStarted",
+    "CompositionAssigned",
+    "CompositionUnassigned",
     "EventKind",
     "EventPayload",
     "KvSet",
@@ -74,6 +76,8 @@ class EventKind(StrEnum):
     PLAN_FINISHED = "plan_finished"
     KV_SET = "kv_set"
     MESSAGE_SENT = "message_sent"
+    COMPOSITION_ASSIGNED = "composition_assigned"
+    COMPOSITION_UNASSIGNED = "composition_unassigned"
 
 
 # Marks a field that is ``None`` when its key is absent and is left out of the wire when ``None``: the stored map of
@@ -368,12 +372,33 @@ class MessageSent(EventPayload):
     size: int
 
 
+@dataclass(frozen=True)
+class CompositionAssigned(EventPayload):
+    """A stored job was assigned to the machines ``target`` selects (``crc job assign``); ``members`` are those
+    given it now, those that join later get it when they connect."""
+
+    KIND = EventKind.COMPOSITION_ASSIGNED
+    composition: str
+    job: str
+    version: int | None
+    target: str
+    members: list[str]
+
+
+@dataclass(frozen=True)
+class CompositionUnassigned(EventPayload):
+    KIND = EventKind.COMPOSITION_UNASSIGNED
+    composition: str
+    job: str
+    cancelled: list[str]  # members whose play was cancelled before it reached them
+
+
 _PAYLOAD_TYPES: dict[EventKind, type[EventPayload]] = {
     cls.KIND: cls
     for cls in (
         ScenarioCreated, MachinesAdded, MachineEnrolled, MachineConnected, MachineReady, MachineOffline, MachineRevoked,
         MachineKeyRotated, BootStep, CommandQueued, CommandDelivered, CommandStarted, CommandFinished,
-        CommandCancelRequested, PlanStep, PlanFinished, KvSet, MessageSent,
+        CommandCancelRequested, PlanStep, PlanFinished, KvSet, MessageSent, CompositionAssigned, CompositionUnassigned,
     )
 }  # fmt: skip
 

@@ -40,6 +40,10 @@ class MsgType(StrEnum):
     JOB_LIST = "job.list"
     JOB_SHOW = "job.show"
     JOB_DELETE = "job.delete"
+    COMPOSITION_ASSIGN = "composition.assign"
+    COMPOSITION_UNASSIGN = "composition.unassign"
+    COMPOSITION_LIST = "composition.list"
+    COMPOSITION_PERFORMANCES = "composition.performances"
     KV_SET = "kv.set"
     KV_GET = "kv.get"
     KV_WAIT = "kv.wait"
@@ -208,6 +212,40 @@ class JobShow(Body):
 class JobDelete(Body):
     TYPE = MsgType.JOB_DELETE
     name: str
+
+
+@dataclass(frozen=True)
+class CompositionAssign(Body):
+    """Assign a stored job to the machines a target selects, now and as they join: the master-signed
+    ``protocol.compositions.Composition`` (its wire form). Each member plays it once."""
+
+    TYPE = MsgType.COMPOSITION_ASSIGN
+    scenario: str
+    composition: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CompositionUnassign(Body):
+    """No member that has not played the composition yet gets it (plays not delivered yet are cancelled)."""
+
+    TYPE = MsgType.COMPOSITION_UNASSIGN
+    scenario: str
+    composition_id: str
+
+
+@dataclass(frozen=True)
+class CompositionList(Body):
+    TYPE = MsgType.COMPOSITION_LIST
+    scenario: str
+
+
+@dataclass(frozen=True)
+class CompositionPerformances(Body):
+    """A composition with each member's play: its order and the daemon-signed result, or none yet."""
+
+    TYPE = MsgType.COMPOSITION_PERFORMANCES
+    scenario: str
+    composition_id: str
 
 
 @dataclass(frozen=True)
@@ -543,7 +581,8 @@ BODY_TYPES: dict[MsgType, type[Body]] = {
     cls.TYPE: cls
     for cls in (
         Challenge, Auth, Welcome, Error, Ping, Pong, Response, ScenarioCreate, ScenarioList, ScenarioShow,
-        ScenarioDelete, MachineAdd, MachineRevoke, MasterRekey, JobPut, JobList, JobShow, JobDelete, KvSet, KvGet,
+        ScenarioDelete, MachineAdd, MachineRevoke, MasterRekey, JobPut, JobList, JobShow, JobDelete, CompositionAssign,
+        CompositionUnassign, CompositionList, CompositionPerformances, KvSet, KvGet,
         KvWait, PlanSubmit, PlanShow, PlanList, PlanCancel, MsgSend, MsgRecv, EnrollCreate, EnrollList, EnrollRevoke,
         TokenCreate, TokenList, TokenRevoke, TokenRenew, OrderSubmit, OrderCancel,
         ResultsQuery, EventsSubscribe, EventsUnsubscribe, Event, Deliver, FileChunk, Cancel, ResultAck, Reconnect,

@@ -47,6 +47,12 @@ def is_pattern(selector: str) -> bool:
     return selector == "all" or selector.startswith(("role:", "label:")) or any(c in selector for c in "*?[")
 
 
+def selects(target: str, machine: Targetable) -> bool:
+    """Whether ``target`` names this one machine, judged alone (a plain name of another machine is no error
+    here: a composition's daemon knows only itself)."""
+    return any(_matches(machine, part.strip()) for part in target.split(",") if part.strip())
+
+
 def select(machines: Sequence[M], target: str) -> list[M]:
     """The machines ``target`` names, in scenario order.
 

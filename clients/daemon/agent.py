@@ -50,6 +50,7 @@ from protocol import (
 )
 from protocol.boot import BootStatus, report_key
 from protocol.certificates import ReadyStatement
+from protocol.compositions import Member, MemberOrder, certified_member, check_member_order, is_member_order
 from protocol.messages import (
     Body,
     Cancel,
@@ -368,18 +369,15 @@ class Daemon:
     async def _on_deliver(self, envelope: Envelope) -> None:
         body = envelope.body
         assert isinstance(body, Deliver)
+        if is_member_order(body.order):
+            await self._on_member_order(body.order)
+            return
         try:
             order = Order.from_wire(body.order)
         except ProtocolError as exc:
             log.warning("hub delivered a malformed order: %s", exc)
             return
-        entry = self.journal.get(order.id)
-        if entry is not None:
-            # Redelivered: acknowledge again and send the signed result again, acknowledged or not: a hub that
-            # lost it (restored from a backup, or its store edited) gets back the proof that the order ran once.
-            await self._send(OrderAck(order.id))
-            if entry.result is not None:
-                await self._send(Result(entry.result))
+        if await self._redelivered(order.id):
             return
         try:
             order.verify(self.config.master_key, self.config.machine_id, self.config.scenario, self._now())
@@ -416,6 +414,48 @@ class Daemon:
         if isinstance(order_body, PutFileBody):
             self._incoming[order.id] = _IncomingFile(order, self.spool_dir / order.id, order_body.chunks)
             (self.spool_dir / order.id).write_bytes(b"")
+            return
+        self._accept(order)
+        await self._send(OrderAck(order.id))
+
+    async def _redelivered(self, order_id: str) -> bool:
+        """Whether the order is journaled already. Then it is acknowledged again and its signed result sent again,
+        acknowledged or not: a hub that lost it (restored from a backup, or its store edited) gets back the proof
+        that the order ran once."""
+        entry = self.journal.get(order_id)
+        if entry is None:
+            return False
+        await self._send(OrderAck(order_id))
+        if entry.result is not None:
+            await self._send(Result(entry.result))
+        return True
+
+    async def _on_member_order(self, raw: dict[str, Any]) -> None:
+        """A composition's play on this machine: played once, only if its master signed it and it selects this
+        machine (``protocol.compositions``); its id is the same on every delivery, so the journal refuses a second."""
+        try:
+            delivered = MemberOrder.from_wire(raw)
+        except ProtocolError as exc:
+            log.warning("hub delivered a malformed composition: %s", exc)
+            return
+        order = delivered.as_order()
+        if await self._redelivered(order.id):
+            return
+        config = self.config
+        ensemble = config.ensemble
+        try:
+            check_member_order(
+                delivered, config.master_key, config.machine_id, config.scenario, self._now(),
+                certified=certified_member(delivered.certificate, config.master_key, config.scenario,
+                                           config.machine_id),
+                enrolled=None if ensemble is None else Member(config.machine_name, ensemble.role, ensemble.labels),
+            )  # fmt: skip
+            parse_body(order.kind, order.body)
+        except ProtocolError as exc:
+            await self._refuse(order, exc.message)
+            return
+        if self.journal.seen(order.id):
+            await self._refuse(order, "this machine played this composition before; it is not played again")
             return
         self._accept(order)
         await self._send(OrderAck(order.id))

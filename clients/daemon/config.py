@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,16 @@ from protocol import CrcError, Identity, ProtocolError, PublicKey
 
 class ConfigError(CrcError):
     """The config file is missing, unreadable or has a bad value; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """The role and labels of the enrollment token a machine joined with (no approval needed), as it read them
+    from that master-signed token: until its master certifies it, this is what tells it which compositions are
+    its own (``protocol.compositions``)."""
+
+    role: str
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,7 @@ class DaemonConfig:
     master_key: the only key whose signed orders this daemon carries out.
     parallel: how many orders run at once (1 keeps them strictly in order).
     hub_pin: ``sha256:<hex>`` of the hub's TLS certificate; when set, no other certificate is accepted.
+    ensemble: for a machine that joined with an enrollment token (without approval), that token's role and labels.
     """
 
     hub: str
@@ -36,6 +47,7 @@ class DaemonConfig:
     parallel: int = 1
     hub_pin: str = ""
     machine: str = ""  # the machine's id when its key was rotated (ids stay; see clients/daemon/keys.py)
+    ensemble: Ensemble | None = None
 
     @property
     def machine_id(self) -> str:
@@ -79,6 +91,7 @@ def load_config(path: str | Path) -> DaemonConfig:
     if not isinstance(hub_pin, str) or (hub_pin and not hub_pin.startswith("sha256:")):
         raise ConfigError(f"{path}: 'hub_cert_sha256' must look like sha256:<hex>")
     return DaemonConfig(
+        ensemble=_ensemble(data.get("ensemble"), path),
         hub_pin=hub_pin,
         hub=_get(data, "hub", path),
         scenario=_get(data, "scenario", path),
@@ -87,6 +100,17 @@ def load_config(path: str | Path) -> DaemonConfig:
         master_key=master_key,
         parallel=parallel,
     )
+
+
+def _ensemble(raw: Any, path: Path) -> Ensemble | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("role"), str):
+        raise ConfigError(f"{path}: [ensemble] needs a role (a string)")
+    labels = raw.get("labels", {})
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise ConfigError(f"{path}: [ensemble] labels must be a table of strings")
+    return Ensemble(raw["role"], dict(labels))
 
 
 def render_config(config: DaemonConfig) -> str:
@@ -104,6 +128,9 @@ def render_config(config: DaemonConfig) -> str:
     if config.hub_pin:
         lines.append(f"hub_cert_sha256 = {json.dumps(config.hub_pin)}")
     lines.append(f"parallel = {config.parallel}")
+    if config.ensemble is not None:
+        labels = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sorted(config.ensemble.labels.items()))
+        lines += ["", "[ensemble]", f"role = {json.dumps(config.ensemble.role)}", f"labels = {{ {labels} }}"]
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from clients.daemon.config import DaemonConfig
+from clients.daemon.config import DaemonConfig, Ensemble
 from clients.link import hub_http_url
 from protocol import CrcError, Identity
 from protocol.boot import report_key
@@ -69,4 +69,8 @@ async def enroll(
                 raise EnrollError(f"the hub refused: {error.get('message') or f'HTTP {answer.status}'}")
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
         raise EnrollError(f"cannot reach the hub at {url}: {exc or type(exc).__name__}") from None
-    return DaemonConfig(hub, token.claims.scenario, name, identity, token.claims.master_key, hub_pin=hub_pin)
+    # A joiner that needs no approval knows its role from the token itself, so it plays its ensemble's
+    # compositions before its master has looked at it; one that waits for approval needs its certificate.
+    claims = token.claims
+    ensemble = None if claims.approve else Ensemble(claims.role, dict(claims.labels))
+    return DaemonConfig(hub, claims.scenario, name, identity, claims.master_key, hub_pin=hub_pin, ensemble=ensemble)

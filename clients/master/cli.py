@@ -22,7 +22,7 @@ from clients.daemon.config import DaemonConfig, write_config
 from clients.link import LinkClosed, hub_ws_url
 from clients.master.fanout import FanOut, Summary
 from clients.master.keys import KeyFileError, default_key_path, load_master_key, write_private_key
-from clients.master.models import CommandResult, EventInfo, NewMachine, OutputChunk
+from clients.master.models import CommandResult, EventInfo, NewMachine, OutputChunk, PlayOutcome
 from clients.master.sdk import Master, MasterError, UnsignedJobError
 from crc_cli.logformat import LOG_FORMATS, configure_logging
 from protocol import CrcError, Identity, RemoteError
@@ -130,6 +130,13 @@ def _added_machine(text: str) -> tuple[str, str]:
     if not name or os_name not in ("", "linux", "windows"):
         raise argparse.ArgumentTypeError(f"{text!r} must be NAME or NAME:OS (OS linux|windows)")
     return name, os_name or "linux"
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"--env {text!r} must be KEY=VALUE")
+    return key, value
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -516,6 +523,78 @@ async def cmd_job_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_job_assign(args: argparse.Namespace) -> int:
+    env = dict(args.env or [])
+    async with await _connect(args) as master:
+        answer = await master.assign_job(
+            args.scenario, args.target, args.name, version=args.version, env=env, timeout=args.command_timeout,
+            ttl=args.ttl,
+        )  # fmt: skip
+    if args.json:
+        _print_json(answer)
+        return 0
+    if answer["unchanged"]:
+        print(
+            f"job {args.name} is assigned to {args.target} already, as it is now (composition {answer['composition']})"
+        )
+        return 0
+    queued = ", ".join(answer["queued"]) or "none"
+    print(f"assigned job {args.name} to {args.target} (composition {answer['composition']}): queued for {queued}; "
+          "machines that join later play it when they connect")  # fmt: skip
+    for name, why in answer["waiting"].items():
+        print(f"  {name}: not queued yet ({why}); it is when it next connects")
+    for replaced in answer["replaced"]:
+        print(f"  replaces composition {replaced} (its members that have not played it will not)")
+    return 0
+
+
+async def cmd_job_unassign(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        answers = await master.unassign_job(args.scenario, args.name, target=args.target)
+    for answer in answers:
+        cancelled = ", ".join(answer["cancelled"])
+        print(f"unassigned composition {answer['composition']}" + (f"; cancelled for {cancelled}" if cancelled else ""))
+    return 0
+
+
+async def cmd_job_assignments(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        compositions = await master.assignments(args.scenario)
+    if args.json:
+        _print_json([{"composition": c.id, "job": c.job, "version": c.job_version, "target": c.target,
+                      "created": c.created, "expires": c.expires or None} for c in compositions])  # fmt: skip
+        return 0
+    for c in compositions:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.created))
+        until = "never expires" if not c.expires else time.strftime("until %Y-%m-%d %H:%M", time.localtime(c.expires))
+        print(f"{c.job:<16} v{c.job_version or '-':<3} {c.target:<20} {when}  {until}  {c.id}")
+    return 0
+
+
+async def cmd_job_performances(args: argparse.Namespace) -> int:
+    async with await _connect(args) as master:
+        performances = await master.performances(args.scenario, args.name)
+    if args.json:
+        _print_json([{"composition": p.composition, "job": p.job, "version": p.version, "machine": p.machine,
+                      "outcome": p.outcome.value, "duration": p.duration,
+                      "result": None if p.result is None else _result_json(p.result)}
+                     for p in performances])  # fmt: skip
+        return 1 if any(p.outcome in (PlayOutcome.FAILED, PlayOutcome.UNVERIFIED) for p in performances) else 0
+    counts: dict[str, int] = {}
+    for p in performances:
+        counts[p.outcome.value] = counts.get(p.outcome.value, 0) + 1
+        r = p.result
+        code = "-" if r is None or r.exit_code is None else str(r.exit_code)
+        took = "-" if p.duration is None else f"{p.duration:.1f}s"
+        when = "-" if r is None or r.finished is None else time.strftime("%m-%d %H:%M:%S", time.localtime(r.finished))
+        tail = "" if r is None else (r.stdout or r.stderr).decode(errors="replace").strip().splitlines()[-1:]
+        detail = (tail[0] if tail else "") if r is None or not r.error else r.error
+        print(f"{p.machine:<16} v{p.version or '-':<3} {p.outcome.value:<10} exit {code:<4} {took:>7}  {when:<14}  "
+              f"{detail[:80]}")  # fmt: skip
+    print(", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no machine is selected yet")
+    return 1 if counts.get(PlayOutcome.FAILED.value) or counts.get(PlayOutcome.UNVERIFIED.value) else 0
+
+
 def _load_plan(path: str) -> Plan:
     """A plan file: ours in JSON or YAML (``name`` + ``steps``), or gorchestrator's JSON (``digraph`` + ``nodes``)."""
     text = Path(path).read_text(encoding="utf-8")
@@ -854,6 +933,27 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("--max-failures", help="stop dispatching once more than N (or N%%) targets failed")
     p.add_argument("--target-timeout", type=float, help="cancel a target without a result after this many seconds")
     p.set_defaults(func=cmd_job_run)
+    p = job.add_parser("assign", help="every machine TARGET selects plays the job once, those joining later too")
+    p.add_argument("scenario")
+    p.add_argument("target", help="a machine, role:R, label:K=V, a glob, all, or a comma-separated list")
+    p.add_argument("name")
+    p.add_argument("--version", type=int, help="assign exactly this version (refused if the hub's copy is another)")
+    p.add_argument("--env", action="append", type=_env_pair, metavar="KEY=VALUE", help="set for the job's script")
+    p.add_argument("--command-timeout", type=float, default=None, help="each play's time limit on the machine (s)")
+    p.add_argument("--ttl", type=duration, default=None, help="no member starts it after this (default: never)")
+    p.set_defaults(func=cmd_job_assign)
+    p = job.add_parser("unassign", help="members that have not played the job yet will not")
+    p.add_argument("scenario")
+    p.add_argument("name")
+    p.add_argument("--target", help="only its assignment to this target")
+    p.set_defaults(func=cmd_job_unassign)
+    p = job.add_parser("assignments", help="the jobs assigned in a scenario, to which targets")
+    p.add_argument("scenario")
+    p.set_defaults(func=cmd_job_assignments)
+    p = job.add_parser("performances", help="who played an assigned job, who failed, who has not yet")
+    p.add_argument("scenario")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_job_performances)
     p = job.add_parser("runs", help="each run of stored jobs in a scenario: machine, exit code, time, who")
     p.add_argument("scenario")
     p.add_argument("name", nargs="?")

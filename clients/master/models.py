@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -232,3 +233,47 @@ class JobRun:
     def duration(self) -> float | None:
         r = self.result
         return None if r.started is None or r.finished is None else r.finished - r.started
+
+
+class PlayOutcome(StrEnum):
+    """Where a member stands with a composition (``crc job performances``)."""
+
+    PLAYED = "played"  # it ran and succeeded
+    FAILED = "failed"  # it ran and failed, timed out, was interrupted (never rerun), refused or cancelled
+    PLAYING = "playing"  # running now
+    WAITING = "waiting"  # queued or delivered: the machine is offline, or busy with earlier orders
+    PENDING = "pending"  # selected, but not a member yet (it waits for approval) or not queued yet
+    UNVERIFIED = "unverified"  # a result whose signature is not its machine's: no proof that it ran
+
+
+@dataclass(frozen=True)
+class Performance:
+    """One machine's play of a composition: its outcome and, once it ran, the daemon-signed result."""
+
+    composition: str
+    job: str
+    version: int | None
+    machine: str
+    outcome: PlayOutcome
+    result: CommandResult | None = None
+
+    @property
+    def duration(self) -> float | None:
+        r = self.result
+        return None if r is None or r.started is None or r.finished is None else r.finished - r.started
+
+    @classmethod
+    def of(cls, composition: str, job: str, version: int | None, machine: str, result: CommandResult | None
+           ) -> Performance:  # fmt: skip
+        if result is None:
+            return cls(composition, job, version, machine, PlayOutcome.PENDING)
+        status = result.status
+        if status == OrderState.RUNNING.value:
+            outcome = PlayOutcome.PLAYING
+        elif status in (OrderState.QUEUED.value, OrderState.DELIVERED.value):
+            outcome = PlayOutcome.WAITING
+        elif status == OrderState.SUCCEEDED.value:
+            outcome = PlayOutcome.PLAYED if result.verified else PlayOutcome.UNVERIFIED
+        else:  # failed, timed out, interrupted (never rerun), refused or cancelled
+            outcome = PlayOutcome.FAILED
+        return cls(composition, job, version, machine, outcome, result)

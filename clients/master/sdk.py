@@ -30,7 +30,16 @@ from clients.master.enrollment import certificates as enrolled_certificates
 from clients.master.fanout import SKIPPED, TIMED_OUT, FanOut, amount
 from clients.master.job_versions import JobVersions
 from clients.master.keys import default_key_path, load_master_key
-from clients.master.models import CommandResult, EventInfo, JobRun, MachineInfo, NewMachine, OutputChunk, Scenario
+from clients.master.models import (
+    CommandResult,
+    EventInfo,
+    JobRun,
+    MachineInfo,
+    NewMachine,
+    OutputChunk,
+    Performance,
+    Scenario,
+)
 from clients.master.revocations import RevokedTokens
 from protocol import (
     CrcError,
@@ -48,12 +57,17 @@ from protocol import (
 )
 from protocol.boot import report_key
 from protocol.certificates import MachineCertificate
+from protocol.compositions import Composition
 from protocol.delegation import DELEGATION_LIFETIME, Delegation
 from protocol.enrollment import EnrollmentClaims, EnrollmentToken
 from protocol.events import CommandFinished, EventKind, MachineKeyRotated
 from protocol.jobs import ANY_SCENARIO, JobStatement
 from protocol.messages import (
     Body,
+    CompositionAssign,
+    CompositionList,
+    CompositionPerformances,
+    CompositionUnassign,
     DistPut,
     EnrollCreate,
     EnrollList,
@@ -94,7 +108,7 @@ from protocol.messages import (
     master_rekey_payload,
 )
 from protocol.order_bodies import ExecBody, HostsBody, PutFileBody, TrustMasterBody
-from protocol.orders import MAX_ORDER_TTL, file_chunks
+from protocol.orders import MAX_ORDER_TTL, canonical, file_chunks
 from protocol.plans import Plan, parse_plan, plan_to_wire, validate
 from protocol.retry import backoff_delays, is_retryable
 from protocol.signed_values import SignedValue, ValueKind, WriterKind, untrusted_message, verify_value
@@ -1240,6 +1254,103 @@ class Master:
             started_by = str((raw.get("order") or {}).get("master", ""))
             runs.append(JobRun(str(body["job"]), int(body.get("job_version", 0)), started_by, result))
         return runs
+
+    # compositions: a stored job every member of a target plays once, members that join later included
+    async def assign_job(
+        self,
+        scenario: str,
+        target: str,
+        name: str,
+        *,
+        version: int | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        ttl: float | None = None,
+    ) -> dict[str, Any]:
+        """Assign a stored job to the machines ``target`` selects (``role:web``, ``label:tier=front``, ``all``...):
+        each present member plays it once now (offline ones when they connect), each machine that joins later
+        when it joins. The job is fetched and verified as in ``run_job`` and signed into a composition valid for
+        ``ttl`` seconds (None: until unassigned).
+
+        Assigning the same job, version and target again changes nothing (nobody plays twice); another version
+        replaces the earlier assignment (every member plays the new one once).
+
+        Returns ``{"composition": id, "queued": [names given it now], "waiting": {name: why not yet},
+        "replaced": [ids of earlier assignments unassigned]}``.
+        """
+        if not [part for part in target.split(",") if part.strip()]:
+            raise MasterError("a composition needs a target (a machine, role:R, label:K=V, a glob or all)")
+        statement = await self._signed_job(name, scenario=scenario, version=version, sending=True)
+        body = ExecBody(
+            statement.script, shell=statement.shell or None, env=dict(env or {}), timeout=timeout,
+            job=statement.name, job_version=statement.version,
+        ).to_wire()  # fmt: skip
+        earlier = [c for c in await self.assignments(scenario) if c.job == name and c.target == target]
+        for existing in earlier:
+            if canonical(existing.body) == canonical(body):
+                return {"composition": existing.id, "queued": [], "waiting": {}, "replaced": [], "unchanged": True}
+        now = time.time()
+        composition = Composition(new_id(), self.identity.id, scenario, target, body, now,
+                                  expires=0.0 if ttl is None else now + ttl).signed(self.identity)  # fmt: skip
+        answer = await self.request(CompositionAssign(scenario, composition.to_wire()), scenario=scenario)
+        for existing in earlier:
+            await self.request(CompositionUnassign(scenario, existing.id), scenario=scenario)
+        return {**answer, "replaced": [c.id for c in earlier], "unchanged": False}
+
+    async def assignments(self, scenario: str) -> list[Composition]:
+        """The scenario's compositions that this master signed (any other the hub lists is left out, logged)."""
+        answer = await self.request(CompositionList(scenario), scenario=scenario)
+        return [c for c in (self._own_composition(raw, scenario) for raw in answer["compositions"]) if c is not None]
+
+    def _own_composition(self, raw: Any, scenario: str) -> Composition | None:
+        try:
+            composition = Composition.from_wire(raw)
+            composition.verify(self.identity.public, scenario)
+        except ProtocolError as exc:
+            log.warning("the hub lists a composition this master did not sign: %s", exc)
+            return None
+        return composition
+
+    async def unassign_job(self, scenario: str, name: str, *, target: str | None = None) -> list[dict[str, Any]]:
+        """Stop giving job ``name`` (only its assignment to ``target``, if given) to members that have not played
+        it; plays not delivered yet are cancelled. Returns one ``{"composition", "cancelled"}`` per assignment.
+
+        Raises:
+            MasterError: the job is not assigned in the scenario (to that target).
+        """
+        chosen = [c for c in await self.assignments(scenario) if c.job == name and target in (None, c.target)]
+        if not chosen:
+            where = "" if target is None else f" to {target!r}"
+            raise MasterError(f"job {name!r} is not assigned{where} in scenario {scenario!r}")
+        return [await self.request(CompositionUnassign(scenario, c.id), scenario=scenario) for c in chosen]
+
+    async def performances(self, scenario: str, name: str) -> list[Performance]:
+        """Each machine's play of job ``name`` as assigned in the scenario: who played it, who failed, who has not
+        yet (``PlayOutcome``), results verified against the machines' keys as this master knows them.
+
+        Raises:
+            MasterError: the job is not assigned there, or the hub's copy of its composition is not this master's.
+        """
+        chosen = [c for c in await self.assignments(scenario) if c.job == name]
+        if not chosen:
+            raise MasterError(f"job {name!r} is not assigned in scenario {scenario!r}")
+        sc = await self.scenario(scenario)  # fresh, so joiners just certified have their keys
+        by_id = {m.id: m for m in sc.machines}
+        found: list[Performance] = []
+        for composition in chosen:
+            answer = await self.request(CompositionPerformances(scenario, composition.id), scenario=scenario)
+            if self._own_composition(answer["composition"], scenario) != composition:
+                raise MasterError(f"the hub answered for another composition than {composition.id}")
+            for item in answer["performances"]:
+                play = item.get("play")
+                machine = by_id.get(str(item.get("machine_id")))
+                name_shown = machine.name if machine is not None else str(item.get("machine"))
+                if play is not None and play.get("id") != composition.member_order_id(str(item.get("machine_id"))):
+                    raise MasterError(f"the hub answered with another order for {name_shown}")
+                result = None if play is None else CommandResult.from_order(play, machine)
+                found.append(Performance.of(composition.id, composition.job, composition.job_version, name_shown,
+                                            result))  # fmt: skip
+        return found
 
     async def put_file(
         self,

@@ -28,6 +28,10 @@ def _ignore(hub: Hub, scenario_id: str) -> None:
     return None
 
 
+async def _owe_nothing(hub: Hub, scenario_id: str, machine_id: str) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Feature:
     name: str
@@ -43,3 +47,6 @@ class Feature:
     """New events are in the scenario's log (from this replica or another)."""
     follows: Callable[[Hub, str], bool] = _never
     """Whether the feature waits on the scenario here (so the hub keeps hearing of it from other replicas)."""
+    on_member: Callable[[Hub, str, str], Awaitable[None]] = _owe_nothing
+    """A machine (scenario id, machine id) connected or was certified: queue any order the feature owes it (the
+    hub delivers its queue right after)."""

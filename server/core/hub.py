@@ -70,6 +70,9 @@ class Extension(Protocol):
     @property
     def follows(self) -> Callable[[Hub, str], bool]: ...
 
+    @property
+    def on_member(self) -> Callable[[Hub, str, str], Awaitable[None]]: ...
+
 
 @dataclass
 class Lifecycle:
@@ -279,7 +282,17 @@ class Hub:
         await self.backplane.claim(conn.id)
         await self.store.update_machine(conn.id, status=MachineStatus.CONNECTED, last_seen=time.time())
         await self.emit(conn.scenario_id, MachineConnected(replica=self.replica_id), conn.machine_name)
-        await self.deliver_queued(conn.id)
+        await self.member_changed(conn.scenario_id, conn.id)
+
+    async def member_changed(self, scenario_id: str, machine_id: str) -> None:
+        """A machine connected or was certified: each feature queues what it owes it (standing orders), then its
+        queue is delivered. A feature that fails is logged and skipped: it tries again at the next connect."""
+        for extension in self.extensions:
+            try:
+                await extension.on_member(self, scenario_id, machine_id)
+            except (StoreError, BackplaneUnavailable) as exc:
+                log.warning("could not queue standing orders for machine %s: %s", machine_id, exc)
+        await self.deliver_queued(machine_id)
 
     async def detach(self, conn: Connection) -> None:
         for scenario_id in list(self.followers.subscriptions):

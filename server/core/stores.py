@@ -10,6 +10,7 @@ from __future__ import annotations
 from server.core.hub import Hub
 from server.store import (
     BootReportStore,
+    CompositionStore,
     EnrollmentStore,
     EventStore,
     JobStore,
@@ -22,6 +23,10 @@ from server.store import (
     ScenarioStore,
     TokenStore,
 )
+
+
+def compositions(hub: Hub) -> CompositionStore:
+    return hub.store
 
 
 def enrollments(hub: Hub) -> EnrollmentStore:

@@ -4,6 +4,7 @@
 from server.store.base import Store
 from server.store.interfaces import (
     BootReportStore,
+    CompositionStore,
     EnrollmentStore,
     EventStore,
     JobStore,
@@ -17,6 +18,7 @@ from server.store.interfaces import (
     TokenStore,
 )
 from server.store.records import (
+    CompositionRecord,
     EnrollmentRecord,
     EnrollOutcome,
     EventRecord,
@@ -38,6 +40,8 @@ from server.store.sqlite import SqliteStore
 
 __all__ = [
     "BootReportStore",
+    "CompositionRecord",
+    "CompositionStore",
     "EnrollOutcome",
     "EnrollmentRecord",
     "EnrollmentStore",

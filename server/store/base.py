@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 
 from server.store.interfaces import (
     BootReportStore,
+    CompositionStore,
     EnrollmentStore,
     EventStore,
     JobStore,
@@ -35,6 +36,7 @@ class Store(
     BootReportStore,
     ScenarioStore,
     EnrollmentStore,
+    CompositionStore,
     MachineStore,
     OrderStore,
     EventStore,

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from protocol import OrderState
 from server.store.records import (
+    CompositionRecord,
     EnrollmentRecord,
     EnrollOutcome,
     EventRecord,
@@ -207,6 +208,23 @@ class ScenarioStore(Protocol):
     @abstractmethod
     async def delete_scenario(self, scenario_id: str) -> list[str]:
         """Delete a scenario with its machines (revoking their keys), orders and events; returns machine ids."""
+
+
+class CompositionStore(Protocol):
+    """Compositions: stored jobs assigned to a scenario's ensembles (``compositions`` feature). The plays
+    themselves are orders (``OrderStore``), one id per composition and machine."""
+
+    @abstractmethod
+    async def put_composition(self, record: CompositionRecord) -> bool:
+        """Store (or replace, by id) a composition; False if its scenario is gone."""
+
+    @abstractmethod
+    async def compositions(self, scenario_id: str) -> list[CompositionRecord]:
+        """The scenario's compositions, oldest first."""
+
+    @abstractmethod
+    async def remove_composition(self, scenario_id: str, composition_id: str) -> bool:
+        """Forget a composition (its plays stay, as orders); False if the scenario has no such composition."""
 
 
 class EnrollmentStore(Protocol):

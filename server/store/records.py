@@ -225,6 +225,17 @@ class EnrollOutcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class CompositionRecord:
+    """A stored job assigned to the machines a target selects (``protocol.compositions``): the master-signed
+    composition as sent (its wire form), kept until unassigned or its scenario is deleted."""
+
+    id: str
+    scenario_id: str
+    composition: dict[str, Any]
+    created: float
+
+
+@dataclass(frozen=True)
 class EnrollmentRecord:
     """An enrollment token as the hub keeps it: the master-signed claims (``protocol.enrollment``, never the
     token's secret) and the registration of every machine that joined with it (``used`` of ``uses``)."""

@@ -453,3 +453,46 @@ async def test_a_plan_cancelled_through_a_replica_that_does_not_run_it_ends_canc
     assert result.status == "cancelled"
     assert file_lines(log) == ["one"]
     assert (await _plan_events(on_a, "stop"))[-1] == ("plan_finished",)
+
+
+async def test_an_assigned_job_is_played_once_by_members_and_joiners_spread_over_two_replicas(
+    cluster: Cluster, masters: Callable[[str], Awaitable[Master]], tmp_path: Path
+) -> None:
+    """Both replicas queue a member's play when it connects (under the one id per composition and machine), so a
+    machine moving between replicas, or joining through either, plays the job once."""
+    a, b = cluster.add_replica(), cluster.add_replica()
+    master = await masters(a.url)
+    folder = tmp_path / "plays"
+    folder.mkdir()
+    minted = await master.create_scenario("band", [(f"a{i}", "linux", "artist") for i in range(4)])
+    configs = {}
+    for i, m in enumerate(minted):
+        configs[m.name] = tmp_path / "configs" / f"{m.name}.toml"
+        url = (a.url, b.url)[i % 2]
+        write_config(configs[m.name], DaemonConfig(url, "band", m.name, m.identity, master.identity.public))
+    running = {name: cluster.daemons.start(configs[name]) for name in ("a0", "a1")}  # a2, a3 offline for now
+    await master.put_job("tune", 'echo "$CRC_ORDER_ID" >> "$PLAYS/$CRC_MACHINE"')
+    await master.assign_job("band", "role:artist", "tune", env={"PLAYS": str(folder)})
+    running |= {name: cluster.daemons.start(configs[name]) for name in ("a2", "a3")}
+    token = await master.create_enrollment("band", "artist", uses=4)
+    joined = await asyncio.gather(*(enroll((a.url, b.url)[i % 2], token, f"j{i}", "linux") for i in range(4)))
+    for config in joined:
+        configs[config.machine_name] = tmp_path / "configs" / f"{config.machine_name}.toml"
+        write_config(configs[config.machine_name], config)
+        running[config.machine_name] = cluster.daemons.start(configs[config.machine_name])
+    members = sorted(configs)
+
+    def played() -> dict[str, int]:
+        return {name: len(file_lines(folder / name)) if (folder / name).exists() else 0 for name in members}
+
+    await eventually(lambda: played() == dict.fromkeys(members, 1), timeout=60, what="every member to play once")
+    for name, daemon in running.items():  # every machine moves to the other replica
+        config = configs[name].read_text()
+        moved = config.replace(a.url, "@B@").replace(b.url, a.url).replace("@B@", b.url)
+        configs[name].write_text(moved)
+        daemon.restart()
+    await eventually(lambda: all(d.running for d in running.values()), timeout=30, what="the daemons to run")
+    await asyncio.sleep(3)  # time for a second play, were one queued
+    assert played() == dict.fromkeys(members, 1)
+    outcomes = {p.machine: p.outcome.value for p in await master.performances("band", "tune")}
+    assert outcomes == dict.fromkeys(members, "played")

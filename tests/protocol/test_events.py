@@ -98,13 +98,18 @@ STORED: list[tuple[str, dict[str, Any]]] = [
     ("message_sent", {"topic": "deploy", "to": ["web-1", "web-2"], "size": 2}),
     ("machines_added", {"machines": ["cache", "worker"]}),
     ("machine_enrolled", {"token": "0123456789abcdef", "role": "workers"}),
+    (
+        "composition_assigned",
+        {"composition": "c1", "job": "setup", "version": 2, "target": "role:web", "members": ["web1"]},
+    ),
+    ("composition_unassigned", {"composition": "c1", "job": "setup", "cancelled": ["web2"]}),
 ]
 
 
 def test_every_kind_has_its_own_payload_class() -> None:
     classes = [payload_type(kind) for kind in EventKind]
     assert all(cls.KIND is kind for cls, kind in zip(classes, EventKind, strict=True))
-    assert len(set(classes)) == len(EventKind) == 18
+    assert len(set(classes)) == len(EventKind) == 20
     assert set(classes) == set(EventPayload.__subclasses__())
     assert all(dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen for cls in classes)  # type: ignore[attr-defined]
 

@@ -20,6 +20,7 @@ import pytest
 from protocol import Identity, OrderState
 from protocol.orders import sources as order_sources
 from server.store import (
+    CompositionRecord,
     EnrollmentRecord,
     EnrollOutcome,
     MachineSpec,
@@ -530,6 +531,48 @@ async def test_tokens_go_with_their_scenario_and_need_one(store: Store) -> None:
     assert await store.enrollments(scenario.id) == []
     again = await store.create_scenario("alice", "shop", [machine("db")], NOW)
     assert await store.enrollments(again.id) == []
+
+
+# compositions
+def composition(composition_id: str, scenario_id: str, created: float = NOW, job: str = "setup") -> CompositionRecord:
+    wire = {"id": composition_id, "target": "role:web", "body": {"command": "true", "job": job}, "sig": b"\x03" * 64}
+    return CompositionRecord(composition_id, scenario_id, wire, created)
+
+
+async def test_compositions_are_kept_per_scenario_oldest_first_and_replaced_by_id(store: Store) -> None:
+    scenario = await store.create_scenario("alice", "shop", [machine("db")], NOW)
+    other = await store.create_scenario("bob", "lab", [machine("box")], NOW)
+    assert await store.put_composition(composition("c2", scenario.id, NOW + 2))
+    assert await store.put_composition(composition("c1", scenario.id, NOW + 1))
+    assert await store.put_composition(composition("c1", other.id, NOW))
+    assert await store.put_composition(composition("c2", scenario.id, NOW + 2, job="again"))
+
+    kept = await store.compositions(scenario.id)
+    assert [(c.id, c.created) for c in kept] == [("c1", NOW + 1), ("c2", NOW + 2)]
+    assert kept[1].composition == composition("c2", scenario.id, job="again").composition
+    assert kept[1].scenario_id == scenario.id
+    assert [c.id for c in await store.compositions(other.id)] == ["c1"]
+
+
+async def test_a_removed_composition_is_forgotten_only_in_its_scenario(store: Store) -> None:
+    scenario = await store.create_scenario("alice", "shop", [machine("db")], NOW)
+    other = await store.create_scenario("bob", "lab", [machine("box")], NOW)
+    await store.put_composition(composition("c1", scenario.id))
+    await store.put_composition(composition("c1", other.id))
+    assert await store.remove_composition(scenario.id, "c1")
+    assert not await store.remove_composition(scenario.id, "c1")
+    assert not await store.remove_composition(scenario.id, "never")
+    assert await store.compositions(scenario.id) == []
+    assert [c.id for c in await store.compositions(other.id)] == ["c1"]
+
+
+async def test_compositions_go_with_their_scenario_and_need_one(store: Store) -> None:
+    scenario = await store.create_scenario("alice", "shop", [machine("db")], NOW)
+    await store.put_composition(composition("c1", scenario.id))
+    assert not await store.put_composition(composition("c2", "no-such-scenario"))
+    await store.delete_scenario(scenario.id)
+    assert await store.compositions(scenario.id) == []
+    assert await store.compositions("no-such-scenario") == []
 
 
 async def test_scenarios_are_per_owner(store: Store) -> None:

@@ -538,6 +538,11 @@ function eventSummary(event) {
       return factsText(d.facts || d);
     case "machines_added":
       return `joined: ${Array.isArray(d.machines) ? d.machines.join(", ") : ""}`;
+    case "composition_assigned":
+      return `job ${d.job || ""}${d.version ? ` v${d.version}` : ""} assigned to ${d.target || ""}` +
+        (Array.isArray(d.members) && d.members.length ? `, queued for ${d.members.join(", ")}` : "");
+    case "composition_unassigned":
+      return `job ${d.job || ""} unassigned (composition ${shortId(d.composition)})`;
     default: {
       const shown = { ...d };
       for (const key of ["order_id", "plan"]) if (typeof shown[key] === "string") shown[key] = shortId(shown[key]);

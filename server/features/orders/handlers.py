@@ -268,9 +268,14 @@ async def queue_order(
     chunks: list[bytes],
     *,
     accepted: Callable[[], None] = lambda: None,
+    wire: dict[str, Any] | None = None,
 ) -> None:
     """Store a signed order for one machine of ``scenario`` and try to deliver it; ``accepted`` is called once it
     is stored (from then on it is the hub's to deliver, so later failures are logged, not reported).
+
+    ``wire``: what the machine is sent when it is not ``order`` itself: a composition's play
+    (``protocol.compositions.MemberOrder``), valid as long as its composition, so the order lifetime limit does
+    not apply (the daemon remembers such an id for good).
 
     Raises:
         RequestError: no such machine here, its queue is full, the expiry is too far, or the id was used.
@@ -292,10 +297,11 @@ async def queue_order(
             "nothing was queued (wait until it catches up, or cancel some)",
             machine=machine.name,
         )
-    refuse_long_lived(hub, order)
+    if wire is None:
+        refuse_long_lived(hub, order)
     now = time.time()
     record = OrderRecord(
-        order.id, scenario.id, machine.id, order.kind.value, order.to_wire(), OrderState.QUEUED, now, now
+        order.id, scenario.id, machine.id, order.kind.value, wire or order.to_wire(), OrderState.QUEUED, now, now
     )
     try:
         await stores.orders(hub).add_order(record, chunks)

@@ -245,6 +245,7 @@ async def machine_certify(hub: Hub, conn: Connection, env: Envelope, body: Machi
             raise RequestError(ErrorCode.NOT_FOUND, f"scenario {scenario.name!r} has no machine {certificate.name!r}")
         if await stores.machines(hub).certify_machine(machine.id, certificate.to_wire()):
             certified.append(machine.name)
+            await hub.member_changed(scenario.id, machine.id)  # a joiner approved now is owed its compositions
     conn.send(Response({"certified": certified}), scenario=scenario.name, reply_to=env.id)
 
 

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 from server.store.base import Store
 from server.store.redis.base import RedisBase
+from server.store.redis.compositions import RedisCompositions
 from server.store.redis.enrollments import RedisEnrollments
 from server.store.redis.events import RedisEvents
 from server.store.redis.jobs import RedisJobs
@@ -90,6 +91,7 @@ class RedisStore(
     RedisKv,
     RedisScenarios,
     RedisEnrollments,
+    RedisCompositions,
     RedisMachines,
     RedisOrders,
     RedisEvents,

@@ -34,6 +34,7 @@ for _, id in ipairs(redis.call('ZRANGE', sc_key(sc, 'enrollments'), 0, -1)) do
   redis.call('DEL', sc_key(sc, 'enroll:' .. id), sc_key(sc, 'enroll:' .. id .. ':registrations'))
 end
 redis.call('DEL', sc_key(sc, 'enrollments'))
+redis.call('DEL', sc_key(sc, 'compositions'))
 redis.call('DEL', meta, sc_key(sc, 'machines'), sc_key(sc, 'orders'), sc_key(sc, 'inboxes'), sc_key(sc, 'events'),
            sc_key(sc, 'kvs'))
 return machines

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from server.store.base import Store
 from server.store.sqlite.base import SqliteBase
+from server.store.sqlite.compositions import SqliteCompositions
 from server.store.sqlite.enrollments import SqliteEnrollments
 from server.store.sqlite.events import SqliteEvents
 from server.store.sqlite.jobs import SqliteJobs
@@ -32,6 +33,7 @@ class SqliteStore(
     SqliteKv,
     SqliteScenarios,
     SqliteEnrollments,
+    SqliteCompositions,
     SqliteMachines,
     SqliteOrders,
     SqliteEvents,

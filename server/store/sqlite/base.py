@@ -107,6 +107,7 @@ class SqliteBase:
         self._migrate_signed_jobs()
         self._migrate_boot_replays()
         self._migrate_enrollments()
+        self._migrate_compositions()
 
     def _migrate_signed_jobs(self) -> None:
         """Jobs stored before they were signed keep their rows, with no statement: masters show them unsigned."""
@@ -124,6 +125,14 @@ class SqliteBase:
             "registrations BLOB NOT NULL)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS enrollments_by_scenario ON enrollments (scenario_id, created)")
+
+    def _migrate_compositions(self) -> None:
+        """Compositions (hubs before them had none): created on open, old or new database."""
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS compositions (id TEXT NOT NULL, scenario_id TEXT NOT NULL REFERENCES "
+            "scenarios(id) ON DELETE CASCADE, composition BLOB NOT NULL, created REAL NOT NULL, "
+            "PRIMARY KEY (scenario_id, id))"
+        )
 
     def _migrate_boot_replays(self) -> None:
         """Boot-report replay memory (hubs before it kept it per process): created on open, old or new database."""
