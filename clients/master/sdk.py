@@ -523,8 +523,10 @@ class Master:
             name = str(item["name"])
             if (await self.scenario(name)).machines:
                 told += await self.dispatch(name, "all", OrderKind.TRUST_MASTER, body, timeout=timeout)
+        compositions: dict[str, list[Composition]] = {}
         for item in await self.scenarios():
             await self._endorse(str(item["name"]), new)
+            compositions[str(item["name"])] = await self.assignments(str(item["name"]))
         jobs = await self._verified_jobs()
         proof = new.sign(master_rekey_payload(self.identity.id, new.public.to_text()))
         await self.request(MasterRekey(new.public.to_text(), proof))
@@ -537,6 +539,11 @@ class Master:
         # so that they survive the move; one that did not verify under the old key is not carried over.
         for job in jobs:
             await self.put_job(job["name"], job["script"], shell=job["shell"], scenario=job["scenario"])
+        # Compositions too, under the same ids (so no member plays one twice): plays queued before the move
+        # reach their machines ahead of the rotation order and verify under the old key; later ones use these.
+        for scenario, assigned in compositions.items():
+            for composition in assigned:
+                await self.request(CompositionAssign(scenario, composition.signed(new).to_wire()), scenario=scenario)
         return new, told
 
     async def _verified_jobs(self) -> list[dict[str, Any]]:

@@ -169,3 +169,37 @@ async def test_the_cli_assigns_lists_shows_performances_and_unassigns(
         refused = run_crc(hub, *argv)
         assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
         assert "Traceback" not in refused.stderr
+
+
+async def test_compositions_carry_over_a_master_key_rotation_without_a_second_play(
+    hub: HubProcess, master: Master, daemons: Daemons, tmp_path: Path
+) -> None:
+    """Re-signed under their ids by the new key: a member offline during the rotation plays the play queued
+    before it (ahead of the rotation order), and a machine added afterwards plays the re-signed one."""
+    folder = tmp_path / "plays"
+    folder.mkdir()
+    minted = await master.create_scenario("band", [("on", "linux", "artist"), ("off", "linux", "artist")])
+    configs = {}
+    for m in minted:
+        configs[m.name] = tmp_path / f"{m.name}.toml"
+        write_config(configs[m.name], DaemonConfig(hub.url, "band", m.name, m.identity, master.identity.public))
+    online = daemons.start(configs["on"])
+    await master.put_job("tune", TUNE)
+    assigned = await master.assign_job("band", "role:artist", "tune", env={"PLAYS": str(folder)})
+    await until_outcomes(master, {"on": PlayOutcome.PLAYED}, "the online member to play")
+
+    rotated = await asyncio.to_thread(run_crc, hub, "rotate-key", "--timeout", "8", timeout=60)
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    async with await Master.connect(hub.url, hub.key_path, timeout=10) as moved:
+        [carried] = await moved.assignments("band")
+        assert carried.id == assigned["composition"] and carried.master == moved.identity.id
+        [late] = await moved.add_machines("band", [("late", "linux", "artist")])
+        configs["late"] = tmp_path / "late.toml"
+        write_config(configs["late"], DaemonConfig(hub.url, "band", "late", late.identity, moved.identity.public))
+        daemons.start(configs["off"])
+        daemons.start(configs["late"])
+        everyone = dict.fromkeys(("on", "off", "late"), PlayOutcome.PLAYED)
+        await until_outcomes(moved, everyone, "the offline and the added member to play")
+        online.restart()
+        await asyncio.sleep(2)
+        assert {n: len(plays(folder, n)) for n in everyone} == dict.fromkeys(everyone, 1)
