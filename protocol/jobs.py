@@ -18,6 +18,8 @@ from typing import Any
 from protocol.envelope import pack
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.identity import Identity, PublicKey
+from protocol.orders import canonical
+from protocol.parameters import JobParameter, check_parameters
 
 ANY_SCENARIO = ""
 
@@ -32,10 +34,14 @@ class JobStatement:
     script: str
     created: float  # unix time the master signed this version (the caller's clock)
     signature: bytes = b""
+    parameters: tuple[JobParameter, ...] = ()  # what a run of it is given (``protocol.parameters``)
 
     def signing_payload(self) -> bytes:
-        return pack(["crc-job-v1", self.master, self.scenario, self.name, int(self.version), self.shell,
-                     self.script, float(self.created)])  # fmt: skip
+        fields = [self.master, self.scenario, self.name, int(self.version), self.shell, self.script,
+                  float(self.created)]  # fmt: skip
+        if not self.parameters:  # as jobs were signed before they had parameters, so those still verify
+            return pack(["crc-job-v1", *fields])
+        return pack(["crc-job-v2", *fields, canonical([p.to_wire() for p in self.parameters])])
 
     def signed(self, master: Identity) -> JobStatement:
         """This statement as ``master``'s, signed by it (``master`` is set to its id first)."""
@@ -67,8 +73,11 @@ class JobStatement:
 
     def unsigned_wire(self) -> dict[str, Any]:
         """The signed fields, without the signature (which the hub keeps beside them)."""
-        return {"master": self.master, "scenario": self.scenario, "name": self.name, "version": self.version,
+        wire = {"master": self.master, "scenario": self.scenario, "name": self.name, "version": self.version,
                 "shell": self.shell, "script": self.script, "created": self.created}  # fmt: skip
+        if self.parameters:
+            wire["parameters"] = [p.to_wire() for p in self.parameters]
+        return wire
 
     def to_wire(self) -> dict[str, Any]:
         return {**self.unsigned_wire(), "signature": self.signature}
@@ -96,4 +105,8 @@ class JobStatement:
         signed_by = raw.get("signature", b"") if signature is None else signature
         if not isinstance(signed_by, bytes):
             raise ProtocolError(ErrorCode.BAD_FIELD, "a job statement's signature is bytes")
-        return cls(**texts, version=version, created=float(created), signature=signed_by)
+        declared = raw.get("parameters", [])
+        if not isinstance(declared, list):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "a job statement's parameters are a list")
+        parameters = check_parameters([JobParameter.from_wire(p) for p in declared])
+        return cls(**texts, version=version, created=float(created), signature=signed_by, parameters=parameters)

@@ -144,6 +144,7 @@ class Step:
     name: str = ""  # a display name (gorchestrator's node name)
     waits_for: tuple[str, ...] = ()  # future keys that must be set before it is dispatched
     sets: tuple[str, ...] = ()  # future keys its command declares it sets (for the check before the plan runs)
+    params: Mapping[str, str] = field(default_factory=dict)  # a job step's parameter values (protocol.parameters)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,15 @@ def _text(raw: Mapping[str, Any], key: str, where: str, default: str | None = No
     return value
 
 
+def _params(raw: Mapping[str, Any], where: str) -> dict[str, str]:
+    params = raw.get("params", {})
+    if not isinstance(params, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool) for k, v in params.items()
+    ):
+        raise PlanError(f"{where}: params maps parameter names to values (strings or numbers)")
+    return {k: str(v) for k, v in params.items()}
+
+
 def parse_plan(data: Any) -> Plan:
     """Read our plan format (a dict, as loaded from YAML or JSON)::
 
@@ -198,6 +208,7 @@ def parse_plan(data: Any) -> Plan:
           - id: schema
             target: db
             job: load-schema            # a stored job instead of a command
+            params: {release: "42"}     # its parameters' values (the job declares them)
             depends_on: [db]
             timeout: 300
             on_failure: continue
@@ -228,7 +239,7 @@ def parse_plan(data: Any) -> Plan:
         if not isinstance(raw, Mapping):
             raise PlanError(f"{where} must be a mapping")
         known = {"id", "target", "command", "job", "shell", "depends_on", "timeout", "on_failure", "name", "waits_for",
-                 "sets"}  # fmt: skip
+                 "sets", "params"}  # fmt: skip
         extra = sorted(set(raw) - known)
         if extra:
             raise PlanError(f"{where}: unknown key(s) {', '.join(extra)}")
@@ -249,6 +260,7 @@ def parse_plan(data: Any) -> Plan:
                 timeout=None if timeout is None else float(timeout),
                 on_failure=_text(raw, "on_failure", where, "skip_dependents"), name=_text(raw, "name", where, ""),
                 waits_for=_keys(raw, "waits_for", where), sets=_keys(raw, "sets", where),
+                params=_params(raw, where),
             )
         )  # fmt: skip
     return validate(Plan(name, tuple(steps)))
@@ -315,6 +327,8 @@ def plan_to_wire(plan: Plan) -> dict[str, Any]:
         if s.timeout is not None:
             raw["timeout"] = s.timeout
         raw.update({k: list(v) for k, v in (("waits_for", s.waits_for), ("sets", s.sets)) if v})
+        if s.params:
+            raw["params"] = dict(s.params)
         steps.append(raw)
     return {"name": plan.name, "steps": steps}
 
@@ -337,6 +351,8 @@ def validate(plan: Plan) -> Plan:
         seen.add(step.id)
         if bool(step.command) == bool(step.job):
             raise PlanError(f"{where}: give exactly one of command or job")
+        if step.params and not step.job:
+            raise PlanError(f"{where}: params are for a job step (the job declares them)")
         if step.shell not in SHELLS:
             raise PlanError(f"{where}: shell is one of {', '.join(SHELLS)}")
         if step.on_failure not in ("skip_dependents", "continue"):

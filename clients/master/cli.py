@@ -25,11 +25,12 @@ from clients.master.keys import KeyFileError, default_key_path, load_master_key,
 from clients.master.models import CommandResult, EventInfo, NewMachine, OutputChunk, PlayOutcome
 from clients.master.sdk import Master, MasterError, UnsignedJobError
 from crc_cli.logformat import LOG_FORMATS, configure_logging
-from protocol import CrcError, Identity, RemoteError
+from protocol import CrcError, Identity, ProtocolError, RemoteError
 from protocol.boot import BootStatus
 from protocol.delegation import DELEGATION_LIFETIME
 from protocol.events import BootStep
 from protocol.orders import MAX_ORDER_TTL
+from protocol.parameters import JobParameter, parse_spec
 from protocol.plans import Plan, PlanError, from_gorch, parse_plan
 
 EXIT_USAGE = 2
@@ -130,6 +131,26 @@ def _added_machine(text: str) -> tuple[str, str]:
     if not name or os_name not in ("", "linux", "windows"):
         raise argparse.ArgumentTypeError(f"{text!r} must be NAME or NAME:OS (OS linux|windows)")
     return name, os_name or "linux"
+
+
+def _parameter_spec(text: str) -> JobParameter:
+    try:
+        return parse_spec(text)
+    except ProtocolError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _parameter_text(raw: dict[str, Any]) -> str:
+    kind = raw["type"] + (f"({'|'.join(raw['choices'])})" if raw.get("choices") else "")
+    default = "" if raw.get("default") is None else f"={raw['default']}"
+    return f"{raw['name']}{'?' if raw.get('optional') else ''}:{kind}{default}"
+
+
+def _param_value(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not name or not equals:
+        raise argparse.ArgumentTypeError(f"--param {text!r} must be NAME=VALUE")
+    return name, value
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -449,7 +470,8 @@ async def cmd_token_renew(args: argparse.Namespace) -> int:
 async def cmd_job_add(args: argparse.Namespace) -> int:
     script = Path(args.file).read_text(encoding="utf-8")
     async with await _connect(args) as master:
-        job = await master.put_job(args.name, script, shell=args.shell, scenario=args.scenario or "")
+        job = await master.put_job(args.name, script, shell=args.shell, scenario=args.scenario or "",
+                                   parameters=args.param or [])  # fmt: skip
     scope = f", scenario {job['scenario']} only" if job["scenario"] else ""
     print(f"job {job['name']} ({job['shell']}, {len(script)} bytes{scope}): version {job['version']}, signed")
     return 0
@@ -481,6 +503,8 @@ async def cmd_job_show(args: argparse.Namespace) -> int:
     else:
         state = "signed by this master" if job["signed"] else "UNSIGNED (not verified)"
         print(f"# job {job['name']} ({job['shell']}), version {job['version']}, {state}")
+        for parameter in job.get("parameters") or []:
+            print(f"# parameter {_parameter_text(parameter)}")
         print(job["script"], end="" if job["script"].endswith("\n") else "\n")
     return 0 if job["signed"] else 1
 
@@ -501,7 +525,8 @@ async def cmd_job_run(args: argparse.Namespace) -> int:
     async with await _connect(args) as master:
         _, machines = await master.targets(args.scenario, args.target)
         results = await master.run_job(
-            args.scenario, args.target, args.name, version=args.version, wait_timeout=args.timeout,
+            args.scenario, args.target, args.name, version=args.version, params=dict(args.param or []),
+            wait_timeout=args.timeout,
             wait=not args.no_wait, fanout=fanout, on_output=None if args.json else _printer(len(machines) > 1),
         )  # fmt: skip
     return _finish_run(args, results)
@@ -527,7 +552,8 @@ async def cmd_job_assign(args: argparse.Namespace) -> int:
     env = dict(args.env or [])
     async with await _connect(args) as master:
         answer = await master.assign_job(
-            args.scenario, args.target, args.name, version=args.version, env=env, timeout=args.command_timeout,
+            args.scenario, args.target, args.name, version=args.version, params=dict(args.param or []), env=env,
+            timeout=args.command_timeout,
             ttl=args.ttl,
         )  # fmt: skip
     if args.json:
@@ -913,6 +939,9 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("file")
     p.add_argument("--shell", choices=["sh", "powershell"], default="sh")
     p.add_argument("--scenario", help="sign it for this scenario only (default: any of yours)")
+    p.add_argument("--param", action="append", type=_parameter_spec, metavar="NAME[?][:TYPE][=DEFAULT]",
+                   help="a parameter its runs are given as $NAME: TYPE string (default), integer, choice(a|b), "
+                   "secret; no default: required (? : optional)")  # fmt: skip
     p.set_defaults(func=cmd_job_add)
     job.add_parser("list", help="your stored jobs").set_defaults(func=cmd_job_list)
     p = job.add_parser("show", help="a job's script, as this master signed it")
@@ -927,6 +956,7 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("target")
     p.add_argument("name")
     p.add_argument("--version", type=int, help="run exactly this version (refused if the hub's copy is another)")
+    p.add_argument("--param", action="append", type=_param_value, metavar="NAME=VALUE", help="a parameter's value")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for results (default: until done)")
     p.add_argument("--no-wait", action="store_true", help="only queue; print the order ids")
     p.add_argument("--concurrency", help="at most this many machines at once: N or N%% of the targets")
@@ -938,6 +968,7 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("target", help="a machine, role:R, label:K=V, a glob, all, or a comma-separated list")
     p.add_argument("name")
     p.add_argument("--version", type=int, help="assign exactly this version (refused if the hub's copy is another)")
+    p.add_argument("--param", action="append", type=_param_value, metavar="NAME=VALUE", help="a parameter's value")
     p.add_argument("--env", action="append", type=_env_pair, metavar="KEY=VALUE", help="set for the job's script")
     p.add_argument("--command-timeout", type=float, default=None, help="each play's time limit on the machine (s)")
     p.add_argument("--ttl", type=duration, default=None, help="no member starts it after this (default: never)")

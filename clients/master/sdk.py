@@ -18,7 +18,7 @@ import random
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -109,6 +109,7 @@ from protocol.messages import (
 )
 from protocol.order_bodies import ExecBody, HostsBody, PutFileBody, TrustMasterBody
 from protocol.orders import MAX_ORDER_TTL, canonical, file_chunks
+from protocol.parameters import JobParameter, check_parameters, resolve
 from protocol.plans import Plan, parse_plan, plan_to_wire, validate
 from protocol.retry import backoff_delays, is_retryable
 from protocol.signed_values import SignedValue, ValueKind, WriterKind, untrusted_message, verify_value
@@ -538,7 +539,8 @@ class Master:
         # Stored jobs are kept per master and signed by its key: the new key signs each again (the next version)
         # so that they survive the move; one that did not verify under the old key is not carried over.
         for job in jobs:
-            await self.put_job(job["name"], job["script"], shell=job["shell"], scenario=job["scenario"])
+            await self.put_job(job["name"], job["script"], shell=job["shell"], scenario=job["scenario"],
+                               parameters=[JobParameter.from_wire(p) for p in job["parameters"]])  # fmt: skip
         # Compositions too, under the same ids (so no member plays one twice): plays queued before the move
         # reach their machines ahead of the rotation order and verify under the old key; later ones use these.
         for scenario, assigned in compositions.items():
@@ -977,8 +979,9 @@ class Master:
             exec_body = ExecBody(step.command, shell=step.shell, timeout=step.timeout, plan_step=step.id)
             if step.job:
                 statement = await self._signed_job(step.job, scenario=scenario, sending=True)
+                step_env = job_environment(statement, step.params, None, where=f"step {step.id}: ")
                 exec_body = replace(exec_body, command=statement.script, shell=statement.shell or None,
-                                    job=statement.name, job_version=statement.version)  # fmt: skip
+                                    job=statement.name, job_version=statement.version, env=step_env)  # fmt: skip
             body = exec_body.to_wire()
             orders[step.id] = [self.sign(sc, m, OrderKind.EXEC, body, ttl).to_wire() for m in machines]
         submit = PlanSubmit(scenario, new_id(), plan_to_wire(parsed), orders)
@@ -1138,11 +1141,26 @@ class Master:
 
     # stored jobs: every version is a JobStatement this master signs; only one that verifies is ever used
     async def put_job(
-        self, name: str, script: str, *, shell: str = "sh", scenario: str = ANY_SCENARIO
+        self,
+        name: str,
+        script: str,
+        *,
+        shell: str = "sh",
+        scenario: str = ANY_SCENARIO,
+        parameters: Sequence[JobParameter] = (),
     ) -> dict[str, Any]:
         """Sign and keep a named script on the hub (or replace it). Its version is this master's choice: one more
         than the highest it verified or remembers, so a hub cannot reuse a number. ``scenario`` limits it to one
-        scenario (default: any of this master's)."""
+        scenario (default: any of this master's). ``parameters`` (``protocol.parameters``) are signed with it; a
+        run is given their values, checked against them, as environment variables of their names.
+
+        Raises:
+            MasterError: a parameter is malformed or declared twice (nothing was stored).
+        """
+        try:
+            parameters = check_parameters(parameters)
+        except ProtocolError as exc:
+            raise MasterError(f"job {name!r}: {exc.message}") from None
         highest = self._highest_job_version(name)
         try:
             highest = max(highest, (await self._signed_job(name)).version)
@@ -1151,7 +1169,8 @@ class Master:
         except RemoteError as exc:
             if exc.code != ErrorCode.NOT_FOUND.value:
                 raise
-        statement = JobStatement(self.identity.id, scenario, name, highest + 1, shell, script, time.time())
+        statement = JobStatement(self.identity.id, scenario, name, highest + 1, shell, script, time.time(),
+                                 parameters=tuple(parameters))  # fmt: skip
         statement = statement.signed(self.identity)
         await self.request(JobPut(statement.unsigned_wire(), statement.signature))
         self._saw_job_version(name, statement.version)
@@ -1184,6 +1203,7 @@ class Master:
         name: str,
         *,
         version: int | None = None,
+        params: Mapping[str, str] | None = None,
         env: dict[str, str] | None = None,
         timeout: float | None = None,
         wait_timeout: float | None = None,
@@ -1196,13 +1216,16 @@ class Master:
         signed into the orders, marked with the job's name and version (see ``job_runs``). Offline machines run
         it when they connect.
 
+        ``params``: values of the job's parameters (checked against them; defaults filled in).
+
         Raises:
-            MasterError: the hub's copy does not verify (nothing was sent); see ``job``.
+            MasterError: the hub's copy does not verify, or a parameter value is missing, unknown or of the wrong
+                type (nothing was sent); see ``job``.
         """
         statement = await self._signed_job(name, scenario=scenario, version=version, sending=True)
         body = ExecBody(
-            statement.script, shell=statement.shell or None, env=dict(env or {}), timeout=timeout,
-            job=statement.name, job_version=statement.version,
+            statement.script, shell=statement.shell or None, env=job_environment(statement, params, env),
+            timeout=timeout, job=statement.name, job_version=statement.version,
         ).to_wire()  # fmt: skip
         return await self.dispatch(
             scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output,
@@ -1270,6 +1293,7 @@ class Master:
         name: str,
         *,
         version: int | None = None,
+        params: Mapping[str, str] | None = None,
         env: dict[str, str] | None = None,
         timeout: float | None = None,
         ttl: float | None = None,
@@ -1289,8 +1313,8 @@ class Master:
             raise MasterError("a composition needs a target (a machine, role:R, label:K=V, a glob or all)")
         statement = await self._signed_job(name, scenario=scenario, version=version, sending=True)
         body = ExecBody(
-            statement.script, shell=statement.shell or None, env=dict(env or {}), timeout=timeout,
-            job=statement.name, job_version=statement.version,
+            statement.script, shell=statement.shell or None, env=job_environment(statement, params, env),
+            timeout=timeout, job=statement.name, job_version=statement.version,
         ).to_wire()  # fmt: skip
         earlier = [c for c in await self.assignments(scenario) if c.job == name and c.target == target]
         for existing in earlier:
@@ -1400,4 +1424,24 @@ class Master:
 def _job_view(statement: JobStatement) -> dict[str, Any]:
     """What the SDK hands out for a verified job: only what the master signed."""
     return {"name": statement.name, "shell": statement.shell, "script": statement.script,
-            "version": statement.version, "scenario": statement.scenario, "created": statement.created}  # fmt: skip
+            "version": statement.version, "scenario": statement.scenario, "created": statement.created,
+            "parameters": [p.to_wire() for p in statement.parameters]}  # fmt: skip
+
+
+def job_environment(
+    statement: JobStatement, params: Mapping[str, str] | None, env: Mapping[str, str] | None, *, where: str = ""
+) -> dict[str, str]:
+    """The environment a run of the job gets: its parameters' values (checked, defaults filled in) and ``env``.
+
+    Raises:
+        MasterError: a value is missing, unknown or of the wrong type, or ``env`` sets a parameter's variable.
+    """
+    try:
+        arguments = resolve(statement.parameters, dict(params or {}), [])
+    except ProtocolError as exc:
+        raise MasterError(f"nothing was sent: {where}job {statement.name!r}: {exc.message}") from None
+    clash = sorted(set(env or {}) & {p.name for p in statement.parameters})
+    if clash:
+        raise MasterError(f"nothing was sent: {where}{', '.join(clash)} is a parameter of job {statement.name!r}: "
+                          "give it as a parameter, not in env")  # fmt: skip
+    return {**dict(env or {}), **arguments.values}

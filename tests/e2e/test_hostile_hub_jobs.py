@@ -21,6 +21,7 @@ import pytest
 from clients.master.sdk import Master, MasterError, UnsignedJobError
 from protocol import Identity
 from protocol.jobs import JobStatement
+from protocol.parameters import parse_spec
 from tests.e2e.support import Deployment, HubProcess, run_crc
 
 pytestmark = pytest.mark.asyncio
@@ -284,3 +285,23 @@ async def test_a_version_asked_for_is_exactly_the_one_that_runs(
     with pytest.raises(MasterError, match="nothing was sent: job 'report' is version 1, not version 2"):
         await master.run_job("shop", "web", "report", version=2, wait_timeout=20)
     assert _orders(hub) == before and sorted(p.name for p in marks.iterdir()) == ["v2"]
+
+
+async def test_a_parameter_loosened_or_dropped_in_the_store_is_refused(
+    hub: HubProcess, master: Master, deploy: Deploy, marks: Path
+) -> None:
+    """The parameters are signed with the script: a hub that widens a choice, drops a required parameter or
+    turns a secret into a plain one (so its value would travel in the clear) makes the job not verify."""
+    await deploy("shop", "web", "db")
+    await master.put_job("report", _marking(marks, "reviewed"), parameters=[
+        parse_spec("stage:choice(dev|prod)=dev"), parse_spec("release"), parse_spec("token?:secret"),
+    ])  # fmt: skip
+    _, _, packed, _ = _row(hub, "report")
+    statement = msgpack.unpackb(packed, raw=False)
+    stage, release, token = statement["parameters"]
+    for loosened in ([{**stage, "choices": ["dev", "prod", "rm -rf"]}, release, token], [stage, token],
+                     [stage, release, {**token, "type": "string"}]):  # fmt: skip
+        with _db(hub) as db:
+            db.execute("UPDATE jobs SET statement = ? WHERE name = 'report'",
+                       (_pack({**statement, "parameters": loosened}),))  # fmt: skip
+        await _refused_everywhere(hub, master, marks, NOT_SIGNED)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,46 @@ async def test_a_job_names_its_shell_and_a_machine_without_it_says_so(master: Ma
         await master.put_job("odd", "x", shell="fish")
     with pytest.raises(RemoteError, match="invalid_request"):
         await master.put_job("bad name!", "x")
+
+
+async def test_a_jobs_typed_parameters_reach_its_script_checked_and_defaulted(
+    hub: HubProcess, master: Master, deploy, tmp_path: Path
+) -> None:
+    script = tmp_path / "deploy.sh"
+    script.write_text('echo "release=$release replicas=$replicas stage=$stage note=${note-unset}"\n')
+    added = await asyncio.to_thread(
+        run_crc, hub, "job", "add", "deploy", str(script), "--param", "release", "--param", "replicas:integer=2",
+        "--param", "stage:choice(dev|prod)=dev", "--param", "note?",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    shown = await asyncio.to_thread(run_crc, hub, "job", "show", "deploy")
+    assert "# parameter stage:choice(dev|prod)=dev" in shown.stdout and "# parameter note?:string" in shown.stdout
+    await deploy("shop", "web")
+
+    ran = await asyncio.to_thread(run_crc, hub, "job", "run", "shop", "web", "deploy", "--param", "release=42",
+                                  "--param", "stage=prod", timeout=30)  # fmt: skip
+
+    assert ran.returncode == 0 and "release=42 replicas=2 stage=prod note=unset" in ran.stdout, ran.stderr
+    for wrong, says in ((["--param", "stage=prod"], "parameter release is required"),
+                        (["--param", "release=1", "--param", "replicas=two"], "parameter replicas is an integer"),
+                        (["--param", "release=1", "--param", "stage=test"], "stage is one of dev, prod"),
+                        (["--param", "release=1", "--param", "colour=red"], "no parameter 'colour'")):  # fmt: skip
+        refused = await asyncio.to_thread(run_crc, hub, "job", "run", "shop", "web", "deploy", *wrong)
+        assert refused.returncode == 1 and says in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "nothing was sent" in refused.stderr
+    bad_spec = await asyncio.to_thread(run_crc, hub, "job", "add", "x", str(script), "--param", "n:float")
+    assert bad_spec.returncode == 2 and "type is one of" in bad_spec.stderr
+    plan = {"name": "p", "steps": [{"id": "d", "target": "web", "job": "deploy", "params": {"release": 7}}]}
+    await master.run_plan("shop", plan)
+    [run] = await eventually_runs(master, 2)
+    assert run.result.stdout == b"release=7 replicas=2 stage=dev note=unset\n"
+
+
+async def eventually_runs(master: Master, count: int) -> list[Any]:
+    """The newest run of job deploy once there are ``count`` runs."""
+    for _ in range(200):
+        runs = [r for r in await master.job_runs("shop", "deploy") if r.result.ok]
+        if len(runs) >= count:
+            return runs[-1:]
+        await asyncio.sleep(0.1)
+    raise AssertionError("the plan's run of job deploy never finished")
