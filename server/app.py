@@ -22,7 +22,19 @@ from server.core.feature import Feature
 from server.core.hub import Hub
 from server.core.metrics import add_metrics_route
 from server.dashboard import add_dashboard_routes
-from server.features import dist, enrollment, jobs, kv, masters, messaging, orders, plans, scenarios, tokens
+from server.features import (
+    dist,
+    enrollment,
+    install,
+    jobs,
+    kv,
+    masters,
+    messaging,
+    orders,
+    plans,
+    scenarios,
+    tokens,
+)
 from server.settings import HubSettings
 from server.store import SqliteStore, Store
 from server.tls import fingerprint, server_context
@@ -43,6 +55,7 @@ FEATURES: tuple[Feature, ...] = (
     masters.FEATURE,
     dist.FEATURE,
     enrollment.FEATURE,
+    install.FEATURE,
 )
 
 

@@ -350,19 +350,46 @@ def _enroll_ttl(text: str) -> float:
 
 
 async def cmd_enroll_create(args: argparse.Namespace) -> int:
+    from clients.master import enroll_install
+    from provisioning.install_command import InstallCommandError
+    from provisioning.release import ReleaseError
+
     async with await _connect(args) as master:
+        install = None
+        if args.print_install:
+            try:
+                install = await enroll_install.prepare(
+                    master, os_name=args.print_install, hub=args.machine_hub or master.url, pin=_hub_pin(args),
+                    token_path=args.token_path or "", wheel=args.wheel,
+                )  # fmt: skip
+            except InstallCommandError as exc:
+                print(f"crc: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            except ReleaseError as exc:
+                print(f"crc: {exc}", file=sys.stderr)
+                return 1
         token = await master.create_enrollment(args.scenario, args.role, labels=dict(args.label or []),
                                                uses=args.uses, ttl=args.ttl, approve=args.approve)  # fmt: skip
     claims = token.claims
+    commands = enroll_install.lines(install, token.text(), args.print_install) if install else {}
     if args.json:
-        _print_json({**claims.to_wire(), "master_public_key": claims.master_key.to_text(), "token": token.text()})
+        extra = {"install": commands} if install else {}
+        _print_json({**claims.to_wire(), "master_public_key": claims.master_key.to_text(), "token": token.text(),
+                     **extra})  # fmt: skip
         return 0
     approval = "; each waits for `crc machine approve`" if claims.approve else ""
     print(f"enrollment token {claims.id}: up to {claims.uses} machines join {claims.scenario} as {claims.role} until "
           f"{_until(claims.expires)}{approval}:", file=sys.stderr)  # fmt: skip
-    print(token.text())
-    print("it holds a secret: give it only to the machines (crc-daemon enroll --hub URL --token @FILE)",
-          file=sys.stderr)  # fmt: skip
+    print(token.text(), flush=True)
+    for os_name, line in commands.items():
+        where = "as root, in sh or bash" if os_name == "linux" else "elevated, in cmd.exe or PowerShell"
+        print(f"install on an existing {os_name} machine ({where}):", file=sys.stderr, flush=True)
+        print(line, flush=True)
+    if commands and not args.token_path:
+        print("the token and these lines hold a secret: give them only to the machines", file=sys.stderr)
+    else:
+        print("it holds a secret: give it only to the machines (crc-daemon enroll --hub URL --token @FILE)",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -794,6 +821,16 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("--uses", type=int, default=1, help="how many machines may join with it (default 1)")
     p.add_argument("--ttl", type=_enroll_ttl, default=24 * 3600.0, help="how long it lets machines join (default 24h)")
     p.add_argument("--approve", action="store_true", help="each machine waits for `crc machine approve`")
+    p.add_argument("--print-install", choices=["linux", "windows", "all"],
+                   help="also print the one-liner that installs crc-daemon on an existing machine and joins it: it "
+                   "runs the hub's installer only if its SHA-256 is this master's, with the daemon build this master "
+                   "publishes (as crc up does)")  # fmt: skip
+    p.add_argument("--machine-hub", metavar="URL", help="with --print-install: the hub's URL as the machines reach "
+                   "it (default: --hub)")  # fmt: skip
+    p.add_argument("--token-path", metavar="PATH", help="with --print-install: the lines read the token from this "
+                   "file on the machine instead of holding it (put the token there first)")  # fmt: skip
+    p.add_argument("--wheel", type=Path, help="with --print-install: the daemon wheel machines install (default: "
+                   "this installation's own build)")  # fmt: skip
     p.set_defaults(func=cmd_enroll_create)
     p = enroll.add_parser("list", help="the scenario's tokens and the machines that joined with each")
     p.add_argument("scenario")
