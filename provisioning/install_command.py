@@ -108,9 +108,9 @@ PS_FLAGS = {
     "--hub": "-Hub",
     "--hub-fingerprint": "-HubFingerprint",
     "--wheel": "-Wheel",
-    "--wheel-sha256": "-WheelSha256",
+    "--wheel-sha256": "-WheelHash",
     "--lock": "-Lock",
-    "--lock-sha256": "-LockSha256",
+    "--lock-sha256": "-LockHash",
     "--token": "-Token",
 }
 

@@ -4,7 +4,7 @@ Windows service and joins a scenario with an enrollment token. Served as is at H
 `crc enroll create --print-install windows` prints the one line (powershell.exe -EncodedCommand ...) that fetches
 it, checks its SHA-256 against the master's own copy, and runs it as:
 
-  install.ps1 -Hub URL [-HubFingerprint sha256:HEX] -Wheel NAME -WheelSha256 HEX -Lock NAME -LockSha256 HEX
+  install.ps1 -Hub URL [-HubFingerprint sha256:HEX] -Wheel NAME -WheelHash HEX -Lock NAME -LockHash HEX
               [-Token TOKEN|@FILE] [-Name NAME] [-NoService] [-Config PATH] [-Force]
 
 This file is the same for every machine and every master: nothing is rendered into it, so a master can hash its
@@ -30,9 +30,11 @@ param(
     [string]$Hub = '',
     [string]$HubFingerprint = '',
     [string]$Wheel = '',
-    [string]$WheelSha256 = '',
+    # SHA-256s, hex. Not -WheelSha256: tree-sitter-powershell, which the tests parse this with, reads a
+    # parameter name ending in digits as a redirection (PowerShell itself does not).
+    [string]$WheelHash = '',
     [string]$Lock = '',
-    [string]$LockSha256 = '',
+    [string]$LockHash = '',
     [string]$Token = '',
     [string]$Name = '',
     [string]$Config = '',
@@ -68,8 +70,8 @@ $Hub = $Hub.TrimEnd('/')
 if ($Hub -notmatch '^https?://[^/]') { Exit-CrcInstall 2 "-Hub must be the hub's http:// or https:// URL, not '$Hub'" }
 if ($Wheel -notmatch $FileNamePattern -or -not $Wheel.EndsWith('.whl')) { Exit-CrcInstall 2 '-Wheel must name a wheel' }
 if ($Lock -notmatch $FileNamePattern) { Exit-CrcInstall 2 '-Lock must name the dependency lock' }
-if ($WheelSha256 -cnotmatch $Sha256Pattern) { Exit-CrcInstall 2 '-WheelSha256 must be 64 lower-case hex digits' }
-if ($LockSha256 -cnotmatch $Sha256Pattern) { Exit-CrcInstall 2 '-LockSha256 must be 64 lower-case hex digits' }
+if ($WheelHash -cnotmatch $Sha256Pattern) { Exit-CrcInstall 2 '-WheelHash must be 64 lower-case hex digits' }
+if ($LockHash -cnotmatch $Sha256Pattern) { Exit-CrcInstall 2 '-LockHash must be 64 lower-case hex digits' }
 if ($HubFingerprint) {
     if ($HubFingerprint -cnotmatch '^sha256:[0-9a-f]{64}$') {
         Exit-CrcInstall 2 '-HubFingerprint must be sha256:<64 lower-case hex digits>'
@@ -349,8 +351,8 @@ try {
     }
 
     Write-CrcInstall "downloading $Wheel and $Lock from $Hub"
-    $WheelFile = Get-CrcChecked $Wheel $WheelSha256
-    $LockFile = Get-CrcChecked $Lock $LockSha256
+    $WheelFile = Get-CrcChecked $Wheel $WheelHash
+    $LockFile = Get-CrcChecked $Lock $LockHash
 
     Write-CrcInstall "installing crc-daemon into $VenvDir"
     if (-not (Test-Path -LiteralPath $VenvPython -PathType Leaf)) {
