@@ -378,6 +378,11 @@ try {
         [System.IO.File]::WriteAllText($pipCa, $text + $pem, $Utf8NoBom)
         $pipTls = @('--cert', $pipCa)
     }
+    # requests lets these override the CA bundle pip is given with --cert (psf/requests#4650, #4726); pip talks to
+    # the hub only (--no-index), so no other CA matters.
+    foreach ($variable in @('REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE')) {
+        [Environment]::SetEnvironmentVariable($variable, $null)
+    }
     $pip = @('-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '--timeout', '30') + $pipTls +
         @('--no-index', '--find-links', "$Hub/v1/dist/")
     # Only from the hub, only files whose hashes the master's lock names: no package index, nothing unpinned.

@@ -251,11 +251,14 @@ case $HUB in
     fi
     ;;
 esac
-pip_install() {
+# In a subshell without REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE: requests lets them override the CA bundle pip is
+# given with --cert (psf/requests#4650, #4726), and pip talks to the hub only (--no-index), so no other CA matters.
+pip_install() (
+  unset REQUESTS_CA_BUNDLE CURL_CA_BUNDLE
   if [ -n "$PIP_TLS_OPT" ]; then set -- "$PIP_TLS_OPT" "$PIP_TLS_VALUE" "$@"; fi
   "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check --timeout 30 --no-index \
     --find-links "$HUB/v1/dist/" "$@" >>"$LOG" 2>&1
-}
+)
 # Only from the hub, only files whose hashes the master's lock names: no package index, so nothing unpinned.
 pip_install --require-hashes -r "$PREFIX_DIR/$LOCK" ||
   die 1 "pip could not install the locked dependencies from the hub (run \`crc hub dist\` there?): $(log_tail)"

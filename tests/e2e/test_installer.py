@@ -5,8 +5,11 @@ for, enrolls, and obeys; a hub that serves other installer bytes, or another whe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator
@@ -25,6 +28,7 @@ from provisioning.release import DaemonRelease
 from provisioning.scenario_file import MachinePlan
 from provisioning.startup import LockRef, WheelRef
 from tests.e2e.support import HubProcess, eventually, run_crc
+from tests.e2e.test_tls import _init_tls
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -159,4 +163,53 @@ async def test_a_hub_serving_another_wheel_gets_nothing_installed_and_no_use_of_
             [info] = await master.enrollments("farm")
             assert info.used == 0 and info.joiners == []
     finally:
+        hub.cleanup()
+
+
+def stop_daemon(root: Path) -> None:
+    """Ends the supervising loop install.sh started (it leads a session of its own: setsid) and its daemon."""
+    pid_file = root / "run" / "crc" / "daemon.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.slow  # a venv and the daemon's dependencies installed for real: over 15 s on 2 cores
+async def test_over_tls_the_installer_checks_the_pin_before_fetching_anything_and_then_joins(
+    tmp_path: Path, daemon_dist: Path
+) -> None:
+    dist = tmp_path / "dist"
+    shutil.copytree(daemon_dist, dist)
+    hub = HubProcess(tmp_path / "hub", extra_args=["--dist-dir", str(dist)])
+    root = tmp_path / "root"
+    try:
+        pin = _init_tls(hub)
+        await hub.astart()
+        assert hub.url.startswith("https://")
+        async with await Master.connect(hub.url, hub.key_path, pin=pin) as master:
+            await master.create_scenario("secure", [("db", "linux", "db")])
+            token = await master.create_enrollment("secure", "workers", uses=2)
+            params = await enroll_install.prepare(master, os_name="linux", hub=hub.url, pin=pin, token_path="",
+                                                  wheel=None)  # fmt: skip
+            # Someone in the middle with another certificate: the pin the line carries is not its certificate's.
+            fooled = dataclasses.replace(params, pin="sha256:" + "ab" * 32)
+            done = await asyncio.to_thread(run_line, enroll_install.lines(fooled, token.text(), "linux")["linux"],
+                                           tmp_path / "fooled")  # fmt: skip
+            assert done.returncode == 1, done.stderr
+            [error] = done.stderr.strip().splitlines()
+            assert f"crc install: the hub's certificate is {pin}, not the pinned sha256:abab" in error
+            assert not list((tmp_path / "fooled").rglob("*.whl"))  # refused before any download
+
+            done = await asyncio.to_thread(run_line, enroll_install.lines(params, token.text(), "linux")["linux"], root)
+            assert done.returncode == 0, done.stdout + done.stderr
+
+            async def joined() -> bool:
+                machines = {m.name: m for m in (await master.scenario("secure")).machines}
+                m = machines.get(default_name())
+                return m is not None and m.trusted and m.status == "ready"
+
+            await eventually(joined, timeout=60, what="the machine to join over TLS and report SystemReady")
+        assert f'hub_cert_sha256 = "{pin}"' in (root / "etc" / "crc" / "daemon.toml").read_text()
+    finally:
+        stop_daemon(root)
         hub.cleanup()
