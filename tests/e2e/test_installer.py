@@ -27,7 +27,7 @@ from provisioning.providers.local import netns_available
 from provisioning.release import DaemonRelease
 from provisioning.scenario_file import MachinePlan
 from provisioning.startup import LockRef, WheelRef
-from tests.e2e.support import HubProcess, eventually, run_crc
+from tests.e2e.support import HubProcess, assert_one_line_error, eventually, run_crc
 from tests.e2e.test_tls import _init_tls
 
 pytestmark = pytest.mark.timeout(300)
@@ -212,4 +212,23 @@ async def test_over_tls_the_installer_checks_the_pin_before_fetching_anything_an
         assert f'hub_cert_sha256 = "{pin}"' in (root / "etc" / "crc" / "daemon.toml").read_text()
     finally:
         stop_daemon(root)
+        hub.cleanup()
+
+
+@pytest.mark.slow  # builds this checkout's wheel when the cache lacks it: over 15 s on 2 cores
+async def test_print_install_on_a_hub_without_the_locked_dependencies_says_so_in_one_line_and_issues_nothing(
+    tmp_path: Path,
+) -> None:
+    hub = HubProcess(tmp_path / "hub")  # an empty dist folder: before `crc hub dist`
+    try:
+        await hub.astart()
+        async with await Master.connect(hub.url, hub.key_path) as master:
+            await master.create_scenario("farm", [("db", "linux", "db")])
+            done = await asyncio.to_thread(
+                run_crc, hub, "enroll", "create", "farm", "--role", "workers", "--print-install", "all", timeout=180
+            )
+            assert_one_line_error(done, 1, "crc: ", "lacks locked dependencies", "`crc hub dist`")
+            assert done.stdout == ""
+            assert await master.enrollments("farm") == []  # no token was issued for lines that were not printed
+    finally:
         hub.cleanup()
