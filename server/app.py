@@ -22,19 +22,8 @@ from server.core.feature import Feature
 from server.core.hub import Hub
 from server.core.metrics import add_metrics_route
 from server.dashboard import add_dashboard_routes
-from server.features import (
-    dist,
-    enrollment,
-    install,
-    jobs,
-    kv,
-    masters,
-    messaging,
-    orders,
-    plans,
-    scenarios,
-    tokens,
-)
+from server.features import dist, enrollment, jobs, kv, masters, messaging, orders, plans, scenarios, tokens
+from server.install import add_install_routes
 from server.settings import HubSettings
 from server.store import SqliteStore, Store
 from server.tls import fingerprint, server_context
@@ -55,7 +44,6 @@ FEATURES: tuple[Feature, ...] = (
     masters.FEATURE,
     dist.FEATURE,
     enrollment.FEATURE,
-    install.FEATURE,
 )
 
 
@@ -110,6 +98,7 @@ def create_app(
         app.router.add_routes(feature.routes)
     add_metrics_route(app, hub.metrics)
     add_dashboard_routes(app)
+    add_install_routes(app)
     add_rest_routes(app)
 
     async def on_startup(app: web.Application) -> None:

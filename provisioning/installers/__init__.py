@@ -1,7 +1,7 @@
 """The one-line installers for existing machines (issue 20): ``install.sh`` (Linux) and ``install.ps1`` (Windows).
 
 They are static files, the same for every machine and master, served as they are by the hub
-(``GET /v1/install.sh``, ``GET /v1/install.ps1``: ``server/features/install.py``). Everything a machine needs comes
+(``GET /v1/install.sh``, ``GET /v1/install.ps1``: ``server/install.py``). Everything a machine needs comes
 as arguments, so a master hashes its *own* packaged copy and the one-liner it prints refuses any other bytes the
 hub may serve (``provisioning/install_command.py``).
 """

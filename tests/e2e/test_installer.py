@@ -103,7 +103,7 @@ async def test_the_printed_line_installs_and_enrolls_a_network_namespace_machine
 
 @pytest.fixture
 async def hostile_hub(tmp_path: Path) -> AsyncIterator[str]:
-    """Stands in for a hostile hub: it serves ``/v1/install.sh`` where server/features/install.py does, but other
+    """Stands in for a hostile hub: it serves ``/v1/install.sh`` where server/install.py does, but other
     bytes, which would leave a mark if they ever ran."""
     marker = tmp_path / "ran"
 

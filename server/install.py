@@ -2,20 +2,20 @@
 
 Served byte for byte as packaged, with no authentication (like ``/v1/dist/``: a machine that has only a token
 fetches them). Nothing in them is trusted because the hub served it: the one-liner a master prints checks the
-SHA-256 of the master's own copy before running anything.
+SHA-256 of the master's own copy before running anything. Not a feature: it has no state, no handlers and nothing
+to do with the hub but its port, like the dashboard's files (and features may not import provisioning).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from provisioning.installers import INSTALLERS, Installer
-from server.core.feature import Feature
-
-routes = web.RouteTableDef()
 
 
-def _route(installer: Installer) -> None:
+def _handler(installer: Installer) -> Callable[[web.Request], Awaitable[web.Response]]:
     data = installer.data()  # read once: the package does not change under a running hub
 
     async def serve(request: web.Request) -> web.Response:
@@ -23,10 +23,9 @@ def _route(installer: Installer) -> None:
         return web.Response(body=data, content_type="text/plain", charset="us-ascii",
                             headers={"Cache-Control": "no-cache"})  # fmt: skip
 
-    routes.get(f"/v1/{installer.name}")(serve)
+    return serve
 
 
-for _installer in INSTALLERS.values():
-    _route(_installer)
-
-FEATURE = Feature("install", routes=routes)
+def add_install_routes(app: web.Application) -> None:
+    for installer in INSTALLERS.values():
+        app.router.add_get(f"/v1/{installer.name}", _handler(installer))
