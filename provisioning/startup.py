@@ -129,7 +129,7 @@ PS_SINGLE_QUOTES = ("'", "\u2018", "\u2019", "\u201a", "\u201b")
 PS_SETTINGS_LINE = re.compile(r"^(?:# )?@@SETTINGS@@[ \t]*$", re.M)
 
 
-def _ps_quote(value: str) -> str:
+def ps_quote(value: str) -> str:
     """A PowerShell single-quoted string (each kind of quote is doubled; nothing inside is expanded)."""
     for quote in PS_SINGLE_QUOTES:
         value = value.replace(quote, quote + quote)
@@ -172,7 +172,7 @@ def render_windows(params: StartupParams) -> str:
     for key, value in settings.items():
         if not value.isascii():
             raise RenderError(f"${key} holds non-ASCII text, which Windows PowerShell 5.1 would misread")
-    block = "\n".join(f"${key} = {_ps_quote(value)}" for key, value in settings.items())
+    block = "\n".join(f"${key} = {ps_quote(value)}" for key, value in settings.items())
     rendered = "# --- rendered by crc for this machine ---\n" + block
     script, count = PS_SETTINGS_LINE.subn(lambda _: rendered, _template("windows.ps1"))
     if count != 1:

@@ -35,6 +35,7 @@ from server.features import (
     scenarios,
     tokens,
 )
+from server.install import add_install_routes
 from server.settings import HubSettings
 from server.store import SqliteStore, Store
 from server.tls import fingerprint, server_context
@@ -110,6 +111,7 @@ def create_app(
         app.router.add_routes(feature.routes)
     add_metrics_route(app, hub.metrics)
     add_dashboard_routes(app)
+    add_install_routes(app)
     add_rest_routes(app)
 
     async def on_startup(app: web.Application) -> None:

@@ -121,8 +121,15 @@ def _machine_decl(text: str) -> tuple[str, str, str]:
 
 
 async def cmd_scenario_create(args: argparse.Namespace) -> int:
+    if args.machine and not args.out:
+        print("crc scenario create: --out DIR is needed for the machines' daemon configs", file=sys.stderr)
+        return EXIT_USAGE
     async with await _connect(args) as master:
-        _write_daemon_configs(args, master, args.name, await master.create_scenario(args.name, args.machine))
+        minted = await master.create_scenario(args.name, args.machine)
+    if minted:
+        _write_daemon_configs(args, master, args.name, minted)
+    else:
+        print(f"scenario {args.name} created, with no machines yet (crc scenario add-machine, crc enroll create)")
     return 0
 
 
@@ -378,19 +385,46 @@ def _enroll_ttl(text: str) -> float:
 
 
 async def cmd_enroll_create(args: argparse.Namespace) -> int:
+    from clients.master import enroll_install
+    from provisioning.install_command import InstallCommandError
+    from provisioning.release import ReleaseError
+
     async with await _connect(args) as master:
+        install = None
+        if args.print_install:
+            try:
+                install = await enroll_install.prepare(
+                    master, os_name=args.print_install, hub=args.machine_hub or master.url, pin=_hub_pin(args),
+                    token_path=args.token_path or "", wheel=args.wheel,
+                )  # fmt: skip
+            except InstallCommandError as exc:
+                print(f"crc: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            except ReleaseError as exc:
+                print(f"crc: {exc}", file=sys.stderr)
+                return 1
         token = await master.create_enrollment(args.scenario, args.role, labels=dict(args.label or []),
                                                uses=args.uses, ttl=args.ttl, approve=args.approve)  # fmt: skip
     claims = token.claims
+    commands = enroll_install.lines(install, token.text(), args.print_install) if install else {}
     if args.json:
-        _print_json({**claims.to_wire(), "master_public_key": claims.master_key.to_text(), "token": token.text()})
+        extra = {"install": commands} if install else {}
+        _print_json({**claims.to_wire(), "master_public_key": claims.master_key.to_text(), "token": token.text(),
+                     **extra})  # fmt: skip
         return 0
     approval = "; each waits for `crc machine approve`" if claims.approve else ""
     print(f"enrollment token {claims.id}: up to {claims.uses} machines join {claims.scenario} as {claims.role} until "
           f"{_until(claims.expires)}{approval}:", file=sys.stderr)  # fmt: skip
-    print(token.text())
-    print("it holds a secret: give it only to the machines (crc-daemon enroll --hub URL --token @FILE)",
-          file=sys.stderr)  # fmt: skip
+    print(token.text(), flush=True)
+    for os_name, line in commands.items():
+        where = "as root, in sh or bash" if os_name == "linux" else "elevated, in cmd.exe or PowerShell"
+        print(f"install on an existing {os_name} machine ({where}):", file=sys.stderr, flush=True)
+        print(line, flush=True)
+    if commands and not args.token_path:
+        print("the token and these lines hold a secret: give them only to the machines", file=sys.stderr)
+    else:
+        print("it holds a secret: give it only to the machines (crc-daemon enroll --hub URL --token @FILE)",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -564,7 +598,7 @@ async def cmd_job_assign(args: argparse.Namespace) -> int:
             f"job {args.name} is assigned to {args.target} already, as it is now (composition {answer['composition']})"
         )
         return 0
-    queued = ", ".join(answer["queued"]) or "none"
+    queued = ", ".join(answer["queued"]) or "no machine yet"
     print(f"assigned job {args.name} to {args.target} (composition {answer['composition']}): queued for {queued}; "
           "machines that join later play it when they connect")  # fmt: skip
     for name, why in answer["waiting"].items():
@@ -822,8 +856,9 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     )
     p = scenario.add_parser("create", help="declare machines and write one daemon config per machine")
     p.add_argument("name")
-    p.add_argument("--machine", action="append", type=_machine_decl, required=True, help="NAME:OS[:ROLE]")
-    p.add_argument("--out", required=True, help="directory for the daemon configs (they hold private keys)")
+    p.add_argument("--machine", action="append", type=_machine_decl, default=[],
+                   help="NAME:OS[:ROLE] (none: an empty scenario, for machines that join with a token)")  # fmt: skip
+    p.add_argument("--out", help="directory for the daemon configs (they hold private keys; needed with --machine)")
     p.set_defaults(func=cmd_scenario_create)
     scenario.add_parser("list").set_defaults(func=cmd_scenario_list)
     p = scenario.add_parser("show")
@@ -899,6 +934,16 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("--uses", type=int, default=1, help="how many machines may join with it (default 1)")
     p.add_argument("--ttl", type=_enroll_ttl, default=24 * 3600.0, help="how long it lets machines join (default 24h)")
     p.add_argument("--approve", action="store_true", help="each machine waits for `crc machine approve`")
+    p.add_argument("--print-install", choices=["linux", "windows", "all"],
+                   help="also print the one-liner that installs crc-daemon on an existing machine and joins it: it "
+                   "runs the hub's installer only if its SHA-256 is this master's, with the daemon build this master "
+                   "publishes (as crc up does)")  # fmt: skip
+    p.add_argument("--machine-hub", metavar="URL", help="with --print-install: the hub's URL as the machines reach "
+                   "it (default: --hub)")  # fmt: skip
+    p.add_argument("--token-path", metavar="PATH", help="with --print-install: the lines read the token from this "
+                   "file on the machine instead of holding it (put the token there first)")  # fmt: skip
+    p.add_argument("--wheel", type=Path, help="with --print-install: the daemon wheel machines install (default: "
+                   "this installation's own build)")  # fmt: skip
     p.set_defaults(func=cmd_enroll_create)
     p = enroll.add_parser("list", help="the scenario's tokens and the machines that joined with each")
     p.add_argument("scenario")

@@ -143,3 +143,15 @@ async def test_with_approve_a_joiner_waits_until_its_master_approves_it(
     (result,) = await master.run("farm", "w0", "echo approved", wait_timeout=30)
     assert result.ok and result.stdout == b"approved\n"
     assert {m.name: m.trusted for m in (await master.scenario("farm")).machines}["w1"] is False
+
+
+async def test_a_scenario_may_start_empty_for_machines_that_will_join(hub: HubProcess, master: Master) -> None:
+    created = await asyncio.to_thread(run_crc, hub, "scenario", "create", "office")
+    assert created.returncode == 0 and "no machines yet" in created.stdout, created.stderr
+    assert (await master.scenario("office")).machines == []
+    no_out = await asyncio.to_thread(run_crc, hub, "scenario", "create", "lab", "--machine", "a:linux")
+    assert no_out.returncode == 2 and no_out.stderr.strip().splitlines() == [
+        "crc scenario create: --out DIR is needed for the machines' daemon configs"
+    ]
+    refused = await asyncio.to_thread(run_crc, hub, "scenario", "add-machine", "office", "--out", "x")
+    assert refused.returncode == 2  # argparse: at least one NAME

@@ -16,7 +16,7 @@ import pytest
 from clients.daemon.config import DaemonConfig, render_config
 from protocol import Identity
 from protocol.boot import report_key
-from provisioning.startup import WINDOWS_BOOT_FIRST_LINE, RenderError, StartupParams, WheelRef, _ps_quote, render
+from provisioning.startup import WINDOWS_BOOT_FIRST_LINE, RenderError, StartupParams, WheelRef, ps_quote, render
 from provisioning.startup import render_windows as render_boot_file
 
 tree_sitter = pytest.importorskip("tree_sitter", reason="tree-sitter is not installed (pip install -e '.[test]')")
@@ -105,7 +105,7 @@ def test_the_rendered_script_parses_cleanly(hub_ca_pem: str) -> None:
 
 def test_the_grammar_notices_a_value_that_breaks_out_of_its_quotes() -> None:
     script = render_windows(make_params())
-    broken = script.replace(_ps_quote(CA_PEM.strip()), "'" + CA_PEM.strip() + "'")
+    broken = script.replace(ps_quote(CA_PEM.strip()), "'" + CA_PEM.strip() + "'")
     assert broken != script
     assert problems(parse(broken))
 
@@ -113,11 +113,11 @@ def test_the_grammar_notices_a_value_that_breaks_out_of_its_quotes() -> None:
 def test_values_with_quotes_survive_quoting() -> None:
     params = make_params()
     script = render_windows(params)
-    assert "$CrcHubCaPem = " + _ps_quote(CA_PEM.strip()) + "\n" in script
+    assert "$CrcHubCaPem = " + ps_quote(CA_PEM.strip()) + "\n" in script
     assert "$CrcHubHttp = 'https://hub.example.net:8443/o''hara'\n" in script
     literals = string_values(parse(script))
-    assert _ps_quote(CA_PEM.strip()) in literals
-    assert _ps_quote(render_config(params.config)) in literals
+    assert ps_quote(CA_PEM.strip()) in literals
+    assert ps_quote(render_config(params.config)) in literals
 
 
 def test_the_uploaded_file_is_ascii_with_crlf_line_endings_and_parses_as_is() -> None:
@@ -160,7 +160,7 @@ def test_the_cmd_prologue_hands_the_file_to_powershell_5_1_and_ends_before_the_i
 
 def test_every_kind_of_single_quote_is_doubled() -> None:
     for quote in ("'", "\u2018", "\u2019", "\u201a", "\u201b"):
-        assert _ps_quote(f"a{quote}b") == f"'a{quote}{quote}b'"
+        assert ps_quote(f"a{quote}b") == f"'a{quote}{quote}b'"
 
 
 def test_the_template_has_one_settings_line_and_renders_every_setting() -> None:
@@ -229,10 +229,10 @@ def test_the_secrets_appear_once_and_only_in_the_settings_block() -> None:
     config = render_config(params.config)
     key_hex = report_key(params.config.identity).hex()
     private = params.config.identity.private_text()
-    assert script.count(_ps_quote(config)) == 1
+    assert script.count(ps_quote(config)) == 1
     assert script.count(private) == 1
     assert script.count(key_hex) == 1
-    settings_end = script.index("$CrcConfig = ") + len("$CrcConfig = ") + len(_ps_quote(config))
+    settings_end = script.index("$CrcConfig = ") + len("$CrcConfig = ") + len(ps_quote(config))
     assert script.index(private) < settings_end
     assert script.index(key_hex) < settings_end
     assert script.index("$CrcReportKey = ") < script.index(key_hex) < script.index("$CrcWheel = ")

@@ -575,6 +575,14 @@ async def test_compositions_go_with_their_scenario_and_need_one(store: Store) ->
     assert await store.compositions("no-such-scenario") == []
 
 
+async def test_a_scenario_may_start_empty_and_grow(store: Store) -> None:
+    scenario = await store.create_scenario("alice", "office", [], NOW)
+    assert await store.machines(scenario.id) == []
+    assert (await store.scenario_by_name("alice", "office")) == scenario
+    assert await store.add_machines(scenario.id, [machine("pc1")])
+    assert [m.name for m in await store.machines(scenario.id)] == ["pc1"]
+
+
 async def test_scenarios_are_per_owner(store: Store) -> None:
     alices = await store.create_scenario("alice", "shop", [machine("web")], NOW)
     bobs = await store.create_scenario("bob", "shop", [machine("web")], NOW + 1)

@@ -126,8 +126,6 @@ def _certificate(master_key: PublicKey, scenario: str, spec: MachineSpec, raw: A
 
 
 def _machine_specs(master_key: PublicKey, scenario: str, raw: list[dict[str, Any]]) -> list[MachineSpec]:
-    if not raw:
-        raise RequestError(ErrorCode.INVALID_REQUEST, "name at least one machine")
     specs: list[MachineSpec] = []
     for item in raw:
         name, os_name, role, key = (item.get(k) for k in ("name", "os", "role", "public_key"))
@@ -197,6 +195,8 @@ async def scenario_delete(hub: Hub, conn: Connection, env: Envelope, body: Scena
 async def machine_add(hub: Hub, conn: Connection, env: Envelope, body: MachineAdd) -> None:
     """Grow a scenario: machines declared as at its creation (public keys and this master's certificates)."""
     scenario = await owned_scenario(hub, conn.id, body.scenario)
+    if not body.machines:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "name at least one machine to add")
     specs = _machine_specs(conn.peer.public_key, scenario.name, body.machines)
     present = {m.name for m in await stores.machines(hub).machines(scenario.id)}
     if taken := sorted(present & {s.name for s in specs}):

@@ -79,7 +79,6 @@ async def test_malformed_scenarios_are_refused_and_nothing_is_stored(ctx: HubCon
     key = Identity.generate(os.urandom).public.to_text()
     cases = {
         "bad/name": [machine_wire("db")],
-        "empty": [],
         "twins": [machine_wire("db"), machine_wire("db")],
         "one-key": [machine_wire("db", key=key), machine_wire("web", key=key)],
         "dos": [machine_wire("db", os_name="dos")],
