@@ -39,6 +39,7 @@ from protocol import (
     CrcError,
     Envelope,
     ErrorCode,
+    Identity,
     MsgType,
     Order,
     OrderKind,
@@ -70,9 +71,20 @@ from protocol.messages import (
     ResultAck,
     SystemReady,
 )
-from protocol.order_bodies import ExecBody, HostsBody, PutFileBody, TrustMasterBody, UpdateBody, parse_body
+from protocol.order_bodies import (
+    MIN_SECRET_BYTES,
+    ExecBody,
+    HostsBody,
+    OrderBody,
+    PutFileBody,
+    TrustMasterBody,
+    UpdateBody,
+    parse_body,
+    secret_context,
+)
 from protocol.orders import EXPIRY_SLACK, MAX_ORDER_TTL
 from protocol.retry import backoff_delays, is_retryable
+from protocol.sealing import SealContext, sealing_key, unseal
 from protocol.signed_values import SignedValue, ValueKind, VerifiedValue, WriterKind, untrusted_message, verify_value
 
 log = logging.getLogger(__name__)
@@ -305,7 +317,7 @@ class Daemon:
             except (RemoteError, ProtocolError) as exc:
                 log.info("the hub does not accept the new key yet (%s); using the current one", exc)
             else:
-                keys.promote_pending(pending, self.options.state_dir)
+                keys.promote_pending(pending, self.options.state_dir, previous=self.config.identity)
                 self.config = pending
                 log.info("now using the rotated key of machine %s", self.config.machine_id)
                 return link
@@ -395,6 +407,7 @@ class Daemon:
             return
         try:
             order_body = parse_body(order.kind, order.body)
+            self._open_secrets(order, order_body)  # nothing is journaled, let alone run, with one that fails
         except ProtocolError as exc:
             await self._refuse(order, exc.message)
             return
@@ -450,7 +463,7 @@ class Daemon:
                                            config.machine_id),
                 enrolled=None if ensemble is None else Member(config.machine_name, ensemble.role, ensemble.labels),
             )  # fmt: skip
-            parse_body(order.kind, order.body)
+            self._open_secrets(order, parse_body(order.kind, order.body))
         except ProtocolError as exc:
             await self._refuse(order, exc.message)
             return
@@ -753,10 +766,39 @@ class Daemon:
             return "this machine runs Windows: it has no sh for this job" if windows else ("/bin/sh", "-c")
         return f"unknown shell {wanted!r} (sh or powershell)"
 
+    def _open_secrets(self, order: Order, body: OrderBody) -> dict[str, bytes]:
+        """The order's secret parameters, opened with this machine's key for exactly this order.
+
+        Raises:
+            ProtocolError: one does not open (sealed for another machine, order or name, or altered), or is
+                shorter than a value can be and still be redacted.
+        """
+        if not isinstance(body, ExecBody) or not body.secrets:
+            return {}
+        values = {}
+        identities = keys.opening_identities(self.config, self.options.state_dir)
+        for name, sealed in body.secrets.items():
+            value = _unseal_any(
+                identities, sealed, secret_context(order.scenario, self.config.machine_id, order.id, name)
+            )
+            if len(value) < MIN_SECRET_BYTES:
+                raise ProtocolError(
+                    ErrorCode.BAD_FIELD, f"secret {name} is shorter than {MIN_SECRET_BYTES} bytes: it could not be "
+                    "redacted from the output", field="secrets",
+                )  # fmt: skip
+            values[name] = value
+        return values
+
     async def _run_command(self, order: Order, body: ExecBody, started: float, cancel: asyncio.Event) -> None:
         shell = self._shell_for(body.shell)
         if isinstance(shell, str):
             await self._finish(order, OrderState.FAILED, None, started, error=shell)
+            return
+        try:
+            # Opened again here (they were at delivery): a value is kept nowhere but in this call, never journaled.
+            secrets = self._open_secrets(order, body)
+        except ProtocolError as exc:
+            await self._finish(order, OrderState.REJECTED, None, started, error=f"refused by the daemon: {exc.message}")
             return
         request = ExecRequest(
             command=body.command,
@@ -772,8 +814,12 @@ class Daemon:
                 "CRC_DAEMON_SOCKET": str(self.socket_path),
                 "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", os.defpath),
                 **body.env,
+                # In the environment only: never on a command line or in a process title. fsdecode keeps any
+                # bytes (surrogate escapes), which the child's environment gets back exactly.
+                **{name: os.fsdecode(value) for name, value in secrets.items()},
             },
             timeout=body.timeout,
+            redact=tuple(secrets.values()),
         )
 
         async def stream(name: str, chunk: bytes) -> None:
@@ -784,6 +830,7 @@ class Daemon:
             order, _EXEC_STATES[outcome.status], outcome.exit_code, started, error=outcome.error,
             stdout=outcome.stdout, stderr=outcome.stderr,
             stdout_truncated=outcome.stdout_truncated, stderr_truncated=outcome.stderr_truncated,
+            extra={"redacted": outcome.redacted} if secrets else {},
         )  # fmt: skip
 
     async def _write_file(self, order: Order, body: PutFileBody, started: float) -> None:
@@ -848,7 +895,12 @@ class Daemon:
         except OSError as exc:
             await self._finish(order, OrderState.FAILED, None, started, error=f"cannot save a new key: {exc}")
             return
-        extra = {"public_key": new.public.to_text(), "report_key": report_key(new).hex()}
+        # The new sealing key goes with the new key, signed (as the result is) by the key it replaces: masters seal
+        # secrets to it from then on (``protocol.certificates.key_chain``).
+        extra = {
+            "public_key": new.public.to_text(), "report_key": report_key(new).hex(),
+            "sealing_key": sealing_key(new).to_text(),
+        }  # fmt: skip
         await self._finish(order, OrderState.SUCCEEDED, 0, started, extra=extra)
 
     async def _wait_acked(self, order_id: str, timeout: float) -> None:
@@ -876,6 +928,22 @@ class Daemon:
     ) -> None:
         """Journal the signed result first (it survives a crash), then try to send it."""
         await self._send(Result(self._record(order, status, exit_code, started, **fields)))
+
+
+def _unseal_any(identities: list[Identity], sealed: bytes, context: SealContext) -> bytes:
+    """Opened with the first of this machine's keys it was sealed to.
+
+    Raises:
+        ProtocolError: none opens it (the error of the current key, which says why it may not).
+    """
+    refusal: ProtocolError | None = None
+    for identity in identities:
+        try:
+            return unseal(identity, sealed, context)
+        except ProtocolError as exc:
+            refusal = refusal or exc
+    assert refusal is not None
+    raise refusal
 
 
 def _write_json(path: Path, value: Any) -> None:
