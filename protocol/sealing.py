@@ -29,6 +29,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.identity import Identity
 
 SEALING_KEY_PREFIX = "x25519:"
+SEALING_PRIVATE_PREFIX = "x25519-private:"
 SEALING_LABEL = b"crc-seal-v1"
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 OVERHEAD = 32 + 16  # HPKE's encapsulated key (X25519) and the AEAD tag
@@ -66,14 +67,47 @@ class SealingKey:
         return cls(raw)
 
 
-def _private(identity: Identity) -> X25519PrivateKey:
-    return X25519PrivateKey.from_private_bytes(identity.derive(SEALING_LABEL))
+class SealingPrivateKey:
+    """The private half of a sealing key: what opens values sealed to it. A daemon keeps the one of its key
+    before a rotation (not that key itself) for orders sealed before the rotation and run after it."""
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) != 32:
+            raise ProtocolError(ErrorCode.BAD_FIELD, "an X25519 private key is 32 bytes", size=len(raw))
+        self._key = X25519PrivateKey.from_private_bytes(raw)
+        self._raw = raw
+
+    @classmethod
+    def of(cls, identity: Identity) -> SealingPrivateKey:
+        """The sealing key derived from ``identity`` (its own label: a secret of its own, RFC 5869 style)."""
+        return cls(identity.derive(SEALING_LABEL))
+
+    @property
+    def public(self) -> SealingKey:
+        return SealingKey(
+            self._key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
+
+    def private_text(self) -> str:
+        return SEALING_PRIVATE_PREFIX + base64.b64encode(self._raw).decode("ascii")
+
+    @classmethod
+    def from_private_text(cls, text: str) -> SealingPrivateKey:
+        """Raises ProtocolError BAD_FIELD for text that ``private_text`` did not write."""
+        if not isinstance(text, str) or not text.startswith(SEALING_PRIVATE_PREFIX):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"a private sealing key starts with {SEALING_PRIVATE_PREFIX!r}")
+        try:
+            return cls(base64.b64decode(text[len(SEALING_PRIVATE_PREFIX) :], validate=True))
+        except (binascii.Error, ValueError):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "a private sealing key is base64") from None
+
+    def __repr__(self) -> str:  # never print key material
+        return f"SealingPrivateKey(public={self.public.to_text()!r})"
 
 
 def sealing_key(identity: Identity) -> SealingKey:
     """The public sealing key of ``identity`` (only its holder can open what is sealed to it)."""
-    public = _private(identity).public_key()
-    return SealingKey(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    return SealingPrivateKey.of(identity).public
 
 
 @dataclass(frozen=True)
@@ -99,16 +133,17 @@ def seal(public: SealingKey, plaintext: bytes, context: SealContext) -> bytes:
     return SUITE.encrypt(plaintext, X25519PublicKey.from_public_bytes(public.raw), info=context.info())
 
 
-def unseal(identity: Identity, ciphertext: bytes, context: SealContext) -> bytes:
-    """Open what ``seal`` made for this identity's sealing key and ``context``. (Named so as not to shadow the
-    builtin ``open``.)
+def unseal(key: Identity | SealingPrivateKey, ciphertext: bytes, context: SealContext) -> bytes:
+    """Open what ``seal`` made for this identity's sealing key (or this sealing key) and ``context``. (Named so as
+    not to shadow the builtin ``open``.)
 
     Raises:
         ProtocolError: BAD_SIGNATURE when it does not open: sealed to another machine (or to a key this machine
             had before a rotation), for another order, scenario or name, or changed on the way.
     """
     try:
-        return SUITE.decrypt(ciphertext, _private(identity), info=context.info())
+        private = key if isinstance(key, SealingPrivateKey) else SealingPrivateKey.of(key)
+        return SUITE.decrypt(ciphertext, private._key, info=context.info())
     except (InvalidTag, ValueError):
         raise ProtocolError(
             ErrorCode.BAD_SIGNATURE,

@@ -39,7 +39,6 @@ from protocol import (
     CrcError,
     Envelope,
     ErrorCode,
-    Identity,
     MsgType,
     Order,
     OrderKind,
@@ -84,7 +83,7 @@ from protocol.order_bodies import (
 )
 from protocol.orders import EXPIRY_SLACK, MAX_ORDER_TTL
 from protocol.retry import backoff_delays, is_retryable
-from protocol.sealing import SealContext, sealing_key, unseal
+from protocol.sealing import SealContext, SealingPrivateKey, sealing_key, unseal
 from protocol.signed_values import SignedValue, ValueKind, VerifiedValue, WriterKind, untrusted_message, verify_value
 
 log = logging.getLogger(__name__)
@@ -776,18 +775,37 @@ class Daemon:
         if not isinstance(body, ExecBody) or not body.secrets:
             return {}
         values = {}
-        identities = keys.opening_identities(self.config, self.options.state_dir)
+        opening = keys.opening_keys(self.config, self.options.state_dir)
         for name, sealed in body.secrets.items():
-            value = _unseal_any(
-                identities, sealed, secret_context(order.scenario, self.config.machine_id, order.id, name)
-            )
+            value = _unseal_any(opening, sealed, secret_context(order.scenario, self.config.machine_id, order.id, name))
             if len(value) < MIN_SECRET_BYTES:
                 raise ProtocolError(
                     ErrorCode.BAD_FIELD, f"secret {name} is shorter than {MIN_SECRET_BYTES} bytes: it could not be "
                     "redacted from the output", field="secrets",
                 )  # fmt: skip
+            self._env_text(name, value)  # refused now if the command could not be given it
             values[name] = value
         return values
+
+    def _env_text(self, name: str, value: bytes) -> str:
+        """A secret as an environment variable's value: on POSIX any bytes but NUL (surrogate escapes, which the
+        child's environment gets back byte for byte); Windows keeps its environment in UTF-16, so UTF-8 text.
+
+        Raises:
+            ProtocolError: a value no environment variable of this system can hold.
+        """
+        if b"\x00" in value:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"secret {name} holds a NUL byte", field="secrets")
+        if self.options.platform.name != "windows":
+            return value.decode("utf-8", "surrogateescape")
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(
+                ErrorCode.BAD_FIELD,
+                f"secret {name} is not UTF-8 text, which a Windows environment needs",
+                field="secrets",
+            ) from None
 
     async def _run_command(self, order: Order, body: ExecBody, started: float, cancel: asyncio.Event) -> None:
         shell = self._shell_for(body.shell)
@@ -814,9 +832,8 @@ class Daemon:
                 "CRC_DAEMON_SOCKET": str(self.socket_path),
                 "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", os.defpath),
                 **body.env,
-                # In the environment only: never on a command line or in a process title. fsdecode keeps any
-                # bytes (surrogate escapes), which the child's environment gets back exactly.
-                **{name: os.fsdecode(value) for name, value in secrets.items()},
+                # In the environment only: never on a command line or in a process title.
+                **{name: self._env_text(name, value) for name, value in secrets.items()},
             },
             timeout=body.timeout,
             redact=tuple(secrets.values()),
@@ -930,16 +947,16 @@ class Daemon:
         await self._send(Result(self._record(order, status, exit_code, started, **fields)))
 
 
-def _unseal_any(identities: list[Identity], sealed: bytes, context: SealContext) -> bytes:
+def _unseal_any(keys_: list[SealingPrivateKey], sealed: bytes, context: SealContext) -> bytes:
     """Opened with the first of this machine's keys it was sealed to.
 
     Raises:
         ProtocolError: none opens it (the error of the current key, which says why it may not).
     """
     refusal: ProtocolError | None = None
-    for identity in identities:
+    for key in keys_:
         try:
-            return unseal(identity, sealed, context)
+            return unseal(key, sealed, context)
         except ProtocolError as exc:
             refusal = refusal or exc
     assert refusal is not None

@@ -39,7 +39,7 @@ def checked_secrets(secrets: SecretValues, env: Mapping[str, str] | None = None)
     Raises:
         SecretRefused: too many, a name that is not an environment variable name, a value shorter than
             ``MIN_SECRET_BYTES`` (it could not be redacted from output without masking ordinary text) or longer
-            than ``MAX_SECRET_BYTES``, or a name also in ``env``.
+            than ``MAX_SECRET_BYTES``, one holding a NUL byte, or a name also in ``env``.
     """
     if len(secrets) > MAX_SECRETS:
         raise SecretRefused(f"at most {MAX_SECRETS} secrets per command (got {len(secrets)})")
@@ -60,6 +60,8 @@ def checked_secrets(secrets: SecretValues, env: Mapping[str, str] | None = None)
                 f"secret {name} is {len(raw)} bytes: at least {MIN_SECRET_BYTES} are needed, since a shorter value "
                 "could not be redacted from output without hiding ordinary text"
             )
+        if b"\x00" in raw:
+            raise SecretRefused(f"secret {name} holds a NUL byte, which no environment variable can")
         if len(raw) > MAX_SECRET_BYTES:
             raise SecretRefused(
                 f"secret {name} is {len(raw)} bytes, more than {MAX_SECRET_BYTES} (send a file with crc put instead)"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from clients.master.fanout import FanOut
 from clients.master.models import CommandResult, OutputChunk
 from clients.master.sdk import Master, MasterError
 from protocol import PublicKey
@@ -100,6 +101,11 @@ async def test_a_secret_the_command_echoes_never_leaves_the_machine_unredacted(
     stored = run_crc(hub, "--json", "results", "vault")
     assert stored.returncode == 0 and not leaks(stored.stdout)
     assert sorted(item["redacted"] for item in json.loads(stored.stdout)) == [5, 5]
+
+    # Rolling dispatch (one machine at a time) seals each machine's order when it goes out, just the same.
+    rolled = await master.run("vault", "all", 'echo "$DB_PASSWORD"', secrets={"DB_PASSWORD": SECRET},
+                              fanout=FanOut(1, None, None), wait_timeout=30)  # fmt: skip
+    assert [(r.status, r.stdout, r.redacted) for r in rolled] == [("succeeded", b"***\n", 1)] * 2
 
 
 async def test_a_machine_certified_before_sealing_keys_is_refused_until_its_key_is_rotated(

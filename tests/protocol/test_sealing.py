@@ -15,7 +15,7 @@ from protocol.enrollment import EnrollmentClaims, EnrollmentToken, Registration
 from protocol.errors import ErrorCode
 from protocol.order_bodies import MAX_SECRETS, ExecBody, parse_body, secret_context
 from protocol.orders import OrderKind
-from protocol.sealing import OVERHEAD, SealContext, SealingKey, seal, sealing_key, unseal
+from protocol.sealing import OVERHEAD, SealContext, SealingKey, SealingPrivateKey, seal, sealing_key, unseal
 
 MACHINE, OTHER, MASTER = (Identity.generate(secrets.token_bytes) for _ in range(3))
 CONTEXT = secret_context("shop", MACHINE.id, "order-1", "DB_PASSWORD")
@@ -164,3 +164,14 @@ def test_an_exec_body_carries_secrets_only_when_it_has_some_and_checks_them() ->
         assert caught.value.details.get("field") == "secrets"
     with pytest.raises(ProtocolError, match="both a plain and a secret variable"):
         parse_body(OrderKind.EXEC, {**body.to_wire(), "env": {"DB_PASSWORD": "x"}})
+
+
+def test_a_sealing_private_key_kept_as_text_opens_what_was_sealed_to_it_and_never_prints() -> None:
+    private = SealingPrivateKey.of(MACHINE)
+    kept = SealingPrivateKey.from_private_text(private.private_text())
+    assert kept.public == sealing_key(MACHINE)
+    assert unseal(kept, seal(sealing_key(MACHINE), b"correct horse", CONTEXT), CONTEXT) == b"correct horse"
+    assert private.private_text() not in repr(private) and MACHINE.private_text() not in private.private_text()
+    for text in ("", "x25519-private:AAAA", "ed25519-private:" + "A" * 44):
+        with pytest.raises(ProtocolError):
+            SealingPrivateKey.from_private_text(text)

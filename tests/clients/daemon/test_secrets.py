@@ -172,6 +172,8 @@ async def test_a_secret_sealed_before_a_key_rotation_still_opens_after_it(web: D
     assert rotated is not None and rotated.identity.id == new.id
     keys.promote_pending(rotated, web.options.state_dir, previous=web.config.identity)
     web.config = rotated
+    # Only the old key's sealing key stays, to open such secrets: not the old key itself.
+    assert WEB.private_text() not in (web.options.state_dir / keys.CURRENT).read_text()
     result = await deliver(web, order)
     assert result["status"] == "succeeded", result["error"]
     assert (tmp_path / "got").read_bytes() == PASSWORD
