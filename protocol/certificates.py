@@ -11,6 +11,10 @@ claim a key of its own for a machine. So the master keeps its own truth, *on* th
 - a key rotation is a ``SignedResult`` of the machine's ROTATE_KEY order, signed with the key it replaces and
   naming the new one: ``trusted_keys`` walks that chain from the certified key, so a key is accepted only through
   a statement signed by the previous one.
+- a machine's *sealing key* (``protocol.sealing``: what secrets are encrypted to) is part of the same statements:
+  the certificate names the first one (a v2 certificate; one without it keeps the v1 form, so certificates
+  signed before sealing still verify), and each rotation's signed result names the next, so ``key_chain`` ends
+  at the sealing key of the machine's current identity, or at none if a rotation did not report one.
 - a ``ReadyStatement`` is the machine's own signed report of its facts (addresses among them), so hosts entries
   use addresses the machine itself gave.
 
@@ -28,6 +32,7 @@ from protocol.envelope import pack
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.identity import Identity, PublicKey
 from protocol.orders import OrderState, SignedResult, canonical
+from protocol.sealing import SealingKey
 
 MAX_ROTATIONS = 256  # more key rotations than any machine will see; bounds the chain a hub can hand over
 
@@ -46,10 +51,14 @@ class MachineCertificate:
     role: str
     labels: dict[str, str] = field(default_factory=dict)
     endorsements: dict[str, bytes] = field(default_factory=dict)  # master id -> that master key's signature
+    sealing_key: str = ""  # ``x25519:...`` of its first key (protocol.sealing); "" for machines made before it
 
     def signing_payload(self) -> bytes:
-        return pack(["crc-machine-cert-v1", self.scenario, self.name, self.machine, self.public_key, self.os,
-                     self.role, canonical(self.labels)])  # fmt: skip
+        fields = [self.scenario, self.name, self.machine, self.public_key, self.os, self.role, canonical(self.labels)]
+        if not self.sealing_key:  # as every certificate was signed before sealing keys: those still verify
+            return pack(["crc-machine-cert-v1", *fields])
+        # Its own version, so a hub cannot strip the sealing key off a certificate that has one and keep it valid.
+        return pack(["crc-machine-cert-v2", *fields, self.sealing_key])
 
     def endorsed(self, master: Identity) -> MachineCertificate:
         """This certificate with ``master``'s signature added (the others kept)."""
@@ -75,6 +84,7 @@ class MachineCertificate:
         return {
             "scenario": self.scenario, "name": self.name, "machine": self.machine, "public_key": self.public_key,
             "os": self.os, "role": self.role, "labels": dict(self.labels), "endorsements": dict(self.endorsements),
+            **({"sealing_key": self.sealing_key} if self.sealing_key else {}),
         }  # fmt: skip
 
     @classmethod
@@ -97,17 +107,33 @@ class MachineCertificate:
             isinstance(k, str) and isinstance(v, bytes) for k, v in endorsements.items()
         ):
             raise ProtocolError(ErrorCode.BAD_FIELD, "certificate endorsements map master ids to signatures")
-        return cls(**texts, labels=dict(labels), endorsements=dict(endorsements))
+        sealing = raw.get("sealing_key") or ""
+        if not isinstance(sealing, str):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "a certificate's sealing key is x25519:<base64>")
+        if sealing:
+            SealingKey.from_text(sealing)
+        return cls(**texts, labels=dict(labels), endorsements=dict(endorsements), sealing_key=sealing)
 
 
-def trusted_keys(certificate: MachineCertificate, rotations: list[Any]) -> list[PublicKey]:
+@dataclass(frozen=True)
+class KeyChain:
+    """A machine's keys as its master can trust them: first (certified) to current, and the sealing key of the
+    current one ("" when unknown: a certificate from before sealing keys, or a rotation that reported none)."""
+
+    keys: list[PublicKey]
+    sealing_key: str
+
+
+def key_chain(certificate: MachineCertificate, rotations: list[Any]) -> KeyChain:
     """The machine's keys, first (certified) to current, following only rotations each signed by the key before.
 
     ``rotations`` are wire forms of the SignedResults of its ROTATE_KEY orders, in the order the hub recorded them;
     one that does not verify against the current end of the chain ends it there (so a hub can withhold a rotation,
-    which only makes newer results unverifiable, but never slip in a key of its own).
+    which only makes newer results unverifiable, but never slip in a key of its own). The sealing key is the one
+    the certificate or the last rotation followed names, signed with it: a hub cannot choose whom a master seals to.
     """
     keys = [PublicKey.from_text(certificate.public_key)]
+    sealing = certificate.sealing_key
     for raw in rotations[:MAX_ROTATIONS]:
         try:
             result = SignedResult.from_wire(raw)
@@ -123,7 +149,21 @@ def trusted_keys(certificate: MachineCertificate, rotations: list[Any]) -> list[
         ):
             break
         keys.append(new_key)
-    return keys
+        sealing = _sealing_text(result.extra.get("sealing_key"))  # the previous one went with the previous key
+    return KeyChain(keys, sealing)
+
+
+def _sealing_text(raw: Any) -> str:
+    """A sealing key as a rotation reported it, or "" if it reported none (an older daemon) or not a valid one."""
+    try:
+        return SealingKey.from_text(raw).to_text() if raw else ""
+    except ProtocolError:
+        return ""
+
+
+def trusted_keys(certificate: MachineCertificate, rotations: list[Any]) -> list[PublicKey]:
+    """The keys of ``key_chain``: first (certified) to current."""
+    return key_chain(certificate, rotations).keys
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,14 @@ whether each join waits for approval, the master's public key) signed with the m
 only the master can compute again (``Identity.derive``, one per token id). The token's text carries all three;
 an admin pastes it on the machine, or a software-distribution tool does.
 
-A joining machine makes its own key pair and sends the hub the claims, their signature, and a *registration*:
-its name, os, public key and report key, MAC'd (HMAC-SHA256) under the token's secret. The secret itself never
-reaches the hub. So the hub can check the claims (it knows the master's key), count uses and refuse an expired
-or revoked token, but cannot mint a token, widen one (the claims are signed) or invent a registration (it cannot
-MAC one): the master checks each registration's MAC with the secret it derives again, and only then signs the
-machine's certificate (``protocol.certificates``), the same statement that vouches for a declared machine. The
-machine takes the master's key from the token, so from its first connection it obeys that master only.
+A joining machine makes its own key pair and sends the hub the claims, their signature, and a *registration*: its
+name, os, public key, report key and sealing key (``protocol.sealing``), MAC'd (HMAC-SHA256) under the token's
+secret. The secret itself never reaches the hub. So the hub can check the claims (it knows the master's key), count
+uses and refuse an expired or revoked token, but cannot mint a token, widen one (the claims are signed) or invent a
+registration (it cannot MAC one): the master checks each registration's MAC with the secret it derives again, and
+only then signs the machine's certificate (``protocol.certificates``), the same statement that vouches for a
+declared machine. The machine takes the master's key from the token, so from its first connection it obeys that
+master only.
 
 A master key rotation ends the tokens it issued (their secrets came from the old key); issue new ones.
 """
@@ -23,13 +24,14 @@ import binascii
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from protocol.envelope import pack, unpack
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.identity import Identity, PublicKey
 from protocol.orders import canonical
+from protocol.sealing import SealingKey, sealing_key
 
 TOKEN_PREFIX = "crcjoin_"
 TOKEN_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -106,15 +108,19 @@ class Registration:
     public_key: str
     report_key: str  # hex; authenticates its startup script's boot reports (protocol.boot)
     proof: bytes = b""
+    sealing_key: str = ""  # ``x25519:...``: what secrets for it are sealed to; "" from a daemon before sealing
 
     def _payload(self, scenario: str) -> bytes:
-        return pack(["crc-enroll-registration-v1", scenario, self.token, self.name, self.os, self.public_key,
-                     self.report_key])  # fmt: skip
+        fields = [scenario, self.token, self.name, self.os, self.public_key, self.report_key]
+        if not self.sealing_key:  # as daemons from before sealing keys MAC'd it: their registrations still verify
+            return pack(["crc-enroll-registration-v1", *fields])
+        # Its own version: a hub stripping the sealing key off (or putting one in) breaks the MAC.
+        return pack(["crc-enroll-registration-v2", *fields, self.sealing_key])
 
     def proven(self, scenario: str, secret: bytes) -> Registration:
         """This registration with its proof under the token's ``secret``."""
         proof = hmac.new(secret, self._payload(scenario), hashlib.sha256).digest()
-        return Registration(self.token, self.name, self.os, self.public_key, self.report_key, proof)
+        return replace(self, proof=proof)
 
     def verify(self, master: Identity, scenario: str) -> None:
         """What a master checks before it certifies the machine.
@@ -132,7 +138,8 @@ class Registration:
 
     def to_wire(self) -> dict[str, Any]:
         return {"token": self.token, "name": self.name, "os": self.os, "public_key": self.public_key,
-                "report_key": self.report_key, "proof": self.proof}  # fmt: skip
+                "report_key": self.report_key, "proof": self.proof,
+                **({"sealing_key": self.sealing_key} if self.sealing_key else {})}  # fmt: skip
 
     @classmethod
     def from_wire(cls, raw: Any) -> Registration:
@@ -142,7 +149,12 @@ class Registration:
         if not all(isinstance(t, str) for t in texts) or not isinstance(raw.get("proof"), bytes):
             raise _bad("a registration has token, name, os, public_key and report_key strings and a proof")
         token, name, os_name, public_key, report_key = (str(t) for t in texts)
-        return cls(token, name, os_name, public_key, report_key, bytes(raw["proof"]))
+        sealing = raw.get("sealing_key") or ""
+        if not isinstance(sealing, str):
+            raise _bad("a registration's sealing key is x25519:<base64>")
+        if sealing:
+            SealingKey.from_text(sealing)
+        return cls(token, name, os_name, public_key, report_key, bytes(raw["proof"]), sealing)
 
 
 @dataclass(frozen=True)
@@ -179,8 +191,10 @@ class EnrollmentToken:
         return cls(EnrollmentClaims.from_wire(raw[0]), raw[1], raw[2])
 
     def register(self, name: str, os_name: str, machine: Identity, report_key: str) -> Registration:
-        """The registration of a machine with this token (its key pair made on the machine)."""
-        unproven = Registration(self.claims.id, name, os_name, machine.public.to_text(), report_key)
+        """The registration of a machine with this token (its key pair made on the machine), naming the sealing
+        key derived from that key pair."""
+        sealing = sealing_key(machine).to_text()
+        unproven = Registration(self.claims.id, name, os_name, machine.public.to_text(), report_key, b"", sealing)
         return unproven.proven(self.claims.scenario, self.secret)
 
 

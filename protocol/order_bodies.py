@@ -18,8 +18,19 @@ from typing import Any, TypeVar
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.identity import PublicKey
 from protocol.orders import FILE_CHUNK_SIZE, OrderKind, file_chunks
+from protocol.sealing import OVERHEAD, Purpose, SealContext
 
 SHELLS = ("sh", "powershell")
+
+# Secret parameters of a command (``ExecBody.secrets``): each is handed to it as an environment variable, so its
+# name is one; a value is at least MIN_SECRET_BYTES long (a shorter one could not be redacted from output without
+# masking ordinary text: ``clients.daemon.redaction``) and at most MAX_SECRET_BYTES (a password, a token, a key;
+# whole files are for ``crc put``).
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_SECRETS = 32
+MIN_SECRET_BYTES = 4
+MAX_SECRET_BYTES = 8192
+MAX_SEALED_SECRET = MAX_SECRET_BYTES + OVERHEAD
 
 T = TypeVar("T")
 
@@ -81,10 +92,32 @@ def _without_none(wire: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in wire.items() if value is not None}
 
 
+def secret_context(scenario: str, machine: str, order_id: str, name: str) -> SealContext:
+    """What a secret parameter named ``name`` of order ``order_id`` for ``machine`` is sealed under."""
+    return SealContext(Purpose.SECRET, scenario, machine, order_id, name)
+
+
+def _are_secrets(value: Any) -> bool:
+    return (
+        isinstance(value, Mapping)
+        and len(value) <= MAX_SECRETS
+        and all(
+            isinstance(name, str) and SECRET_NAME.match(name) is not None and isinstance(sealed, bytes)
+            and OVERHEAD < len(sealed) <= MAX_SEALED_SECRET
+            for name, sealed in value.items()
+        )
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ExecBody:
     """Run a command in a shell: the platform's own (``shell`` None), ``sh`` or ``powershell``. ``job`` and
-    ``job_version`` mark a stored job's script, ``plan_step`` the plan step the order belongs to."""
+    ``job_version`` mark a stored job's script, ``plan_step`` the plan step the order belongs to.
+
+    ``secrets`` maps environment variable names to values sealed to the one machine the order is for
+    (``protocol.sealing``, context ``secret_context``): the daemon opens them, hands them to the command in its
+    environment only, and redacts them from its output. Sealed under the order's id and inside the order's
+    signature, a ciphertext neither opens nor verifies anywhere else."""
 
     command: str
     shell: str | None = None
@@ -94,11 +127,21 @@ class ExecBody:
     job: str | None = None
     job_version: int | None = None
     plan_step: str | None = None
+    secrets: Mapping[str, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        both = sorted(set(self.env) & set(self.secrets))
+        if both:
+            raise ProtocolError(
+                ErrorCode.BAD_FIELD, f"{both[0]} is both a plain and a secret variable of the command", field="env"
+            )
 
     def to_wire(self) -> dict[str, Any]:
         return _without_none({
             "command": self.command, "shell": self.shell, "cwd": self.cwd, "env": dict(self.env),
             "timeout": self.timeout, "job": self.job, "job_version": self.job_version, "plan_step": self.plan_step,
+            # Left out when there are none, so that a daemon from before secrets still takes every other command.
+            "secrets": dict(self.secrets) or None,
         })  # fmt: skip
 
     @classmethod
@@ -118,6 +161,11 @@ class ExecBody:
             job=fields.get("job", _is_str, "a job name or null", None) or None,
             job_version=fields.get("job_version", _is_int, "an integer or null", None),
             plan_step=fields.get("plan_step", _is_str, "a step id or null", None) or None,
+            secrets=dict(fields.get(
+                "secrets", _are_secrets,
+                f"a map of at most {MAX_SECRETS} variable names (letters, digits, _) to sealed values of at most "
+                f"{MAX_SEALED_SECRET} bytes", None,
+            ) or {}),
         ))  # fmt: skip
 
 

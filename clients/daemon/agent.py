@@ -70,9 +70,20 @@ from protocol.messages import (
     ResultAck,
     SystemReady,
 )
-from protocol.order_bodies import ExecBody, HostsBody, PutFileBody, TrustMasterBody, UpdateBody, parse_body
+from protocol.order_bodies import (
+    MIN_SECRET_BYTES,
+    ExecBody,
+    HostsBody,
+    OrderBody,
+    PutFileBody,
+    TrustMasterBody,
+    UpdateBody,
+    parse_body,
+    secret_context,
+)
 from protocol.orders import EXPIRY_SLACK, MAX_ORDER_TTL
 from protocol.retry import backoff_delays, is_retryable
+from protocol.sealing import SealContext, SealingPrivateKey, sealing_key, unseal
 from protocol.signed_values import SignedValue, ValueKind, VerifiedValue, WriterKind, untrusted_message, verify_value
 
 log = logging.getLogger(__name__)
@@ -305,7 +316,7 @@ class Daemon:
             except (RemoteError, ProtocolError) as exc:
                 log.info("the hub does not accept the new key yet (%s); using the current one", exc)
             else:
-                keys.promote_pending(pending, self.options.state_dir)
+                keys.promote_pending(pending, self.options.state_dir, previous=self.config.identity)
                 self.config = pending
                 log.info("now using the rotated key of machine %s", self.config.machine_id)
                 return link
@@ -395,6 +406,7 @@ class Daemon:
             return
         try:
             order_body = parse_body(order.kind, order.body)
+            self._open_secrets(order, order_body)  # nothing is journaled, let alone run, with one that fails
         except ProtocolError as exc:
             await self._refuse(order, exc.message)
             return
@@ -450,7 +462,7 @@ class Daemon:
                                            config.machine_id),
                 enrolled=None if ensemble is None else Member(config.machine_name, ensemble.role, ensemble.labels),
             )  # fmt: skip
-            parse_body(order.kind, order.body)
+            self._open_secrets(order, parse_body(order.kind, order.body))
         except ProtocolError as exc:
             await self._refuse(order, exc.message)
             return
@@ -753,10 +765,58 @@ class Daemon:
             return "this machine runs Windows: it has no sh for this job" if windows else ("/bin/sh", "-c")
         return f"unknown shell {wanted!r} (sh or powershell)"
 
+    def _open_secrets(self, order: Order, body: OrderBody) -> dict[str, bytes]:
+        """The order's secret parameters, opened with this machine's key for exactly this order.
+
+        Raises:
+            ProtocolError: one does not open (sealed for another machine, order or name, or altered), or is
+                shorter than a value can be and still be redacted.
+        """
+        if not isinstance(body, ExecBody) or not body.secrets:
+            return {}
+        values = {}
+        opening = keys.opening_keys(self.config, self.options.state_dir)
+        for name, sealed in body.secrets.items():
+            value = _unseal_any(opening, sealed, secret_context(order.scenario, self.config.machine_id, order.id, name))
+            if len(value) < MIN_SECRET_BYTES:
+                raise ProtocolError(
+                    ErrorCode.BAD_FIELD, f"secret {name} is shorter than {MIN_SECRET_BYTES} bytes: it could not be "
+                    "redacted from the output", field="secrets",
+                )  # fmt: skip
+            self._env_text(name, value)  # refused now if the command could not be given it
+            values[name] = value
+        return values
+
+    def _env_text(self, name: str, value: bytes) -> str:
+        """A secret as an environment variable's value: on POSIX any bytes but NUL (surrogate escapes, which the
+        child's environment gets back byte for byte); Windows keeps its environment in UTF-16, so UTF-8 text.
+
+        Raises:
+            ProtocolError: a value no environment variable of this system can hold.
+        """
+        if b"\x00" in value:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"secret {name} holds a NUL byte", field="secrets")
+        if self.options.platform.name != "windows":
+            return value.decode("utf-8", "surrogateescape")
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(
+                ErrorCode.BAD_FIELD,
+                f"secret {name} is not UTF-8 text, which a Windows environment needs",
+                field="secrets",
+            ) from None
+
     async def _run_command(self, order: Order, body: ExecBody, started: float, cancel: asyncio.Event) -> None:
         shell = self._shell_for(body.shell)
         if isinstance(shell, str):
             await self._finish(order, OrderState.FAILED, None, started, error=shell)
+            return
+        try:
+            # Opened again here (they were at delivery): a value is kept nowhere but in this call, never journaled.
+            secrets = self._open_secrets(order, body)
+        except ProtocolError as exc:
+            await self._finish(order, OrderState.REJECTED, None, started, error=f"refused by the daemon: {exc.message}")
             return
         request = ExecRequest(
             command=body.command,
@@ -772,8 +832,11 @@ class Daemon:
                 "CRC_DAEMON_SOCKET": str(self.socket_path),
                 "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", os.defpath),
                 **body.env,
+                # In the environment only: never on a command line or in a process title.
+                **{name: self._env_text(name, value) for name, value in secrets.items()},
             },
             timeout=body.timeout,
+            redact=tuple(secrets.values()),
         )
 
         async def stream(name: str, chunk: bytes) -> None:
@@ -784,6 +847,7 @@ class Daemon:
             order, _EXEC_STATES[outcome.status], outcome.exit_code, started, error=outcome.error,
             stdout=outcome.stdout, stderr=outcome.stderr,
             stdout_truncated=outcome.stdout_truncated, stderr_truncated=outcome.stderr_truncated,
+            extra={"redacted": outcome.redacted} if secrets else {},
         )  # fmt: skip
 
     async def _write_file(self, order: Order, body: PutFileBody, started: float) -> None:
@@ -848,7 +912,12 @@ class Daemon:
         except OSError as exc:
             await self._finish(order, OrderState.FAILED, None, started, error=f"cannot save a new key: {exc}")
             return
-        extra = {"public_key": new.public.to_text(), "report_key": report_key(new).hex()}
+        # The new sealing key goes with the new key, signed (as the result is) by the key it replaces: masters seal
+        # secrets to it from then on (``protocol.certificates.key_chain``).
+        extra = {
+            "public_key": new.public.to_text(), "report_key": report_key(new).hex(),
+            "sealing_key": sealing_key(new).to_text(),
+        }  # fmt: skip
         await self._finish(order, OrderState.SUCCEEDED, 0, started, extra=extra)
 
     async def _wait_acked(self, order_id: str, timeout: float) -> None:
@@ -876,6 +945,22 @@ class Daemon:
     ) -> None:
         """Journal the signed result first (it survives a crash), then try to send it."""
         await self._send(Result(self._record(order, status, exit_code, started, **fields)))
+
+
+def _unseal_any(keys_: list[SealingPrivateKey], sealed: bytes, context: SealContext) -> bytes:
+    """Opened with the first of this machine's keys it was sealed to.
+
+    Raises:
+        ProtocolError: none opens it (the error of the current key, which says why it may not).
+    """
+    refusal: ProtocolError | None = None
+    for key in keys_:
+        try:
+            return unseal(key, sealed, context)
+        except ProtocolError as exc:
+            refusal = refusal or exc
+    assert refusal is not None
+    raise refusal
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -1,7 +1,9 @@
 """Running one shell command as a child process, streaming its output and enforcing limits.
 
 The executor knows nothing about orders, the hub or the journal: it takes an :class:`ExecRequest`,
-streams output chunks to a sink while the command runs, and returns an :class:`ExecOutcome`.
+streams output chunks to a sink while the command runs, and returns an :class:`ExecOutcome`. Values the
+request names in ``redact`` are masked (``clients.daemon.redaction``) before output reaches the sink or the
+tails, so neither the live stream nor the result ever holds them.
 It never raises for problems that belong to the command (missing cwd, missing shell, non-zero
 exit, timeout); those are described in the outcome so the caller can report them.
 """
@@ -20,6 +22,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import psutil
+
+from clients.daemon.redaction import Redactor
 
 __all__ = [
     "ExecOutcome",
@@ -45,10 +49,12 @@ class ExecRequest:
     shell: Sequence[str]
     """argv prefix, e.g. ``("/bin/sh", "-c")``; the command is appended as the last argument."""
     cwd: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets: never in a repr
     """Variables merged over the daemon's own environment."""
     timeout: float | None = None
     """Seconds before the command (and everything it started) is killed; ``None`` = no limit."""
+    redact: Sequence[bytes] = field(default=(), repr=False)
+    """Secret values to mask in the output (and their encoded forms)."""
 
 
 class ExecStatus(StrEnum):
@@ -76,6 +82,8 @@ class ExecOutcome:
     error: str
     """``""`` for a plain success or non-zero exit; otherwise a human-readable explanation."""
     duration: float
+    redacted: int = 0
+    """How many secret values were masked in stdout and stderr together."""
 
 
 class Executor(ABC):
@@ -88,6 +96,33 @@ class Executor(ABC):
         Setting ``cancel`` stops the command (and everything it started) and yields a CANCELLED
         outcome. Problems of the command itself are reported in the outcome, never raised.
         """
+
+
+class _Stream:
+    """One output pipe's way out: redacted first, then kept in the tail and handed to the sink."""
+
+    def __init__(self, name: str, tail_limit: int, redact: Sequence[bytes], sink: OutputSink) -> None:
+        self.name = name
+        self.tail = _Tail(tail_limit)
+        self.redactor = Redactor(redact)
+        self.sink: OutputSink | None = sink
+        self.ended = False  # read to EOF (else cut short: held-back output is masked, not released)
+
+    async def emit(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self.tail.add(chunk)
+        if self.sink is not None:
+            try:
+                await self.sink(self.name, chunk)
+            except Exception:
+                # Live output is best effort; the command and its result matter more, so a broken sink stops
+                # streaming for this pipe but not the command.
+                log.exception("output sink failed; no further %s chunks will be streamed", self.name)
+                self.sink = None
+
+    async def finish(self) -> None:
+        await self.emit(self.redactor.finish(complete=self.ended))
 
 
 class _Tail:
@@ -167,10 +202,10 @@ class ProcessExecutor(Executor):
             return _not_started(_describe_spawn_error(request, exc), started)
 
         proc = child.process
-        tails = {"stdout": _Tail(self._tail_limit), "stderr": _Tail(self._tail_limit)}
+        streams = {name: _Stream(name, self._tail_limit, request.redact, on_output) for name in ("stdout", "stderr")}
         readers = [
-            asyncio.create_task(self._pump(child.stdout, "stdout", tails["stdout"], on_output)),
-            asyncio.create_task(self._pump(child.stderr, "stderr", tails["stderr"], on_output)),
+            asyncio.create_task(self._pump(child.stdout, streams["stdout"])),
+            asyncio.create_task(self._pump(child.stderr, streams["stderr"])),
         ]
         finished = asyncio.create_task(self._wait_and_drain(proc, readers))
         cancelled = asyncio.create_task(cancel.wait())
@@ -199,6 +234,8 @@ class ProcessExecutor(Executor):
                 reader.cancel()
             await asyncio.gather(finished, cancelled, *readers, return_exceptions=True)
             child.close()
+            for stream in streams.values():
+                await stream.finish()  # what the redactor held back at the end
 
         exit_code = proc.returncode
         if exit_code is not None and exit_code < 0:
@@ -207,15 +244,17 @@ class ProcessExecutor(Executor):
             exit_code = None
         if status is None:
             status = ExecStatus.SUCCEEDED if exit_code == 0 else ExecStatus.FAILED
+        out, err = streams["stdout"], streams["stderr"]
         return ExecOutcome(
             status=status,
             exit_code=exit_code,
-            stdout=tails["stdout"].value(),
-            stderr=tails["stderr"].value(),
-            stdout_truncated=tails["stdout"].truncated,
-            stderr_truncated=tails["stderr"].truncated,
+            stdout=out.tail.value(),
+            stderr=err.tail.value(),
+            stdout_truncated=out.tail.truncated,
+            stderr_truncated=err.tail.truncated,
             error=error,
             duration=time.monotonic() - started,
+            redacted=out.redactor.count + err.redactor.count,
         )
 
     # --- the OS-specific part -------------------------------------------------------------
@@ -276,19 +315,11 @@ class ProcessExecutor(Executor):
 
     # --- shared machinery -----------------------------------------------------------------
 
-    async def _pump(self, stream: asyncio.StreamReader, name: str, tail: _Tail, on_output: OutputSink) -> None:
-        """Copy one pipe to the sink and the tail until EOF."""
-        sink_ok = True
-        while chunk := await stream.read(self._chunk_size):
-            tail.add(chunk)
-            if sink_ok:
-                try:
-                    await on_output(name, chunk)
-                except Exception:
-                    # Live output is best effort; the command and its result matter more, so a
-                    # broken sink stops streaming for this pipe but not the command.
-                    log.exception("output sink failed; no further %s chunks will be streamed", name)
-                    sink_ok = False
+    async def _pump(self, pipe: asyncio.StreamReader, stream: _Stream) -> None:
+        """Copy one pipe, redacted, to the sink and the tail until EOF."""
+        while chunk := await pipe.read(self._chunk_size):
+            await stream.emit(stream.redactor.feed(chunk))
+        stream.ended = True
 
     async def _wait_and_drain(self, proc: asyncio.subprocess.Process, readers: list[asyncio.Task[None]]) -> None:
         """Wait for the child to exit and its pipes to be read to the end.

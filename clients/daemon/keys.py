@@ -1,9 +1,11 @@
 """The machine's key and its master's key after rotations: kept in the state dir, so the config file (written by
 provisioning, maybe read-only) never needs rewriting.
 
-``STATE/machine-key.json`` (0600): ``{"machine": id, "private_key": ...}`` the key in use since the last
-rotation; ``STATE/machine-key.pending.json``: a key made for a rotation the hub may not have registered yet.
-A daemon that restarts uses the newest key the hub accepts: pending, then current, then the config's.
+``STATE/machine-key.json`` (0600): ``{"machine": id, "private_key": ..., "previous_sealing_key": ...}`` the key in
+use since the last rotation, and the sealing key (``protocol.sealing``, not the key itself) of the one it replaced,
+kept to open secrets sealed to it for orders signed before the rotation and run after it (``opening_keys``);
+``STATE/machine-key.pending.json``: a key made for a rotation the hub may not have registered yet. A daemon that
+restarts uses the newest key the hub accepts: pending, then current, then the config's.
 ``STATE/master-key.json``: the master key this daemon obeys since a TRUST_MASTER order (signed by the master key
 it obeyed until then) moved it, and that rotation's epoch; it replaces the config's ``master_public_key``. A file
 from before epochs reads as epoch 0 (any later rotation moves it on).
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from clients.daemon.config import DaemonConfig
 from protocol import Identity, ProtocolError, PublicKey
+from protocol.sealing import SealingPrivateKey
 
 CURRENT = "machine-key.json"
 MASTER = "master-key.json"
@@ -97,7 +100,26 @@ def pending_config(config: DaemonConfig, state_dir: Path) -> DaemonConfig | None
     return None if pending is None else replace(config, identity=pending, machine=config.machine_id)
 
 
-def promote_pending(config: DaemonConfig, state_dir: Path) -> None:
-    """The hub accepted the pending key: it becomes the current one."""
-    _write_private(state_dir / CURRENT, {"machine": config.machine_id, "private_key": config.identity.private_text()})
+def promote_pending(config: DaemonConfig, state_dir: Path, previous: Identity | None = None) -> None:
+    """The hub accepted the pending key: it becomes the current one. Of ``previous`` (the key it replaces) only
+    its sealing key is kept: the old key itself is gone from the machine."""
+    record: dict[str, str | int] = {"machine": config.machine_id, "private_key": config.identity.private_text()}
+    if previous is not None and previous.id != config.identity.id:
+        record["previous_sealing_key"] = SealingPrivateKey.of(previous).private_text()
+    _write_private(state_dir / CURRENT, record)
     (state_dir / PENDING).unlink(missing_ok=True)
+
+
+def opening_keys(config: DaemonConfig, state_dir: Path) -> list[SealingPrivateKey]:
+    """The sealing keys a secret for this machine may have been sealed to, current first: that of the key in use,
+    that of a rotation the hub may have registered already (masters seal to it once they see the signed
+    rotation), and that of the key the last rotation replaced (orders sealed before it, run after it)."""
+    found = [SealingPrivateKey.of(config.identity)]
+    pending = _read(state_dir / PENDING, config.machine_id)
+    if pending is not None:
+        found.append(SealingPrivateKey.of(pending))
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError, ProtocolError):
+        data = json.loads((state_dir / CURRENT).read_text())
+        if data["machine"] == config.machine_id and data.get("previous_sealing_key"):
+            found.append(SealingPrivateKey.from_private_text(data["previous_sealing_key"]))
+    return found

@@ -24,6 +24,7 @@ from clients.master.fanout import FanOut, Summary
 from clients.master.keys import KeyFileError, default_key_path, load_master_key, write_private_key
 from clients.master.models import CommandResult, EventInfo, NewMachine, OutputChunk, PlayOutcome
 from clients.master.sdk import Master, MasterError, UnsignedJobError
+from clients.master.secret_params import SecretRefused, checked_secrets
 from crc_cli.logformat import LOG_FORMATS, configure_logging
 from protocol import CrcError, Identity, ProtocolError, RemoteError
 from protocol.boot import BootStatus
@@ -74,6 +75,7 @@ def _result_json(r: CommandResult) -> dict[str, Any]:
         "order_id": r.order_id, "machine": r.machine, "kind": r.kind, "status": r.status, "exit_code": r.exit_code,
         "error": r.error, "stdout": r.stdout, "stderr": r.stderr, "stdout_truncated": r.stdout_truncated,
         "stderr_truncated": r.stderr_truncated, "verified": r.verified, "started": r.started, "finished": r.finished,
+        "redacted": r.redacted,
     }  # fmt: skip
 
 
@@ -294,6 +296,52 @@ def _report(results: list[CommandResult], *, json_out: bool, quiet_ok: bool) -> 
         print(f"{r.machine}: {r.status} ({detail}){note}{trust}", file=sys.stderr)
 
 
+def _secret(text: str) -> tuple[str, bytes]:
+    """``NAME=@FILE`` (the file's bytes, less one trailing newline, as ``$(cat FILE)`` has it) or
+    ``NAME=env:VAR`` (this process's variable VAR): never the value itself, which a command line would show to
+    every user of this computer (``ps``) and keep in shell history.
+
+    Raises:
+        SecretRefused: any other form, a file that cannot be read, an unset variable.
+    """
+    name, equals, source = text.partition("=")
+    if not name or not equals:
+        # Not repeated: what was given may be a secret itself, typed without its name.
+        raise SecretRefused("a --secret is NAME=@FILE or NAME=env:VAR (the value itself is never given here)")
+    if source.startswith("@") and len(source) > 1:
+        try:
+            data = Path(source[1:]).read_bytes()
+        except OSError as exc:
+            raise SecretRefused(f"--secret {name}: cannot read {source[1:]}: {exc.strerror or exc}") from None
+        return name, data[:-2] if data.endswith(b"\r\n") else data.removesuffix(b"\n")
+    if source.startswith("env:") and len(source) > 4:
+        value = os.environb.get(source[4:].encode()) if os.name != "nt" else _env_bytes(source[4:])
+        if value is None:
+            raise SecretRefused(f"--secret {name}: the variable {source[4:]} is not set")
+        return name, value
+    # The value is not repeated: it may be a real secret typed by mistake.
+    raise SecretRefused(
+        f"--secret {name}=...: a value on the command line is visible to every user here (ps) and stays in shell "
+        f"history; use --secret {name}=@FILE or --secret {name}=env:VAR"
+    )
+
+
+def _env_bytes(name: str) -> bytes | None:
+    value = os.environ.get(name)
+    return None if value is None else value.encode("utf-8")
+
+
+def _secrets(args: argparse.Namespace, env: dict[str, str]) -> dict[str, bytes]:
+    """The ``--secret`` values, checked as the SDK will (SecretRefused: which and why)."""
+    values: dict[str, bytes] = {}
+    for text in args.secret:
+        name, value = _secret(text)
+        if name in values:
+            raise SecretRefused(f"--secret {name} is given twice")
+        values[name] = value
+    return checked_secrets(values, env)
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
     # One word is a shell string as typed ('echo a; ls'); several are an argv, quoted so each stays one word.
     command = args.command[0] if len(args.command) == 1 else shlex.join(args.command)
@@ -303,6 +351,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     env = dict(item.split("=", 1) for item in args.env)
     try:
         fanout = FanOut(args.concurrency, args.max_failures, args.target_timeout)
+        secrets = _secrets(args, env)
     except ValueError as exc:
         print(f"crc run: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -311,7 +360,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         results = await master.run(
             args.scenario, args.target, command, cwd=args.cwd, env=env, timeout=args.command_timeout,
             wait_timeout=args.timeout, wait=not args.no_wait,
-            on_output=None if args.json else _printer(len(machines) > 1), fanout=fanout,
+            on_output=None if args.json else _printer(len(machines) > 1), fanout=fanout, secrets=secrets,
         )  # fmt: skip
     return _finish_run(args, results)
 
@@ -323,6 +372,10 @@ def _finish_run(args: argparse.Namespace, results: list[CommandResult]) -> int:
             print(f"{r.machine}\t{r.order_id}\t{r.status}")
         return 0
     _report(results, json_out=args.json, quiet_ok=True)
+    if not args.json:
+        for r in results:
+            if r.redacted:
+                print(f"{r.machine}: {r.redacted} secret value(s) redacted from the output", file=sys.stderr)
     if len(results) > 1 and not args.json:
         print(f"{args.target}: {Summary.of(results).line()}", file=sys.stderr)
     return _exit_code(results)
@@ -921,6 +974,10 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("--command-timeout", type=float, default=None, help="kill the command after this many seconds")
     p.add_argument("--cwd")
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE")
+    p.add_argument(
+        "--secret", action="append", default=[], metavar="NAME=@FILE|NAME=env:VAR",
+        help="a variable the hub never sees: sealed to each machine, redacted from the output (never NAME=value)",
+    )  # fmt: skip
     p.add_argument("--no-wait", action="store_true", help="only queue; print the command ids")
     p.set_defaults(func=cmd_run)
 

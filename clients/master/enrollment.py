@@ -35,6 +35,7 @@ class Joiner:
     joined: float
     state: JoinState
     problem: str = ""
+    sealing_key: str = ""  # as its registration named it (MAC'd with the rest); "" from a daemon before sealing
 
     @property
     def id(self) -> str:
@@ -100,9 +101,11 @@ def _joiner(master: Identity, scenario: str, claims: EnrollmentClaims, index: in
     machine = present.get(machine_id)
     if machine is None:
         return Joiner(name, os_name, key, joined, JoinState.REFUSED, "no longer in the scenario (removed?)")
+    sealing = registration.sealing_key
     if machine.trusted:
-        return Joiner(name, os_name, key, joined, JoinState.CERTIFIED)
-    return Joiner(name, os_name, key, joined, JoinState.PENDING if claims.approve else JoinState.TO_CERTIFY)
+        return Joiner(name, os_name, key, joined, JoinState.CERTIFIED, sealing_key=sealing)
+    state = JoinState.PENDING if claims.approve else JoinState.TO_CERTIFY
+    return Joiner(name, os_name, key, joined, state, sealing_key=sealing)
 
 
 def certificates(
@@ -120,6 +123,7 @@ def certificates(
             )
             if wanted:
                 certificate = MachineCertificate(scenario, joiner.name, joiner.id, joiner.public_key, joiner.os,
-                                                 token.claims.role, dict(token.claims.labels))  # fmt: skip
+                                                 token.claims.role, dict(token.claims.labels),
+                                                 sealing_key=joiner.sealing_key)  # fmt: skip
                 issued.append(certificate.endorsed(master))
     return issued

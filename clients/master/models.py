@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from protocol import ErrorCode, Identity, OrderState, ProtocolError, PublicKey, SignedResult
-from protocol.certificates import MachineCertificate, ReadyStatement, addresses_from_facts, trusted_keys
+from protocol.certificates import MachineCertificate, ReadyStatement, addresses_from_facts, key_chain
 from protocol.events import EventPayload, from_wire
 from protocol.targeting import select
 
@@ -33,6 +33,9 @@ class MachineInfo:
     trusted: bool = True
     problem: str = ""  # why it is not trusted
     certificate: MachineCertificate | None = field(default=None, compare=False, repr=False)
+    # What secrets for it are sealed to: from this master's certificate or the machine's signed key rotations
+    # (``protocol.certificates.key_chain``); "" for a machine made (or rotated by a daemon) before sealing keys.
+    sealing_key: str = ""
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any], master_key: PublicKey, scenario: str) -> MachineInfo:
@@ -48,13 +51,18 @@ class MachineInfo:
                 trusted=False,
                 problem=f"the hub's record of it is not this master's ({exc.message})",
             )  # fmt: skip
-        keys = trusted_keys(certificate, list(raw.get("key_proofs") or []))
+        chain = key_chain(certificate, list(raw.get("key_proofs") or []))
+        keys = chain.keys
         facts = _signed_facts(raw, keys, scenario, certificate.machine)
         return cls(
             certificate.machine, certificate.name, certificate.os, certificate.role, keys[-1].to_text(), status,
             addresses_from_facts(facts), facts, last_seen, [k.to_text() for k in keys[:-1]], dict(certificate.labels),
-            certificate=certificate,
+            certificate=certificate, sealing_key=chain.sealing_key,
         )  # fmt: skip
+
+
+def _count(raw: Any) -> int:
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else 0
 
 
 def _labels(raw: Any) -> dict[str, str]:
@@ -183,6 +191,7 @@ class CommandResult:
     finished: float | None = None
     verified: bool = False
     kind: str = ""
+    redacted: int = 0  # occurrences of secret values the daemon masked in its output (as it signed)
 
     @property
     def ok(self) -> bool:
@@ -217,6 +226,7 @@ class CommandResult:
             stdout=signed.stdout, stderr=signed.stderr, stdout_truncated=signed.stdout_truncated,
             stderr_truncated=signed.stderr_truncated, error=signed.error, started=signed.started,
             finished=signed.finished, verified=verified, kind=raw.get("kind", ""),
+            redacted=_count(signed.extra.get("redacted")),
         )  # fmt: skip
 
 

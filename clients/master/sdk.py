@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from clients.link import HubLink, LinkClosed, new_id
 from clients.master.enrollment import TokenInfo, read_tokens
@@ -41,6 +41,7 @@ from clients.master.models import (
     Scenario,
 )
 from clients.master.revocations import RevokedTokens
+from clients.master.secret_params import SealedSecrets, SecretRefused, SecretValues, checked_secrets
 from protocol import (
     CrcError,
     Envelope,
@@ -112,6 +113,7 @@ from protocol.orders import MAX_ORDER_TTL, canonical, file_chunks
 from protocol.parameters import JobParameter, check_parameters, resolve
 from protocol.plans import Plan, parse_plan, plan_to_wire, validate
 from protocol.retry import backoff_delays, is_retryable
+from protocol.sealing import sealing_key
 from protocol.signed_values import SignedValue, ValueKind, WriterKind, untrusted_message, verify_value
 from protocol.tokens import AccessToken, TokenRole
 
@@ -136,6 +138,16 @@ _REPEATABLE = {
 
 WAIT_READY_RESYNC = 10.0  # wait_ready re-reads the scenario this often, in case an event was missed
 _REFUSED_FOR_GOOD = {ErrorCode.UNKNOWN_IDENTITY.value, ErrorCode.REVOKED.value}
+
+
+class PerMachineBody(Protocol):
+    """Makes each machine's order body itself (``secret_params.SealedSecrets`` seals secrets to each)."""
+
+    def refusal(self, scenario: str, machines: Sequence[MachineInfo]) -> str | None:
+        """Why these targets cannot be sent such a body (then nothing is signed); None if they can."""
+
+    def body(self, scenario: str, machine: MachineInfo, order_id: str) -> dict[str, Any]:
+        """The body of ``machine``'s order ``order_id``."""
 
 
 class MasterError(CrcError):
@@ -374,8 +386,8 @@ class Master:
             {
                 "name": m.name, "os": m.os, "role": m.role, "public_key": m.identity.public.to_text(),
                 "report_key": report_key(m.identity).hex(), "labels": labels[m.name],
-                "certificate": self._certify(scenario, m.name, m.identity.public, m.os, m.role,
-                                             labels[m.name]).to_wire(),
+                "certificate": self._certify(scenario, m.name, m.identity.public, m.os, m.role, labels[m.name],
+                                             sealing_key(m.identity).to_text()).to_wire(),
             }
             for m in minted
         ]  # fmt: skip
@@ -389,12 +401,20 @@ class Master:
             self._scenarios[name] = self._checked(data, name)
 
     def _certify(
-        self, scenario: str, name: str, key: PublicKey, os_name: str, role: str, labels: dict[str, str]
+        self,
+        scenario: str,
+        name: str,
+        key: PublicKey,
+        os_name: str,
+        role: str,
+        labels: dict[str, str],
+        sealing: str = "",
     ) -> MachineCertificate:
-        """This master's signed word on a machine: what later answers of the hub are checked against."""
-        return MachineCertificate(scenario, name, key.id, key.to_text(), os_name, role, dict(labels)).endorsed(
-            self.identity
-        )
+        """This master's signed word on a machine: what later answers of the hub are checked against. ``sealing``:
+        the machine's sealing key (``protocol.sealing``), known here for the machines this master minted."""
+        certificate = MachineCertificate(scenario, name, key.id, key.to_text(), os_name, role, dict(labels),
+                                         sealing_key=sealing)  # fmt: skip
+        return certificate.endorsed(self.identity)
 
     def _checked(self, data: dict[str, Any], asked: str) -> Scenario:
         try:
@@ -728,8 +748,18 @@ class Master:
                 return item
 
     # orders
-    def sign(self, sc: Scenario, machine: MachineInfo, kind: OrderKind, body: dict[str, Any], ttl: float) -> Order:
-        """An order for one machine, signed with this master's key and valid for ``ttl`` seconds.
+    def sign(
+        self,
+        sc: Scenario,
+        machine: MachineInfo,
+        kind: OrderKind,
+        body: dict[str, Any],
+        ttl: float,
+        *,
+        per_machine: PerMachineBody | None = None,
+    ) -> Order:
+        """An order for one machine, signed with this master's key and valid for ``ttl`` seconds. With
+        ``per_machine``, its body is made for this machine and order id (secrets sealed to it) instead of ``body``.
 
         Raises:
             MasterError: ``ttl`` is over ``MAX_ORDER_TTL`` (daemons would refuse the order).
@@ -739,7 +769,10 @@ class Master:
                 f"nothing was sent: an order may be valid for at most {MAX_ORDER_TTL / 86400:.0f} days "
                 f"(asked {ttl / 86400:.1f}); daemons refuse longer ones, which they could not tell from replays"
             )
-        order = Order(new_id(), sc.name, machine.id, kind, body, time.time() + ttl, self.identity.id)
+        order_id = new_id()
+        if per_machine is not None:
+            body = per_machine.body(sc.name, machine, order_id)
+        order = Order(order_id, sc.name, machine.id, kind, body, time.time() + ttl, self.identity.id)
         return order.signed(self.identity)
 
     async def submit(self, order: Order, upload: str = "", *, last_use: bool = False) -> str:
@@ -802,10 +835,14 @@ class Master:
         ttl: float = DEFAULT_ORDER_TTL,
         fanout: FanOut | None = None,
         release_upload: bool = False,
+        per_machine: PerMachineBody | None = None,
     ) -> list[CommandResult]:
         """Send one order per target machine and (unless ``wait`` is False) wait for every result.
 
         ``release_upload``: these are the last orders naming ``upload``; the hub frees it after the last one.
+
+        ``per_machine``: each machine's body is made for it (``SealedSecrets``: secrets sealed to it); first it is
+        asked whether every target can take one, and if one cannot, nothing is signed or sent (MasterError).
 
         With ``fanout`` (``clients.master.fanout.FanOut``): at most ``concurrency`` orders in flight, no new
         dispatch once more than ``max_failures`` failed, and targets cancelled after ``target_timeout``; machines
@@ -815,16 +852,21 @@ class Master:
         orders still unfinished then are returned with their current state.
         """
         sc, machines = await self.targets(scenario, target)
+        if per_machine is not None and (refusal := per_machine.refusal(sc.name, machines)) is not None:
+            raise MasterError(f"nothing was sent: {refusal}")
         if fanout is not None and fanout.active and wait:
             return await self._dispatch_rolling(
-                sc, machines, kind, body, upload, fanout, timeout, on_output, ttl, release_upload
+                sc, machines, kind, body, upload, fanout, timeout, on_output, ttl, release_upload, per_machine
             )
         async with self._consume(scenario, -1) as consumer:
             last = len(machines) - 1
             ids = [
-                await self.submit(self.sign(sc, m, kind, body, ttl), upload, last_use=release_upload and i == last)
+                await self.submit(
+                    self.sign(sc, m, kind, body, ttl, per_machine=per_machine), upload,
+                    last_use=release_upload and i == last,
+                )
                 for i, m in enumerate(machines)
-            ]
+            ]  # fmt: skip
             if wait:
                 await self._await_finished(consumer, set(ids), timeout, on_output)
         return await self.results(scenario, ids)
@@ -841,6 +883,7 @@ class Master:
         on_output: OutputCallback | None,
         ttl: float,
         release_upload: bool = False,
+        per_machine: PerMachineBody | None = None,
     ) -> list[CommandResult]:
         """Dispatch under fan-out controls (``clients.master.fanout``): a window of orders in flight, a failure
         threshold that stops further dispatch, and a per-target deadline."""
@@ -857,7 +900,7 @@ class Master:
             async def top_up() -> None:
                 while waiting and len(in_flight) < limit and (threshold is None or failures <= threshold):
                     machine = waiting.pop(0)
-                    order = self.sign(sc, machine, kind, body, ttl)
+                    order = self.sign(sc, machine, kind, body, ttl, per_machine=per_machine)
                     order_id = await self.submit(order, upload, last_use=release_upload and not waiting)
                     in_flight[order_id] = time.monotonic()
                     sent.append((order_id, machine))
@@ -940,6 +983,7 @@ class Master:
         on_output: OutputCallback | None = None,
         wait: bool = True,
         fanout: FanOut | None = None,
+        secrets: SecretValues | None = None,
     ) -> list[CommandResult]:
         """Run a shell command on the target machines (a target: see ``protocol.targeting``).
 
@@ -947,11 +991,24 @@ class Master:
             timeout: the command's own time limit on the machine (killed with its whole process group).
             wait_timeout: how long to wait for results (None: until they come).
             on_output: called with each live output chunk.
+            secrets: environment variables for the command whose values (bytes or str) the hub must not see:
+                sealed to each machine for its order alone, and redacted by the daemon from the output (results
+                say how often: ``CommandResult.redacted``).
+
+        Raises:
+            MasterError: (nothing was sent) a secret that cannot be sent as given (``secret_params``), or a
+                target machine without a sealing key.
         """
-        body = ExecBody(command, cwd=cwd, env=dict(env or {}), timeout=timeout).to_wire()
+        base = ExecBody(command, cwd=cwd, env=dict(env or {}), timeout=timeout)
+        per_machine = None
+        if secrets:
+            try:
+                per_machine = SealedSecrets(base, checked_secrets(secrets, env))
+            except SecretRefused as exc:
+                raise MasterError(f"nothing was sent: {exc}") from None
         return await self.dispatch(
-            scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output,
-            fanout=fanout,
+            scenario, target, OrderKind.EXEC, base.to_wire(), wait=wait, timeout=wait_timeout, on_output=on_output,
+            fanout=fanout, per_machine=per_machine,
         )  # fmt: skip
 
     async def ping(

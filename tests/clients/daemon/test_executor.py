@@ -299,3 +299,21 @@ async def test_a_failing_sink_stops_streaming_but_not_the_command(caplog):
     assert outcome.stdout == b"a\nb\n"
     assert calls == [b"a\n"]
     assert "output sink failed" in caplog.text
+
+
+async def test_secret_values_are_masked_in_live_chunks_and_in_the_kept_tail_however_the_output_is_cut():
+    secret = b"s3cr3t-Pa55"
+    # Tiny chunks and a tail cut inside the output: every chunk boundary and the tail's start fall anywhere.
+    executor = ProcessExecutor(tail_limit=40, kill_grace=0.3, chunk_size=3)
+    command = (
+        'for i in 1 2 3 4 5 6; do printf "%s|" "$SECRET"; printf "%s" "$SECRET" | base64 -w0; printf "|"; done; '
+        'printf "%s" "$SECRET" >&2'
+    )
+    outcome, sink = await run(command, executor=executor, env={"SECRET": secret.decode()}, redact=(secret,))
+    assert outcome.status is ExecStatus.SUCCEEDED
+    live, err = sink.joined("stdout"), sink.joined("stderr")
+    assert secret not in live + err + outcome.stdout + outcome.stderr
+    assert live == b"***|***|" * 6
+    assert err == outcome.stderr == b"***"
+    assert outcome.stdout_truncated and outcome.stdout == live[-40:]
+    assert outcome.redacted == 12 + 1
