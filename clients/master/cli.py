@@ -606,6 +606,7 @@ async def cmd_job_delete(args: argparse.Namespace) -> int:
 async def cmd_job_run(args: argparse.Namespace) -> int:
     try:
         fanout = FanOut(args.concurrency, args.max_failures, args.target_timeout)
+        secrets = _secrets(args, {})
     except ValueError as exc:
         print(f"crc job run: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -613,8 +614,8 @@ async def cmd_job_run(args: argparse.Namespace) -> int:
         _, machines = await master.targets(args.scenario, args.target)
         results = await master.run_job(
             args.scenario, args.target, args.name, version=args.version, params=dict(args.param or []),
-            wait_timeout=args.timeout,
-            wait=not args.no_wait, fanout=fanout, on_output=None if args.json else _printer(len(machines) > 1),
+            wait_timeout=args.timeout, wait=not args.no_wait, fanout=fanout, secrets=secrets,
+            on_output=None if args.json else _printer(len(machines) > 1),
         )  # fmt: skip
     return _finish_run(args, results)
 
@@ -1059,6 +1060,8 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("name")
     p.add_argument("--version", type=int, help="run exactly this version (refused if the hub's copy is another)")
     p.add_argument("--param", action="append", type=_param_value, metavar="NAME=VALUE", help="a parameter's value")
+    p.add_argument("--secret", action="append", default=[], metavar="NAME=@FILE|NAME=env:VAR",
+                   help="a secret parameter's value: sealed to each machine, redacted from the output")  # fmt: skip
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for results (default: until done)")
     p.add_argument("--no-wait", action="store_true", help="only queue; print the order ids")
     p.add_argument("--concurrency", help="at most this many machines at once: N or N%% of the targets")

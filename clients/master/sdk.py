@@ -110,7 +110,7 @@ from protocol.messages import (
 )
 from protocol.order_bodies import ExecBody, HostsBody, PutFileBody, TrustMasterBody
 from protocol.orders import MAX_ORDER_TTL, canonical, file_chunks
-from protocol.parameters import JobParameter, check_parameters, resolve
+from protocol.parameters import JobParameter, ParameterType, check_parameters, resolve
 from protocol.plans import Plan, parse_plan, plan_to_wire, validate
 from protocol.retry import backoff_delays, is_retryable
 from protocol.sealing import sealing_key
@@ -1036,7 +1036,7 @@ class Master:
             exec_body = ExecBody(step.command, shell=step.shell, timeout=step.timeout, plan_step=step.id)
             if step.job:
                 statement = await self._signed_job(step.job, scenario=scenario, sending=True)
-                step_env = job_environment(statement, step.params, None, where=f"step {step.id}: ")
+                step_env = job_environment(statement, step.params, None, secret_names=None, where=f"step {step.id}: ")
                 exec_body = replace(exec_body, command=statement.script, shell=statement.shell or None,
                                     job=statement.name, job_version=statement.version, env=step_env)  # fmt: skip
             body = exec_body.to_wire()
@@ -1267,26 +1267,33 @@ class Master:
         wait: bool = True,
         fanout: FanOut | None = None,
         on_output: OutputCallback | None = None,
+        secrets: SecretValues | None = None,
     ) -> list[CommandResult]:
         """Play a stored job on the target machines: the job is fetched from the hub, and only a version this
         master signed (for this job and scenario, not older than one it saw; exactly ``version`` if given) is
         signed into the orders, marked with the job's name and version (see ``job_runs``). Offline machines run
         it when they connect.
 
-        ``params``: values of the job's parameters (checked against them; defaults filled in).
+        ``params``: values of the job's parameters (checked against them; defaults filled in); ``secrets``: those
+        of its secret parameters, sealed to each machine as ``run``'s secrets are.
 
         Raises:
             MasterError: the hub's copy does not verify, or a parameter value is missing, unknown or of the wrong
-                type (nothing was sent); see ``job``.
+                type, or a secret cannot be sent (nothing was sent); see ``job``.
         """
         statement = await self._signed_job(name, scenario=scenario, version=version, sending=True)
-        body = ExecBody(
-            statement.script, shell=statement.shell or None, env=job_environment(statement, params, env),
-            timeout=timeout, job=statement.name, job_version=statement.version,
-        ).to_wire()  # fmt: skip
+        job_env = job_environment(statement, params, env, secret_names=list(secrets or {}))
+        base = ExecBody(statement.script, shell=statement.shell or None, env=job_env, timeout=timeout,
+                        job=statement.name, job_version=statement.version)  # fmt: skip
+        per_machine = None
+        if secrets:
+            try:
+                per_machine = SealedSecrets(base, checked_secrets(secrets, job_env))
+            except SecretRefused as exc:
+                raise MasterError(f"nothing was sent: {exc}") from None
         return await self.dispatch(
-            scenario, target, OrderKind.EXEC, body, wait=wait, timeout=wait_timeout, on_output=on_output,
-            fanout=fanout,
+            scenario, target, OrderKind.EXEC, base.to_wire(), wait=wait, timeout=wait_timeout, on_output=on_output,
+            fanout=fanout, per_machine=per_machine,
         )  # fmt: skip
 
     async def _signed_job(
@@ -1370,8 +1377,9 @@ class Master:
             raise MasterError("a composition needs a target (a machine, role:R, label:K=V, a glob or all)")
         statement = await self._signed_job(name, scenario=scenario, version=version, sending=True)
         body = ExecBody(
-            statement.script, shell=statement.shell or None, env=job_environment(statement, params, env),
-            timeout=timeout, job=statement.name, job_version=statement.version,
+            statement.script, shell=statement.shell or None,
+            env=job_environment(statement, params, env, secret_names=None), timeout=timeout, job=statement.name,
+            job_version=statement.version,
         ).to_wire()  # fmt: skip
         earlier = [c for c in await self.assignments(scenario) if c.job == name and c.target == target]
         for existing in earlier:
@@ -1486,15 +1494,30 @@ def _job_view(statement: JobStatement) -> dict[str, Any]:
 
 
 def job_environment(
-    statement: JobStatement, params: Mapping[str, str] | None, env: Mapping[str, str] | None, *, where: str = ""
+    statement: JobStatement,
+    params: Mapping[str, str] | None,
+    env: Mapping[str, str] | None,
+    *,
+    secret_names: Sequence[str] | None = (),
+    where: str = "",
 ) -> dict[str, str]:
     """The environment a run of the job gets: its parameters' values (checked, defaults filled in) and ``env``.
+    ``secret_names``: the secret parameters given (their values are sealed apart); None where secrets cannot be
+    carried (a composition or a plan signs one body for many machines, and secrets are sealed to each).
 
     Raises:
         MasterError: a value is missing, unknown or of the wrong type, or ``env`` sets a parameter's variable.
     """
+    if secret_names is None:
+        needed = [p.name for p in statement.parameters if p.type is ParameterType.SECRET and p.required]
+        if needed:
+            raise MasterError(
+                f"nothing was sent: {where}job {statement.name!r} needs secret parameter {', '.join(needed)}: "
+                "secrets are sealed to each machine, so only crc job run can give them (not assignments or plans)"
+            )
+        secret_names = ()
     try:
-        arguments = resolve(statement.parameters, dict(params or {}), [])
+        arguments = resolve(statement.parameters, dict(params or {}), list(secret_names))
     except ProtocolError as exc:
         raise MasterError(f"nothing was sent: {where}job {statement.name!r}: {exc.message}") from None
     clash = sorted(set(env or {}) & {p.name for p in statement.parameters})

@@ -183,3 +183,32 @@ async def test_a_machine_that_joined_with_a_token_is_sent_secrets_sealed_to_the_
 
     result = await eventually(answered, timeout=30, what="the joiner to run a command with a secret")
     assert (result.status, result.verified, result.stdout, result.redacted) == ("succeeded", True, b"***\n", 1)
+
+
+async def test_a_jobs_secret_parameter_is_given_with_secret_sealed_and_redacted(
+    hub: HubProcess, master: Master, deploy: Callable[..., Awaitable[Deployment]], tmp_path: Path
+) -> None:
+    await deploy("jobs", "box")
+    script = tmp_path / "login.sh"
+    script.write_text('echo "login $user with $token"\n')
+    added = await asyncio.to_thread(run_crc, hub, "job", "add", "login", str(script), "--param", "user",
+                                    "--param", "token:secret")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cr3t-token-value\n")
+
+    ran = await asyncio.to_thread(run_crc, hub, "job", "run", "jobs", "box", "login", "--param", "user=ana",
+                                  "--secret", f"token=@{token_file}")  # fmt: skip
+
+    assert ran.returncode == 0 and ran.stdout.strip() == "login ana with ***", ran.stdout + ran.stderr
+    assert "box: 1 secret value(s) redacted" in ran.stderr
+    [run] = [r for r in await master.job_runs("jobs", "login")]
+    assert run.result.redacted == 1 and b"s3cr3t" not in run.result.stdout
+    missing = await asyncio.to_thread(run_crc, hub, "job", "run", "jobs", "box", "login", "--param", "user=ana")
+    assert_one_line_error(missing, 1, "secret parameter token is required")
+    plain = await asyncio.to_thread(run_crc, hub, "job", "run", "jobs", "box", "login", "--param", "user=ana",
+                                    "--param", "token=s3cr3t-token-value")  # fmt: skip
+    line = assert_one_line_error(plain, 1, "is a secret: give it with --secret")
+    assert "s3cr3t" not in line
+    assigned = await asyncio.to_thread(run_crc, hub, "job", "assign", "jobs", "box", "login", "--param", "user=ana")
+    assert_one_line_error(assigned, 1, "only crc job run can give them")
