@@ -52,9 +52,12 @@ class MachineCertificate:
     labels: dict[str, str] = field(default_factory=dict)
     endorsements: dict[str, bytes] = field(default_factory=dict)  # master id -> that master key's signature
     sealing_key: str = ""  # ``x25519:...`` of its first key (protocol.sealing); "" for machines made before it
+    sealed: bool = False  # its scenario is sealed (protocol.sealed_orders): orders to it and its results are sealed
 
     def signing_payload(self) -> bytes:
         fields = [self.scenario, self.name, self.machine, self.public_key, self.os, self.role, canonical(self.labels)]
+        if self.sealed:  # its own version too: a hub cannot make a sealed machine's certificate read as unsealed
+            return pack(["crc-machine-cert-v3", *fields, self.sealing_key, True])
         if not self.sealing_key:  # as every certificate was signed before sealing keys: those still verify
             return pack(["crc-machine-cert-v1", *fields])
         # Its own version, so a hub cannot strip the sealing key off a certificate that has one and keep it valid.
@@ -85,6 +88,7 @@ class MachineCertificate:
             "scenario": self.scenario, "name": self.name, "machine": self.machine, "public_key": self.public_key,
             "os": self.os, "role": self.role, "labels": dict(self.labels), "endorsements": dict(self.endorsements),
             **({"sealing_key": self.sealing_key} if self.sealing_key else {}),
+            **({"sealed": True} if self.sealed else {}),
         }  # fmt: skip
 
     @classmethod
@@ -112,7 +116,10 @@ class MachineCertificate:
             raise ProtocolError(ErrorCode.BAD_FIELD, "a certificate's sealing key is x25519:<base64>")
         if sealing:
             SealingKey.from_text(sealing)
-        return cls(**texts, labels=dict(labels), endorsements=dict(endorsements), sealing_key=sealing)
+        sealed = raw.get("sealed", False)
+        if not isinstance(sealed, bool) or (sealed and not sealing):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "a sealed machine's certificate names its sealing key")
+        return cls(**texts, labels=dict(labels), endorsements=dict(endorsements), sealing_key=sealing, sealed=sealed)
 
 
 @dataclass(frozen=True)

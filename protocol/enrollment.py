@@ -60,19 +60,23 @@ class EnrollmentClaims:
     uses: int = 1
     expires: float = 0.0
     approve: bool = False  # each joining machine waits until the master approves it
+    sealed: bool = False  # the scenario is sealed: joiners refuse plain orders, and are certified sealed
 
     @property
     def master(self) -> str:
         return self.master_key.id
 
     def signing_payload(self) -> bytes:
-        return pack(["crc-enroll-claims-v1", self.id, self.scenario, self.master_key.to_text(), self.role,
-                     canonical(self.labels), self.uses, float(self.expires), self.approve])  # fmt: skip
+        fields = [self.id, self.scenario, self.master_key.to_text(), self.role, canonical(self.labels), self.uses,
+                  float(self.expires), self.approve]  # fmt: skip
+        if self.sealed:  # its own version: a hub cannot unseal a token's joiners by dropping the flag
+            return pack(["crc-enroll-claims-v2", *fields, True])
+        return pack(["crc-enroll-claims-v1", *fields])
 
     def to_wire(self) -> dict[str, Any]:
         return {"id": self.id, "scenario": self.scenario, "master_public_key": self.master_key.to_text(),
                 "role": self.role, "labels": dict(self.labels), "uses": self.uses, "expires": self.expires,
-                "approve": self.approve}  # fmt: skip
+                "approve": self.approve, **({"sealed": True} if self.sealed else {})}  # fmt: skip
 
     @classmethod
     def from_wire(cls, raw: Any) -> EnrollmentClaims:
@@ -94,8 +98,11 @@ class EnrollmentClaims:
             raise _bad("an enrollment token has an expiry", field="expires")
         if not isinstance(approve, bool):
             raise _bad("an enrollment token says whether joins wait for approval", field="approve")
+        sealed = raw.get("sealed", False)
+        if not isinstance(sealed, bool):
+            raise _bad("an enrollment token says whether its scenario is sealed", field="sealed")
         key = PublicKey.from_text(str(raw.get("master_public_key", "")))
-        return cls(token_id, scenario, key, role, dict(labels), uses, float(expires), approve)
+        return cls(token_id, scenario, key, role, dict(labels), uses, float(expires), approve, sealed)
 
 
 @dataclass(frozen=True)

@@ -289,12 +289,14 @@ class BootStep(EventPayload):
 class CommandQueued(EventPayload):
     """An order was queued. ``kind`` is its ``OrderKind`` value; at most one of ``command`` (exec, cut to 200
     characters), ``path`` (put_file) and ``wheel`` (update) is set; ``job`` for a stored job's run; ``plan`` and
-    ``step`` for an order a plan queued."""
+    ``step`` for an order a plan queued; ``sealed`` (True) for an order of a sealed scenario, whose command the
+    hub cannot read (then ``command`` is not set)."""
 
     KIND = EventKind.COMMAND_QUEUED
     order_id: str
     kind: str
     command: str | None = field(default=None, metadata=_OMIT_WHEN_NONE)
+    sealed: bool | None = field(default=None, metadata=_OMIT_WHEN_NONE)
     path: str | None = field(default=None, metadata=_OMIT_WHEN_NONE)
     wheel: str | None = field(default=None, metadata=_OMIT_WHEN_NONE)
     job: str | None = field(default=None, metadata=_OMIT_WHEN_NONE)

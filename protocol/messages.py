@@ -567,6 +567,7 @@ class Output(Body):
     stream: str
     data: bytes
     machine: str = ""
+    sealed: bool = False  # ``data`` is sealed to the master (``protocol.sealed_orders.seal_output``)
 
 
 @dataclass(frozen=True)

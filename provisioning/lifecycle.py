@@ -189,7 +189,8 @@ async def up(
     async def create(name: str) -> None:
         plan = spec.machine(name)
         new = next(m for m in minted if m.name == name)
-        config = DaemonConfig(machines_hub, spec.name, name, new.identity, master.identity.public, hub_pin=master.pin)
+        config = DaemonConfig(machines_hub, spec.name, name, new.identity, master.identity.public, hub_pin=master.pin,
+                              sealed=spec.sealed)  # fmt: skip
         script = render(StartupParams(config, release.wheel, hub_ca_pem, release.lock), plan.os)
         try:
             made = await provider.create(spec.name, plan, script)
@@ -240,7 +241,8 @@ async def _declare(
     """The scenario on the hub with every machine of the file: created, or grown by the ones it lacks."""
     declared = {m.name: (m.name, m.os, m.role, dict(m.labels)) for m in spec.machines}
     try:
-        return await master.create_scenario(spec.name, declared.values()), UpPlan(spec.name, list(declared))
+        created = await master.create_scenario(spec.name, declared.values(), sealed=spec.sealed)
+        return created, UpPlan(spec.name, list(declared))
     except RemoteError as exc:
         if exc.code != ErrorCode.ALREADY_EXISTS.value:
             raise
@@ -260,7 +262,8 @@ async def _declare(
                 await master.revoke_machine(spec.name, name)
         await provider.destroy(spec.name, notice, only=plan.extra)
         plan = dataclasses.replace(plan, pruned=list(plan.extra))
-    minted = await master.add_machines(spec.name, [declared[name] for name in plan.creating]) if plan.creating else []
+    minted = (await master.add_machines(spec.name, [declared[name] for name in plan.creating], sealed=spec.sealed)
+              if plan.creating else [])  # fmt: skip
     return minted, plan
 
 

@@ -6,6 +6,7 @@
     name = "shop"
     hub = "https://hub.example.com:8750"      # optional: else --hub / CRC_HUB
     hub_cert_sha256 = "sha256:..."            # optional: pin the hub's certificate (crc hub init-tls prints it)
+    sealed = true                             # optional: the hub never reads its commands and output
 
     [provider]
     kind = "vultr"                            # or "local"; `crc up --provider` overrides it
@@ -134,6 +135,7 @@ class ScenarioFile:
     hub: str = ""
     hub_pin: str = ""
     source: Path | None = None
+    sealed: bool = False  # protocol.sealed_orders: the hub never reads its commands, files or output
 
     def machine(self, name: str) -> MachinePlan:
         for machine in self.machines:
@@ -178,7 +180,7 @@ class _Reader:
 
 MACHINE_KEYS = {"name", "os", "role", "region", "plan", "image", "labels", "hostname"}
 PROVIDER_KEYS = {"kind", "region", "plan", "linux_image", "windows_image", "boot", "backups", "tags", "netns"}
-SCENARIO_KEYS = {"name", "hub", "hub_cert_sha256"}
+SCENARIO_KEYS = {"name", "hub", "hub_cert_sha256", "sealed"}
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> ScenarioFile:
@@ -205,6 +207,9 @@ def parse_scenario(text: str, source: str = "<scenario>") -> ScenarioFile:
     hub = scenario.get("hub", "")
     if not isinstance(hub, str) or (hub and not re.match(r"^(https?|wss?)://", hub)):
         raise reader.fail("[scenario] hub", "must be an http(s):// or ws(s):// URL")
+    sealed = scenario.get("sealed", False)
+    if not isinstance(sealed, bool):
+        raise reader.fail("[scenario] sealed", "must be true or false")
 
     raw_provider = reader.table(data, "provider", PROVIDER_KEYS)
     kind = reader.text(raw_provider, "kind", "[provider]", "local")
@@ -279,7 +284,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> ScenarioFile:
             raise reader.fail(f"machine {machine.name!r}", "appears twice; machine names must be unique")
         seen.add(machine.name)
     machines = _unique_hostnames(reader, machines)
-    return ScenarioFile(name, tuple(machines), provider, hub=hub, hub_pin=hub_pin)
+    return ScenarioFile(name, tuple(machines), provider, hub=hub, hub_pin=hub_pin, sealed=sealed)
 
 
 def _unique_hostnames(reader: _Reader, machines: list[MachinePlan]) -> list[MachinePlan]:
@@ -349,4 +354,4 @@ def load_scenario(path: str | Path) -> ScenarioFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioFileError(f"cannot read {path}: {exc}") from None
     parsed = parse_scenario(text, str(path))
-    return ScenarioFile(parsed.name, parsed.machines, parsed.provider, parsed.hub, parsed.hub_pin, path)
+    return ScenarioFile(parsed.name, parsed.machines, parsed.provider, parsed.hub, parsed.hub_pin, path, parsed.sealed)

@@ -83,6 +83,15 @@ from protocol.order_bodies import (
 )
 from protocol.orders import EXPIRY_SLACK, MAX_ORDER_TTL
 from protocol.retry import backoff_delays, is_retryable
+from protocol.sealed_orders import (
+    SEALED_KINDS,
+    SEALED_RESULT_FIELDS,
+    is_sealed_body,
+    open_body,
+    reply_key_of,
+    seal_output,
+    seal_result,
+)
 from protocol.sealing import SealContext, SealingPrivateKey, sealing_key, unseal
 from protocol.signed_values import SignedValue, ValueKind, VerifiedValue, WriterKind, untrusted_message, verify_value
 
@@ -395,6 +404,12 @@ class Daemon:
         except ProtocolError as exc:
             await self._refuse(order, str(exc))
             return
+        if self.config.sealed and order.delegation is not None:
+            # An operator's requests go through the hub in the clear: in a sealed scenario only masters command.
+            await self._refuse(
+                order, "this machine's scenario is sealed: orders signed under an access token are refused"
+            )
+            return
         if self.journal.seen(order.id):  # its entry was pruned, its id is remembered: a replay
             await self._refuse(order, "this order id was received here before; it is not run again")
             return
@@ -405,7 +420,7 @@ class Daemon:
             )
             return
         try:
-            order_body = parse_body(order.kind, order.body)
+            order_body = parse_body(order.kind, self._plain_body(order))
             self._open_secrets(order, order_body)  # nothing is journaled, let alone run, with one that fails
         except ProtocolError as exc:
             await self._refuse(order, exc.message)
@@ -726,7 +741,7 @@ class Daemon:
 
     async def _execute(self, order: Order, started: float, cancel: asyncio.Event) -> None:
         try:  # checked at delivery; an order journaled by an older daemon is checked here first
-            body = parse_body(order.kind, order.body)
+            body = parse_body(order.kind, self._plain_body(order))  # journaled sealed: opened only to run
         except ProtocolError as exc:
             await self._finish(order, OrderState.REJECTED, None, started, error=f"refused by the daemon: {exc}")
             return
@@ -764,6 +779,27 @@ class Daemon:
         if wanted == "sh":
             return "this machine runs Windows: it has no sh for this job" if windows else ("/bin/sh", "-c")
         return f"unknown shell {wanted!r} (sh or powershell)"
+
+    def _plain_body(self, order: Order) -> dict[str, Any]:
+        """The order's body as the master wrote it: opened with this machine's sealing key if it is sealed
+        (``protocol.sealed_orders``).
+
+        Raises:
+            ProtocolError: a sealed body that does not open here, or a plain command or hosts order in a sealed
+                scenario (the hub could read it: the master never sends one).
+        """
+        if is_sealed_body(order.body):
+            return open_body(
+                order.body, keys.opening_keys(self.config, self.options.state_dir), kind=order.kind,
+                scenario=order.scenario, machine=self.config.machine_id, order_id=order.id,
+            ).body  # fmt: skip
+        if self.config.sealed and order.kind in SEALED_KINDS:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"this machine's scenario is sealed: a plain {order.kind.value} order is refused (the hub could read "
+                "it)",
+            )
+        return order.body
 
     def _open_secrets(self, order: Order, body: OrderBody) -> dict[str, bytes]:
         """The order's secret parameters, opened with this machine's key for exactly this order.
@@ -839,8 +875,14 @@ class Daemon:
             redact=tuple(secrets.values()),
         )
 
+        reply_key = reply_key_of(order.body)
+
         async def stream(name: str, chunk: bytes) -> None:
-            await self._send(Output(order.id, name, chunk))
+            if reply_key is None:
+                await self._send(Output(order.id, name, chunk))
+                return
+            sealed = seal_output(chunk, to=reply_key, scenario=order.scenario, order_id=order.id, stream=name)
+            await self._send(Output(order.id, name, sealed, sealed=True))
 
         outcome = await self.executor.run(request, stream, cancel)
         await self._finish(
@@ -931,6 +973,12 @@ class Daemon:
     def _record(
         self, order: Order, status: OrderState, exit_code: int | None, started: float | None, **fields: Any
     ) -> dict[str, Any]:
+        reply_key = reply_key_of(order.body)
+        if reply_key is not None:  # a sealed order's output and error go back sealed to its master, under the signature
+            hidden = {name: fields.pop(name) for name in SEALED_RESULT_FIELDS if name in fields}
+            sealed = seal_result(hidden, to=reply_key, scenario=order.scenario, machine=self.config.machine_id,
+                                 order_id=order.id)  # fmt: skip
+            fields["extra"] = {**(fields.get("extra") or {}), "sealed": sealed}
         result = SignedResult(
             order_id=order.id, scenario=order.scenario, machine=self.config.machine_id, status=status,
             exit_code=exit_code, started=started, finished=self._now(), **fields,

@@ -37,6 +37,8 @@ class DaemonConfig:
     parallel: how many orders run at once (1 keeps them strictly in order).
     hub_pin: ``sha256:<hex>`` of the hub's TLS certificate; when set, no other certificate is accepted.
     ensemble: for a machine that joined with an enrollment token (without approval), that token's role and labels.
+    sealed: its scenario is sealed (``protocol.sealed_orders``): plain command and hosts orders, and orders signed
+        under an access token's delegation, are refused.
     """
 
     hub: str
@@ -48,6 +50,7 @@ class DaemonConfig:
     hub_pin: str = ""
     machine: str = ""  # the machine's id when its key was rotated (ids stay; see clients/daemon/keys.py)
     ensemble: Ensemble | None = None
+    sealed: bool = False
 
     @property
     def machine_id(self) -> str:
@@ -90,7 +93,11 @@ def load_config(path: str | Path) -> DaemonConfig:
     hub_pin = data.get("hub_cert_sha256", "")
     if not isinstance(hub_pin, str) or (hub_pin and not hub_pin.startswith("sha256:")):
         raise ConfigError(f"{path}: 'hub_cert_sha256' must look like sha256:<hex>")
+    sealed = data.get("sealed", False)
+    if not isinstance(sealed, bool):
+        raise ConfigError(f"{path}: 'sealed' must be true or false")
     return DaemonConfig(
+        sealed=sealed,
         ensemble=_ensemble(data.get("ensemble"), path),
         hub_pin=hub_pin,
         hub=_get(data, "hub", path),
@@ -128,6 +135,8 @@ def render_config(config: DaemonConfig) -> str:
     if config.hub_pin:
         lines.append(f"hub_cert_sha256 = {json.dumps(config.hub_pin)}")
     lines.append(f"parallel = {config.parallel}")
+    if config.sealed:
+        lines.append("sealed = true")
     if config.ensemble is not None:
         labels = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sorted(config.ensemble.labels.items()))
         lines += ["", "[ensemble]", f"role = {json.dumps(config.ensemble.role)}", f"labels = {{ {labels} }}"]

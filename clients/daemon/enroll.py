@@ -73,4 +73,5 @@ async def enroll(
     # compositions before its master has looked at it; one that waits for approval needs its certificate.
     claims = token.claims
     ensemble = None if claims.approve else Ensemble(claims.role, dict(claims.labels))
-    return DaemonConfig(hub, claims.scenario, name, identity, claims.master_key, hub_pin=hub_pin, ensemble=ensemble)
+    return DaemonConfig(hub, claims.scenario, name, identity, claims.master_key, hub_pin=hub_pin, ensemble=ensemble,
+                        sealed=claims.sealed)  # fmt: skip

@@ -127,7 +127,7 @@ async def cmd_scenario_create(args: argparse.Namespace) -> int:
         print("crc scenario create: --out DIR is needed for the machines' daemon configs", file=sys.stderr)
         return EXIT_USAGE
     async with await _connect(args) as master:
-        minted = await master.create_scenario(args.name, args.machine)
+        minted = await master.create_scenario(args.name, args.machine, sealed=args.sealed)
     if minted:
         _write_daemon_configs(args, master, args.name, minted)
     else:
@@ -189,7 +189,8 @@ def _write_daemon_configs(args: argparse.Namespace, master: Master, scenario: st
     hub, out = _hub_url(args), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for m in machines:
-        config = DaemonConfig(hub, scenario, m.name, m.identity, master.identity.public, hub_pin=_hub_pin(args))
+        config = DaemonConfig(hub, scenario, m.name, m.identity, master.identity.public, hub_pin=_hub_pin(args),
+                              sealed=m.sealed)  # fmt: skip
         write_config(out / f"{m.name}.toml", config)
         print(f"{m.name}: {m.id} -> {out / (m.name + '.toml')}")
 
@@ -457,7 +458,8 @@ async def cmd_enroll_create(args: argparse.Namespace) -> int:
                 print(f"crc: {exc}", file=sys.stderr)
                 return 1
         token = await master.create_enrollment(args.scenario, args.role, labels=dict(args.label or []),
-                                               uses=args.uses, ttl=args.ttl, approve=args.approve)  # fmt: skip
+                                               uses=args.uses, ttl=args.ttl, approve=args.approve,
+                                               sealed=True if args.sealed else None)  # fmt: skip
     claims = token.claims
     commands = enroll_install.lines(install, token.text(), args.print_install) if install else {}
     if args.json:
@@ -913,6 +915,8 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("--machine", action="append", type=_machine_decl, default=[],
                    help="NAME:OS[:ROLE] (none: an empty scenario, for machines that join with a token)")  # fmt: skip
     p.add_argument("--out", help="directory for the daemon configs (they hold private keys; needed with --machine)")
+    p.add_argument("--sealed", action="store_true",
+                   help="the hub never reads its commands, hosts entries, file contents or output")  # fmt: skip
     p.set_defaults(func=cmd_scenario_create)
     scenario.add_parser("list").set_defaults(func=cmd_scenario_list)
     p = scenario.add_parser("show")
@@ -992,6 +996,8 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("--uses", type=int, default=1, help="how many machines may join with it (default 1)")
     p.add_argument("--ttl", type=_enroll_ttl, default=24 * 3600.0, help="how long it lets machines join (default 24h)")
     p.add_argument("--approve", action="store_true", help="each machine waits for `crc machine approve`")
+    p.add_argument("--sealed", action="store_true",
+                   help="its scenario is sealed (implied when its machines are certified sealed)")  # fmt: skip
     p.add_argument("--print-install", choices=["linux", "windows", "all"],
                    help="also print the one-liner that installs crc-daemon on an existing machine and joins it: it "
                    "runs the hub's installer only if its SHA-256 is this master's, with the daemon build this master "

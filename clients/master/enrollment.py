@@ -124,6 +124,7 @@ def certificates(
             if wanted:
                 certificate = MachineCertificate(scenario, joiner.name, joiner.id, joiner.public_key, joiner.os,
                                                  token.claims.role, dict(token.claims.labels),
-                                                 sealing_key=joiner.sealing_key)  # fmt: skip
+                                                 sealing_key=joiner.sealing_key,
+                                                 sealed=token.claims.sealed and bool(joiner.sealing_key))  # fmt: skip
                 issued.append(certificate.endorsed(master))
     return issued

@@ -10,6 +10,8 @@ from typing import Any
 from protocol import ErrorCode, Identity, OrderState, ProtocolError, PublicKey, SignedResult
 from protocol.certificates import MachineCertificate, ReadyStatement, addresses_from_facts, key_chain
 from protocol.events import EventPayload, from_wire
+from protocol.sealed_orders import open_result
+from protocol.sealing import SealingPrivateKey
 from protocol.targeting import select
 
 
@@ -37,6 +39,11 @@ class MachineInfo:
     # (``protocol.certificates.key_chain``); "" for a machine made (or rotated by a daemon) before sealing keys.
     sealing_key: str = ""
 
+    @property
+    def sealed(self) -> bool:
+        """Its master certified it as a machine of a sealed scenario (``protocol.sealed_orders``)."""
+        return self.certificate is not None and self.certificate.sealed
+
     @classmethod
     def from_wire(cls, raw: dict[str, Any], master_key: PublicKey, scenario: str) -> MachineInfo:
         """The hub's record, believed only as far as this master's certificate and the machine's signatures go."""
@@ -59,6 +66,20 @@ class MachineInfo:
             addresses_from_facts(facts), facts, last_seen, [k.to_text() for k in keys[:-1]], dict(certificate.labels),
             certificate=certificate, sealing_key=chain.sealing_key,
         )  # fmt: skip
+
+
+def _opened_result(
+    sealed: bytes, signed: SignedResult, verified: bool, opener: SealingPrivateKey | None
+) -> dict[str, Any]:
+    """A sealed result's output and error, or why they are not shown."""
+    if not verified:
+        return {"error": "sealed result not shown: its signature is not its machine's"}
+    if opener is None:
+        return {"error": "sealed result: this master's sealing key is needed to read it"}
+    try:
+        return open_result(sealed, opener, scenario=signed.scenario, machine=signed.machine, order_id=signed.order_id)
+    except ProtocolError as exc:
+        return {"error": f"sealed result does not open with this master's key ({exc.message})"}
 
 
 def _count(raw: Any) -> int:
@@ -94,6 +115,11 @@ class Scenario:
     created: float
     cursor: int
     machines: list[MachineInfo]
+
+    @property
+    def sealed(self) -> bool:
+        """Some machine of it is certified sealed: then the scenario is (a master seals a scenario whole)."""
+        return any(m.trusted and m.sealed for m in self.machines)
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any], master_key: PublicKey, asked: str) -> Scenario:
@@ -137,6 +163,7 @@ class NewMachine:
     os: str
     role: str
     identity: Identity
+    sealed: bool = False  # its scenario is sealed: its daemon config says so
 
     @property
     def id(self) -> str:
@@ -204,8 +231,11 @@ class CommandResult:
         return OrderState(self.status).final
 
     @classmethod
-    def from_order(cls, raw: dict[str, Any], machine: MachineInfo | None) -> CommandResult:
-        """From a RESULTS_QUERY item, checking the daemon's signature when the machine's key is known."""
+    def from_order(
+        cls, raw: dict[str, Any], machine: MachineInfo | None, opener: SealingPrivateKey | None = None
+    ) -> CommandResult:
+        """From a RESULTS_QUERY item, checking the daemon's signature when the machine's key is known; a sealed
+        result's output and error are opened with ``opener`` (this master's sealing key) once it verified."""
         # The name is this master's (from its certificate), never the hub's label for the record.
         name = machine.name if machine is not None else str(raw.get("machine_name") or raw.get("machine", ""))
         result = raw.get("result") or {}
@@ -221,10 +251,15 @@ class CommandResult:
                     continue
                 verified = True
                 break
+        shown: dict[str, Any] = {"stdout": signed.stdout, "stderr": signed.stderr, "error": signed.error,
+                 "stdout_truncated": signed.stdout_truncated, "stderr_truncated": signed.stderr_truncated}  # fmt: skip
+        sealed = signed.extra.get("sealed")
+        if isinstance(sealed, bytes):
+            shown = {**shown, **_opened_result(sealed, signed, verified, opener)}
         return cls(
             order_id=raw["id"], machine=name, status=signed.status.value, exit_code=signed.exit_code,
-            stdout=signed.stdout, stderr=signed.stderr, stdout_truncated=signed.stdout_truncated,
-            stderr_truncated=signed.stderr_truncated, error=signed.error, started=signed.started,
+            stdout=shown["stdout"], stderr=shown["stderr"], stdout_truncated=shown["stdout_truncated"],
+            stderr_truncated=shown["stderr_truncated"], error=shown["error"], started=signed.started,
             finished=signed.finished, verified=verified, kind=raw.get("kind", ""),
             redacted=_count(signed.extra.get("redacted")),
         )  # fmt: skip

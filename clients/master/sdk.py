@@ -113,7 +113,8 @@ from protocol.orders import MAX_ORDER_TTL, canonical, file_chunks
 from protocol.parameters import JobParameter, ParameterType, check_parameters, resolve
 from protocol.plans import Plan, parse_plan, plan_to_wire, validate
 from protocol.retry import backoff_delays, is_retryable
-from protocol.sealing import sealing_key
+from protocol.sealed_orders import SEALED_KINDS, open_output, seal_body
+from protocol.sealing import SealingKey, SealingPrivateKey, sealing_key
 from protocol.signed_values import SignedValue, ValueKind, WriterKind, untrusted_message, verify_value
 from protocol.tokens import AccessToken, TokenRole
 
@@ -300,7 +301,15 @@ class Master:
                     consumer.cursor = info.cursor
                     consumer.queue.put_nowait(info)
         elif isinstance(body, Output):
-            chunk = OutputChunk(envelope.scenario, body.machine, body.order_id, body.stream, body.data)
+            data = body.data
+            if body.sealed:
+                try:
+                    data = open_output(data, self._sealing_key(), scenario=envelope.scenario,
+                                       order_id=body.order_id, stream=body.stream)  # fmt: skip
+                except ProtocolError:
+                    log.warning("a sealed output chunk of order %s does not open with this master's key", body.order_id)
+                    return
+            chunk = OutputChunk(envelope.scenario, body.machine, body.order_id, body.stream, data)
             for consumer in self._consumers.get(envelope.scenario, ()):
                 consumer.queue.put_nowait(chunk)
         elif isinstance(body, Error):
@@ -348,32 +357,51 @@ class Master:
         return await link.request(body, scenario=scenario, timeout=timeout)
 
     # scenarios
-    async def create_scenario(self, name: str, machines: Iterable[MachineDecl]) -> list[NewMachine]:
+    async def create_scenario(
+        self, name: str, machines: Iterable[MachineDecl], *, sealed: bool = False
+    ) -> list[NewMachine]:
         """Declare a scenario and its machines, minting one key pair per machine locally.
 
         Args:
             machines: ``(name, os)``, ``(name, os, role)`` or ``(name, os, role, labels)``; os is ``linux`` or
                 ``windows``; labels (a dict of strings) are what ``label:KEY=VALUE`` targets select.
+            sealed: the hub never reads its commands, hosts entries, file contents or output
+                (``protocol.sealed_orders``): every machine's certificate says so, and its daemon config.
 
         Returns:
             the machines with their private keys, to be written into daemon configs.
         """
-        minted, wire = self._mint(name, machines)
+        minted, wire = self._mint(name, machines, sealed=sealed)
         await self._remember(name, await self.request(ScenarioCreate(name, wire), scenario=name))
         return minted
 
-    async def add_machines(self, scenario: str, machines: Iterable[MachineDecl]) -> list[NewMachine]:
+    async def add_machines(
+        self, scenario: str, machines: Iterable[MachineDecl], *, sealed: bool | None = None
+    ) -> list[NewMachine]:
         """Grow a scenario: machines declared as in ``create_scenario`` (keys minted here, certified by this
         master) join it offline, to be started with their daemon configs. ``revoke_machine`` removes one.
+        ``sealed``: as the scenario's machines are (None: as this master's certificates of them say).
 
         Raises:
             RemoteError: ALREADY_EXISTS for a name the scenario has (nothing is added), NOT_FOUND for no scenario.
+            MasterError: unsealed machines asked for in a sealed scenario.
         """
-        minted, wire = self._mint(scenario, machines)
+        sealed = await self._sealed_as(scenario, sealed)
+        minted, wire = self._mint(scenario, machines, sealed=sealed)
         await self._remember(scenario, await self.request(MachineAdd(scenario, wire), scenario=scenario))
         return minted
 
-    def _mint(self, scenario: str, machines: Iterable[MachineDecl]) -> tuple[list[NewMachine], list[dict[str, Any]]]:
+    async def _sealed_as(self, scenario: str, asked: bool | None) -> bool:
+        """Whether what joins ``scenario`` is sealed: ``asked``, checked against the certificates of its machines
+        (a sealed scenario takes no unsealed machine); None: as those say."""
+        sealed = (await self.scenario(scenario)).sealed
+        if asked is False and sealed:
+            raise MasterError(f"scenario {scenario!r} is sealed: its machines are too (leave out sealed=False)")
+        return sealed if asked is None else asked
+
+    def _mint(
+        self, scenario: str, machines: Iterable[MachineDecl], *, sealed: bool = False
+    ) -> tuple[list[NewMachine], list[dict[str, Any]]]:
         """A key pair per declared machine, and how the hub is told of them: public keys and certificates."""
         minted = []
         labels: dict[str, dict[str, str]] = {}
@@ -381,13 +409,13 @@ class Master:
             name_, os_ = decl[0], decl[1]
             role = decl[2] if len(decl) > 2 else name_
             labels[name_] = dict(decl[3]) if len(decl) > 3 else {}
-            minted.append(NewMachine(name_, os_, role, Identity.generate(secrets.token_bytes)))
+            minted.append(NewMachine(name_, os_, role, Identity.generate(secrets.token_bytes), sealed))
         wire = [
             {
                 "name": m.name, "os": m.os, "role": m.role, "public_key": m.identity.public.to_text(),
                 "report_key": report_key(m.identity).hex(), "labels": labels[m.name],
                 "certificate": self._certify(scenario, m.name, m.identity.public, m.os, m.role, labels[m.name],
-                                             sealing_key(m.identity).to_text()).to_wire(),
+                                             sealing_key(m.identity).to_text(), sealed).to_wire(),
             }
             for m in minted
         ]  # fmt: skip
@@ -409,11 +437,12 @@ class Master:
         role: str,
         labels: dict[str, str],
         sealing: str = "",
+        sealed: bool = False,
     ) -> MachineCertificate:
         """This master's signed word on a machine: what later answers of the hub are checked against. ``sealing``:
         the machine's sealing key (``protocol.sealing``), known here for the machines this master minted."""
         certificate = MachineCertificate(scenario, name, key.id, key.to_text(), os_name, role, dict(labels),
-                                         sealing_key=sealing)  # fmt: skip
+                                         sealing_key=sealing, sealed=sealed)  # fmt: skip
         return certificate.endorsed(self.identity)
 
     def _checked(self, data: dict[str, Any], asked: str) -> Scenario:
@@ -480,12 +509,20 @@ class Master:
         uses: int = 1,
         ttl: float = 24 * 3600.0,
         approve: bool = False,
+        sealed: bool | None = None,
     ) -> EnrollmentToken:
         """Issue a token with which up to ``uses`` machines join the scenario's ``role`` by themselves within
         ``ttl`` seconds (``crc-daemon enroll``); with ``approve`` each waits for ``approve_machines``. The token's
-        text holds its secret: hand it only to the machines (the hub is sent the signed claims alone)."""
+        text holds its secret: hand it only to the machines (the hub is sent the signed claims alone).
+        ``sealed``: joiners belong to a sealed scenario (None: as this master's certificates of its machines say;
+        give True for a sealed scenario that has none yet).
+
+        Raises:
+            MasterError: sealed=False for a scenario whose machines are certified sealed.
+        """
+        sealed = await self._sealed_as(scenario, sealed)
         claims = EnrollmentClaims(secrets.token_hex(8), scenario, self.identity.public, role, dict(labels or {}),
-                                  uses, time.time() + ttl, approve)  # fmt: skip
+                                  uses, time.time() + ttl, approve, sealed)  # fmt: skip
         try:
             token = EnrollmentToken.issue(self.identity, claims)
         except ProtocolError as exc:
@@ -772,8 +809,19 @@ class Master:
         order_id = new_id()
         if per_machine is not None:
             body = per_machine.body(sc.name, machine, order_id)
+        if machine.sealed and kind in SEALED_KINDS:
+            if not machine.sealing_key:
+                raise MasterError(f"nothing was sent: machine {machine.name!r} of sealed scenario {sc.name!r} has "
+                                  "no sealing key this master can trust")  # fmt: skip
+            body = seal_body(body, kind=kind, to=SealingKey.from_text(machine.sealing_key),
+                             reply_key=self._sealing_key().public, scenario=sc.name, machine=machine.id,
+                             order_id=order_id)  # fmt: skip
         order = Order(order_id, sc.name, machine.id, kind, body, time.time() + ttl, self.identity.id)
         return order.signed(self.identity)
+
+    def _sealing_key(self) -> SealingPrivateKey:
+        """This master's sealing key (sealed results and output are sealed to it), derived from its identity."""
+        return SealingPrivateKey.of(self.identity)
 
     async def submit(self, order: Order, upload: str = "", *, last_use: bool = False) -> str:
         """Queue one signed order (a file order names the ``upload`` holding its content; ``last_use``: no later
@@ -819,7 +867,7 @@ class Master:
         if any(o["machine"] not in by_id for o in orders):
             sc = await self.scenario(scenario)
             by_id = {m.id: m for m in sc.machines}
-        return [CommandResult.from_order(o, by_id.get(o["machine"])) for o in orders]
+        return [CommandResult.from_order(o, by_id.get(o["machine"]), self._sealing_key()) for o in orders]
 
     async def dispatch(
         self,
@@ -1041,7 +1089,10 @@ class Master:
                                     job=statement.name, job_version=statement.version, env=step_env)  # fmt: skip
             body = exec_body.to_wire()
             orders[step.id] = [self.sign(sc, m, OrderKind.EXEC, body, ttl).to_wire() for m in machines]
-        submit = PlanSubmit(scenario, new_id(), plan_to_wire(parsed), orders)
+        shown = plan_to_wire(parsed)
+        if sc.sealed:  # the hub runs the plan from its shape and the sealed orders: it is not told the commands
+            shown["steps"] = [{**step, "command": "(sealed)"} if "command" in step else step for step in shown["steps"]]
+        submit = PlanSubmit(scenario, new_id(), shown, orders)
         return await self.request(submit, scenario=scenario)
 
     async def plan(self, scenario: str, plan_id: str) -> dict[str, Any]:
@@ -1344,7 +1395,7 @@ class Master:
             body = (raw.get("order") or {}).get("body") or {}
             if not body.get("job") or (name is not None and body["job"] != name):
                 continue
-            result = CommandResult.from_order(raw, by_id.get(raw["machine"]))
+            result = CommandResult.from_order(raw, by_id.get(raw["machine"]), self._sealing_key())
             started_by = str((raw.get("order") or {}).get("master", ""))
             runs.append(JobRun(str(body["job"]), int(body.get("job_version", 0)), started_by, result))
         return runs
@@ -1373,6 +1424,11 @@ class Master:
         Returns ``{"composition": id, "queued": [names given it now], "waiting": {name: why not yet},
         "replaced": [ids of earlier assignments unassigned]}``.
         """
+        if (await self.scenario(scenario)).sealed:
+            raise MasterError(
+                f"nothing was sent: scenario {scenario!r} is sealed, and a composition is signed once for every "
+                "member, so it could not be sealed to each: run the job (crc job run) instead"
+            )
         if not [part for part in target.split(",") if part.strip()]:
             raise MasterError("a composition needs a target (a machine, role:R, label:K=V, a glob or all)")
         statement = await self._signed_job(name, scenario=scenario, version=version, sending=True)
@@ -1443,7 +1499,7 @@ class Master:
                 name_shown = machine.name if machine is not None else str(item.get("machine"))
                 if play is not None and play.get("id") != composition.member_order_id(str(item.get("machine_id"))):
                     raise MasterError(f"the hub answered with another order for {name_shown}")
-                result = None if play is None else CommandResult.from_order(play, machine)
+                result = None if play is None else CommandResult.from_order(play, machine, self._sealing_key())
                 found.append(Performance.of(composition.id, composition.job, composition.job_version, name_shown,
                                             result))  # fmt: skip
         return found

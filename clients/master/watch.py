@@ -211,7 +211,8 @@ class WatchState:
 
 
 def _order_label(queued: CommandQueued, plan: str = "") -> str:
-    what = queued.job or queued.command or queued.path or queued.wheel or queued.kind or "?"
+    sealed = f"sealed {queued.kind}" if queued.sealed else None
+    what = queued.job or sealed or queued.command or queued.path or queued.wheel or queued.kind or "?"
     what = " ".join(what.split())  # a multi-line script on one line
     if queued.step:
         return f"{plan or 'plan'}/{queued.step}: {what}"

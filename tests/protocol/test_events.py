@@ -252,6 +252,7 @@ _SIMPLE: dict[Any, st.SearchStrategy[Any]] = {
     str | None: st.none() | st.text(max_size=20),
     int | None: st.none() | st.integers(),
     list[str] | None: st.none() | st.lists(st.text(max_size=8), max_size=4),
+    bool | None: st.none() | st.booleans(),
 }
 
 

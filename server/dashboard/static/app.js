@@ -527,7 +527,7 @@ function eventSummary(event) {
     case "boot_step":
       return [d.step, d.status, d.detail].filter(Boolean).join(" · ");
     case "command_queued":
-      return `${shortId(d.order_id)} ${d.step ? `step ${d.step}: ` : ""}${compact(d.command, 120) || d.kind || ""}`;
+      return `${shortId(d.order_id)} ${d.step ? `step ${d.step}: ` : ""}${d.sealed ? `sealed ${d.kind || ""}` : compact(d.command, 120) || d.kind || ""}`;
     case "command_finished":
       return `${shortId(d.order_id)} ${d.status || ""}${d.exit_code !== undefined && d.exit_code !== null ? ` exit ${d.exit_code}` : ""}`;
     case "plan_step":

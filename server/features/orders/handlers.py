@@ -47,6 +47,7 @@ from protocol.messages import (
     ResultsQuery,
 )
 from protocol.orders import OrderEvent, advance, destination
+from protocol.sealed_orders import is_sealed_body
 from server.backplane import BackplaneUnavailable
 from server.core import stores
 from server.core.connection import Connection, log_safe
@@ -126,7 +127,9 @@ async def output(hub: Hub, conn: Connection, env: Envelope, body: Output) -> Non
     if not await _own_order(hub, conn, body.order_id):
         return
     hub.forward_output(
-        conn.scenario_id, conn.scenario_name, Output(body.order_id, body.stream, body.data, conn.machine_name)
+        conn.scenario_id,
+        conn.scenario_name,
+        Output(body.order_id, body.stream, body.data, conn.machine_name, body.sealed),
     )
 
 
@@ -213,10 +216,12 @@ RESULTS_PAGE_BYTES = 512 * 1024
 def order_summary(order: Order) -> CommandQueued:
     # The body is the master's, not checked here (the daemon checks it): its values are repeated as they are.
     body = order.body
+    sealed = is_sealed_body(body)
     return CommandQueued(
         order_id=order.id,
         kind=order.kind.value,
-        command=str(body.get("command", ""))[:200] if order.kind is OrderKind.EXEC else None,
+        command=str(body.get("command", ""))[:200] if order.kind is OrderKind.EXEC and not sealed else None,
+        sealed=True if sealed else None,
         path=body.get("path", "") if order.kind is OrderKind.PUT_FILE else None,
         wheel=body.get("wheel", "") if order.kind is OrderKind.UPDATE else None,
         job=body["job"] if body.get("job") else None,
