@@ -39,6 +39,7 @@ class Purpose:
     """What a sealed value is for; part of its context, so a value sealed for one use never opens for another."""
 
     SECRET = "secret"  # a secret parameter of a command (``ExecBody.secrets``)
+    FILE = "file"  # a sealed file's content key (``PutFileBody.sealed``, ``protocol.sealed_files``)
 
 
 @dataclass(frozen=True)
