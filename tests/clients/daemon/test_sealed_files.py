@@ -139,6 +139,7 @@ async def test_a_file_key_sealed_for_another_machine_order_or_path_is_refused_an
 
     assert result["status"] == "rejected"
     assert f"file {str(target)!r} does not open on this machine" in result["error"]
+    assert "another order or another path" in result["error"]
     assert target.read_bytes() == b"old content\n" and nothing_left_beside(target)
     entry = web.journal.get(order.id)  # refused before it was taken: only its signed refusal is kept
     assert entry is not None and entry.result is not None and entry.result["status"] == "rejected"
