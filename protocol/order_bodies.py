@@ -18,6 +18,15 @@ from typing import Any, TypeVar
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.identity import PublicKey
 from protocol.orders import FILE_CHUNK_SIZE, OrderKind, file_chunks
+from protocol.sealed_files import (
+    CHUNK_BYTES,
+    DIGEST_BYTES,
+    KEY_BYTES,
+    MAX_CHUNK_BYTES,
+    PUT_ID_BYTES,
+    chunk_count,
+    sealed_size,
+)
 from protocol.sealing import OVERHEAD, Purpose, SealContext
 
 SHELLS = ("sh", "powershell")
@@ -169,33 +178,101 @@ class ExecBody:
         ))  # fmt: skip
 
 
+def file_context(scenario: str, machine: str, order_id: str, path: str) -> SealContext:
+    """What the content key of a sealed file written to ``path`` by order ``order_id`` is sealed under."""
+    return SealContext(Purpose.FILE, scenario, machine, order_id, path)
+
+
+SEALED_CONTENT_KEY = KEY_BYTES + DIGEST_BYTES + OVERHEAD  # a ``ContentKey`` sealed with HPKE
+
+
+@dataclass(frozen=True)
+class SealedContent:
+    """How a sealed file's content travels (``protocol.sealed_files``): ``key`` is its ``ContentKey`` sealed to
+    the one machine of the order (``file_context``), ``put`` the put's random id, ``size`` the content's own size
+    and ``chunk_size`` the content bytes per chunk (the last one may be shorter)."""
+
+    key: bytes
+    put: bytes
+    size: int
+    chunk_size: int = CHUNK_BYTES
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"key": self.key, "put": self.put, "size": self.size, "chunk_size": self.chunk_size}
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> SealedContent:
+        fields = _Fields(OrderKind.PUT_FILE, raw)
+        return fields.done(cls(
+            key=fields.get("key", lambda v: isinstance(v, bytes) and len(v) == SEALED_CONTENT_KEY,
+                           f"a sealed content key of {SEALED_CONTENT_KEY} bytes"),
+            put=fields.get("put", lambda v: isinstance(v, bytes) and len(v) == PUT_ID_BYTES,
+                           f"a put id of {PUT_ID_BYTES} bytes"),
+            size=fields.get("size", lambda v: _is_int(v) and v >= 0, "a size in bytes"),
+            chunk_size=fields.get("chunk_size", lambda v: _is_int(v) and 0 < v <= MAX_CHUNK_BYTES,
+                                  f"a chunk size of 1 to {MAX_CHUNK_BYTES} bytes"),
+        ))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PutFileBody:
     """Write a file atomically; its content travels in ``chunks`` chunks beside the order, bound by its size and
-    SHA-256 (``for_content``)."""
+    SHA-256 (``for_content``).
+
+    A sealed file (``sealed`` set, ``for_sealed``) travels encrypted: ``sha256``, ``size`` and ``chunks`` are
+    then those of the ciphertext, which is what the hub holds and checks the upload against; the content's own
+    SHA-256 is sealed with its key, and its size is ``sealed.size``. A daemon from before sealed files refuses
+    such a body (a field it does not know) instead of writing ciphertext."""
 
     path: str
     sha256: str
     size: int
     chunks: int
     mode: int = 0o644
+    sealed: SealedContent | None = None
+
+    def __post_init__(self) -> None:
+        sealed = self.sealed
+        if sealed is not None and (
+            self.chunks != chunk_count(sealed.size, sealed.chunk_size)
+            or self.size != sealed_size(sealed.size, sealed.chunk_size)
+        ):
+            raise ProtocolError(
+                ErrorCode.BAD_FIELD,
+                f"a sealed file of {sealed.size} bytes in chunks of {sealed.chunk_size} travels as "
+                f"{chunk_count(sealed.size, sealed.chunk_size)} chunks, "
+                f"{sealed_size(sealed.size, sealed.chunk_size)} bytes",
+                field="chunks",
+            )
 
     @classmethod
     def for_content(cls, path: str, data: bytes, mode: int, chunk_size: int = FILE_CHUNK_SIZE) -> PutFileBody:
         return cls(path, hashlib.sha256(data).hexdigest(), len(data), len(file_chunks(data, chunk_size)), mode)
 
+    @classmethod
+    def for_sealed(cls, path: str, mode: int, sealed: SealedContent, sealed_sha256: str) -> PutFileBody:
+        """The body of a sealed file whose ciphertext (as uploaded) has SHA-256 ``sealed_sha256``."""
+        count, size = chunk_count(sealed.size, sealed.chunk_size), sealed_size(sealed.size, sealed.chunk_size)
+        return cls(path, sealed_sha256, size, count, mode, sealed)
+
     def to_wire(self) -> dict[str, Any]:
-        return {"path": self.path, "mode": self.mode, "size": self.size, "sha256": self.sha256, "chunks": self.chunks}
+        # A plain file's body is exactly what it was before sealed files, so older daemons take it as before.
+        wire = {"path": self.path, "mode": self.mode, "size": self.size, "sha256": self.sha256, "chunks": self.chunks}
+        if self.sealed is not None:
+            wire["sealed"] = self.sealed.to_wire()
+        return wire
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> PutFileBody:
         fields = _Fields(OrderKind.PUT_FILE, raw)
+        sealed = fields.get("sealed", lambda v: isinstance(v, Mapping), "a map (the sealed content) or null", None)
         return fields.done(cls(
             path=fields.get("path", lambda v: isinstance(v, str) and v != "", "a path"),
             sha256=fields.get("sha256", _is_hex_digest, "a SHA-256 in lower-case hex"),
             size=fields.get("size", lambda v: _is_int(v) and v >= 0, "a size in bytes"),
             chunks=fields.get("chunks", lambda v: _is_int(v) and v >= 1, "a chunk count of at least 1"),
             mode=fields.get("mode", lambda v: _is_int(v) and 0 <= v <= 0o7777, "a file mode (0 to 0o7777)", 0o644),
+            sealed=None if sealed is None else SealedContent.from_wire(sealed),
         ))  # fmt: skip
 
 

@@ -38,7 +38,9 @@ SEALED_RESULT_FIELDS = ("stdout", "stderr", "error", "stdout_truncated", "stderr
 
 
 def is_sealed_body(body: Mapping[str, Any]) -> bool:
-    return "sealed" in body
+    """A body ``seal_body`` made: its ciphertext and the reply key (a sealed *file*'s body is a plain map that
+    describes its sealed content: ``PutFileBody.sealed``)."""
+    return isinstance(body.get("sealed"), bytes) and "reply_key" in body
 
 
 def seal_body(

@@ -39,6 +39,7 @@ class Purpose:
     """What a sealed value is for; part of its context, so a value sealed for one use never opens for another."""
 
     SECRET = "secret"  # a secret parameter of a command (``ExecBody.secrets``)
+    FILE = "file"  # a sealed file's content key (``PutFileBody.sealed``, ``protocol.sealed_files``)
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,10 @@ def unseal(key: Identity | SealingPrivateKey, ciphertext: bytes, context: SealCo
         private = key if isinstance(key, SealingPrivateKey) else SealingPrivateKey.of(key)
         return SUITE.decrypt(ciphertext, private._key, info=context.info())
     except (InvalidTag, ValueError):
+        named = "another path" if context.purpose == Purpose.FILE else "another name"
         raise ProtocolError(
             ErrorCode.BAD_SIGNATURE,
             f"{context.describe()} does not open on this machine: it was sealed for another machine (or this "
-            "machine's key before a rotation), another order or another name, or it was altered on the way",
+            f"machine's key before a rotation), another order or {named}, or it was altered on the way",
             name=context.name,
         ) from None

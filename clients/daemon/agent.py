@@ -34,6 +34,7 @@ from clients.daemon.journal import Journal
 from clients.daemon.journal import OrderState as JournalState
 from clients.daemon.platform import PlatformDefaults, current_platform
 from clients.daemon.reports import report_step
+from clients.daemon.sealed_files import install_sealed_file
 from clients.link import HubLink, LinkClosed
 from protocol import (
     CrcError,
@@ -78,11 +79,13 @@ from protocol.order_bodies import (
     PutFileBody,
     TrustMasterBody,
     UpdateBody,
+    file_context,
     parse_body,
     secret_context,
 )
 from protocol.orders import EXPIRY_SLACK, MAX_ORDER_TTL
 from protocol.retry import backoff_delays, is_retryable
+from protocol.sealed_files import ContentKey
 from protocol.sealed_orders import (
     SEALED_KINDS,
     SEALED_RESULT_FIELDS,
@@ -422,6 +425,7 @@ class Daemon:
         try:
             order_body = parse_body(order.kind, self._plain_body(order))
             self._open_secrets(order, order_body)  # nothing is journaled, let alone run, with one that fails
+            self._open_file_key(order, order_body)  # a sealed file's key likewise (its chunks are not taken)
         except ProtocolError as exc:
             await self._refuse(order, exc.message)
             return
@@ -823,6 +827,19 @@ class Daemon:
             values[name] = value
         return values
 
+    def _open_file_key(self, order: Order, body: OrderBody) -> ContentKey | None:
+        """A sealed file's content key, opened with this machine's key for exactly this order and path (None for
+        any other order).
+
+        Raises:
+            ProtocolError: it does not open (sealed for another machine, order or path, or altered).
+        """
+        if not isinstance(body, PutFileBody) or body.sealed is None:
+            return None
+        context = file_context(order.scenario, self.config.machine_id, order.id, body.path)
+        opened = _unseal_any(keys.opening_keys(self.config, self.options.state_dir), body.sealed.key, context)
+        return ContentKey.from_bytes(opened)
+
     def _env_text(self, name: str, value: bytes) -> str:
         """A secret as an environment variable's value: on POSIX any bytes but NUL (surrogate escapes, which the
         child's environment gets back byte for byte); Windows keeps its environment in UTF-16, so UTF-8 text.
@@ -893,6 +910,9 @@ class Daemon:
         )  # fmt: skip
 
     async def _write_file(self, order: Order, body: PutFileBody, started: float) -> None:
+        if body.sealed is not None:
+            await self._write_sealed_file(order, body, started)
+            return
         spool = self.spool_dir / order.id
         try:
             sha = await asyncio.to_thread(_install_file, spool, body)
@@ -900,6 +920,25 @@ class Daemon:
             await self._finish(order, OrderState.FAILED, None, started, error=f"cannot write {body.path}: {exc}")
         else:
             await self._finish(order, OrderState.SUCCEEDED, 0, started, extra={"sha256": sha, "path": body.path})
+        finally:
+            spool.unlink(missing_ok=True)
+
+    async def _write_sealed_file(self, order: Order, body: PutFileBody, started: float) -> None:
+        """Open and install a sealed file. What is not what the master sealed is refused (REJECTED), as an order
+        that does not verify is; the result names the path only (no digest of the content: the hub reads it)."""
+        spool = self.spool_dir / order.id
+        try:
+            # Opened again here (it was at delivery): the content key is kept nowhere but in this call.
+            key = self._open_file_key(order, body)
+            assert key is not None
+            await asyncio.to_thread(install_sealed_file, spool, body, key)
+        except ProtocolError as exc:
+            error = f"refused by the daemon: {exc.message}; nothing was written to {body.path}"
+            await self._finish(order, OrderState.REJECTED, None, started, error=error)
+        except (OSError, ValueError) as exc:
+            await self._finish(order, OrderState.FAILED, None, started, error=f"cannot write {body.path}: {exc}")
+        else:
+            await self._finish(order, OrderState.SUCCEEDED, 0, started, extra={"path": body.path, "sealed": True})
         finally:
             spool.unlink(missing_ok=True)
 

@@ -785,14 +785,20 @@ async def cmd_plan_cancel(args: argparse.Namespace) -> int:
 
 
 async def cmd_put(args: argparse.Namespace) -> int:
+    local = Path(args.local)
+    try:
+        mode = int(args.mode, 8)
+        with local.open("rb"):  # said before connecting, not as a failure to reach the hub
+            pass
+    except ValueError:
+        print(f"crc put: --mode {args.mode!r} is not an octal file mode (like 644)", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"crc put: cannot read {args.local}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     async with await _connect(args) as master:
         results = await master.put_file(
-            args.scenario,
-            args.target,
-            Path(args.local),
-            args.remote,
-            mode=int(args.mode, 8),
-            wait_timeout=args.timeout,
+            args.scenario, args.target, local, args.remote, mode=mode, wait_timeout=args.timeout, sealed=args.secret
         )
     _report(results, json_out=args.json, quiet_ok=False)
     return _exit_code(results)
@@ -1129,6 +1135,9 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("remote")
     p.add_argument("--mode", default="644", help="octal file mode (default 644)")
     p.add_argument("--timeout", type=float, default=None)
+    p.add_argument(
+        "--secret", action="store_true", help="seal the content: the hub carries ciphertext only each machine opens"
+    )
     p.set_defaults(func=cmd_put)
 
     p = sub.add_parser("ping", help="which machines are there and obeying: a signed no-op each answers at once")

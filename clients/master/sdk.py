@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import logging
 import random
 import secrets
@@ -41,7 +42,14 @@ from clients.master.models import (
     Scenario,
 )
 from clients.master.revocations import RevokedTokens
-from clients.master.secret_params import SealedSecrets, SecretRefused, SecretValues, checked_secrets
+from clients.master.sealed_puts import SealedPut
+from clients.master.secret_params import (
+    SealedSecrets,
+    SecretRefused,
+    SecretValues,
+    checked_secrets,
+    sealing_refusal,
+)
 from protocol import (
     CrcError,
     Envelope,
@@ -142,7 +150,8 @@ _REFUSED_FOR_GOOD = {ErrorCode.UNKNOWN_IDENTITY.value, ErrorCode.REVOKED.value}
 
 
 class PerMachineBody(Protocol):
-    """Makes each machine's order body itself (``secret_params.SealedSecrets`` seals secrets to each)."""
+    """Makes each machine's order body itself (``secret_params.SealedSecrets`` seals secrets to each,
+    ``sealed_puts.SealedPut`` a file's content key)."""
 
     def refusal(self, scenario: str, machines: Sequence[MachineInfo]) -> str | None:
         """Why these targets cannot be sent such a body (then nothing is signed); None if they can."""
@@ -832,13 +841,17 @@ class Master:
     async def upload(self, data: bytes) -> str:
         """Send file content to the hub in frame-sized chunks; returns the upload id (its SHA-256)."""
         upload_id = hashlib.sha256(data).hexdigest()
+        await self._send_chunks(upload_id, file_chunks(data))
+        return upload_id
+
+    async def _send_chunks(self, upload_id: str, chunks: Iterable[bytes]) -> None:
+        """Send ``chunks`` (each fits a frame) as upload ``upload_id``, pulling each as the previous one went."""
         await asyncio.wait_for(self._connected.wait(), 30)
         link = self._link
         if link is None:
             raise LinkClosed("not connected")
-        for index, chunk in enumerate(file_chunks(data)):
+        for index, chunk in enumerate(chunks):
             await link.send(FileChunk(upload_id, index, chunk))
-        return upload_id
 
     async def publish(self, name: str, data: bytes) -> str:
         """Put a file into the hub's ``/v1/dist/`` (a daemon build, a lock) for machines to fetch; returns its
@@ -1513,14 +1526,54 @@ class Master:
         *,
         mode: int = 0o644,
         wait_timeout: float | None = None,
+        sealed: bool = False,
     ) -> list[CommandResult]:
-        """Write a file on the target machines atomically (content checked by SHA-256)."""
+        """Write a file on the target machines atomically (content checked by SHA-256).
+
+        Args:
+            sealed: the hub must not read the content: it is encrypted once under a key of its own, which is
+                sealed to each target machine for its order and path alone (``clients.master.sealed_puts``); the
+                hub stores and delivers ciphertext, and sees the path, mode and sizes only. Puts to machines of
+                a sealed scenario are sealed whatever it says.
+
+        Raises:
+            MasterError: (nothing was sent) ``sealed`` and a target machine has no sealing key; or the file
+                changed while it was read.
+        """
+        if sealed or any(m.sealed for m in (await self.targets(scenario, target))[1]):
+            return await self._put_sealed(scenario, target, content, remote_path, mode, wait_timeout)
         data = content.read_bytes() if isinstance(content, Path) else content
         upload = await self.upload(data)
         body = PutFileBody.for_content(remote_path, data, mode).to_wire()
         return await self.dispatch(
             scenario, target, OrderKind.PUT_FILE, body, upload=upload, release_upload=True, timeout=wait_timeout
         )
+
+    async def _put_sealed(
+        self,
+        scenario: str,
+        target: str | Sequence[str],
+        content: bytes | Path,
+        remote_path: str,
+        mode: int,
+        wait_timeout: float | None,
+    ) -> list[CommandResult]:
+        # Asked before the upload, so that a machine without a sealing key costs no upload (dispatch asks again).
+        sc, machines = await self.targets(scenario, target)
+        if (refusal := sealing_refusal(sc.name, machines)) is not None:
+            raise MasterError(f"nothing was sent: {refusal}")
+        with content.open("rb") if isinstance(content, Path) else io.BytesIO(content) as source:
+            size = source.seek(0, io.SEEK_END)
+            source.seek(0)
+            put = SealedPut(remote_path, mode, size, secrets.token_bytes)
+            try:
+                await self._send_chunks(put.upload_id, put.chunks(source.read))
+            except ValueError as exc:
+                raise MasterError(f"nothing was queued: {exc}") from None  # the hub drops the partial upload
+        return await self.dispatch(
+            scenario, target, OrderKind.PUT_FILE, {}, upload=put.upload_id, release_upload=True,
+            timeout=wait_timeout, per_machine=put,
+        )  # fmt: skip
 
     async def distribute_hosts(
         self,

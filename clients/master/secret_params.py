@@ -70,6 +70,27 @@ def checked_secrets(secrets: SecretValues, env: Mapping[str, str] | None = None)
     return values
 
 
+def sealing_refusal(scenario: str, machines: Sequence[MachineInfo]) -> str | None:
+    """Why something cannot be sealed to each of these machines (None: it can): the first without a sealing key
+    its certificate or signed key rotations name, or with one that is unusable. The same for secrets and files.
+    """
+    for machine in machines:
+        problem = ""
+        if not machine.sealing_key:
+            problem = "has no sealing key (its certificate, or its last key rotation, is from before secrets)"
+        else:
+            try:
+                SealingKey.from_text(machine.sealing_key)
+            except ProtocolError as exc:
+                problem = f"has an unusable sealing key ({exc.message})"
+        if problem:
+            return (
+                f"machine {machine.name!r} of {scenario!r} {problem}: give it one with `crc machine rotate-key "
+                f"{scenario} {machine.name}` (its daemon must be up to date), then try again"
+            )
+    return None
+
+
 class SealedSecrets:
     """The secrets of one ``run``: checked once, sealed anew for each machine's order (``Master.dispatch``)."""
 
@@ -79,21 +100,7 @@ class SealedSecrets:
 
     def refusal(self, scenario: str, machines: Sequence[MachineInfo]) -> str | None:
         """Why these machines cannot be sent the secrets (None: they can)."""
-        for machine in machines:
-            problem = ""
-            if not machine.sealing_key:
-                problem = "has no sealing key (its certificate, or its last key rotation, is from before secrets)"
-            else:
-                try:
-                    SealingKey.from_text(machine.sealing_key)
-                except ProtocolError as exc:
-                    problem = f"has an unusable sealing key ({exc.message})"
-            if problem:
-                return (
-                    f"machine {machine.name!r} of {scenario!r} {problem}: give it one with `crc machine rotate-key "
-                    f"{scenario} {machine.name}` (its daemon must be up to date), then try again"
-                )
-        return None
+        return sealing_refusal(scenario, machines)
 
     def body(self, scenario: str, machine: MachineInfo, order_id: str) -> dict[str, Any]:
         """The order body for ``machine``: the base body with each secret sealed to it for ``order_id``."""

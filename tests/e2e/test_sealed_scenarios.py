@@ -20,7 +20,8 @@ COMMAND_MARK = "cmd-mark-5f1e"
 OUTPUT_MARK = "out-mark-9c2d"  # the command prints it, built so the command text does not hold it
 HOSTS_MARK = "hosts-mark-a77b"
 PLAN_MARK = "plan-mark-30cd"
-MARKS = (COMMAND_MARK, OUTPUT_MARK, HOSTS_MARK, PLAN_MARK)
+FILE_MARK = "file-mark-61ab"  # a file's content: sealed in a sealed scenario without asking
+MARKS = (COMMAND_MARK, OUTPUT_MARK, HOSTS_MARK, PLAN_MARK, FILE_MARK)
 COMMAND = f'# {COMMAND_MARK}\nprintf "out-mark-%s\\n" 9c2d; echo "$CRC_MACHINE err" >&2'
 
 
@@ -58,6 +59,9 @@ async def test_a_sealed_scenarios_commands_hosts_plans_and_output_never_reach_th
     assert all(r.ok for r in hosts)
     for name in ("web", "db"):
         assert HOSTS_MARK in daemons.started[name].hosts_file.read_text()
+    target_file = tmp_path / "deployed.conf"
+    put = await master.put_file("vault", "web", f"password = {FILE_MARK}\n".encode(), str(target_file))
+    assert put[0].ok and target_file.read_text() == f"password = {FILE_MARK}\n"
     plan = {"name": "p", "steps": [{"id": "s", "target": "db", "command": f"echo {PLAN_MARK} | tr a-z A-Z"}]}
     await master.run_plan("vault", plan)
 
@@ -118,3 +122,15 @@ async def test_a_machine_joining_a_sealed_scenario_with_its_token_is_sealed_too(
     await eventually(runs, timeout=30, what="the joiner to run a sealed command")
     await asyncio.sleep(0.2)
     assert [path for path in hub.data_dir.rglob("*") if path.is_file() and leaked(path.read_bytes())] == []
+
+
+async def test_the_cli_creates_a_sealed_scenario_and_its_configs_say_so(
+    hub: HubProcess, master: Master, tmp_path: Path
+) -> None:
+    created = await asyncio.to_thread(run_crc, hub, "scenario", "create", "vault", "--sealed", "--machine", "db:linux",
+                                      "--out", str(tmp_path / "configs"))  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "sealed = true" in (tmp_path / "configs" / "db.toml").read_text()
+    assert (await master.scenario("vault")).sealed
+    with_token = await asyncio.to_thread(run_crc, hub, "--json", "enroll", "create", "vault", "--role", "w")
+    assert with_token.returncode == 0 and '"sealed": true' in with_token.stdout
