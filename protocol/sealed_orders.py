@@ -122,8 +122,16 @@ def seal_output(data: bytes, *, to: SealingKey, scenario: str, order_id: str, st
     return seal(to, data, SealContext(OUTPUT, scenario, "", order_id, stream))
 
 
-def open_output(data: bytes, key: SealingPrivateKey, *, scenario: str, order_id: str, stream: str) -> bytes:
-    return unseal(key, data, SealContext(OUTPUT, scenario, "", order_id, stream))
+def open_output(data: bytes, keys: Sequence[SealingPrivateKey], *, scenario: str, order_id: str, stream: str) -> bytes:
+    """A live chunk, opened with the first of ``keys`` that opens it. Raises ProtocolError if none does."""
+    context = SealContext(OUTPUT, scenario, "", order_id, stream)
+    failure: ProtocolError | None = None
+    for key in keys:
+        try:
+            return unseal(key, data, context)
+        except ProtocolError as exc:
+            failure = exc
+    raise failure or ProtocolError(ErrorCode.BAD_SIGNATURE, "no key to open the output chunk with")
 
 
 def _unpacked(plain: bytes) -> dict[str, Any]:

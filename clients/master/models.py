@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
@@ -69,17 +70,21 @@ class MachineInfo:
 
 
 def _opened_result(
-    sealed: bytes, signed: SignedResult, verified: bool, opener: SealingPrivateKey | None
+    sealed: bytes, signed: SignedResult, verified: bool, openers: Sequence[SealingPrivateKey]
 ) -> dict[str, Any]:
     """A sealed result's output and error, or why they are not shown."""
     if not verified:
         return {"error": "sealed result not shown: its signature is not its machine's"}
-    if opener is None:
-        return {"error": "sealed result: this master's sealing key is needed to read it"}
-    try:
-        return open_result(sealed, opener, scenario=signed.scenario, machine=signed.machine, order_id=signed.order_id)
-    except ProtocolError as exc:
-        return {"error": f"sealed result does not open with this master's key ({exc.message})"}
+    for opener in openers:
+        try:
+            return open_result(sealed, opener, scenario=signed.scenario, machine=signed.machine,
+                               order_id=signed.order_id)  # fmt: skip
+        except ProtocolError:
+            continue
+    return {
+        "error": "sealed result: it does not open with this master's sealing keys (sealed to another master, "
+        "or to a key this master had before a rotation it no longer keeps)"
+    }
 
 
 def _count(raw: Any) -> int:
@@ -232,10 +237,11 @@ class CommandResult:
 
     @classmethod
     def from_order(
-        cls, raw: dict[str, Any], machine: MachineInfo | None, opener: SealingPrivateKey | None = None
+        cls, raw: dict[str, Any], machine: MachineInfo | None, openers: Sequence[SealingPrivateKey] = ()
     ) -> CommandResult:
         """From a RESULTS_QUERY item, checking the daemon's signature when the machine's key is known; a sealed
-        result's output and error are opened with ``opener`` (this master's sealing key) once it verified."""
+        result's output and error are opened with the first of ``openers`` (this master's sealing keys, current
+        first) that opens them, once it verified."""
         # The name is this master's (from its certificate), never the hub's label for the record.
         name = machine.name if machine is not None else str(raw.get("machine_name") or raw.get("machine", ""))
         result = raw.get("result") or {}
@@ -255,7 +261,7 @@ class CommandResult:
                  "stdout_truncated": signed.stdout_truncated, "stderr_truncated": signed.stderr_truncated}  # fmt: skip
         sealed = signed.extra.get("sealed")
         if isinstance(sealed, bytes):
-            shown = {**shown, **_opened_result(sealed, signed, verified, opener)}
+            shown = {**shown, **_opened_result(sealed, signed, verified, openers)}
         return cls(
             order_id=raw["id"], machine=name, status=signed.status.value, exit_code=signed.exit_code,
             stdout=shown["stdout"], stderr=shown["stderr"], stdout_truncated=shown["stdout_truncated"],

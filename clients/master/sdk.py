@@ -29,6 +29,7 @@ from clients.link import HubLink, LinkClosed, new_id
 from clients.master.enrollment import TokenInfo, read_tokens
 from clients.master.enrollment import certificates as enrolled_certificates
 from clients.master.fanout import SKIPPED, TIMED_OUT, FanOut, amount
+from clients.master.former_keys import FormerSealingKeys
 from clients.master.job_versions import JobVersions
 from clients.master.keys import default_key_path, load_master_key
 from clients.master.models import (
@@ -201,11 +202,14 @@ class Master:
         ca_file: str | None = None,
         revoked: RevokedTokens | None = None,
         job_versions: JobVersions | None = None,
+        former_sealing: FormerSealingKeys | None = None,
     ) -> None:
         self.url = url
         # The highest version of each stored job this master signed or verified: on its computer (None: a master
         # made from a bare key), and in this session, so an older signed version handed back is refused.
         self.job_versions = job_versions
+        # This master's sealing keys before rotations (sealed results of orders sent then still open).
+        self.former_sealing = former_sealing
         self._job_versions_seen: dict[str, int] = {}
         # Tokens this master revoked, kept on its own computer: never renewed whatever the hub lists (None: a
         # master made from a bare key keeps no such memory and trusts the hub's "revoked").
@@ -246,8 +250,18 @@ class Master:
         key_path = None if isinstance(key, Identity) else Path(key) if key else default_key_path()
         revoked = None if key_path is None else RevokedTokens.beside(key_path)
         job_versions = None if key_path is None else JobVersions.beside(key_path)
+        former_sealing = None if key_path is None else FormerSealingKeys.beside(key_path)
         link = await HubLink.connect(url, identity, Role.MASTER, open_timeout=timeout, pin=pin, ca_file=ca_file)
-        return cls(url, identity, link, pin=pin, ca_file=ca_file, revoked=revoked, job_versions=job_versions)
+        return cls(
+            url,
+            identity,
+            link,
+            pin=pin,
+            ca_file=ca_file,
+            revoked=revoked,
+            job_versions=job_versions,
+            former_sealing=former_sealing,
+        )
 
     async def __aenter__(self) -> Master:
         return self
@@ -313,7 +327,7 @@ class Master:
             data = body.data
             if body.sealed:
                 try:
-                    data = open_output(data, self._sealing_key(), scenario=envelope.scenario,
+                    data = open_output(data, self._opening_keys(), scenario=envelope.scenario,
                                        order_id=body.order_id, stream=body.stream)  # fmt: skip
                 except ProtocolError:
                     log.warning("a sealed output chunk of order %s does not open with this master's key", body.order_id)
@@ -595,6 +609,8 @@ class Master:
             await self._endorse(str(item["name"]), new)
             compositions[str(item["name"])] = await self.assignments(str(item["name"]))
         jobs = await self._verified_jobs()
+        if self.former_sealing is not None:  # before the move: orders sent until now reply to this key
+            self.former_sealing.add(self._sealing_key())
         proof = new.sign(master_rekey_payload(self.identity.id, new.public.to_text()))
         await self.request(MasterRekey(new.public.to_text(), proof))
         self.identity = new
@@ -832,6 +848,11 @@ class Master:
         """This master's sealing key (sealed results and output are sealed to it), derived from its identity."""
         return SealingPrivateKey.of(self.identity)
 
+    def _opening_keys(self) -> list[SealingPrivateKey]:
+        """What a sealed result or output chunk may be sealed to: this key, then the keys before rotations."""
+        former = self.former_sealing.keys() if self.former_sealing is not None else []
+        return [self._sealing_key(), *former]
+
     async def submit(self, order: Order, upload: str = "", *, last_use: bool = False) -> str:
         """Queue one signed order (a file order names the ``upload`` holding its content; ``last_use``: no later
         order names it, so the hub may free it); returns its id."""
@@ -880,7 +901,7 @@ class Master:
         if any(o["machine"] not in by_id for o in orders):
             sc = await self.scenario(scenario)
             by_id = {m.id: m for m in sc.machines}
-        return [CommandResult.from_order(o, by_id.get(o["machine"]), self._sealing_key()) for o in orders]
+        return [CommandResult.from_order(o, by_id.get(o["machine"]), self._opening_keys()) for o in orders]
 
     async def dispatch(
         self,
@@ -1408,7 +1429,7 @@ class Master:
             body = (raw.get("order") or {}).get("body") or {}
             if not body.get("job") or (name is not None and body["job"] != name):
                 continue
-            result = CommandResult.from_order(raw, by_id.get(raw["machine"]), self._sealing_key())
+            result = CommandResult.from_order(raw, by_id.get(raw["machine"]), self._opening_keys())
             started_by = str((raw.get("order") or {}).get("master", ""))
             runs.append(JobRun(str(body["job"]), int(body.get("job_version", 0)), started_by, result))
         return runs
@@ -1512,7 +1533,7 @@ class Master:
                 name_shown = machine.name if machine is not None else str(item.get("machine"))
                 if play is not None and play.get("id") != composition.member_order_id(str(item.get("machine_id"))):
                     raise MasterError(f"the hub answered with another order for {name_shown}")
-                result = None if play is None else CommandResult.from_order(play, machine, self._sealing_key())
+                result = None if play is None else CommandResult.from_order(play, machine, self._opening_keys())
                 found.append(Performance.of(composition.id, composition.job, composition.job_version, name_shown,
                                             result))  # fmt: skip
         return found

@@ -134,3 +134,32 @@ async def test_the_cli_creates_a_sealed_scenario_and_its_configs_say_so(
     assert (await master.scenario("vault")).sealed
     with_token = await asyncio.to_thread(run_crc, hub, "--json", "enroll", "create", "vault", "--role", "w")
     assert with_token.returncode == 0 and '"sealed": true' in with_token.stdout
+
+
+async def test_sealed_delivery_goes_on_across_machine_and_master_key_rotations_offline_machines_included(
+    hub: HubProcess, master: Master, daemons: Daemons, tmp_path: Path
+) -> None:
+    """A machine that rotated its key gets orders sealed to its new key; an offline machine runs, after the
+    master moved to a new key, an order sealed before it, and the master reads that result with the sealing key
+    it kept from before the rotation (``<key>.former-sealing-keys``)."""
+    await sealed_scenario(hub, master, daemons, tmp_path)
+    await master.rotate_machine_key("vault", "web", timeout=30)
+    [after_rotation] = await master.run("vault", "web", COMMAND, wait_timeout=30)
+    assert after_rotation.ok and after_rotation.stdout == b"out-mark-9c2d\n"
+    daemons.started["db"].terminate()
+    await eventually(lambda: not daemons.started["db"].running, timeout=10, what="db to stop")
+    [queued] = await master.run("vault", "db", COMMAND, wait=False)
+
+    rotated = await asyncio.to_thread(run_crc, hub, "rotate-key", "--timeout", "8", timeout=60)
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    daemons.started["db"].start()
+    async with await Master.connect(hub.url, hub.key_path, timeout=10) as moved:
+        [done] = await wait_results(moved, "vault", [queued.order_id], timeout=30)
+        assert (done.status, done.verified, done.stdout) == ("succeeded", True, b"out-mark-9c2d\n")
+
+        async def both_run() -> bool:
+            results = await moved.run("vault", "all", COMMAND, wait_timeout=10)
+            return len(results) == 2 and all(r.ok and r.stdout == b"out-mark-9c2d\n" for r in results)
+
+        await eventually(both_run, timeout=30, what="both machines to run sealed orders of the new master key")
+    assert [path for path in hub.data_dir.rglob("*") if path.is_file() and leaked(path.read_bytes())] == []

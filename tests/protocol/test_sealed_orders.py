@@ -75,11 +75,13 @@ def test_a_sealed_result_and_output_open_for_the_master_and_that_order_only() ->
     with pytest.raises(ProtocolError):
         open_result(result, master, scenario="vault", machine=DB.id, order_id="o1")
     chunk = seal_output(b"live", to=master.public, scenario="vault", order_id="o1", stream="stdout")
-    assert open_output(chunk, master, scenario="vault", order_id="o1", stream="stdout") == b"live"
+    assert open_output(chunk, [master], scenario="vault", order_id="o1", stream="stdout") == b"live"
+    assert open_output(chunk, [SealingPrivateKey.of(WEB), master], scenario="vault", order_id="o1",
+                       stream="stdout") == b"live"  # fmt: skip
     with pytest.raises(ProtocolError):
-        open_output(chunk, master, scenario="vault", order_id="o1", stream="stderr")
+        open_output(chunk, [master], scenario="vault", order_id="o1", stream="stderr")
     with pytest.raises(ProtocolError):
-        open_output(chunk, SealingPrivateKey.of(WEB), scenario="vault", order_id="o1", stream="stdout")
+        open_output(chunk, [SealingPrivateKey.of(WEB)], scenario="vault", order_id="o1", stream="stdout")
 
 
 def test_sealed_is_bound_by_the_certificate_and_token_signatures() -> None:
