@@ -720,6 +720,7 @@ async function loadResults() {
   if (generation !== state.generation) return;
   const rows = (data.results || []).map((r) => {
     const output = el("div", { class: "result-output" });
+    if (r.sealed) output.append(el("span", { class: "sealed", "data-testid": "result-sealed", text: "sealed: only its master reads it" }));
     if (r.stdout) output.append(el("pre", { class: "stdout", "data-testid": "result-stdout", text: compact(r.stdout, 4000) }));
     if (r.stderr) output.append(el("pre", { class: "stderr", "data-testid": "result-stderr", text: compact(r.stderr, 4000) }));
     const exit = r.exit_code === null || r.exit_code === undefined ? "" : String(r.exit_code);

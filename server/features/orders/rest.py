@@ -13,6 +13,7 @@ from aiohttp import web
 from protocol import ErrorCode, Order, OrderKind
 from protocol.order_bodies import SHELLS, ExecBody
 from protocol.orders import MAX_ORDER_TTL
+from protocol.sealed_orders import is_sealed_body
 from protocol.targeting import UnknownMachine, select
 from server.core import stores
 from server.core.appkeys import HUB_KEY
@@ -42,6 +43,7 @@ def result_wire(record: OrderRecord, machine: str) -> dict[str, Any]:
         "created": record.created, "updated": record.updated,
         "duration": None if started is None or finished is None else max(0.0, finished - started),
         "delegated_by": (record.order.get("delegation") or {}).get("token") if isinstance(record.order, dict) else None,
+        "sealed": is_sealed_body(body),
     }  # fmt: skip
 
 

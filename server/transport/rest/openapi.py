@@ -90,6 +90,7 @@ SCHEMAS: dict[str, Any] = {
         updated=NUMBER,
         duration=NULLABLE_NUMBER,
         delegated_by={"type": ["string", "null"]},
+        sealed={"type": "boolean", "description": "a sealed scenario's order: command and output are sealed"},
     ),
     "PlanStep": _obj(
         ["id", "name", "target", "depends_on", "state", "gorch_state"],
