@@ -25,7 +25,7 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from protocol.errors import ErrorCode, IllegalTransition, ProtocolError
-from protocol.order_bodies import SHELLS
+from protocol.order_bodies import SECRET_NAME, SHELLS
 
 STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")  # a future's key (the hub's futures check it too)
@@ -145,6 +145,7 @@ class Step:
     waits_for: tuple[str, ...] = ()  # future keys that must be set before it is dispatched
     sets: tuple[str, ...] = ()  # future keys its command declares it sets (for the check before the plan runs)
     params: Mapping[str, str] = field(default_factory=dict)  # a job step's parameter values (protocol.parameters)
+    secrets: tuple[str, ...] = ()  # a command step's secret variables: names of the plan's secrets (values apart)
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,13 @@ def _params(raw: Mapping[str, Any], where: str) -> dict[str, str]:
     return {k: str(v) for k, v in params.items()}
 
 
+def _secret_names(raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    names = raw.get("secrets", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and SECRET_NAME.match(n) for n in names):
+        raise PlanError(f"{where}: secrets lists variable names (their values are given with the plan, never in it)")
+    return tuple(names)
+
+
 def parse_plan(data: Any) -> Plan:
     """Read our plan format (a dict, as loaded from YAML or JSON)::
 
@@ -239,7 +247,7 @@ def parse_plan(data: Any) -> Plan:
         if not isinstance(raw, Mapping):
             raise PlanError(f"{where} must be a mapping")
         known = {"id", "target", "command", "job", "shell", "depends_on", "timeout", "on_failure", "name", "waits_for",
-                 "sets", "params"}  # fmt: skip
+                 "sets", "params", "secrets"}  # fmt: skip
         extra = sorted(set(raw) - known)
         if extra:
             raise PlanError(f"{where}: unknown key(s) {', '.join(extra)}")
@@ -260,7 +268,7 @@ def parse_plan(data: Any) -> Plan:
                 timeout=None if timeout is None else float(timeout),
                 on_failure=_text(raw, "on_failure", where, "skip_dependents"), name=_text(raw, "name", where, ""),
                 waits_for=_keys(raw, "waits_for", where), sets=_keys(raw, "sets", where),
-                params=_params(raw, where),
+                params=_params(raw, where), secrets=_secret_names(raw, where),
             )
         )  # fmt: skip
     return validate(Plan(name, tuple(steps)))
@@ -329,6 +337,8 @@ def plan_to_wire(plan: Plan) -> dict[str, Any]:
         raw.update({k: list(v) for k, v in (("waits_for", s.waits_for), ("sets", s.sets)) if v})
         if s.params:
             raw["params"] = dict(s.params)
+        if s.secrets:
+            raw["secrets"] = list(s.secrets)
         steps.append(raw)
     return {"name": plan.name, "steps": steps}
 
@@ -353,6 +363,8 @@ def validate(plan: Plan) -> Plan:
             raise PlanError(f"{where}: give exactly one of command or job")
         if step.params and not step.job:
             raise PlanError(f"{where}: params are for a job step (the job declares them)")
+        if step.secrets and step.job:
+            raise PlanError(f"{where}: a job step's secrets are its job's secret parameters, not a secrets list")
         if step.shell not in SHELLS:
             raise PlanError(f"{where}: shell is one of {', '.join(SHELLS)}")
         if step.on_failure not in ("skip_dependents", "continue"):

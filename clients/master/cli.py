@@ -744,8 +744,13 @@ async def cmd_plan_run(args: argparse.Namespace) -> int:
     if (refusal := order_ttl_refusal(args.ttl)) is not None:
         print(f"crc plan run: {refusal}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        plan_secrets = _secrets(args, {})
+    except ValueError as exc:
+        print(f"crc plan run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     async with await _connect(args) as master:
-        submitted = await master.run_plan(args.scenario, plan, ttl=args.ttl)
+        submitted = await master.run_plan(args.scenario, plan, ttl=args.ttl, secrets=plan_secrets)
         if not args.follow:
             print(submitted["id"])
             return 0
@@ -1117,6 +1122,8 @@ def build_parser(commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParse
     p.add_argument("--timeout", type=float, default=3600.0, help="with --follow: how long to wait")
     p.add_argument("--ttl", type=duration, default=24 * 3600.0,
                    help="how long the signed orders stay valid: 3600, 12h, 7d at most (default 24h)")  # fmt: skip
+    p.add_argument("--secret", action="append", default=[], metavar="NAME=@FILE|NAME=env:VAR",
+                   help="a secret for the steps using it (secrets: [NAME], or a job's secret parameter)")  # fmt: skip
     p.set_defaults(func=cmd_plan_run)
     for action, func, text in (("show", cmd_plan_show, "a plan's steps and states"),
                                ("cancel", cmd_plan_cancel, "cancel a plan (running steps' orders too)")):  # fmt: skip

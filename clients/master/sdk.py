@@ -1101,28 +1101,57 @@ class Master:
         return await self.dispatch(scenario, target, OrderKind.PING, {}, timeout=timeout)
 
     # plans
-    async def run_plan(self, scenario: str, plan: Plan | dict[str, Any], *, ttl: float = 24 * 3600.0) -> dict[str, Any]:
+    async def run_plan(
+        self,
+        scenario: str,
+        plan: Plan | dict[str, Any],
+        *,
+        ttl: float = 24 * 3600.0,
+        secrets: SecretValues | None = None,
+    ) -> dict[str, Any]:
         """Hand a plan to the hub, which runs it (it goes on if this master disconnects).
 
         Each step's target is resolved now and one order per machine is signed up front (stored jobs are
-        fetched and their scripts signed in); the orders are valid for ``ttl`` seconds.
+        fetched and their scripts signed in); the orders are valid for ``ttl`` seconds. ``secrets``: values for
+        the steps that use them (a command step's ``secrets`` list, a job step's secret parameters), sealed to
+        each machine of each such step as ``run``'s are.
 
         Raises:
-            PlanError: a malformed plan (nothing was sent); MasterError: a target that matches no machine.
+            PlanError: a malformed plan (nothing was sent); MasterError: a target that matches no machine, a
+                secret a step needs and was not given, one given that no step uses, or one that cannot be sent.
         """
         parsed = parse_plan(plan) if isinstance(plan, dict) else validate(plan)
+        try:
+            values = checked_secrets(secrets or {})
+        except SecretRefused as exc:
+            raise MasterError(f"nothing was sent: {exc}") from None
         sc = await self.scenario(scenario)
         orders: dict[str, list[dict[str, Any]]] = {}
+        used: set[str] = set()
         for step in parsed.steps:
             _, machines = await self.targets(scenario, step.target)
             exec_body = ExecBody(step.command, shell=step.shell, timeout=step.timeout, plan_step=step.id)
+            names = list(step.secrets)
             if step.job:
                 statement = await self._signed_job(step.job, scenario=scenario, sending=True)
-                step_env = job_environment(statement, step.params, None, secret_names=None, where=f"step {step.id}: ")
+                names = [p.name for p in statement.parameters if p.type is ParameterType.SECRET and p.name in values]
+                step_env = job_environment(statement, step.params, None, secret_names=names, where=f"step {step.id}: ")
                 exec_body = replace(exec_body, command=statement.script, shell=statement.shell or None,
                                     job=statement.name, job_version=statement.version, env=step_env)  # fmt: skip
+            missing = [name for name in names if name not in values]
+            if missing:
+                raise MasterError(f"nothing was sent: step {step.id} needs secret {', '.join(missing)} "
+                                  f"(crc plan run --secret {missing[0]}=@FILE)")  # fmt: skip
+            used.update(names)
+            per_machine = SealedSecrets(exec_body, {n: values[n] for n in names}) if names else None
+            if per_machine is not None and (refusal := per_machine.refusal(scenario, machines)) is not None:
+                raise MasterError(f"nothing was sent: step {step.id}: {refusal}")
             body = exec_body.to_wire()
-            orders[step.id] = [self.sign(sc, m, OrderKind.EXEC, body, ttl).to_wire() for m in machines]
+            orders[step.id] = [self.sign(sc, m, OrderKind.EXEC, body, ttl, per_machine=per_machine).to_wire()
+                               for m in machines]  # fmt: skip
+        unused = sorted(set(values) - used)
+        if unused:
+            raise MasterError(f"nothing was sent: no step of the plan uses secret {', '.join(unused)}")
         shown = plan_to_wire(parsed)
         if sc.sealed:  # the hub runs the plan from its shape and the sealed orders: it is not told the commands
             shown["steps"] = [{**step, "command": "(sealed)"} if "command" in step else step for step in shown["steps"]]
@@ -1643,7 +1672,7 @@ def job_environment(
         if needed:
             raise MasterError(
                 f"nothing was sent: {where}job {statement.name!r} needs secret parameter {', '.join(needed)}: "
-                "secrets are sealed to each machine, so only crc job run can give them (not assignments or plans)"
+                "secrets are sealed to each machine, so only crc job run and plans can give them, not assignments"
             )
         secret_names = ()
     try:

@@ -25,6 +25,7 @@ from clients.master.models import CommandResult, OutputChunk
 from clients.master.sdk import Master, MasterError
 from protocol import PublicKey
 from protocol.messages import MachineCertify
+from protocol.parameters import parse_spec
 from tests.e2e.support import Daemons, Deployment, HubProcess, assert_one_line_error, eventually, run_crc
 from tests.e2e.test_enrollment import enroll
 
@@ -211,4 +212,36 @@ async def test_a_jobs_secret_parameter_is_given_with_secret_sealed_and_redacted(
     line = assert_one_line_error(plain, 1, "is a secret: give it with --secret")
     assert "s3cr3t" not in line
     assigned = await asyncio.to_thread(run_crc, hub, "job", "assign", "jobs", "box", "login", "--param", "user=ana")
-    assert_one_line_error(assigned, 1, "only crc job run can give them")
+    assert_one_line_error(assigned, 1, "only crc job run and plans can give them")
+
+
+async def test_a_plans_steps_get_their_secrets_sealed_to_each_machine(
+    hub: HubProcess, master: Master, deploy: Callable[..., Awaitable[Deployment]], tmp_path: Path
+) -> None:
+    await deploy("plans", "web", "db")
+    await master.put_job("login", 'echo "login with $token"', parameters=[parse_spec("token:secret")])
+    plan = {"name": "p", "steps": [
+        {"id": "job", "target": "all", "job": "login"},
+        {"id": "cmd", "target": "db", "command": 'echo "api $API"', "secrets": ["API"], "depends_on": ["job"]},
+    ]}  # fmt: skip
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    (tmp_path / "token").write_text("plan-token-secret-1\n")
+
+    ran = await asyncio.to_thread(run_crc, hub, "plan", "run", "plans", str(tmp_path / "plan.json"), "--follow",
+                                  "--timeout", "30", "--secret", f"token=@{tmp_path / 'token'}", "--secret",
+                                  "API=env:PLAN_API", env={"PLAN_API": "plan-api-secret-2"}, timeout=60)  # fmt: skip
+
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    outputs = sorted((r.machine, r.stdout, r.redacted) for r in await master.results("plans") if r.ok)
+    assert outputs == [("db", b"api ***\n", 1), ("db", b"login with ***\n", 1), ("web", b"login with ***\n", 1)]
+    stored = b"".join(path.read_bytes() for path in hub.data_dir.rglob("*") if path.is_file())
+    assert b"plan-token-secret-1" not in stored and b"plan-api-secret-2" not in stored
+    api = {"PLAN_API": "plan-api-secret-2"}
+    plan_file = str(tmp_path / "plan.json")
+    missing = await asyncio.to_thread(run_crc, hub, "plan", "run", "plans", plan_file, "--secret", "API=env:PLAN_API",
+                                      env=api)  # fmt: skip
+    assert_one_line_error(missing, 1, "secret parameter token is required")
+    unused = await asyncio.to_thread(run_crc, hub, "plan", "run", "plans", plan_file, "--secret",
+                                     f"token=@{tmp_path / 'token'}", "--secret", "API=env:PLAN_API", "--secret",
+                                     "EXTRA=env:PLAN_API", env=api)  # fmt: skip
+    assert_one_line_error(unused, 1, "no step of the plan uses secret EXTRA")
