@@ -2,7 +2,8 @@
 
 ``RedisServer(directory)`` runs one with the append-only file on and snapshots off: ``stop()`` shuts it down
 cleanly (the AOF is flushed) and ``start()`` brings it back on the same port and directory with the same data;
-``kill()`` is a SIGKILL. ``RedisSentinel`` runs ``redis-server <conf> --sentinel`` monitoring a server.
+``kill()`` is a SIGKILL; ``extra_args`` are more ``redis-server`` options (``--appendfsync always``...).
+``RedisSentinel`` runs ``redis-server <conf> --sentinel`` monitoring a server.
 Everything talks RESP over a plain socket, so this helper does not depend on the client under test.
 """
 
@@ -12,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 START_TIMEOUT = 10.0
@@ -123,9 +125,12 @@ class _Process:
 class RedisServer(_Process):
     """``url``, ``host``, ``port``; ``start()``, ``stop()``, ``kill()``; ``password`` to require one."""
 
-    def __init__(self, directory: Path, port: int | None = None, *, password: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, *, password: str | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         super().__init__(directory, port)
         self.password = password
+        self.extra_args = list(extra_args)
 
     @property
     def url(self) -> str:
@@ -139,7 +144,7 @@ class RedisServer(_Process):
         ]  # fmt: skip
         if self.password:
             argv += ["--requirepass", self.password]
-        return argv
+        return argv + self.extra_args
 
     def flushall(self) -> None:
         reply = command(self.host, self.port, "FLUSHALL")
