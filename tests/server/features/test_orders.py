@@ -7,6 +7,7 @@ import hashlib
 import math
 import os
 
+from clients.master.models import CommandResult, MachineInfo
 from protocol import ErrorCode, Identity, Order, OrderKind, OrderState
 from protocol.events import CommandDelivered, CommandFinished, CommandQueued, CommandStarted
 from protocol.messages import (
@@ -132,17 +133,36 @@ async def test_a_machine_cannot_report_on_another_machines_order(ctx: HubContext
     assert (await results(ctx, ana))[order.id]["state"] == OrderState.QUEUED.value
 
 
-async def test_a_result_not_signed_by_the_machine_or_not_final_is_refused(ctx: HubContext) -> None:
+async def test_a_result_not_final_is_refused_and_its_signature_is_left_to_the_master(ctx: HubContext) -> None:
+    """Check once, where it matters (issue 18): the session proved which machine reports, the hub checks the
+    order is that machine's, and masters verify the signature (``CommandResult.verified``); a result signed with
+    another key is stored as it came, and no master takes it as the machine's."""
     ana, db, _ = await shop(ctx)
     order = signed_order(ana, "shop", db.id)
     await ctx.ok(ana, OrderSubmit(order.to_wire()))
 
-    stranger = Identity.generate(os.urandom)
-    unsigned = await ctx.refused(db, Result(signed_result(db, order.id, signer=stranger).to_wire()))
     running = await ctx.refused(db, Result(signed_result(db, order.id, OrderState.RUNNING).to_wire()))
+    stranger = Identity.generate(os.urandom)
+    await ctx.tell(db, Result(signed_result(db, order.id, signer=stranger).to_wire()))
+    await ctx.wait_for(db, ResultAck)
 
-    assert unsigned.code == ErrorCode.BAD_SIGNATURE.value
     assert running.code == ErrorCode.INVALID_REQUEST.value
+    stored = (await results(ctx, ana))[order.id]
+    assert stored["state"] == OrderState.SUCCEEDED.value
+    machine = MachineInfo(db.id, "db", "linux", "db", db.identity.public.to_text(), "connected")
+    assert CommandResult.from_order(stored, machine).verified is False
+
+
+async def test_a_key_rotation_result_not_signed_by_the_machine_is_refused(ctx: HubContext) -> None:
+    """The one result the hub acts on (it registers the new key) it verifies itself."""
+    ana, db, _ = await shop(ctx)
+    order = signed_order(ana, "shop", db.id, {}, kind=OrderKind.ROTATE_KEY)
+    await ctx.ok(ana, OrderSubmit(order.to_wire()))
+    stranger = Identity.generate(os.urandom)
+
+    forged = await ctx.refused(db, Result(signed_result(db, order.id, signer=stranger).to_wire()))
+
+    assert forged.code == ErrorCode.BAD_SIGNATURE.value
     assert (await results(ctx, ana))[order.id]["result"] is None
 
 
