@@ -27,7 +27,7 @@ from protocol.envelope import pack
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.identity import Identity
 from protocol.orders import OrderKind
-from protocol.sealing import SealContext, SealingKey, SealingPrivateKey, seal, unseal
+from protocol.sealing import SealContext, SealingKey, SealingPrivateKey, seal, unseal_any
 
 SEALED_KINDS = frozenset({OrderKind.EXEC, OrderKind.HOSTS})
 ORDER = "order"
@@ -84,18 +84,8 @@ def open_body(
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{kind.value} orders are never sealed")
     if not isinstance(sealed, bytes) or reply_key is None or set(body) != {"sealed", "reply_key"}:
         raise ProtocolError(ErrorCode.BAD_FIELD, "a sealed body is its ciphertext and the master's reply key")
-    context = SealContext(ORDER, scenario, machine, order_id, kind.value)
-    failure: ProtocolError | None = None
-    for key in keys:
-        try:
-            plain = unseal(key, sealed, context)
-            break
-        except ProtocolError as exc:
-            failure = exc
-    else:
-        raise failure or ProtocolError(ErrorCode.BAD_SIGNATURE, "no key to open the sealed order with")
-    opened = _unpacked(plain)
-    return OpenedBody(opened, reply_key)
+    plain = unseal_any(keys, sealed, SealContext(ORDER, scenario, machine, order_id, kind.value))
+    return OpenedBody(_unpacked(plain), reply_key)
 
 
 def seal_result(fields: Mapping[str, Any], *, to: SealingKey, scenario: str, machine: str, order_id: str) -> bytes:
@@ -104,9 +94,12 @@ def seal_result(fields: Mapping[str, Any], *, to: SealingKey, scenario: str, mac
     return seal(to, pack(plain), SealContext(RESULT, scenario, machine, order_id, ""))
 
 
-def open_result(sealed: bytes, key: SealingPrivateKey, *, scenario: str, machine: str, order_id: str) -> dict[str, Any]:
-    """What ``seal_result`` sealed. Raises ProtocolError BAD_SIGNATURE if it does not open, BAD_FIELD if malformed."""
-    opened = _unpacked(unseal(key, sealed, SealContext(RESULT, scenario, machine, order_id, "")))
+def open_result(
+    sealed: bytes, keys: Sequence[SealingPrivateKey], *, scenario: str, machine: str, order_id: str
+) -> dict[str, Any]:
+    """What ``seal_result`` sealed, opened with the first of ``keys`` that opens it. Raises ProtocolError
+    BAD_SIGNATURE if none does, BAD_FIELD if malformed."""
+    opened = _unpacked(unseal_any(keys, sealed, SealContext(RESULT, scenario, machine, order_id, "")))
     expected = {"stdout": bytes, "stderr": bytes, "error": str, "stdout_truncated": bool, "stderr_truncated": bool}
     for name, value in opened.items():
         if name not in expected or not isinstance(value, expected[name]):
@@ -124,14 +117,7 @@ def seal_output(data: bytes, *, to: SealingKey, scenario: str, order_id: str, st
 
 def open_output(data: bytes, keys: Sequence[SealingPrivateKey], *, scenario: str, order_id: str, stream: str) -> bytes:
     """A live chunk, opened with the first of ``keys`` that opens it. Raises ProtocolError if none does."""
-    context = SealContext(OUTPUT, scenario, "", order_id, stream)
-    failure: ProtocolError | None = None
-    for key in keys:
-        try:
-            return unseal(key, data, context)
-        except ProtocolError as exc:
-            failure = exc
-    raise failure or ProtocolError(ErrorCode.BAD_SIGNATURE, "no key to open the output chunk with")
+    return unseal_any(keys, data, SealContext(OUTPUT, scenario, "", order_id, stream))
 
 
 def _unpacked(plain: bytes) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -132,6 +133,22 @@ def seal(public: SealingKey, plaintext: bytes, context: SealContext) -> bytes:
     """``plaintext`` encrypted to ``public`` for ``context``: HPKE's encapsulated key followed by the ciphertext
     (``OVERHEAD`` bytes more than the plaintext)."""
     return SUITE.encrypt(plaintext, X25519PublicKey.from_public_bytes(public.raw), info=context.info())
+
+
+def unseal_any(keys: Sequence[Identity | SealingPrivateKey], ciphertext: bytes, context: SealContext) -> bytes:
+    """``unseal`` with the first of ``keys`` that opens it (current key first: a machine keeps the sealing key of
+    the key a rotation replaced, a master those of its former keys).
+
+    Raises:
+        ProtocolError: none opens it (the first key's error, which says why it may not).
+    """
+    refusal: ProtocolError | None = None
+    for key in keys:
+        try:
+            return unseal(key, ciphertext, context)
+        except ProtocolError as exc:
+            refusal = refusal or exc
+    raise refusal or ProtocolError(ErrorCode.BAD_SIGNATURE, f"no key to open {context.describe()} with")
 
 
 def unseal(key: Identity | SealingPrivateKey, ciphertext: bytes, context: SealContext) -> bytes:

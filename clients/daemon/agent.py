@@ -95,7 +95,7 @@ from protocol.sealed_orders import (
     seal_output,
     seal_result,
 )
-from protocol.sealing import SealContext, SealingPrivateKey, sealing_key, unseal
+from protocol.sealing import sealing_key, unseal_any
 from protocol.signed_values import SignedValue, ValueKind, VerifiedValue, WriterKind, untrusted_message, verify_value
 
 log = logging.getLogger(__name__)
@@ -817,7 +817,7 @@ class Daemon:
         values = {}
         opening = keys.opening_keys(self.config, self.options.state_dir)
         for name, sealed in body.secrets.items():
-            value = _unseal_any(opening, sealed, secret_context(order.scenario, self.config.machine_id, order.id, name))
+            value = unseal_any(opening, sealed, secret_context(order.scenario, self.config.machine_id, order.id, name))
             if len(value) < MIN_SECRET_BYTES:
                 raise ProtocolError(
                     ErrorCode.BAD_FIELD, f"secret {name} is shorter than {MIN_SECRET_BYTES} bytes: it could not be "
@@ -837,7 +837,7 @@ class Daemon:
         if not isinstance(body, PutFileBody) or body.sealed is None:
             return None
         context = file_context(order.scenario, self.config.machine_id, order.id, body.path)
-        opened = _unseal_any(keys.opening_keys(self.config, self.options.state_dir), body.sealed.key, context)
+        opened = unseal_any(keys.opening_keys(self.config, self.options.state_dir), body.sealed.key, context)
         return ContentKey.from_bytes(opened)
 
     def _env_text(self, name: str, value: bytes) -> str:
@@ -1032,22 +1032,6 @@ class Daemon:
     ) -> None:
         """Journal the signed result first (it survives a crash), then try to send it."""
         await self._send(Result(self._record(order, status, exit_code, started, **fields)))
-
-
-def _unseal_any(keys_: list[SealingPrivateKey], sealed: bytes, context: SealContext) -> bytes:
-    """Opened with the first of this machine's keys it was sealed to.
-
-    Raises:
-        ProtocolError: none opens it (the error of the current key, which says why it may not).
-    """
-    refusal: ProtocolError | None = None
-    for key in keys_:
-        try:
-            return unseal(key, sealed, context)
-        except ProtocolError as exc:
-            refusal = refusal or exc
-    assert refusal is not None
-    raise refusal
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -75,16 +75,14 @@ def _opened_result(
     """A sealed result's output and error, or why they are not shown."""
     if not verified:
         return {"error": "sealed result not shown: its signature is not its machine's"}
-    for opener in openers:
-        try:
-            return open_result(sealed, opener, scenario=signed.scenario, machine=signed.machine,
-                               order_id=signed.order_id)  # fmt: skip
-        except ProtocolError:
-            continue
-    return {
-        "error": "sealed result: it does not open with this master's sealing keys (sealed to another master, "
-        "or to a key this master had before a rotation it no longer keeps)"
-    }
+    try:
+        return open_result(sealed, openers, scenario=signed.scenario, machine=signed.machine,
+                           order_id=signed.order_id)  # fmt: skip
+    except ProtocolError:
+        return {
+            "error": "sealed result: it does not open with this master's sealing keys (sealed to another master, "
+            "or to a key this master had before a rotation it no longer keeps)"
+        }
 
 
 def _count(raw: Any) -> int:

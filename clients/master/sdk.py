@@ -1082,12 +1082,7 @@ class Master:
                 target machine without a sealing key.
         """
         base = ExecBody(command, cwd=cwd, env=dict(env or {}), timeout=timeout)
-        per_machine = None
-        if secrets:
-            try:
-                per_machine = SealedSecrets(base, checked_secrets(secrets, env))
-            except SecretRefused as exc:
-                raise MasterError(f"nothing was sent: {exc}") from None
+        per_machine = _sealed_secrets(base, secrets, env)
         return await self.dispatch(
             scenario, target, OrderKind.EXEC, base.to_wire(), wait=wait, timeout=wait_timeout, on_output=on_output,
             fanout=fanout, per_machine=per_machine,
@@ -1399,12 +1394,7 @@ class Master:
         job_env = job_environment(statement, params, env, secret_names=list(secrets or {}))
         base = ExecBody(statement.script, shell=statement.shell or None, env=job_env, timeout=timeout,
                         job=statement.name, job_version=statement.version)  # fmt: skip
-        per_machine = None
-        if secrets:
-            try:
-                per_machine = SealedSecrets(base, checked_secrets(secrets, job_env))
-            except SecretRefused as exc:
-                raise MasterError(f"nothing was sent: {exc}") from None
+        per_machine = _sealed_secrets(base, secrets, job_env)
         return await self.dispatch(
             scenario, target, OrderKind.EXEC, base.to_wire(), wait=wait, timeout=wait_timeout, on_output=on_output,
             fanout=fanout, per_machine=per_machine,
@@ -1650,6 +1640,22 @@ def _job_view(statement: JobStatement) -> dict[str, Any]:
     return {"name": statement.name, "shell": statement.shell, "script": statement.script,
             "version": statement.version, "scenario": statement.scenario, "created": statement.created,
             "parameters": [p.to_wire() for p in statement.parameters]}  # fmt: skip
+
+
+def _sealed_secrets(
+    base: ExecBody, secrets: SecretValues | None, env: Mapping[str, str] | None
+) -> SealedSecrets | None:
+    """The per-machine body maker sealing ``secrets`` into ``base`` (None without secrets).
+
+    Raises:
+        MasterError: a secret that cannot be sent as given (nothing was sent).
+    """
+    if not secrets:
+        return None
+    try:
+        return SealedSecrets(base, checked_secrets(secrets, env))
+    except SecretRefused as exc:
+        raise MasterError(f"nothing was sent: {exc}") from None
 
 
 def job_environment(

@@ -69,11 +69,11 @@ def test_a_sealed_result_and_output_open_for_the_master_and_that_order_only() ->
     master = SealingPrivateKey.of(MASTER)
     fields = {"stdout": b"out", "stderr": b"err", "error": "why", "stdout_truncated": False, "exit_code": 3}
     result = seal_result(fields, to=master.public, scenario="vault", machine=WEB.id, order_id="o1")
-    assert open_result(result, master, scenario="vault", machine=WEB.id, order_id="o1") == {
+    assert open_result(result, [master], scenario="vault", machine=WEB.id, order_id="o1") == {
         "stdout": b"out", "stderr": b"err", "error": "why", "stdout_truncated": False,
     }  # fmt: skip
     with pytest.raises(ProtocolError):
-        open_result(result, master, scenario="vault", machine=DB.id, order_id="o1")
+        open_result(result, [master], scenario="vault", machine=DB.id, order_id="o1")
     chunk = seal_output(b"live", to=master.public, scenario="vault", order_id="o1", stream="stdout")
     assert open_output(chunk, [master], scenario="vault", order_id="o1", stream="stdout") == b"live"
     assert open_output(chunk, [SealingPrivateKey.of(WEB), master], scenario="vault", order_id="o1",

@@ -42,7 +42,7 @@ def error_of(result: dict[str, Any]) -> str:
     """The result's error, opened with the master's key when the daemon sealed it (it does for sealed orders)."""
     if "sealed" not in result["extra"]:
         return str(result["error"])
-    opened = open_result(result["extra"]["sealed"], SealingPrivateKey.of(A), scenario=SCENARIO, machine=MACHINE.id,
+    opened = open_result(result["extra"]["sealed"], [SealingPrivateKey.of(A)], scenario=SCENARIO, machine=MACHINE.id,
                          order_id=result["order_id"])  # fmt: skip
     return str(opened["error"])
 
@@ -56,7 +56,7 @@ async def test_a_sealed_order_runs_and_its_result_is_sealed_to_the_master(daemon
     result = await deliver_order(daemon, order("s1", sealed("s1", "deploy")).signed(A))
     assert result["status"] == "succeeded" and ran(daemon) == ["deploy"]
     assert result["stdout"] == b"" and result["error"] == "" and isinstance(result["extra"]["sealed"], bytes)
-    opened = open_result(result["extra"]["sealed"], SealingPrivateKey.of(A), scenario=SCENARIO, machine=MACHINE.id,
+    opened = open_result(result["extra"]["sealed"], [SealingPrivateKey.of(A)], scenario=SCENARIO, machine=MACHINE.id,
                          order_id="s1")  # fmt: skip
     assert opened["stdout"] == b""  # the stand-in executor prints nothing; the fields are there, sealed
 
